@@ -1,0 +1,16 @@
+"""Our numpy deep-learning engine: tensors with autograd, functions, layers, losses, solvers.
+
+Imports numpy and scipy only; nothing else of ours.
+"""
+
+from engine import functions, initializers, layers, losses, schedulers, solvers
+from engine.gradcheck import gradcheck
+from engine.module import Concat, Module, Parameter, Residual, Sequential
+from engine.random import seed
+from engine.tensor import Function, Tensor, as_tensor, no_grad
+
+__all__ = [
+    "Concat", "Function", "Module", "Parameter", "Residual", "Sequential", "Tensor", "as_tensor",
+    "functions", "gradcheck", "initializers", "layers", "losses", "no_grad", "schedulers", "seed",
+    "solvers",
+]
