@@ -34,8 +34,11 @@ def logistic_regression_4_vs_9(epochs: int = 30, log: Callable[[str], None] | No
         return losses.binary_cross_entropy(m(x), t).mean()
 
     trainer = Trainer(model, loss_fn, Adam(model, lr=0.01), callbacks=[Monitor(log)] if log else [])
-    trainer.fit(ArrayIterator([x_train, y_train], 64, seed=0), epochs,
-                valid=ArrayIterator([x_valid, y_valid], 256, shuffle=False))
+    trainer.fit(
+        ArrayIterator([x_train, y_train], 64, seed=0),
+        epochs,
+        valid=ArrayIterator([x_valid, y_valid], 256, shuffle=False),
+    )
     model.eval()
     with no_grad():
         predicted = model(x_valid).data > 0.5

@@ -43,16 +43,32 @@ def engine_networks():
     from engine import layers as L
 
     autoencoder = Sequential(
-        L.Convolution(1, 16, (3, 3), pad=1), L.ReLU(), L.MaxPooling((2, 2)),
-        L.Convolution(16, 32, (3, 3), pad=1), L.ReLU(), L.MaxPooling((2, 2)),
-        L.Affine(32 * 7 * 7, 64), L.ReLU(), L.Affine(64, 1568), L.ReLU(), L.Reshape((32, 7, 7)),
-        L.Deconvolution(32, 16, (2, 2), stride=2), L.ReLU(),
-        L.Deconvolution(16, 1, (2, 2), stride=2), L.Sigmoid(),
+        L.Convolution(1, 16, (3, 3), pad=1),
+        L.ReLU(),
+        L.MaxPooling((2, 2)),
+        L.Convolution(16, 32, (3, 3), pad=1),
+        L.ReLU(),
+        L.MaxPooling((2, 2)),
+        L.Affine(32 * 7 * 7, 64),
+        L.ReLU(),
+        L.Affine(64, 1568),
+        L.ReLU(),
+        L.Reshape((32, 7, 7)),
+        L.Deconvolution(32, 16, (2, 2), stride=2),
+        L.ReLU(),
+        L.Deconvolution(16, 1, (2, 2), stride=2),
+        L.Sigmoid(),
     )
     classifier = Sequential(
-        L.Convolution(1, 16, (3, 3), pad=1), L.ReLU(), L.MaxPooling((2, 2)),
-        L.Convolution(16, 32, (3, 3), pad=1), L.ReLU(), L.MaxPooling((2, 2)),
-        L.Affine(32 * 7 * 7, 128), L.ReLU(), L.Affine(128, 10),
+        L.Convolution(1, 16, (3, 3), pad=1),
+        L.ReLU(),
+        L.MaxPooling((2, 2)),
+        L.Convolution(16, 32, (3, 3), pad=1),
+        L.ReLU(),
+        L.MaxPooling((2, 2)),
+        L.Affine(32 * 7 * 7, 128),
+        L.ReLU(),
+        L.Affine(128, 10),
     )
     return autoencoder, classifier
 
@@ -97,17 +113,34 @@ def bench_torch(steps: int) -> dict[str, float]:
 
     torch.manual_seed(0)
     ae = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(1568, 64), nn.ReLU(), nn.Linear(64, 1568), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1568, 64),
+        nn.ReLU(),
+        nn.Linear(64, 1568),
+        nn.ReLU(),
         nn.Unflatten(1, (32, 7, 7)),
-        nn.ConvTranspose2d(32, 16, 2, stride=2), nn.ReLU(),
-        nn.ConvTranspose2d(16, 1, 2, stride=2), nn.Sigmoid(),
+        nn.ConvTranspose2d(32, 16, 2, stride=2),
+        nn.ReLU(),
+        nn.ConvTranspose2d(16, 1, 2, stride=2),
+        nn.Sigmoid(),
     )
     cnn = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1568, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
     x = torch.rand(BATCH, 1, 28, 28)
     y = torch.randint(0, 10, (BATCH,))
@@ -153,8 +186,12 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     theirs = None
     if Path(args.torch_python).exists():
-        run = subprocess.run([args.torch_python, __file__, "--torch-only", "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=False)
+        run = subprocess.run(
+            [args.torch_python, __file__, "--torch-only", "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if run.returncode == 0:
             theirs = json.loads(run.stdout.strip().splitlines()[-1])
         else:

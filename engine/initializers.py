@@ -27,7 +27,9 @@ def calc_normal_std_he_backward(inmaps: int, outmaps: int, kernel: Sequence[int]
 
 
 class Initializer:
-    def __call__(self, shape: Sequence[int], rng: np.random.Generator | None = None, dtype: Any = np.float32) -> np.ndarray:
+    def __call__(
+        self, shape: Sequence[int], rng: np.random.Generator | None = None, dtype: Any = np.float32
+    ) -> np.ndarray:
         return self.sample(tuple(shape), generator(rng)).astype(dtype)
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

@@ -27,9 +27,15 @@ class Affine(Module):
     **Shape:** (N, *F) → (N, out_features); weights (prod(F), out_features) as in NNC.
     """
 
-    def __init__(self, in_features: int, out_features: int, with_bias: bool = True,
-                 w_init: Initializer | None = None, b_init: Initializer | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        with_bias: bool = True,
+        w_init: Initializer | None = None,
+        b_init: Initializer | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         self.in_features, self.out_features, self.with_bias = in_features, out_features, with_bias
         self.w_init = w_init or fan_initializer("glorot_uniform", in_features, out_features)
         self.b_init = b_init or ConstantInitializer(0.0)
@@ -60,12 +66,15 @@ class _ConvBase(Module):
         self.kernel = tuple(kernel)
         self.stride = win.as_tuple(stride, nd, "stride")
         self.dilation = win.as_tuple(dilation, nd, "dilation")
-        self.pads = (win.border_mode_pads(border_mode, self.kernel, self.dilation)
-                     if border_mode else win.as_pads(pad, nd))
+        self.pads = (
+            win.border_mode_pads(border_mode, self.kernel, self.dilation) if border_mode else win.as_pads(pad, nd)
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
-                f"pads={self.pads}, dilation={self.dilation}, group={self.group}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
+            f"pads={self.pads}, dilation={self.dilation}, group={self.group}"
+        )
 
 
 class Convolution(_ConvBase):
@@ -74,10 +83,21 @@ class Convolution(_ConvBase):
     **Shape:** (N, C, *S) → (N, OC, *out); weights (OC, C/group, *kernel).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int], pad: Any = 0,
-                 stride: Any = 1, dilation: Any = 1, group: int = 1, border_mode: str | None = None,
-                 with_bias: bool = True, w_init: Initializer | None = None,
-                 b_init: Initializer | None = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: Sequence[int],
+        pad: Any = 0,
+        stride: Any = 1,
+        dilation: Any = 1,
+        group: int = 1,
+        border_mode: str | None = None,
+        with_bias: bool = True,
+        w_init: Initializer | None = None,
+        b_init: Initializer | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         if in_channels % group or out_channels % group:
             msg = f"channels {in_channels} → {out_channels} are not divisible by group {group}"
             raise ValueError(msg)
@@ -95,8 +115,9 @@ class Convolution(_ConvBase):
         self.b = Parameter(self.b_init((self.out_channels,), rng)) if self.with_bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.convolution(x, self.W, self.b, pad=self.pads, stride=self.stride,
-                             dilation=self.dilation, group=self.group)
+        return F.convolution(
+            x, self.W, self.b, pad=self.pads, stride=self.stride, dilation=self.dilation, group=self.group
+        )
 
     def output_shape(self, in_shape: Shape) -> Shape:
         check_shape(in_shape, len(self.kernel) + 1, type(self).__name__)
@@ -121,10 +142,21 @@ class DepthwiseConvolution(Convolution):
 class Deconvolution(_ConvBase):
     """Transposed convolution. **Shape:** (N, C, *S) → (N, OC, *out); weights (C, OC/group, *k)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int], pad: Any = 0,
-                 stride: Any = 1, dilation: Any = 1, group: int = 1, output_padding: Any = 0,
-                 with_bias: bool = True, w_init: Initializer | None = None,
-                 b_init: Initializer | None = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: Sequence[int],
+        pad: Any = 0,
+        stride: Any = 1,
+        dilation: Any = 1,
+        group: int = 1,
+        output_padding: Any = 0,
+        with_bias: bool = True,
+        w_init: Initializer | None = None,
+        b_init: Initializer | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         if in_channels % group or out_channels % group:
             msg = f"channels {in_channels} → {out_channels} are not divisible by group {group}"
             raise ValueError(msg)
@@ -143,16 +175,25 @@ class Deconvolution(_ConvBase):
         self.b = Parameter(self.b_init((self.out_channels,), rng)) if self.with_bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.deconvolution(x, self.W, self.b, pad=self.pads, stride=self.stride, dilation=self.dilation,
-                               group=self.group, output_padding=self.output_padding)
+        return F.deconvolution(
+            x,
+            self.W,
+            self.b,
+            pad=self.pads,
+            stride=self.stride,
+            dilation=self.dilation,
+            group=self.group,
+            output_padding=self.output_padding,
+        )
 
     def output_shape(self, in_shape: Shape) -> Shape:
         check_shape(in_shape, len(self.kernel) + 1, "Deconvolution")
         if in_shape[0] != self.in_channels:
             msg = f"Deconvolution expects {self.in_channels} channels, got {in_shape[0]}"
             raise ValueError(msg)
-        return deconv_output_shape(in_shape, self.out_channels, self.kernel, self.pads, self.stride,
-                                   self.dilation, self.output_padding)
+        return deconv_output_shape(
+            in_shape, self.out_channels, self.kernel, self.pads, self.stride, self.dilation, self.output_padding
+        )
 
 
 class BatchNormalization(Module):
@@ -177,8 +218,16 @@ class BatchNormalization(Module):
         self.running_var = np.ones(self.n_features, np.float32)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.batch_normalization(x, self.beta, self.gamma, self.running_mean, self.running_var,
-                                     decay_rate=self.decay_rate, eps=self.eps, batch_stat=self.training)
+        return F.batch_normalization(
+            x,
+            self.beta,
+            self.gamma,
+            self.running_mean,
+            self.running_var,
+            decay_rate=self.decay_rate,
+            eps=self.eps,
+            batch_stat=self.training,
+        )
 
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape[0] != self.n_features:
@@ -266,8 +315,9 @@ class Dropout(Module):
 class _Pool(Module):
     fn: Any = None
 
-    def __init__(self, kernel: Sequence[int], stride: Sequence[int] | None = None, pad: Any = 0,
-                 ignore_border: bool = True) -> None:
+    def __init__(
+        self, kernel: Sequence[int], stride: Sequence[int] | None = None, pad: Any = 0, ignore_border: bool = True
+    ) -> None:
         self.kernel = tuple(kernel)
         self.stride = self.kernel if stride is None else tuple(stride)
         self.pads = win.as_pads(pad, len(self.kernel))

@@ -89,6 +89,7 @@ class SigmoidCrossEntropy(Function):
 def _labels(t: np.ndarray, x_shape: tuple[int, ...], axis: int) -> np.ndarray:
     """Class indices of shape ``x_shape`` with ``axis`` of size 1 (NNC's layout)."""
     t = np.asarray(t)
+    axis %= len(x_shape)
     if t.ndim == len(x_shape) - 1:
         t = np.expand_dims(t, axis)
     target = x_shape[:axis] + (1,) + x_shape[axis + 1 :]
@@ -106,6 +107,7 @@ class SoftmaxCrossEntropy(Function):
     """``logsumexp(x) - x[t]`` over ``axis``; output keeps ``axis`` with size 1."""
 
     def forward(self, x, t, *, axis):
+        axis %= x.ndim
         self.axis, self.idx = axis, _labels(t, x.shape, axis)
         self.log_p = special.log_softmax(x, axis=axis).astype(x.dtype, copy=False)
         return -np.take_along_axis(self.log_p, self.idx, axis=axis)
@@ -120,6 +122,7 @@ class CategoricalCrossEntropy(Function):
     """``-log p[t]`` for probabilities ``p`` (clipped away from 0)."""
 
     def forward(self, p, t, *, axis):
+        axis %= p.ndim
         self.axis, self.idx, self.shape, self.dtype = axis, _labels(t, p.shape, axis), p.shape, p.dtype
         self.pt = np.maximum(np.take_along_axis(p, self.idx, axis=axis), _prob_eps(p.dtype))
         return -np.log(self.pt)

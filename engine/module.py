@@ -94,7 +94,7 @@ class Module:
     def to(self, dtype: Any) -> Module:
         """Cast parameters and buffers (float64 for gradient checks)."""
         for m in self.modules():
-            for name, value in vars(m).items():
+            for value in vars(m).values():
                 if isinstance(value, Parameter):
                     value.data = value.data.astype(dtype)
             for name in m.buffers:

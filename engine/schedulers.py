@@ -33,8 +33,14 @@ class Scheduler:
 class StepScheduler(Scheduler):
     """Multiply by ``gamma`` every ``step_size`` iterations, or at each of ``milestones``."""
 
-    def __init__(self, base_lr: float, gamma: float = 0.1, step_size: int | None = None,
-                 milestones: Sequence[int] = (), warmup_iters: int = 0) -> None:
+    def __init__(
+        self,
+        base_lr: float,
+        gamma: float = 0.1,
+        step_size: int | None = None,
+        milestones: Sequence[int] = (),
+        warmup_iters: int = 0,
+    ) -> None:
         super().__init__(base_lr, warmup_iters)
         if step_size is None and not milestones:
             msg = "StepScheduler needs step_size or milestones"

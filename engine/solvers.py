@@ -32,8 +32,13 @@ class Solver:
 
     defaults: dict[str, float] = {}
 
-    def __init__(self, params: Module | dict[str, Parameter] | Iterable[Parameter], lr: float | None = None,
-                 weight_decay: float = 0.0, **hyper: float) -> None:
+    def __init__(
+        self,
+        params: Module | dict[str, Parameter] | Iterable[Parameter],
+        lr: float | None = None,
+        weight_decay: float = 0.0,
+        **hyper: float,
+    ) -> None:
         if isinstance(params, Module):
             named = list(params.named_parameters())
         elif isinstance(params, dict):

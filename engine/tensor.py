@@ -40,9 +40,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
@@ -70,9 +68,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         array = np.asarray(data, dtype=dtype)
-        if dtype is None and (
-            isinstance(data, float) or not np.issubdtype(array.dtype, np.floating)
-        ):
+        if dtype is None and (type(data) is float or not np.issubdtype(array.dtype, np.floating)):
             array = array.astype(DEFAULT_DTYPE)
         self.data: np.ndarray = array
         self.grad: np.ndarray | None = None

@@ -27,8 +27,14 @@ class ArrayIterator:
     batches as an uninterrupted one.
     """
 
-    def __init__(self, arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        arrays: Sequence[np.ndarray],
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         sizes = {len(a) for a in arrays}
         if len(sizes) != 1:
             msg = f"arrays have different lengths: {[len(a) for a in arrays]}"
@@ -36,7 +42,13 @@ class ArrayIterator:
         if batch_size <= 0:
             msg = f"Invalid batch_size: {batch_size}"
             raise ValueError(msg)
-        self.arrays, self.batch_size, self.shuffle, self.seed, self.drop_last = list(arrays), batch_size, shuffle, seed, drop_last
+        self.arrays, self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            list(arrays),
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
         self.size = sizes.pop()
         self.epoch = 0
 
@@ -45,7 +57,11 @@ class ArrayIterator:
         return full if self.drop_last or not rest else full + 1
 
     def __iter__(self):
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.size) if self.shuffle else np.arange(self.size)
+        order = (
+            np.random.default_rng((self.seed, self.epoch)).permutation(self.size)
+            if self.shuffle
+            else np.arange(self.size)
+        )
         self.epoch += 1
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
@@ -76,9 +92,16 @@ class Trainer:
         clip_grad_norm: clip the global gradient norm when set.
     """
 
-    def __init__(self, model: Module, loss_fn: LossFn, solver: Solver, scheduler: Scheduler | None = None,
-                 callbacks: Sequence[Callback] = (), metrics_fn: MetricFn | None = None,
-                 clip_grad_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: LossFn,
+        solver: Solver,
+        scheduler: Scheduler | None = None,
+        callbacks: Sequence[Callback] = (),
+        metrics_fn: MetricFn | None = None,
+        clip_grad_norm: float | None = None,
+    ) -> None:
         self.model, self.loss_fn, self.solver, self.scheduler = model, loss_fn, solver, scheduler
         self.callbacks, self.metrics_fn, self.clip_grad_norm = list(callbacks), metrics_fn, clip_grad_norm
         self.epoch = 0
@@ -134,7 +157,8 @@ class Trainer:
     def _check_gradients(self) -> None:
         for name, p in zip(self.solver.names, self.solver.params, strict=True):
             if p.grad is not None and not math.isfinite(float(np.sum(p.grad))) and not np.isfinite(p.grad).all():
-                msg = f"gradient of parameter {name!r} is not finite at epoch {self.epoch + 1}, iteration {self.iteration + 1}"
+                where = f"epoch {self.epoch + 1}, iteration {self.iteration + 1}"
+                msg = f"gradient of parameter {name!r} is not finite at {where}"
                 raise NonFiniteError(msg)
 
     def evaluate(self, valid: ArrayIterator) -> dict[str, float]:
@@ -160,7 +184,9 @@ class Trainer:
         data["trainer/iteration"] = np.array(self.iteration)
         keys = sorted({k for r in self.history for k in r})
         data["trainer/history_keys"] = np.array(keys, dtype=str)
-        data["trainer/history"] = np.array([[r.get(k, np.nan) for k in keys] for r in self.history], dtype=np.float64).reshape(len(self.history), len(keys))
+        data["trainer/history"] = np.array(
+            [[r.get(k, np.nan) for k in keys] for r in self.history], dtype=np.float64
+        ).reshape(len(self.history), len(keys))
         tmp = Path(f"{path}.tmp.npz")
         np.savez(tmp, **data)
         tmp.replace(path)
@@ -183,7 +209,9 @@ class Trainer:
 class Checkpoint(Callback):
     """Save a checkpoint every ``interval`` epochs (``last.npz``; ``best.npz`` by ``monitor``)."""
 
-    def __init__(self, directory: str | Path, interval: int = 1, monitor: str | None = "valid_loss", mode: str = "min") -> None:
+    def __init__(
+        self, directory: str | Path, interval: int = 1, monitor: str | None = "valid_loss", mode: str = "min"
+    ) -> None:
         self.directory, self.interval, self.monitor, self.mode = Path(directory), interval, monitor, mode
         self.best = math.inf if mode == "min" else -math.inf
 
@@ -200,7 +228,9 @@ class Checkpoint(Callback):
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
-    def __init__(self, monitor: str = "valid_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "min") -> None:
+    def __init__(
+        self, monitor: str = "valid_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "min"
+    ) -> None:
         if mode not in ("min", "max"):
             msg = f"Invalid mode: {mode!r}"
             raise ValueError(msg)

@@ -140,7 +140,9 @@ def convolution(
     return Convolution.apply(x, w, b, pads=pads, stride=stride, dilation=dilation, group=group)
 
 
-def depthwise_convolution(x: Any, w: Any, b: Any = None, pad: Any = 0, stride: Any = 1, dilation: Any = 1, border_mode: str | None = None) -> Tensor:
+def depthwise_convolution(
+    x: Any, w: Any, b: Any = None, pad: Any = 0, stride: Any = 1, dilation: Any = 1, border_mode: str | None = None
+) -> Tensor:
     """Depthwise convolution: one group per input channel. **Shape:** w (C·multiplier, 1, *k)."""
     channels = (x.shape if isinstance(x, Tensor) else np.shape(x))[1]
     return convolution(x, w, b, pad, stride, dilation, group=channels, border_mode=border_mode)
@@ -163,16 +165,33 @@ def deconvolution(
     """
     pads, stride, dilation = _conv_geometry(w, pad, stride, dilation, None)
     output_padding = win.as_tuple(output_padding, len(stride), "output_padding")
-    return Deconvolution.apply(x, w, b, pads=pads, stride=stride, dilation=dilation, group=group, output_padding=output_padding)
+    return Deconvolution.apply(
+        x, w, b, pads=pads, stride=stride, dilation=dilation, group=group, output_padding=output_padding
+    )
 
 
-def conv_output_shape(in_shape: Sequence[int], out_channels: int, kernel: Sequence[int], pads: win.Pads, stride: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+def conv_output_shape(
+    in_shape: Sequence[int],
+    out_channels: int,
+    kernel: Sequence[int],
+    pads: win.Pads,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
     """Output shape of :func:`convolution` without data (``in_shape`` excludes the batch)."""
     spatial = [win.out_size(*a) for a in zip(in_shape[1:], kernel, stride, dilation, pads, strict=True)]
     return (out_channels, *spatial)
 
 
-def deconv_output_shape(in_shape: Sequence[int], out_channels: int, kernel: Sequence[int], pads: win.Pads, stride: Sequence[int], dilation: Sequence[int], output_padding: Sequence[int]) -> tuple[int, ...]:
+def deconv_output_shape(
+    in_shape: Sequence[int],
+    out_channels: int,
+    kernel: Sequence[int],
+    pads: win.Pads,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: Sequence[int],
+) -> tuple[int, ...]:
     """Output shape of :func:`deconvolution` without data (``in_shape`` excludes the batch)."""
     spatial = [
         (i - 1) * s - lo - hi + d * (k - 1) + 1 + op

@@ -12,7 +12,9 @@ from engine.functions import windows as win
 from engine.tensor import Function, Tensor, as_tensor
 
 
-def pool_geometry(spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int], pads: win.Pads, ignore_border: bool) -> tuple[list[int], win.Pads]:
+def pool_geometry(
+    spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int], pads: win.Pads, ignore_border: bool
+) -> tuple[list[int], win.Pads]:
     """Output size and the padding actually applied (``ignore_border=False`` adds high padding
     so that partial windows at the border are kept, as in NNC)."""
     out, used = [], []
@@ -141,9 +143,7 @@ def average_pooling(
     mask[(0, 0, *counted)] = 1
     no_pad = tuple((0, 0) for _ in kernel)
     counts = SumPooling().forward(mask, kernel=kernel, stride=stride, pads=no_pad, ignore_border=True)
-    return SumPooling.apply(
-        x, kernel=kernel, stride=stride, pads=pads, ignore_border=ignore_border, divisor=counts
-    )
+    return SumPooling.apply(x, kernel=kernel, stride=stride, pads=pads, ignore_border=ignore_border, divisor=counts)
 
 
 def global_average_pooling(x: Any) -> Tensor:

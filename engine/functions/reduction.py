@@ -24,7 +24,7 @@ class Sum(Function):
         return np.sum(x, axis=axis, keepdims=keepdims)
 
     def backward(self, g):
-        return np.ascontiguousarray(_expand(g, self.in_shape, self.axis, self.keepdims))
+        return _expand(g, self.in_shape, self.axis, self.keepdims).copy()
 
 
 class Mean(Function):

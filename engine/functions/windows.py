@@ -1,6 +1,6 @@
 """Sliding-window helpers shared by convolution, deconvolution and pooling.
 
-Spatial work is laid out channel-first, ``(C, N, *spatial)``, so that im2col produces a
+Convolution work is laid out channel-first, ``(C, N, *spatial)``, so that im2col produces a
 ``(C·K, N·OUT)`` column matrix whose product with a ``(OC, C·K)`` weight is a single GEMM, and
 so that col2im is a loop over the K kernel offsets only (never over the batch or pixels).
 """
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -57,64 +56,17 @@ def out_size(size: int, kernel: int, stride: int, dilation: int, pads: tuple[int
     return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def pad_channel_first(x: np.ndarray, pads: Pads, extent: Sequence[int] | None = None, value: float = 0.0) -> np.ndarray:
-    """``(N, C, *S)`` → padded ``(C, N, *P)`` in one copy; ``extent`` may enlarge ``P``."""
-    n, c, *spatial = x.shape
-    padded = [s + lo + hi for s, (lo, hi) in zip(spatial, pads, strict=True)]
-    if extent is not None:
-        padded = [max(p, e) for p, e in zip(padded, extent, strict=True)]
-    if all(p == s for p, s in zip(padded, spatial, strict=True)):
-        return np.ascontiguousarray(x.swapaxes(0, 1))
-    buf = np.full((c, n, *padded), value, dtype=x.dtype)
-    inner = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, spatial, strict=True))
-    buf[(slice(None), slice(None), *inner)] = x.swapaxes(0, 1)
-    return buf
-
-
-def crop_channel_first(buf: np.ndarray, pads: Pads, spatial: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`pad_channel_first`: ``(C, N, *P)`` → ``(N, C, *S)`` contiguous."""
-    inner = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, spatial, strict=True))
-    return np.ascontiguousarray(buf[(slice(None), slice(None), *inner)].swapaxes(0, 1))
-
-
-def offset_slices(offset: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Sequence[int]) -> tuple[slice, ...]:
+def offset_slices(
+    offset: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Sequence[int]
+) -> tuple[slice, ...]:
     """Spatial slices of the padded input seen by one kernel offset at every output position."""
     return tuple(
-        slice(k * d, k * d + s * (o - 1) + 1, s)
-        for k, s, d, o in zip(offset, stride, dilation, out, strict=True)
+        slice(k * d, k * d + s * (o - 1) + 1, s) for k, s, d, o in zip(offset, stride, dilation, out, strict=True)
     )
 
 
 def kernel_offsets(kernel: Sequence[int]) -> list[tuple[int, ...]]:
     return list(itertools.product(*(range(k) for k in kernel)))
-
-
-def im2col(xp: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Sequence[int]) -> np.ndarray:
-    """Padded ``(C, N, *P)`` → columns ``(C·K, N·OUT)`` ordered ``(C, *k)`` × ``(N, *out)``."""
-    c, n = xp.shape[:2]
-    nd = len(kernel)
-    sp = xp.strides[2:]
-    shape = (c, *kernel, n, *out)
-    strides = (
-        xp.strides[0],
-        *(st * d for st, d in zip(sp, dilation, strict=True)),
-        xp.strides[1],
-        *(st * s for st, s in zip(sp, stride, strict=True)),
-    )
-    view = as_strided(xp, shape=shape, strides=strides, writeable=False)
-    k = int(np.prod(kernel)) if nd else 1
-    return np.ascontiguousarray(view).reshape(c * k, n * int(np.prod(out)))
-
-
-def col2im(col: np.ndarray, padded_shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Sequence[int]) -> np.ndarray:
-    """Columns ``(C·K, N·OUT)`` → padded ``(C, N, *P)``, summing overlapping windows."""
-    c, n = padded_shape[:2]
-    cols = col.reshape(c, *kernel, n, *out)
-    buf = np.zeros(padded_shape, dtype=col.dtype)
-    lead = (slice(None), slice(None))
-    for offset in kernel_offsets(kernel):
-        buf[lead + offset_slices(offset, stride, dilation, out)] += cols[(slice(None), *offset)]
-    return buf
 
 
 class Geometry:
@@ -128,8 +80,18 @@ class Geometry:
     nothing (the buffer keeps slack so the last run stays in bounds).
     """
 
-    def __init__(self, n: int, c: int, spatial: Sequence[int], pads: Pads, kernel: Sequence[int],
-                 stride: Sequence[int], dilation: Sequence[int], out: Sequence[int], dtype: Any) -> None:
+    def __init__(
+        self,
+        n: int,
+        c: int,
+        spatial: Sequence[int],
+        pads: Pads,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+        out: Sequence[int],
+        dtype: Any,
+    ) -> None:
         self.n, self.c, self.spatial, self.pads = n, c, tuple(spatial), pads
         self.kernel, self.stride, self.dilation, self.out = tuple(kernel), tuple(stride), tuple(dilation), tuple(out)
         self.padded = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, pads, strict=True))
@@ -148,7 +110,11 @@ class Geometry:
         return np.zeros(size + self.slack, dtype=self.dtype)[:size].reshape(self.c, self.n, *self.padded)
 
     def inner(self) -> tuple[slice, ...]:
-        return (slice(None), slice(None), *(slice(lo, lo + s) for (lo, _), s in zip(self.pads, self.spatial, strict=True)))
+        return (
+            slice(None),
+            slice(None),
+            *(slice(lo, lo + s) for (lo, _), s in zip(self.pads, self.spatial, strict=True)),
+        )
 
     def pad(self, x: np.ndarray) -> np.ndarray:
         """(N, C, *S) → padded (C, N, *P)."""
@@ -169,8 +135,13 @@ class Geometry:
         start = (offset[0] * self.dilation[0] * pw + offset[1] * self.dilation[1]) * item
         strides = (buf.strides[0], buf.strides[1], self.stride[0] * pw * item, item)
         base = buf.base if buf.base is not None else buf
-        return np.ndarray((self.c, self.n, *self.grid), dtype=buf.dtype, buffer=base,
-                          offset=start + _base_offset(buf), strides=strides)
+        return np.ndarray(
+            (self.c, self.n, *self.grid),
+            dtype=buf.dtype,
+            buffer=base,
+            offset=start + _base_offset(buf),
+            strides=strides,
+        )
 
     def im2col(self, buf: np.ndarray) -> np.ndarray:
         """Padded (C, N, *P) → (C·K, N·grid), rows ordered (C, *kernel)."""

@@ -1,0 +1,443 @@
+"""Every function: numerical gradient check over a grid of shapes, and forward values against
+independent formulas (direct sums, scipy)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import special
+
+from engine import Tensor, gradcheck
+from engine import functions as F
+
+RNG = np.random.default_rng(1234)
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape)
+
+
+def away_from_zero(*shape):
+    """Values at least 0.1 from 0 (kinks of ReLU-like functions stay out of the difference)."""
+    x = randn(*shape)
+    return np.where(np.abs(x) < 0.1, 0.1 * np.sign(x) + 0.1 * (x == 0), x)
+
+
+# -- element-wise --------------------------------------------------------------------
+UNARY = {
+    "relu": (F.relu, away_from_zero),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.2), away_from_zero),
+    "elu": (lambda x: F.elu(x, 1.3), away_from_zero),
+    "selu": (F.selu, away_from_zero),
+    "swish": (F.swish, randn),
+    "gelu": (F.gelu, randn),
+    "tanh": (F.tanh, randn),
+    "sigmoid": (F.sigmoid, randn),
+    "softmax": (lambda x: F.softmax(x, axis=min(1, x.ndim - 1)), randn),
+    "softmax_last": (lambda x: F.softmax(x, axis=-1), randn),
+    "log_softmax": (lambda x: F.log_softmax(x, axis=min(1, x.ndim - 1)), randn),
+    "exp": (F.exp, randn),
+    "log": (F.log, lambda *s: np.abs(randn(*s)) + 0.5),
+    "sqrt": (F.sqrt, lambda *s: np.abs(randn(*s)) + 0.5),
+    "abs": (F.abs, away_from_zero),
+    "neg": (F.neg, randn),
+    "clip": (
+        lambda x: F.clip(x, -0.5, 0.5),
+        lambda *s: np.sign(randn(*s)) * (0.3 + np.abs(randn(*s)) % 0.15) + 0 * randn(*s),
+    ),
+    "add_scalar": (lambda x: F.add_scalar(x, 1.5), randn),
+    "mul_scalar": (lambda x: F.mul_scalar(x, -2.5), randn),
+    "r_sub_scalar": (lambda x: F.r_sub_scalar(x, 3.0), randn),
+    "r_div_scalar": (lambda x: F.r_div_scalar(x, 2.0), lambda *s: np.abs(randn(*s)) + 0.5),
+    "pow_scalar": (lambda x: F.pow_scalar(x, 3), randn),
+    "r_pow_scalar": (lambda x: F.r_pow_scalar(x, 2.0), randn),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 2, 2)])
+def test_unary_gradients(name, shape):
+    fn, make = UNARY[name]
+    gradcheck(fn, [make(*shape)])
+
+
+@pytest.mark.parametrize("op", [F.add, F.sub, F.mul, F.div, F.pow])
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 3, 4)), ((2, 1, 3), (1, 4, 1))])
+def test_binary_broadcast_gradients(op, shapes):
+    a = np.abs(randn(*shapes[0])) + 0.5
+    b = np.abs(randn(*shapes[1])) + 0.5
+    gradcheck(op, [a, b])
+
+
+def test_operators_match_functions():
+    a, b = Tensor(randn(3, 4)), Tensor(np.abs(randn(3, 4)) + 1)
+    np.testing.assert_allclose((a + b).data, a.data + b.data)
+    np.testing.assert_allclose((2 - a).data, 2 - a.data)
+    np.testing.assert_allclose((a / b).data, a.data / b.data)
+    np.testing.assert_allclose((b**2).data, b.data**2)
+    np.testing.assert_allclose((a @ b.T).data, a.data @ b.data.T)
+    np.testing.assert_allclose((-a).data, -a.data)
+
+
+def test_float32_stays_float32_with_python_scalars():
+    x = Tensor(np.ones((2, 2), np.float32))
+    assert (x * 2.5 + 1.0 - 0.5).dtype == np.float32
+    assert (2.0 / (x + 1)).dtype == np.float32
+
+
+def test_prelu_gradients_shared_and_per_channel():
+    x = away_from_zero(2, 3, 4)
+    gradcheck(lambda x, w: F.prelu(x, w), [x, np.array([0.3])])
+    gradcheck(lambda x, w: F.prelu(x, w), [x, np.array([0.1, 0.2, 0.3])])
+
+
+def test_matmul_gradients():
+    gradcheck(F.matmul, [randn(3, 4), randn(4, 2)])
+    gradcheck(F.matmul, [randn(2, 3, 4), randn(4, 5)])
+
+
+# -- forward values against references -------------------------------------------
+def test_softmax_matches_scipy():
+    x = randn(4, 7) * 30  # large values: must stay finite
+    np.testing.assert_allclose(F.softmax(x, axis=1).data, special.softmax(x, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(F.log_softmax(x, axis=1).data, special.log_softmax(x, axis=1), rtol=1e-12)
+
+
+def test_activation_formulas():
+    x = np.linspace(-3, 3, 13)
+    np.testing.assert_allclose(F.gelu(x).data, x * 0.5 * (1 + special.erf(x / np.sqrt(2))))
+    np.testing.assert_allclose(F.swish(x).data, x / (1 + np.exp(-x)))
+    np.testing.assert_allclose(F.elu(x, 1.0).data, np.where(x > 0, x, np.exp(x) - 1))
+    np.testing.assert_allclose(F.leaky_relu(x).data, np.where(x > 0, x, 0.1 * x))
+    selu = F.selu(x).data
+    np.testing.assert_allclose(selu[x > 0], 1.0507009873554805 * x[x > 0])
+
+
+# -- reductions and shapes ---------------------------------------------------------------
+@pytest.mark.parametrize("fn", [F.sum, F.mean, F.max, F.min])
+@pytest.mark.parametrize(
+    "axis,keepdims", [(None, False), (1, False), (1, True), ((0, 2), False), ((0, 2), True), (-1, True)]
+)
+def test_reduction_gradients(fn, axis, keepdims):
+    x = randn(3, 4, 5)
+    gradcheck(lambda x: fn(x, axis=axis, keepdims=keepdims), [x])
+    np.testing.assert_allclose(
+        fn(x, axis=axis, keepdims=keepdims).data, getattr(np, fn.__name__)(x, axis=axis, keepdims=keepdims)
+    )
+
+
+def test_max_with_ties_splits_the_gradient():
+    x = Tensor(np.array([[1.0, 3.0, 3.0]]), requires_grad=True)
+    F.max(x, axis=1).sum().backward()
+    np.testing.assert_allclose(x.grad, [[0, 0.5, 0.5]])
+
+
+def test_array_op_gradients():
+    x = randn(2, 3, 4)
+    gradcheck(lambda x: F.reshape(x, (6, 4)), [x])
+    gradcheck(lambda x: F.flatten(x), [x])
+    gradcheck(lambda x: F.transpose(x, (2, 0, 1)), [x])
+    gradcheck(lambda x: F.broadcast(x[:, :1], (2, 3, 4)) if False else F.broadcast(x, (5, 2, 3, 4)), [x])
+    gradcheck(lambda a, b: F.concatenate(a, b, axis=1), [x, randn(2, 2, 4)])
+    gradcheck(lambda x: F.split(x, 2, axis=2)[1] * 2 + F.split(x, 2, axis=2)[0], [x])
+    gradcheck(lambda x: F.split(x, [1], axis=1)[1], [x])
+    gradcheck(lambda x: x[:, 1:, ::2], [x])
+    gradcheck(lambda x: x[np.array([0, 0, 1]), :, 1], [x])  # advanced index, repeated rows
+
+
+def test_split_refuses_uneven_sections():
+    with pytest.raises(ValueError, match="does not divide"):
+        F.split(randn(2, 5), 2, axis=1)
+
+
+# -- affine, convolution, deconvolution --------------------------------------------------
+def test_affine_gradients_and_base_axis():
+    gradcheck(F.affine, [randn(3, 2, 4), randn(8, 5), randn(5)])
+    gradcheck(lambda x, w: F.affine(x, w, base_axis=2), [randn(2, 3, 4), randn(4, 2)])
+    x, w, b = randn(3, 6), randn(6, 2), randn(2)
+    np.testing.assert_allclose(F.affine(x, w, b).data, x @ w + b)
+
+
+def direct_convolution(x, w, b, pads, stride, dilation, group):
+    """Reference: the textbook sum, one output element at a time."""
+    xp = np.pad(x, ((0, 0), (0, 0), *pads))
+    n, c, *_ = x.shape
+    oc, cg, *kernel = w.shape
+    out = [(p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(xp.shape[2:], kernel, stride, dilation, strict=False)]
+    y = np.zeros((n, oc, *out))
+    ocg = oc // group
+    for o in range(oc):
+        g = o // ocg
+        for pos in itertools.product(*(range(v) for v in out)):
+            for koff in itertools.product(*(range(k) for k in kernel)):
+                idx = tuple(p * s + k * d for p, s, k, d in zip(pos, stride, koff, dilation, strict=False))
+                patch = xp[(slice(None), slice(g * cg, (g + 1) * cg), *idx)]
+                y[(slice(None), o, *pos)] += patch @ w[(o, slice(None), *koff)]
+        if b is not None:
+            y[:, o] += b[o]
+    return y
+
+
+CONV_CASES = [
+    # (x shape, w shape, pad, stride, dilation, group)
+    ((2, 3, 6, 5), (4, 3, 3, 3), 1, 1, 1, 1),
+    ((2, 3, 7, 6), (4, 3, 3, 2), ((1, 2), (0, 1)), (2, 1), (1, 2), 1),
+    ((1, 4, 6, 6), (6, 2, 3, 3), 1, 2, 1, 2),
+    ((2, 3, 5, 5), (3, 1, 3, 3), 1, 1, 1, 3),  # depthwise
+    ((2, 2, 8, 7), (3, 2, 2, 3), 0, (2, 3), 1, 1),
+    ((2, 2, 9), (3, 2, 3), 1, 1, 1, 1),  # 1-D sensor window
+    ((2, 4, 11), (2, 2, 3), 2, 2, 2, 2),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_convolution_forward_and_gradients(case):
+    xs, ws, pad, stride, dilation, group = case
+    x, w, b = randn(*xs), randn(*ws), randn(ws[0])
+    y = F.convolution(x, w, b, pad=pad, stride=stride, dilation=dilation, group=group).data
+    nd = len(xs) - 2
+    pads = tuple((p, p) if isinstance(p, int) else p for p in (pad if not isinstance(pad, int) else (pad,) * nd))
+    st = stride if isinstance(stride, tuple) else (stride,) * nd
+    dl = dilation if isinstance(dilation, tuple) else (dilation,) * nd
+    np.testing.assert_allclose(y, direct_convolution(x, w, b, pads, st, dl, group), atol=1e-10)
+    gradcheck(lambda x, w, b: F.convolution(x, w, b, pad=pad, stride=stride, dilation=dilation, group=group), [x, w, b])
+
+
+@pytest.mark.parametrize("mode,expected", [("valid", (5, 4)), ("same", (7, 6)), ("full", (9, 8))])
+def test_border_modes(mode, expected):
+    x, w = randn(1, 2, 7, 6), randn(3, 2, 3, 3)
+    y = F.convolution(x, w, border_mode=mode)
+    assert y.shape[2:] == expected
+    gradcheck(lambda x, w: F.convolution(x, w, border_mode=mode), [x, w])
+
+
+def test_depthwise_convolution_is_grouped_per_channel():
+    x, w = randn(2, 3, 6, 6), randn(6, 1, 3, 3)  # multiplier 2
+    y = F.depthwise_convolution(x, w, pad=1).data
+    np.testing.assert_allclose(y, direct_convolution(x, w, None, ((1, 1), (1, 1)), (1, 1), (1, 1), 3), atol=1e-10)
+
+
+def test_convolution_refuses_channel_mismatch():
+    with pytest.raises(ValueError, match="input has 3 channels"):
+        F.convolution(randn(1, 3, 5, 5), randn(2, 2, 3, 3))
+
+
+DECONV_CASES = [
+    # (x shape, w shape, pad, stride, dilation, group, output_padding)
+    ((2, 3, 4, 5), (3, 2, 3, 3), 0, 1, 1, 1, 0),
+    ((2, 3, 4, 4), (3, 2, 2, 2), 0, 2, 1, 1, 0),
+    ((2, 3, 4, 5), (3, 2, 3, 3), 1, 2, 1, 1, 1),
+    ((1, 4, 3, 3), (4, 1, 3, 3), 1, (2, 1), (1, 2), 2, (1, 0)),
+    ((2, 2, 5), (2, 3, 4), 1, 2, 1, 1, 0),  # 1-D
+]
+
+
+@pytest.mark.parametrize("case", DECONV_CASES)
+def test_deconvolution_is_the_adjoint_of_convolution(case):
+    xs, ws, pad, stride, dilation, group, out_pad = case
+    x, w, b = randn(*xs), randn(*ws), randn(ws[1] * group)
+    y = F.deconvolution(x, w, b, pad=pad, stride=stride, dilation=dilation, group=group, output_padding=out_pad)
+    # <deconv(x), z> == <x, conv(z)>: deconvolution is the adjoint of convolution with the same weight.
+    z = randn(*y.shape)
+    conv_z = F.convolution(z, w, pad=pad, stride=stride, dilation=dilation, group=group).data
+    crop = tuple(slice(0, s) for s in x.shape[2:])
+    lhs = float(((y.data - b.reshape(1, -1, *[1] * (y.ndim - 2))) * z).sum())
+    assert lhs == pytest.approx(float((x * conv_z[(slice(None), slice(None), *crop)]).sum()), rel=1e-9)
+    gradcheck(
+        lambda x, w, b: F.deconvolution(
+            x, w, b, pad=pad, stride=stride, dilation=dilation, group=group, output_padding=out_pad
+        ),
+        [x, w, b],
+    )
+
+
+def test_deconvolution_output_size():
+    y = F.deconvolution(randn(1, 2, 7, 7), randn(2, 4, 3, 3), pad=1, stride=2, output_padding=1)
+    assert y.shape == (1, 4, 14, 14)
+
+
+# -- pooling, unpooling, upsampling ------------------------------------------------------
+POOL_CASES = [
+    # (x shape, kernel, stride, pad, ignore_border)
+    ((2, 3, 6, 6), (2, 2), None, 0, True),
+    ((2, 2, 7, 5), (3, 3), (2, 2), 1, True),
+    ((2, 2, 7, 5), (2, 2), (2, 2), 0, False),
+    ((2, 2, 6, 7), (3, 2), (1, 2), (1, 0), False),
+    ((2, 3, 9), (3,), (2,), 1, True),  # 1-D
+]
+
+
+def reference_pool(x, kernel, stride, pads, ignore_border, reduce):
+    n, c, *spatial = x.shape
+    stride = stride or kernel
+    out = []
+    for s, k, st, (lo, hi) in zip(spatial, kernel, stride, pads, strict=False):
+        span = s + lo + hi - k
+        out.append(span // st + 1 if ignore_border else int(np.ceil(span / st)) + 1)
+    y = np.zeros((n, c, *out))
+    for pos in itertools.product(*(range(o) for o in out)):
+        region = tuple(
+            slice(max(p * st - lo, 0), min(p * st - lo + k, s))
+            for p, st, (lo, _), k, s in zip(pos, stride, pads, kernel, spatial, strict=False)
+        )
+        y[(slice(None), slice(None), *pos)] = reduce(x[(slice(None), slice(None), *region)], tuple(range(2, x.ndim)))
+    return y
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pooling(case):
+    xs, kernel, stride, pad, ib = case
+    x = randn(*xs)
+    pads = tuple((p, p) for p in ((pad,) * len(kernel) if isinstance(pad, int) else pad))
+    y = F.max_pooling(x, kernel, stride, ignore_border=ib, pad=pad).data
+    np.testing.assert_allclose(y, reference_pool(x, kernel, stride, pads, ib, np.max))
+    gradcheck(lambda x: F.max_pooling(x, kernel, stride, ignore_border=ib, pad=pad), [x])
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_sum_and_average_pooling(case):
+    xs, kernel, stride, pad, ib = case
+    x = randn(*xs)
+    pads = tuple((p, p) for p in ((pad,) * len(kernel) if isinstance(pad, int) else pad))
+    np.testing.assert_allclose(
+        F.sum_pooling(x, kernel, stride, ignore_border=ib, pad=pad).data,
+        reference_pool(x, kernel, stride, pads, ib, np.sum),
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        F.average_pooling(x, kernel, stride, ignore_border=ib, pad=pad, including_pad=False).data,
+        reference_pool(x, kernel, stride, pads, ib, np.mean),
+        atol=1e-12,
+    )
+    for fn in (F.sum_pooling, F.average_pooling):
+        gradcheck(lambda x, fn=fn: fn(x, kernel, stride, ignore_border=ib, pad=pad), [x])
+
+
+def test_average_pooling_including_pad_divides_by_the_kernel():
+    x = np.ones((1, 1, 2, 2))
+    y = F.average_pooling(x, (2, 2), (2, 2), pad=1, including_pad=True).data
+    np.testing.assert_allclose(y, np.full((1, 1, 2, 2), 0.25))
+
+
+def test_max_pooling_gradient_goes_to_one_element_of_a_tie():
+    x = Tensor(np.zeros((1, 1, 2, 2)), requires_grad=True)
+    F.max_pooling(x, (2, 2)).sum().backward()
+    assert x.grad.sum() == 1.0
+
+
+def test_global_average_pooling():
+    x = randn(2, 3, 4, 5)
+    np.testing.assert_allclose(F.global_average_pooling(x).data, x.mean(axis=(2, 3), keepdims=True))
+    gradcheck(F.global_average_pooling, [x])
+
+
+def test_unpooling_and_nearest_upsample():
+    x = randn(2, 2, 3, 2)
+    np.testing.assert_allclose(F.unpooling(x, (2, 3)).data, x.repeat(2, axis=2).repeat(3, axis=3))
+    np.testing.assert_allclose(F.upsample(x, 2).data, x.repeat(2, axis=2).repeat(2, axis=3))
+    gradcheck(lambda x: F.unpooling(x, (2, 3)), [x])
+    gradcheck(lambda x: F.unpooling(x, (2,)), [randn(2, 3, 4)])
+
+
+def test_bilinear_upsample_values_and_gradients():
+    x = randn(2, 2, 3, 4)
+    y = F.upsample(x, 2, mode="bilinear").data
+    assert y.shape == (2, 2, 6, 8)
+    # half-pixel centres: output pixel 1 of row sits 1/4 of the way from input 0 to input 1
+    np.testing.assert_allclose(y[..., 0, 1], 0.75 * x[..., 0, 0] + 0.25 * x[..., 0, 1])
+    np.testing.assert_allclose(y[..., 0, 0], x[..., 0, 0])  # clamped at the border
+    gradcheck(lambda x: F.upsample(x, 2, mode="bilinear"), [x])
+    gradcheck(lambda x: F.upsample(x, size=(7,), mode="bilinear"), [randn(2, 2, 3)])
+
+
+# -- batch normalization and dropout -------------------------------------------------
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 2), (4, 3, 5)])
+@pytest.mark.parametrize("batch_stat", [True, False])
+def test_batch_normalization_gradients(shape, batch_stat):
+    c = shape[1]
+    mean, var = RNG.standard_normal(c), np.abs(RNG.standard_normal(c)) + 0.5
+    gradcheck(
+        lambda x, b, g: F.batch_normalization(x, b, g, mean.copy(), var.copy(), batch_stat=batch_stat),
+        [randn(*shape), randn(c), randn(c)],
+    )
+
+
+def test_batch_normalization_statistics_and_running_update():
+    x = randn(50, 3, 4, 4) * 3 + 2
+    mean, var = np.zeros(3), np.ones(3)
+    y = F.batch_normalization(x, np.zeros(3), np.ones(3), mean, var, decay_rate=0.9, eps=1e-4).data
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-10)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), x.var(axis=(0, 2, 3)) / (x.var(axis=(0, 2, 3)) + 1e-4))
+    np.testing.assert_allclose(mean, 0.1 * x.mean(axis=(0, 2, 3)))
+    n = x.size / 3
+    np.testing.assert_allclose(var, 0.9 + 0.1 * x.var(axis=(0, 2, 3)) * n / (n - 1))
+    # inference uses the running statistics
+    y_eval = F.batch_normalization(x, np.zeros(3), np.ones(3), mean, var, batch_stat=False).data
+    np.testing.assert_allclose(y_eval[:, 0], (x[:, 0] - mean[0]) / np.sqrt(var[0] + 1e-4))
+
+
+def test_dropout_scales_and_is_off_at_test():
+    x = np.ones((1000, 10))
+    y = F.dropout(x, 0.3, seed=1).data
+    assert np.all(np.isclose(y, 0) | np.isclose(y, 1 / 0.7))
+    assert abs((y == 0).mean() - 0.3) < 0.02
+    np.testing.assert_array_equal(F.dropout(x, 0.3, train=False).data, x)
+    gradcheck(lambda x: F.dropout(x, 0.5, seed=3), [randn(4, 5)])
+    with pytest.raises(ValueError, match="dropout probability"):
+        F.dropout(x, 1.0)
+
+
+# -- autograd mechanics --------------------------------------------------------------
+def test_gradient_accumulates_over_reuse_and_graph_is_freed():
+    x = Tensor(randn(3), requires_grad=True)
+    y = (x * x + x).sum()
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 1)
+    assert y._ctx is None  # graph released after backward
+
+
+def test_no_grad_records_nothing():
+    from engine import no_grad
+
+    x = Tensor(randn(3), requires_grad=True)
+    with no_grad():
+        y = F.relu(x)
+    assert not y.requires_grad and y._ctx is None
+
+
+def test_wrong_gradient_shape_names_the_function():
+    from engine.tensor import Function
+
+    class Broken(Function):
+        def forward(self, x):
+            return x.sum(keepdims=True)
+
+        def backward(self, g):
+            return g  # wrong: shape (1,) instead of the input's
+
+    x = Tensor(randn(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"Broken.backward returned a gradient of shape \(1,\) for input 0"):
+        Broken.apply(x).sum().backward()
+
+
+def test_backward_of_non_scalar_needs_a_gradient():
+    with pytest.raises(RuntimeError, match="needs a scalar"):
+        F.relu(Tensor(randn(3), requires_grad=True)).backward()
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    from engine.gradcheck import GradientCheckError
+    from engine.tensor import Function
+
+    class WrongSquare(Function):
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, g):
+            return g * self.x  # missing the factor 2
+
+    with pytest.raises(GradientCheckError, match="differs"):
+        gradcheck(WrongSquare.apply, [randn(4)])
