@@ -62,6 +62,7 @@ def gradcheck(
         analytic = tensors[i].grad if tensors[i].grad is not None else np.zeros_like(arrays[i])
         _compare(f"input {i}", analytic, numerical_gradient(scalar, arrays[i], eps), atol, rtol)
 
+
 def gradcheck_module(
     module: Any, x: np.ndarray, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0
 ) -> None:
