@@ -3,7 +3,15 @@
 Imports numpy and scipy only; nothing else of ours.
 """
 
-from engine import functions, initializers, layers, losses, schedulers, solvers
+from engine import (
+    functions,
+    initializers,
+    layers,
+    losses,
+    memory,  # noqa: F401  (tunes the allocator once, see engine/memory.py)
+    schedulers,
+    solvers,
+)
 from engine.gradcheck import gradcheck, gradcheck_module
 from engine.module import Concat, Module, Parameter, Residual, Sequential
 from engine.random import seed

@@ -31,6 +31,14 @@ class Affine(Function):
         return gx, gw, gb
 
 
+def group_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-group matrix products (G, m, k) @ (G, k, n); one plain 2-D GEMM when G is 1, which
+    lets BLAS take transposed operands without the stacked-matmul overhead."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return np.matmul(a, b)
+
+
 class Convolution(Function):
     """Cross-correlation over 1, 2 or 3 spatial axes with NNC's weight layout ``(OC, C/G, *k)``:
     one im2col and one GEMM per group."""
@@ -48,7 +56,7 @@ class Convolution(Function):
         self.geo = win.Geometry(n, c, spatial, pads, kernel, stride, dilation, out, x.dtype)
         self.col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
         self.w, self.group, self.kernel = w.reshape(group, oc // group, -1), group, kernel
-        y = (self.w[0] @ self.col[0]) if group == 1 else np.matmul(self.w, self.col).reshape(oc, -1)
+        y = group_matmul(self.w, self.col).reshape(oc, -1)
         if b is not None:
             y += b.reshape(-1, 1)
         return self.geo.from_grid(y)
@@ -58,10 +66,10 @@ class Convolution(Function):
         g_grid = self.geo.to_grid(g).reshape(group, oc // group, -1)
         gx = gw = gb = None
         if self.needs_grad[0]:
-            dcol = np.matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, self.geo.columns)
+            dcol = group_matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, self.geo.columns)
             gx = self.geo.crop(self.geo.col2im(dcol))
         if self.needs_grad[1]:
-            gw = np.matmul(g_grid, self.col.transpose(0, 2, 1)).reshape(oc, -1, *self.kernel)
+            gw = group_matmul(g_grid, self.col.transpose(0, 2, 1)).reshape(oc, -1, *self.kernel)
         if self.needs_grad[2]:
             gb = g.sum(axis=(0, *range(2, g.ndim)))
         return gx, gw, gb
@@ -87,7 +95,7 @@ class Deconvolution(Function):
         self.geo = win.Geometry(n, ocg * group, out, out_pads, kernel, stride, dilation, spatial, x.dtype)
         self.x_grid = self.geo.to_grid(x).reshape(group, c // group, -1)
         self.w, self.group, self.kernel, self.c = w.reshape(group, c // group, -1), group, kernel, c
-        col = np.matmul(self.w.transpose(0, 2, 1), self.x_grid).reshape(-1, self.geo.columns)
+        col = group_matmul(self.w.transpose(0, 2, 1), self.x_grid).reshape(-1, self.geo.columns)
         y = self.geo.crop(self.geo.col2im(col))
         if b is not None:
             y += b.reshape(1, -1, *([1] * len(out)))
@@ -97,9 +105,9 @@ class Deconvolution(Function):
         dcol = self.geo.im2col(self.geo.pad(g)).reshape(self.group, -1, self.geo.columns)
         gx = gw = gb = None
         if self.needs_grad[0]:
-            gx = self.geo.from_grid(np.matmul(self.w, dcol).reshape(self.c, -1))
+            gx = self.geo.from_grid(group_matmul(self.w, dcol).reshape(self.c, -1))
         if self.needs_grad[1]:
-            gw = np.matmul(self.x_grid, dcol.transpose(0, 2, 1)).reshape(self.c, -1, *self.kernel)
+            gw = group_matmul(self.x_grid, dcol.transpose(0, 2, 1)).reshape(self.c, -1, *self.kernel)
         if self.needs_grad[2]:
             gb = g.sum(axis=(0, *range(2, g.ndim)))
         return gx, gw, gb

@@ -66,8 +66,8 @@ class _Pooling(Function):
 
 
 class MaxPooling(_Pooling):
-    """The gradient goes to the first maximum of each window (recovered by equality in
-    backward, which is far cheaper than tracking arg-max indices in forward)."""
+    """The gradient goes to the first maximum of each window, recovered by equality in backward
+    (far cheaper in numpy than tracking arg-max indices in forward)."""
 
     def forward(self, x, *, kernel, stride, pads, ignore_border):
         self.slices = self.setup(x, kernel, stride, pads, ignore_border, -np.inf)
@@ -77,15 +77,13 @@ class MaxPooling(_Pooling):
         return self.y
 
     def backward(self, g):
-        taken = np.zeros(self.y.shape, dtype=bool)
-        hit = np.empty(self.y.shape, dtype=bool)
+        remaining = g.copy()
 
-        def parts():
+        def parts():  # each window's gradient goes to its first maximum; rem - rem·1 is exactly 0
             for sl in self.slices:
-                np.equal(self.xp[sl], self.y, out=hit)
-                np.logical_and(hit, ~taken, out=hit)
-                np.logical_or(taken, hit, out=taken)
-                yield g * hit
+                part = remaining * (self.xp[sl] == self.y)
+                np.subtract(remaining, part, out=remaining)
+                yield part
 
         return self.scatter(parts())
 
