@@ -415,3 +415,13 @@ class Reshape(Module):
 
     def extra_repr(self) -> str:
         return f"{self.shape}"
+
+
+class Identity(Module):
+    """Pass the input through (the skip branch of a ``Concat``, e.g. U-Net connections)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        return tuple(in_shape)

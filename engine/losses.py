@@ -186,32 +186,44 @@ def kl_multinomial(p: Any, q: Any, base_axis: int = 1) -> Tensor:
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    """Normalised 2-D Gaussian window."""
+    """Normalised 2-D Gaussian window (the outer product of :func:`gaussian_kernel`)."""
+    g = gaussian_kernel(size, sigma)
+    return np.outer(g, g)
+
+
+def gaussian_kernel(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """Normalised 1-D Gaussian."""
     r = np.arange(size) - (size - 1) / 2
     g = np.exp(-(r**2) / (2 * sigma**2))
-    w = np.outer(g, g)
-    return w / w.sum()
+    return g / g.sum()
 
 
 def ssim(x: Any, y: Any, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Tensor:
     """Per-pixel structural similarity map of two image batches (N, C, H, W).
 
-    Local statistics use a Gaussian window; at the borders the window is renormalised over
-    the pixels that exist (no zero-padding bias). **Shape:** → (N, C, H, W).
+    Local statistics use a Gaussian window, applied as two 1-D passes (it is separable); at the
+    borders the window is renormalised over the pixels that exist (no zero-padding bias).
+    **Shape:** → (N, C, H, W).
     """
     x, y = as_tensor(x), as_tensor(y)
     c = x.shape[1]
-    w = np.broadcast_to(gaussian_window(window, sigma), (c, 1, window, window)).astype(x.dtype)
-    ones = np.ones((1, c, *x.shape[2:]), dtype=x.dtype)
-    norm = F.depthwise_convolution(ones, w, border_mode="same").data
+    g = gaussian_kernel(window, sigma).astype(x.dtype)
+    rows = np.broadcast_to(g.reshape(1, 1, 1, window), (c, 1, 1, window))
+    cols = np.broadcast_to(g.reshape(1, 1, window, 1), (c, 1, window, 1))
 
-    def blur(t: Tensor) -> Tensor:
-        return F.depthwise_convolution(t, w, border_mode="same") / norm
+    def blur(t: Any) -> Tensor:
+        t = F.depthwise_convolution(t, rows, border_mode="same")
+        return F.depthwise_convolution(t, cols, border_mode="same")
 
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x * mu_x
-    var_y = blur(y * y) - mu_y * mu_y
-    cov = blur(x * y) - mu_x * mu_y
+    norm = blur(np.ones((1, c, *x.shape[2:]), dtype=x.dtype)).data
+
+    def local_mean(t: Tensor) -> Tensor:
+        return blur(t) / norm
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x = local_mean(x * x) - mu_x * mu_x
+    var_y = local_mean(y * y) - mu_y * mu_y
+    cov = local_mean(x * y) - mu_x * mu_y
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)

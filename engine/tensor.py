@@ -96,6 +96,10 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        msg = "the truth value of a Tensor is ambiguous; compare its .data instead"
+        raise TypeError(msg)
+
     def numpy(self) -> np.ndarray:
         return self.data
 

@@ -125,6 +125,27 @@ def sum_pooling(x: Any, kernel: Any, stride: Any = None, ignore_border: bool = T
     return SumPooling.apply(x, kernel=kernel, stride=stride, pads=pads, ignore_border=ignore_border)
 
 
+def average_divisor(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    pads: win.Pads,
+    ignore_border: bool,
+    including_pad: bool = True,
+) -> np.ndarray:
+    """Cells counted by each average-pooling window, shape (1, 1, *out): explicit padding counts
+    when ``including_pad``; border cells added by ``ignore_border=False`` never do."""
+    _, used = pool_geometry(spatial, kernel, stride, pads, ignore_border)
+    mask = np.zeros((1, 1, *[s + lo + hi for s, (lo, hi) in zip(spatial, used, strict=True)]), np.float64)
+    counted = [
+        slice(0, lo + s + p_hi) if including_pad else slice(lo, lo + s)
+        for s, (lo, _), (_, p_hi) in zip(spatial, used, pads, strict=True)
+    ]
+    mask[(0, 0, *counted)] = 1
+    no_pad = tuple((0, 0) for _ in kernel)
+    return SumPooling().forward(mask, kernel=kernel, stride=stride, pads=no_pad, ignore_border=True)
+
+
 def average_pooling(
     x: Any, kernel: Any, stride: Any = None, ignore_border: bool = True, pad: Any = 0, including_pad: bool = True
 ) -> Tensor:
@@ -132,15 +153,7 @@ def average_pooling(
     border cells added by ``ignore_border=False`` are never counted."""
     x = as_tensor(x)
     kernel, stride, pads = _pool_args(x, kernel, stride, pad)
-    _, used = pool_geometry(x.shape[2:], kernel, stride, pads, ignore_border)
-    mask = np.zeros((1, 1, *[s + lo + hi for s, (lo, hi) in zip(x.shape[2:], used, strict=True)]), x.dtype)
-    counted = [
-        slice(0, lo + s + p_hi) if including_pad else slice(lo, lo + s)
-        for s, (lo, _), (_, p_hi) in zip(x.shape[2:], used, pads, strict=True)
-    ]
-    mask[(0, 0, *counted)] = 1
-    no_pad = tuple((0, 0) for _ in kernel)
-    counts = SumPooling().forward(mask, kernel=kernel, stride=stride, pads=no_pad, ignore_border=True)
+    counts = average_divisor(x.shape[2:], kernel, stride, pads, ignore_border, including_pad).astype(x.dtype)
     return SumPooling.apply(x, kernel=kernel, stride=stride, pads=pads, ignore_border=ignore_border, divisor=counts)
 
 

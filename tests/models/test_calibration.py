@@ -1,0 +1,64 @@
+"""Calibration on normal data only: false-alarm rates hold on fresh data, no minimum-score trap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.calibration import CalibrationError, calibrate, decide, max_f1_threshold, normalize
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("n,rate,method", [(5000, 0.01, "quantile"), (300, 0.01, "gpd"), (300, 0.001, "gpd")])
+def test_false_alarm_rate_holds_on_fresh_normal_data(n, rate, method):
+    cal = calibrate(RNG.gamma(2.0, 1.0, n), false_alarm_rate=rate)
+    assert cal.method == method
+    fresh = RNG.gamma(2.0, 1.0, 400_000)
+    observed = (fresh >= cal.t2).mean()
+    assert rate / 3 <= observed <= rate * 3  # same order: small samples extrapolate the tail
+
+
+def test_review_band_sits_below_the_ng_threshold():
+    cal = calibrate(RNG.normal(0, 1, 2000), false_alarm_rate=0.01)
+    assert cal.t1 < cal.t2
+    assert cal.t1 == pytest.approx(np.quantile(RNG.normal(0, 1, 400_000), 0.9), abs=0.1)
+    assert decide(cal.t1 - 1e-9, cal.t1, cal.t2) == "ok"
+    assert decide(cal.t1, cal.t1, cal.t2) == "review"
+    assert decide(cal.t2, cal.t1, cal.t2) == "ng"
+
+
+def test_thresholds_never_fall_into_the_minimum_score_trap():
+    """anomalib once took the minimum normal score as threshold and flagged everything."""
+    scores = np.r_[np.zeros(50), RNG.uniform(0.5, 1.0, 50)]  # many identical minima
+    cal = calibrate(scores, 0.05)
+    assert cal.t2 >= np.quantile(scores, 0.9) and cal.t1 >= np.median(scores)
+    assert (scores >= cal.t2).mean() <= 0.1
+
+
+def test_normalised_score_puts_t2_at_one_half():
+    median, t2 = 1.0, 3.0
+    values = normalize([0.0, 1.0, 2.0, 3.0, 5.0, 100.0], median, t2)
+    np.testing.assert_allclose(values[:4], [0.0, 0.0, 0.25, 0.5])
+    assert 0.5 < values[4] < values[5] <= 1.0
+    assert np.all(np.diff(normalize(np.linspace(0, 10, 101), median, t2)) >= 0)
+
+
+def test_max_f1_with_labelled_defects():
+    normal, defect = RNG.normal(0, 1, 500), RNG.normal(4, 1, 50)
+    threshold, f1 = max_f1_threshold(normal, defect)
+    assert 1.0 < threshold < 4.0 and f1 > 0.8
+
+
+@pytest.mark.parametrize(
+    "scores,kwargs,message",
+    [
+        (np.ones(5), {}, "at least 20"),
+        (np.r_[np.ones(30), np.nan], {}, "NaN"),
+        (np.ones(30), {"false_alarm_rate": 0.7}, "false_alarm_rate"),
+        (np.ones(30), {"false_alarm_rate": 0.1, "review_rate": 0.05}, "review_rate"),
+    ],
+)
+def test_bad_calibration_input(scores, kwargs, message):
+    with pytest.raises(CalibrationError, match=message):
+        calibrate(scores, **kwargs)
