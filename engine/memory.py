@@ -19,7 +19,7 @@ import sys
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's upper limit on 64-bit systems
+MMAP_THRESHOLDS = (1 << 30, 32 * 1024 * 1024)  # glibc ≥ 2.35 takes 1 GiB; older ones cap at 32 MiB
 
 
 def keep_freed_memory() -> bool:
@@ -35,11 +35,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
-        and mallopt(M_TRIM_THRESHOLD, 1 << 30)
-        and mallopt(M_TOP_PAD, 64 * 1024 * 1024)
-    )
+    threshold_set = any(mallopt(M_MMAP_THRESHOLD, value) for value in MMAP_THRESHOLDS)
+    return bool(threshold_set and mallopt(M_TRIM_THRESHOLD, 1 << 30) and mallopt(M_TOP_PAD, 64 * 1024 * 1024))
 
 
 KEPT = keep_freed_memory()

@@ -166,19 +166,25 @@ def global_average_pooling(x: Any) -> Tensor:
 
 
 class Unpooling(Function):
-    """Repeat every element ``kernel`` times along each spatial axis (nearest upsampling)."""
+    """Repeat every element ``kernel`` times along each spatial axis (nearest upsampling): one
+    strided copy per kernel offset forward, one strided add per offset backward."""
 
     def forward(self, x, *, kernel):
-        self.in_shape, self.kernel = x.shape, kernel
         n, c, *spatial = x.shape
-        expanded = x.reshape(n, c, *[v for s in spatial for v in (s, 1)])
-        reps = (n, c, *[v for s, k in zip(spatial, kernel, strict=True) for v in (s, k)])
-        return np.broadcast_to(expanded, reps).reshape(n, c, *[s * k for s, k in zip(spatial, kernel, strict=True)])
+        self.kernel, self.slices = kernel, [
+            (slice(None), slice(None), *(slice(o, None, k) for o, k in zip(offset, kernel, strict=True)))
+            for offset in win.kernel_offsets(kernel)
+        ]
+        y = np.empty((n, c, *(s * k for s, k in zip(spatial, kernel, strict=True))), dtype=x.dtype)
+        for sl in self.slices:
+            y[sl] = x
+        return y
 
     def backward(self, g):
-        n, c, *spatial = self.in_shape
-        split = g.reshape(n, c, *[v for s, k in zip(spatial, self.kernel, strict=True) for v in (s, k)])
-        return split.sum(axis=tuple(range(3, split.ndim, 2)))
+        gx = g[self.slices[0]].copy()
+        for sl in self.slices[1:]:
+            gx += g[sl]
+        return gx
 
 
 def unpooling(x: Any, kernel: Any) -> Tensor:

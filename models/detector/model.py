@@ -39,16 +39,19 @@ METHODS = ("draem", "autoencoder")
 class DetectorConfig:
     method: str = "draem"
     size: int = 64
+    crop: int | None = None  # train on random crops of this size (the networks are fully convolutional)
     channels: int = 1
     ae_widths: tuple[int, ...] = (16, 32, 64)
     clf_width: int = 16
     clf_depth: int = 2
+    decoder: str = "deconv"
     epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3
     ssim_weight: float = 1.0
     anomaly_probability: float = 0.5
     positive_weight: float = 4.0
+    focal_gamma: float = 2.0
     top_k: float = 0.01
     sigma: float = 2.0
     false_alarm_rate: float = 0.01
@@ -60,13 +63,16 @@ class DetectorConfig:
         if self.method not in METHODS:
             msg = f"method must be one of {METHODS}, got {self.method!r}"
             raise ValueError(msg)
-        if self.size % 2 ** len(self.ae_widths) or self.size % 2**self.clf_depth:
-            msg = f"size {self.size} must be divisible by {2 ** max(len(self.ae_widths), self.clf_depth)}"
+        if self.size % 2 ** len(self.ae_widths) or self.size % 2 ** (self.clf_depth + 1):
+            msg = f"size {self.size} must be divisible by {2 ** max(len(self.ae_widths), self.clf_depth + 1)}"
             raise ValueError(msg)
         if not 0 < self.holdout < 1:
             msg = f"holdout must be in (0, 1), got {self.holdout}"
             raise ValueError(msg)
         self.ae_widths = tuple(self.ae_widths)
+        if self.crop is not None and (self.crop > self.size or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)):
+            msg = f"crop {self.crop} must be at most size {self.size} and divisible like it"
+            raise ValueError(msg)
 
 
 class DraemNet(Module):
@@ -86,7 +92,7 @@ class Detector:
         c = self.config
         seed(c.seed)
         shape = [c.channels, c.size, c.size]
-        self.ae: Network = build(get_spec("conv_autoencoder", shape, widths=c.ae_widths, decoder="upsample"))
+        self.ae: Network = build(get_spec("conv_autoencoder", shape, widths=c.ae_widths, decoder=c.decoder))
         self.clf: Network | None = None
         if c.method == "draem":
             self.clf = build(
@@ -97,8 +103,17 @@ class Detector:
         self.history: list[dict[str, float]] = []
 
     # -- training ------------------------------------------------------------------
+    def _crop(self, x: np.ndarray) -> np.ndarray:
+        c = self.config
+        if not c.crop or c.crop == c.size:
+            return x
+        ys = self._rng.integers(0, c.size - c.crop + 1, len(x))
+        xs = self._rng.integers(0, c.size - c.crop + 1, len(x))
+        return np.stack([img[:, y : y + c.crop, x0 : x0 + c.crop] for img, y, x0 in zip(x, ys, xs, strict=True)])
+
     def loss(self, model: DraemNet, x: np.ndarray) -> Tensor:
         c = self.config
+        x = self._crop(x)
         if c.method == "autoencoder":
             return losses.squared_error(model.ae(x), x).mean()
         x_aug, mask = synthesize(x, self._rng, c.anomaly_probability)
@@ -107,8 +122,11 @@ class Detector:
         if c.ssim_weight:
             rec_loss = rec_loss + c.ssim_weight * losses.ssim_loss(recon, x, window=7).mean()
         logits = model.clf(F.concatenate(x_aug, recon.data, axis=1))  # no gradient into the AE from here
-        weights = 1 + (c.positive_weight - 1) * mask
-        return rec_loss + (losses.sigmoid_cross_entropy(logits, mask) * weights).mean()
+        # focal weighting (as DRAEM): (1 - p_t)^gamma, treated as a constant, times a positive weight
+        p = 1 / (1 + np.exp(-np.clip(logits.data, -30, 30)))
+        p_t = np.where(mask > 0, p, 1 - p)
+        weights = (1 - p_t) ** c.focal_gamma * (1 + (c.positive_weight - 1) * mask)
+        return rec_loss + (losses.sigmoid_cross_entropy(logits, mask) * weights).sum() / max(weights.sum(), 1e-6)
 
     def fit(
         self, images: np.ndarray, log: Callable[[str], None] | None = None, callbacks: tuple[Callback, ...] = ()

@@ -2,7 +2,7 @@
 
 Masks: Perlin-like noise blobs (octaves of smooth random noise, thresholded), thick lines, and
 patches. Fills: a patch cut from elsewhere in the same image or from another normal image, a
-blurred copy, a brightness change, or a noise texture; blended with a random opacity. The
+blurred copy, a brightness change, flat paint, or a noise texture; blended with a random opacity. The
 detector learns "what is not normal" from these without ever seeing a real defect (the DRAEM /
 CutPaste family).
 """
@@ -57,7 +57,7 @@ def _fill(images: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
     """Replacement content for image ``i`` (C, H, W)."""
     x = images[i]
     c, h, w = x.shape
-    choice = rng.integers(5)
+    choice = rng.integers(7)
     if choice == 0:  # elsewhere in the same image
         return np.roll(x, (int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4))), axis=(1, 2))
     if choice == 1 and len(images) > 1:  # another normal image, flipped and shifted
@@ -68,6 +68,13 @@ def _fill(images: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
         return np.stack([cv2.GaussianBlur(ch, (0, 0), sigma) for ch in x])
     if choice == 3:
         return np.clip(x + rng.choice([-1, 1]) * rng.uniform(0.15, 0.4), 0, 1)
+    if choice == 4:  # paint: a flat intensity
+        return np.full_like(x, rng.uniform(0.0, 1.0))
+    if choice == 5:  # shading: a brightness ramp in a random direction (light on a bump or dent)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * (xx - w / 2) + np.sin(angle) * (yy - h / 2)) / (0.25 * max(h, w))
+        return np.clip(x + rng.uniform(0.1, 0.35) * np.sin(ramp * rng.uniform(2, 6)), 0, 1)
     return np.clip(x.mean() + rng.uniform(0.1, 0.3) * rng.normal(0, 1, x.shape), 0, 1).astype(np.float32)
 
 
@@ -84,9 +91,10 @@ def synthesize(images: np.ndarray, rng: np.random.Generator, probability: float 
         if rng.random() >= probability:
             continue
         mask = makers[rng.integers(len(makers))](h, w, rng)
-        opacity = rng.uniform(0.5, 1.0)
+        blend = mask * rng.uniform(0.5, 1.0)
+        if rng.random() < 0.35:  # soft edges, for smooth defects (shading, stains)
+            blend = cv2.GaussianBlur(blend, (0, 0), rng.uniform(1.0, 4.0))
         fill = _fill(images, i, rng)
-        out[i] = images[i] * (1 - opacity * mask) + fill * opacity * mask
-        visible = np.abs(out[i] - images[i]).max(axis=0) > 0.02
-        masks[i, 0] = mask * visible
+        out[i] = images[i] * (1 - blend) + fill * blend
+        masks[i, 0] = np.abs(out[i] - images[i]).max(axis=0) > 0.02  # label what visibly changed
     return out, masks
