@@ -48,6 +48,16 @@ class Calibration:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
+def holdout_split(n: int, fraction: float, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (held out for calibration, for training); at least 20 are held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_hold = max(20, int(round(fraction * n)))
+    if n - n_hold < min_train:
+        msg = f"need at least {n_hold + min_train} normal samples ({n_hold} held out for calibration), got {n}"
+        raise CalibrationError(msg)
+    return order[:n_hold], order[n_hold:]
+
+
 def _clean(scores: Any, what: str) -> np.ndarray:
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not np.isfinite(arr).all():

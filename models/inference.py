@@ -90,11 +90,14 @@ class Inferencer:
         latency = (time.perf_counter() - start) * 1000
         t1, t2 = self._thresholds
         norm = normalize(scores, self.median, t2) if np.isfinite(t2) else np.clip(scores, 0, 1)
+        decisions = [decide(float(s), t1, t2) for s in scores]
+        if self.kind == "detector" and labels is not None:  # a defect type only for flagged items
+            labels = [lab if d != "ok" else None for lab, d in zip(labels, decisions, strict=True)]
         return [
             Result(
                 score=float(s),
                 norm_score=float(n),
-                decision=decide(float(s), t1, t2),
+                decision=decisions[i],
                 anomaly_map=None if maps is None else maps[i],
                 label=None if labels is None else labels[i],
                 model_version=self.version,

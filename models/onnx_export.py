@@ -59,33 +59,26 @@ def _affine(g: GraphBuilder, m: L.Affine, x: str) -> str:
     return g.op("Gemm", inputs, "affine")
 
 
-def _conv(g: GraphBuilder, m: L.Convolution, x: str) -> str:
+def _conv_inputs(g: GraphBuilder, m: L.Convolution | L.Deconvolution, x: str) -> tuple[list[str], dict]:
     inputs = [x, g.const(m.W.data, "W")] + ([g.const(m.b.data, "b")] if m.b is not None else [])
-    return g.op(
-        "Conv",
-        inputs,
-        "conv",
-        kernel_shape=list(m.kernel),
-        pads=_pads(m.pads),
-        strides=list(m.stride),
-        dilations=list(m.dilation),
-        group=m.group,
-    )
+    attrs = {
+        "kernel_shape": list(m.kernel),
+        "pads": _pads(m.pads),
+        "strides": list(m.stride),
+        "dilations": list(m.dilation),
+        "group": m.group,
+    }
+    return inputs, attrs
+
+
+def _conv(g: GraphBuilder, m: L.Convolution, x: str) -> str:
+    inputs, attrs = _conv_inputs(g, m, x)
+    return g.op("Conv", inputs, "conv", **attrs)
 
 
 def _deconv(g: GraphBuilder, m: L.Deconvolution, x: str) -> str:
-    inputs = [x, g.const(m.W.data, "W")] + ([g.const(m.b.data, "b")] if m.b is not None else [])
-    return g.op(
-        "ConvTranspose",
-        inputs,
-        "deconv",
-        kernel_shape=list(m.kernel),
-        pads=_pads(m.pads),
-        strides=list(m.stride),
-        dilations=list(m.dilation),
-        group=m.group,
-        output_padding=list(m.output_padding),
-    )
+    inputs, attrs = _conv_inputs(g, m, x)
+    return g.op("ConvTranspose", inputs, "deconv", output_padding=list(m.output_padding), **attrs)
 
 
 def _batchnorm(g: GraphBuilder, m: L.BatchNormalization, x: str) -> str:

@@ -83,47 +83,42 @@ def _spatial(shape: Shape, layer: str) -> int:
 
 
 # -- one builder per layer type: (params, input shape) → module ------------------------
+def _window(p: dict, nd: int) -> dict[str, Any]:
+    """Kernel geometry shared by the convolution family: pad, stride, dilation, bias."""
+    return {
+        "pad": _ints(p.pop("pad", 0), nd, "pad"),
+        "stride": _ints(p.pop("stride", 1), nd, "stride"),
+        "dilation": _ints(p.pop("dilation", 1), nd, "dilation"),
+        "with_bias": p.pop("with_bias", True),
+    }
+
+
 def _conv(p: dict, shape: Shape) -> Module:
     nd = _spatial(shape, "Convolution")
+    outmaps, kernel = p.pop("outmaps"), _ints(p.pop("kernel"), nd, "kernel")
     return L.Convolution(
-        shape[0],
-        p.pop("outmaps"),
-        _ints(p.pop("kernel"), nd, "kernel"),
-        pad=_ints(p.pop("pad", 0), nd, "pad"),
-        stride=_ints(p.pop("stride", 1), nd, "stride"),
-        dilation=_ints(p.pop("dilation", 1), nd, "dilation"),
-        group=p.pop("group", 1),
-        border_mode=p.pop("border_mode", None),
-        with_bias=p.pop("with_bias", True),
+        shape[0], outmaps, kernel, group=p.pop("group", 1), border_mode=p.pop("border_mode", None), **_window(p, nd)
     )
 
 
 def _depthwise(p: dict, shape: Shape) -> Module:
     nd = _spatial(shape, "DepthwiseConvolution")
+    kernel = _ints(p.pop("kernel"), nd, "kernel")
     return L.DepthwiseConvolution(
-        shape[0],
-        _ints(p.pop("kernel"), nd, "kernel"),
-        multiplier=p.pop("multiplier", 1),
-        pad=_ints(p.pop("pad", 0), nd, "pad"),
-        stride=_ints(p.pop("stride", 1), nd, "stride"),
-        dilation=_ints(p.pop("dilation", 1), nd, "dilation"),
-        border_mode=p.pop("border_mode", None),
-        with_bias=p.pop("with_bias", True),
+        shape[0], kernel, multiplier=p.pop("multiplier", 1), border_mode=p.pop("border_mode", None), **_window(p, nd)
     )
 
 
 def _deconv(p: dict, shape: Shape) -> Module:
     nd = _spatial(shape, "Deconvolution")
+    outmaps, kernel = p.pop("outmaps"), _ints(p.pop("kernel"), nd, "kernel")
     return L.Deconvolution(
         shape[0],
-        p.pop("outmaps"),
-        _ints(p.pop("kernel"), nd, "kernel"),
-        pad=_ints(p.pop("pad", 0), nd, "pad"),
-        stride=_ints(p.pop("stride", 1), nd, "stride"),
-        dilation=_ints(p.pop("dilation", 1), nd, "dilation"),
+        outmaps,
+        kernel,
         group=p.pop("group", 1),
         output_padding=_ints(p.pop("output_padding", 0), nd, "output_padding"),
-        with_bias=p.pop("with_bias", True),
+        **_window(p, nd),
     )
 
 

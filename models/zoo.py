@@ -208,7 +208,10 @@ def conv1d_autoencoder(shape: list[int], widths: Sequence[int] = (16, 32)) -> li
 
 
 @register(
-    "detector_classifier", "segmentation", (2, 64, 64), "discriminative net of the detector: image + reconstruction → defect logits"
+    "detector_classifier",
+    "segmentation",
+    (2, 64, 64),
+    "discriminative net of the detector: image + reconstruction → defect logits",
 )
 def detector_classifier(shape: list[int], width: int = 16, depth: int = 2, stem_stride: int = 2) -> list[dict]:
     """A small U-Net (each level concatenates its input, as skip, with the upsampled deeper level).
@@ -232,3 +235,14 @@ def detector_classifier(shape: list[int], width: int = 16, depth: int = 2, stem_
     if stem_stride > 1:
         layers.append(_layer("Upsample", scale=stem_stride, mode="bilinear"))
     return layers
+
+
+@register("defect_type_head", "classification", (2, 64, 64), "names the defect type from image + anomaly map")
+def defect_type_head(shape: list[int], classes: int = 4, width: int = 16) -> list[dict]:
+    return [
+        *_conv_bn_relu(width, 3, 2),
+        *_conv_bn_relu(2 * width, 3, 2),
+        *_conv_bn_relu(2 * width, 3, 2),
+        _layer("GlobalAveragePooling"),
+        _layer("Affine", n_outmaps=classes),
+    ]

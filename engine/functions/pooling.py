@@ -171,10 +171,13 @@ class Unpooling(Function):
 
     def forward(self, x, *, kernel):
         n, c, *spatial = x.shape
-        self.kernel, self.slices = kernel, [
-            (slice(None), slice(None), *(slice(o, None, k) for o, k in zip(offset, kernel, strict=True)))
-            for offset in win.kernel_offsets(kernel)
-        ]
+        self.kernel, self.slices = (
+            kernel,
+            [
+                (slice(None), slice(None), *(slice(o, None, k) for o, k in zip(offset, kernel, strict=True)))
+                for offset in win.kernel_offsets(kernel)
+            ],
+        )
         y = np.empty((n, c, *(s * k for s, k in zip(spatial, kernel, strict=True))), dtype=x.dtype)
         for sl in self.slices:
             y[sl] = x

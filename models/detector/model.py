@@ -24,7 +24,7 @@ from engine import functions as F
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Callback, Trainer
 from models import bundle as bundle_io
-from models.calibration import Calibration, calibrate
+from models.calibration import Calibration, calibrate, holdout_split
 from models.detector.synthetic import synthesize
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
@@ -52,8 +52,8 @@ class DetectorConfig:
     anomaly_probability: float = 0.5
     positive_weight: float = 4.0
     focal_gamma: float = 2.0
-    top_k: float = 0.01
-    sigma: float = 2.0
+    top_k: float = 0.005
+    sigma: float = 1.0
     false_alarm_rate: float = 0.01
     holdout: float = 0.2
     seed: int = 0
@@ -70,7 +70,9 @@ class DetectorConfig:
             msg = f"holdout must be in (0, 1), got {self.holdout}"
             raise ValueError(msg)
         self.ae_widths = tuple(self.ae_widths)
-        if self.crop is not None and (self.crop > self.size or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)):
+        if self.crop is not None and (
+            self.crop > self.size or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)
+        ):
             msg = f"crop {self.crop} must be at most size {self.size} and divisible like it"
             raise ValueError(msg)
 
@@ -101,6 +103,8 @@ class Detector:
         self.net = DraemNet(self.ae.module, None if self.clf is None else self.clf.module)
         self.calibration: Calibration | None = None
         self.history: list[dict[str, float]] = []
+        self.type_head: Network | None = None  # names the defect type, where labelled defects exist
+        self.defect_types: list[str] = []
 
     # -- training ------------------------------------------------------------------
     def _crop(self, x: np.ndarray) -> np.ndarray:
@@ -142,14 +146,8 @@ class Detector:
         if not np.isfinite(images).all():
             msg = "training images contain NaN or infinite values"
             raise ValueError(msg)
-        rng = np.random.default_rng(c.seed)
-        order = rng.permutation(len(images))
-        n_hold = max(20, int(round(c.holdout * len(images))))
-        if len(images) - n_hold < c.batch_size:
-            need = n_hold + c.batch_size
-            msg = f"need at least {need} normal images ({n_hold} held out for calibration), got {len(images)}"
-            raise ValueError(msg)
-        held, train = images[order[:n_hold]], images[order[n_hold:]]
+        held_idx, train_idx = holdout_split(len(images), c.holdout, c.batch_size, c.seed)
+        held, train = images[held_idx], images[train_idx]
         self._rng = np.random.default_rng(c.seed + 1)
         start = time.perf_counter()
         trainer = Trainer(self.net, self.loss, Adam(self.net, lr=c.lr), callbacks=callbacks)
@@ -165,6 +163,36 @@ class Detector:
             "calibration": self.calibration.to_dict(),
             "final_cost": self.history[-1]["cost"],
         }
+
+    def fit_defect_types(
+        self, images: np.ndarray, labels: np.ndarray, names: list[str], epochs: int = 40, batch_size: int = 16
+    ) -> dict[str, Any]:
+        """Train a head that names the defect type from the image and its anomaly map, on labelled
+        defective images (label = index into ``names``). The detector itself stays as trained."""
+        if self.config.method != "draem":
+            msg = "defect types need the draem detector (its anomaly map feeds the type head)"
+            raise ValueError(msg)
+        labels = np.asarray(labels).reshape(-1, 1)
+        if len(names) < 2 or labels.min() < 0 or labels.max() >= len(names) or len(labels) != len(images):
+            msg = f"defect types need >= 2 names and one label in [0, {len(names)}) per image"
+            raise ValueError(msg)
+        c = self.config
+        features = np.concatenate([images, self.anomaly_maps(images)[:, None]], axis=1).astype(np.float32)
+        seed(c.seed + 2)
+        self.type_head = build(get_spec("defect_type_head", [c.channels + 1, c.size, c.size], classes=len(names)))
+        module = self.type_head.module
+
+        def loss(model, x, t):
+            return losses.softmax_cross_entropy(model(x), t).mean()
+
+        history = Trainer(module, loss, Adam(module, lr=c.lr)).fit(
+            ArrayIterator([features, labels], batch_size, seed=c.seed), epochs
+        )
+        self.defect_types = list(names)
+        module.eval()
+        with no_grad():
+            accuracy = float(np.mean(module(features).data.argmax(axis=1) == labels[:, 0]))
+        return {"train_accuracy": accuracy, "final_cost": history[-1]["cost"]}
 
     # -- scoring with the engine (evaluation; serving uses ONNX) ----------------------
     def anomaly_maps(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -197,9 +225,13 @@ class Detector:
             g, self.clf.module, g.op("Concat", ["input", recon], "concat", axis=1), (2 * c.channels, c.size, c.size)
         )
         amap = g.op("Sigmoid", [logits], "anomaly_map")
-        return finish(
-            g, "detector", shape, [(amap, "anomaly_map", (1, c.size, c.size)), (recon, "reconstruction", shape)]
-        )
+        outputs = [(amap, "anomaly_map", (1, c.size, c.size)), (recon, "reconstruction", shape)]
+        if self.type_head is not None:
+            self.type_head.module.eval()
+            features = g.op("Concat", ["input", amap], "type_features", axis=1)
+            types = emit(g, self.type_head.module, features, (c.channels + 1, c.size, c.size))
+            outputs.append((types, "defect_type", (len(self.defect_types),)))
+        return finish(g, "detector", shape, outputs)
 
     def to_bundle(
         self, input_spec: InputSpec | None = None, provenance: dict[str, Any] | None = None, name: str = "detector"
@@ -209,14 +241,16 @@ class Detector:
             raise RuntimeError(msg)
         c = self.config
         spec = input_spec or InputSpec(kind="image", channels=c.channels, size=(c.size, c.size))
-        networks = {"autoencoder": self.ae.spec} | ({"classifier": self.clf.spec} if self.clf else {})
-        modules = {"autoencoder": self.ae.module} | ({"classifier": self.clf.module} if self.clf else {})
+        parts = {"autoencoder": self.ae, "classifier": self.clf, "defect_type": self.type_head}
+        networks = {name: net.spec for name, net in parts.items() if net is not None}
+        modules = {name: net.module for name, net in parts.items() if net is not None}
         meta = bundle_io.new_meta(
             "detector" if self.clf else "autoencoder",
             name,
             networks,
             spec.to_dict(),
             postprocess={"top_k": c.top_k, "sigma": c.sigma, "calibration": self.calibration.to_dict()},
+            labels=self.defect_types,
             provenance={"config": asdict(c), **(provenance or {})},
         )
         return bundle_io.Bundle(meta, bundle_io.params_of(modules), self.onnx_model().SerializeToString())
@@ -230,6 +264,9 @@ class Detector:
         detector.clf = bundle.network("classifier") if "classifier" in bundle.meta["networks"] else None
         detector.net = DraemNet(detector.ae.module, None if detector.clf is None else detector.clf.module)
         detector.calibration = Calibration.from_dict(bundle.meta["postprocess"]["calibration"])
+        if "defect_type" in bundle.meta["networks"]:
+            detector.type_head = bundle.network("defect_type")
+            detector.defect_types = list(bundle.meta["labels"])
         return detector
 
 

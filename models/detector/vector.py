@@ -18,7 +18,7 @@ from engine import Tensor, losses, no_grad, seed
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Trainer
 from models import bundle as bundle_io
-from models.calibration import Calibration, calibrate
+from models.calibration import Calibration, calibrate, holdout_split
 from models.preprocess import InputSpec, preprocess_vector
 from models.spec import build
 from models.zoo import get_spec
@@ -69,16 +69,12 @@ class VectorDetector:
         if not np.isfinite(data).all():
             msg = "training data contains NaN or infinite values"
             raise ValueError(msg)
-        rng = np.random.default_rng(c.seed)
-        order = rng.permutation(len(data))
-        n_hold = max(20, int(round(c.holdout * len(data))))
-        if len(data) - n_hold < c.batch_size:
-            msg = f"need at least {n_hold + c.batch_size} normal samples, got {len(data)}"
-            raise ValueError(msg)
-        held, train = data[order[:n_hold]], data[order[n_hold:]]
+        held_idx, train_idx = holdout_split(len(data), c.holdout, c.batch_size, c.seed)
+        held, train = data[held_idx], data[train_idx]
         mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
-        self.input_spec = InputSpec(kind="vector", shape=c.shape, size=None, mean=mean.reshape(-1).tolist(),
-                                    std=std.reshape(-1).tolist())
+        self.input_spec = InputSpec(
+            kind="vector", shape=c.shape, size=None, mean=mean.reshape(-1).tolist(), std=std.reshape(-1).tolist()
+        )
         z = (train - mean) / std
         start = time.perf_counter()
 
@@ -106,5 +102,11 @@ class VectorDetector:
             msg = "the detector is not trained and calibrated yet"
             raise RuntimeError(msg)
         post = {"calibration": self.calibration.to_dict()}
-        return bundle_io.bundle_from_network(self.net, "autoencoder", self.input_spec.to_dict(), postprocess=post,
-                                             provenance={"config": asdict(self.config), **(provenance or {})}, name=name)
+        return bundle_io.bundle_from_network(
+            self.net,
+            "autoencoder",
+            self.input_spec.to_dict(),
+            postprocess=post,
+            provenance={"config": asdict(self.config), **(provenance or {})},
+            name=name,
+        )

@@ -23,8 +23,16 @@ def frames():
 
 @pytest.fixture(scope="module", params=["draem", "autoencoder"])
 def trained(request, frames):
-    config = DetectorConfig(method=request.param, size=SIZE, ae_widths=(8, 16), clf_width=8, clf_depth=1, epochs=2,
-                            batch_size=8, holdout=0.3)
+    config = DetectorConfig(
+        method=request.param,
+        size=SIZE,
+        ae_widths=(8, 16),
+        clf_width=8,
+        clf_depth=1,
+        epochs=2,
+        batch_size=8,
+        holdout=0.3,
+    )
     detector = Detector(config)
     summary = detector.fit(preprocess_batch(frames, SPEC))
     return detector, summary
@@ -120,7 +128,10 @@ def test_vector_detector_flags_broken_correlations(tmp_path, model, shape):
     normal = sensor_windows(400, rng).reshape(-1, *shape)
     detector = VectorDetector(VectorDetectorConfig(shape=shape, model=model, epochs=40))
     detector.fit(normal)
-    test_normal, test_bad = sensor_windows(100, rng).reshape(-1, *shape), sensor_windows(100, rng, True).reshape(-1, *shape)
+    test_normal, test_bad = (
+        sensor_windows(100, rng).reshape(-1, *shape),
+        sensor_windows(100, rng, True).reshape(-1, *shape),
+    )
     path = tmp_path / "sensor.zip"
     detector.to_bundle().save(path)
     inferencer = Inferencer(path)
@@ -129,3 +140,28 @@ def test_vector_detector_flags_broken_correlations(tmp_path, model, shape):
     assert image_auroc(np.array(served), np.r_[np.zeros(100), np.ones(100)]) > 0.95
     false_alarms = np.mean([r.decision == "ng" for r in inferencer.predict_batch(list(test_normal))])
     assert false_alarms <= 0.06  # calibrated at 1 %; 100 fresh normal windows
+
+
+def test_defect_types_are_named_for_flagged_items(tmp_path):
+    line = SyntheticLine(size=64, defect_rate=1.0, defect_kinds=["crack", "contamination"], seed=11)
+    parts = line.take(64)
+    names = ["crack", "contamination"]
+    normal = [p.image for p in SyntheticLine(size=64, defect_rate=0.0, seed=12).take(60)]
+    detector = Detector(DetectorConfig(size=SIZE, ae_widths=(8, 16), clf_width=8, clf_depth=1, epochs=2, batch_size=8))
+    detector.fit(preprocess_batch(normal, SPEC))
+    x = preprocess_batch([p.image for p in parts], SPEC)
+    labels = np.array([names.index(p.defect) for p in parts])
+    summary = detector.fit_defect_types(x, labels, names, epochs=3)
+    assert 0 <= summary["train_accuracy"] <= 1
+    path = tmp_path / "typed.zip"
+    detector.to_bundle(SPEC).save(path)
+    inferencer = Inferencer(path)
+    assert "defect_type" in inferencer.output_names and inferencer.labels == names
+    inferencer.set_thresholds(0.0, 0.0)  # everything flagged: every item gets a type
+    assert {r.label for r in inferencer.predict_batch([p.image for p in parts[:8]])} <= set(names)
+    inferencer.set_thresholds(1e9, 1e9)  # nothing flagged: no type
+    assert all(r.label is None for r in inferencer.predict_batch([p.image for p in parts[:8]]))
+    again = Detector.from_bundle(bundle_io.load(path))
+    assert again.defect_types == names and again.type_head is not None
+    with pytest.raises(ValueError, match="one label in"):
+        detector.fit_defect_types(x, labels + 5, names)
