@@ -50,6 +50,86 @@ def network_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset_check(args: argparse.Namespace) -> int:
+    """Validate a whole dataset CSV; report every problem with its row and column."""
+    from appliance.datasets import check_dataset
+
+    problems = check_dataset(args.csv, allow_absolute=args.allow_absolute)
+    for p in problems:
+        print(f"{args.csv}: {p}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.csv}: OK")
+    return 0
+
+
+def dataset_create(args: argparse.Namespace) -> int:
+    """Dataset CSVs from image folders, or from an MVTec AD category."""
+    from appliance.datasets import ImageFormat, create_image_dataset, import_mvtec
+
+    fmt = ImageFormat(args.channels, args.width, args.height, args.mode)
+    if args.mvtec:
+        summary = import_mvtec(args.source, args.out, fmt)
+    else:
+        summary = create_image_dataset(
+            args.source, args.out, fmt, args.train_percent, not args.no_shuffle, args.seed, log=print
+        )
+    print(" ".join(f"{k}={v}" for k, v in summary.items() if k != "skipped"))
+    return 0
+
+
+def dataset_sample(args: argparse.Namespace) -> int:
+    from appliance.datasets import create_sample
+
+    summary = create_sample(args.name, args.out)
+    print(f"wrote {args.out}: " + " ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from appliance.workflows import train
+
+    lines = _stderr_line if args.no_progress and not args.quiet else None  # the bar shows the same figures
+    result = train(
+        args.project, args.output, resume=args.resume, log=lines, progress=not (args.quiet or args.no_progress)
+    )
+    final = " ".join(f"{k}={v:.4g}" for k, v in result.final.items() if k not in ("epoch", "time"))
+    print(f"run: {result.directory}")
+    print(f"final epoch {int(result.final['epoch'])}: {final}")
+    print(f"model: {result.best_bundle or result.last_bundle}")
+    return 0
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from appliance.workflows import evaluate
+
+    report = evaluate(args.model, args.dataset, args.output)
+    for key in ("accuracy", "auroc", "threshold", "mae", "rmse", "r2"):
+        if key in report:
+            print(f"{key}: {report[key]:.4f}")
+    if "macro_avg" in report:
+        m = report["macro_avg"]
+        print(f"macro avg: precision {m['precision']:.4f} recall {m['recall']:.4f} F-measure {m['f_measure']:.4f}")
+    if "confusion_matrix" in report:
+        print("confusion matrix (rows true, columns predicted):")
+        for label, row in zip(report["classes"], report["confusion_matrix"], strict=True):
+            print(f"  {label:>8}: " + " ".join(f"{v:5d}" for v in row))
+    print(f"wrote {report['output_dir']}/output_result.csv")
+    return 0
+
+
+def forward_command(args: argparse.Namespace) -> int:
+    from appliance.workflows import forward
+
+    print(f"wrote {forward(args.config, args.dataset, args.output)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Industrial anomaly-detection appliance")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('anomaly-appliance')}")
@@ -67,12 +147,62 @@ def build_parser() -> argparse.ArgumentParser:
     p_stats.add_argument("--json", help="also write the statistics as JSON here")
     p_stats.add_argument("--chart", help="also write a bar chart PNG here")
     p_stats.set_defaults(func=network_stats)
+
+    p_data = sub.add_parser("dataset", help="NNC dataset CSVs")
+    data_sub = p_data.add_subparsers(dest="dataset_command", required=True)
+    p_check = data_sub.add_parser("check", help="validate a dataset CSV, naming row and column of every problem")
+    p_check.add_argument("csv")
+    p_check.add_argument("--allow-absolute", action="store_true", help="accept absolute file paths in cells")
+    p_check.set_defaults(func=dataset_check)
+    p_create = data_sub.add_parser("create", help="make training/validation CSVs from an image folder")
+    p_create.add_argument("source", help="folder of class subfolders, a folder of normal images, or an MVTec category")
+    p_create.add_argument("out")
+    p_create.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    p_create.add_argument("--width", type=int, default=28)
+    p_create.add_argument("--height", type=int, default=28)
+    p_create.add_argument("--mode", default="trimming", choices=("trimming", "padding"))
+    p_create.add_argument("--train-percent", type=float, default=80.0)
+    p_create.add_argument("--no-shuffle", action="store_true")
+    p_create.add_argument("--seed", type=int, default=0)
+    p_create.add_argument("--mvtec", action="store_true", help="source is an MVTec AD category folder")
+    p_create.set_defaults(func=dataset_create)
+    p_sample = data_sub.add_parser("sample", help="write a ready dataset made from data inside scikit-learn")
+    p_sample.add_argument("name", choices=("digits_4or9", "digits", "digits_4or9_anomaly", "iris"))
+    p_sample.add_argument("out")
+    p_sample.set_defaults(func=dataset_sample)
+
+    p_train = sub.add_parser("train", help="train a project (YAML): network, datasets, config")
+    p_train.add_argument("project")
+    p_train.add_argument("-o", "--output", help="run folder (default runs/<project>-<time>)")
+    p_train.add_argument("--resume", action="store_true", help="continue the run in -o from its last checkpoint")
+    p_train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p_train.add_argument("--no-progress", action="store_true", help="per-epoch lines instead of a progress bar")
+    p_train.set_defaults(func=train_command)
+
+    p_eval = sub.add_parser("evaluate", help="metrics and output_result.csv of a run or model on a dataset")
+    p_eval.add_argument("model", help="run folder or model bundle (.zip)")
+    p_eval.add_argument("--dataset", required=True)
+    p_eval.add_argument("-o", "--output", help="output folder (default <run>/evaluation)")
+    p_eval.set_defaults(func=evaluate_command)
+
+    p_fwd = sub.add_parser("forward", help="run a model over a dataset like nnabla_cli forward")
+    p_fwd.add_argument("-c", "--config", required=True, help="model bundle (.zip) or run folder")
+    p_fwd.add_argument("-d", "--dataset", required=True)
+    p_fwd.add_argument("-o", "--output", required=True)
+    p_fwd.set_defaults(func=forward_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; user errors print one clear line and exit 2, never a traceback."""
+    from appliance.errors import USER_ERRORS
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

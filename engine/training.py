@@ -215,12 +215,22 @@ class Checkpoint(Callback):
         self.directory, self.interval, self.monitor, self.mode = Path(directory), interval, monitor, mode
         self.best = math.inf if mode == "min" else -math.inf
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """A resumed run starts from the best value its restored history already holds."""
+        for record in trainer.history:
+            value = record.get(self.monitor) if self.monitor else None
+            if value is not None and self._better(value):
+                self.best = value
+
+    def _better(self, value: float) -> bool:
+        return value < self.best if self.mode == "min" else value > self.best
+
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         if trainer.epoch % self.interval == 0:
             trainer.save_checkpoint(self.directory / "last.npz")
         value = record.get(self.monitor) if self.monitor else None
-        if value is not None and (value < self.best if self.mode == "min" else value > self.best):
+        if value is not None and self._better(value):
             self.best = value
             trainer.save_checkpoint(self.directory / "best.npz")
 

@@ -61,6 +61,7 @@ class Inferencer:
         post = self.meta.get("postprocess", {})
         self.top_k = float(post.get("top_k", 0.01))
         self.sigma = float(post.get("sigma", 2.0))
+        self.score_rule = post.get("score", "topk")  # topk of the smoothed map, or mean error (NNC's)
         cal = post.get("calibration") or {}
         self.median = float(cal.get("median", 0.0))
         self._lock = threading.Lock()
@@ -115,7 +116,12 @@ class Inferencer:
         if self.kind == "autoencoder":
             if self.input_spec.kind == "image":
                 maps = reconstruction_error_maps(x, out)
-                return image_scores(maps, self.top_k, self.sigma), maps, None, None
+                scores = (
+                    maps.reshape(len(x), -1).mean(axis=1)
+                    if self.score_rule == "mean"
+                    else (image_scores(maps, self.top_k, self.sigma))
+                )
+                return scores, maps, None, None
             return ((x - out) ** 2).reshape(len(x), -1).mean(axis=1), None, None, None
         if self.kind == "classifier":
             probs = _probabilities(out)
