@@ -352,3 +352,47 @@ def test_mvtec_layout_import(tmp_path):
     assert list(test.load("y")) == [1, 1, 1, 0, 0, 0]
     masks = test.load("mask")
     assert masks[:3].max() == 1.0 and masks[3:].max() == 0.0 and masks[0, 0, 4:8, 4:8].min() == 1.0
+
+
+def test_second_load_reads_no_image_files_and_edits_invalidate_the_cache(tmp_path, samples, monkeypatch):
+    import appliance.datasets.nnc as nnc
+
+    calls = []
+    real = nnc.read_file_cell
+    monkeypatch.setattr(nnc, "read_file_cell", lambda *a: calls.append(a) or real(*a))
+    csv_path = samples / "digits_4or9" / "validation.csv"
+    first = nnc.NNCDataset(csv_path).load("x")
+    decoded = len(calls)
+    again = nnc.NNCDataset(csv_path).load("x")
+    assert len(calls) == decoded and np.array_equal(first, again)  # served from .cache/
+    row = list(csv.reader(csv_path.open()))[1]
+    path = samples / "digits_4or9" / row[0]
+    cv2.imwrite(str(path), np.full((28, 28), 255, np.uint8))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    changed = nnc.NNCDataset(csv_path).load("x")
+    assert len(calls) > decoded and changed[0].min() == 1.0
+
+
+def test_absolute_paths_need_permission(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 4), np.uint8))
+    (tmp_path / "abs.csv").write_text(f"x:image\n{tmp_path / 'a.png'}\n")
+    assert cli("dataset", "check", tmp_path / "abs.csv") == 1
+    assert cli("dataset", "check", tmp_path / "abs.csv", "--allow-absolute") == 0
+
+
+def test_regression_reports_mae_rmse_r2(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = x @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=300)
+    rows = "\n".join(",".join(f"{v:.5f}" for v in (*xi, yi)) for xi, yi in zip(x, y, strict=True))
+    for name, part in (("training", rows.splitlines()[:240]), ("validation", rows.splitlines()[240:])):
+        (tmp_path / f"{name}.csv").write_text("x__0,x__1,x__2,y\n" + "\n".join(part) + "\n")
+    (tmp_path / "reg.yaml").write_text(
+        "network: {spec: {input: [3], layers: [{type: Affine, n_outmaps: 1}]}}\ntask: regression\n"
+        "dataset: {training: training.csv, validation: validation.csv}\n"
+        "config: {max_epoch: 60, batch_size: 16, solver: {type: Adam, lr: 0.05}}\n"
+    )
+    assert cli("train", tmp_path / "reg.yaml", "-o", tmp_path / "run", "--quiet") == 0
+    assert cli("evaluate", tmp_path / "run", "--dataset", tmp_path / "validation.csv") == 0
+    report = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
+    assert report["r2"] > 0.95 and report["rmse"] < 0.3 and report["mae"] < report["rmse"] + 1e-9
