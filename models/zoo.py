@@ -239,10 +239,15 @@ def detector_classifier(shape: list[int], width: int = 16, depth: int = 2, stem_
 
 @register("defect_type_head", "classification", (2, 64, 64), "names the defect type from image + anomaly map")
 def defect_type_head(shape: list[int], classes: int = 4, width: int = 16) -> list[dict]:
+    """Three strided conv blocks, then global max pooling: a defect is small, and averaging over
+    the whole part would dilute it."""
+    spatial = list(shape[1:])
+    for _ in range(3):
+        spatial = [(s + 2 - 3) // 2 + 1 for s in spatial]
     return [
         *_conv_bn_relu(width, 3, 2),
         *_conv_bn_relu(2 * width, 3, 2),
         *_conv_bn_relu(2 * width, 3, 2),
-        _layer("GlobalAveragePooling"),
+        _layer("MaxPooling", kernel=spatial),
         _layer("Affine", n_outmaps=classes),
     ]
