@@ -1,0 +1,133 @@
+"""Sources: the synthetic line, folders, video files/cameras with reconnect, CSV sensor replay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from connectors.sources import SourceError, Windower, open_source
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_synthetic_line_samples_are_stamped_and_paced():
+    source = open_source("synth:line?size=64&defect_rate=0.5&seed=3&fps=40", "line-1")
+    before = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    samples = [source.read() for _ in range(9)]
+    elapsed = time.monotonic() - start
+    assert 0.15 <= elapsed <= 1.0  # 8 periods of 25 ms
+    assert all(s.source_id == "line-1" and s.payload.shape == (64, 64) for s in samples)
+    assert all(before <= s.t_capture <= dt.datetime.now(dt.UTC) for s in samples)
+    assert any(s.meta["defect"] for s in samples) and source.status()["frames_in"] == 9
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("synth:line?speed=3", "unknown option 'speed'"),
+        ("synth:line?fps=fast", "option 'fps' has value 'fast'. Not a valid float."),
+        ("synth:line?kinds=rust", "unknown defect kind 'rust'"),
+        ("synth:belt", "use synth:line"),
+        ("camera:front", "camera index must be a number"),
+        ("folder:/does/not/exist", "does not exist"),
+        ("ftp://host/x", "unknown source"),
+    ],
+)
+def test_bad_source_strings_are_named(url, message):
+    with pytest.raises(SourceError, match=message):
+        open_source(url)
+
+
+def test_folder_processes_each_image_once_across_restarts(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((8, 8), i * 50, np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    source = open_source(f"folder:{tmp_path}?poll=0.05")
+    got = [source.read(0.5) for _ in range(3)]
+    assert [s.meta["file"] for s in got] == ["0.png", "1.png", "2.png"]
+    assert source.read(0.3) is None and source.errors == 1 and "broken.png" in source.last_error
+    restarted = open_source(f"folder:{tmp_path}?poll=0.05")
+    assert restarted.read(0.2) is None  # nothing repeated after a restart
+    cv2.imwrite(str(tmp_path / "new.png"), np.zeros((8, 8), np.uint8))
+    assert restarted.read(1.0).meta["file"] == "new.png"
+
+
+def write_video(path: Path, frames: int = 6) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 32))
+    for i in range(frames):
+        writer.write(np.full((32, 32, 3), i * 30, np.uint8))
+    writer.release()
+
+
+def test_video_file_frames_arrive_in_order(tmp_path):
+    write_video(tmp_path / "v.avi")
+    source = open_source(f"file:{tmp_path / 'v.avi'}")
+    try:
+        frames = [source.read(2.0) for _ in range(6)]
+        assert all(f is not None for f in frames)
+        levels = [int(f.payload.mean()) for f in frames]
+        assert levels == sorted(levels) and source.frames_dropped == 0
+    finally:
+        source.close()
+
+
+def test_camera_on_a_file_that_disappears_and_reappears_reconnects(tmp_path):
+    video = tmp_path / "cam.avi"
+    write_video(video)
+    source = open_source(f"file:{video}?live=1&backoff=0.05&max_backoff=0.2", "cam")
+    try:
+        assert wait_for(lambda: source.read(0.1) is not None)
+        assert source.state == "online"
+        hidden = tmp_path / "away.avi"
+        video.rename(hidden)
+        assert wait_for(lambda: source.state == "reconnecting" and source.errors > 0)
+        assert "cannot open" in source.status()["last_error"]
+        reconnects = source.reconnects
+        hidden.rename(video)
+        assert wait_for(lambda: source.state == "online" and source.reconnects > reconnects)
+        assert wait_for(lambda: source.read(0.1) is not None)
+    finally:
+        source.close()
+    assert source.status()["state"] == "stopped"
+
+
+def test_dead_camera_fails_after_its_retries_and_never_falls_back(tmp_path):
+    source = open_source(f"file:{tmp_path / 'none.avi'}?backoff=0.01&max_retries=3")
+    assert wait_for(lambda: source.state == "failed")
+    assert source.read(0.05) is None and source.errors == 3
+    source.close()
+
+
+def test_windower_assembles_channels_by_hop():
+    w = Windower(channels=2, length=4, hop=2)
+    out = [w.push([i, -i]) for i in range(8)]
+    windows = [o for o in out if o is not None]
+    assert len(windows) == 3 and windows[0].shape == (2, 4)
+    np.testing.assert_array_equal(windows[1][0], [2, 3, 4, 5])
+    with pytest.raises(SourceError, match="expects 2 channels"):
+        w.push([1, 2, 3])
+
+
+def test_csv_sensor_replay_into_windows(tmp_path):
+    rows = ["a,b,c"] + [f"{i},{2 * i},{3 * i}" for i in range(10)] + ["x,1,2"] + [f"{i},0,0" for i in range(10, 16)]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    source = open_source(f"csv:{tmp_path / 's.csv'}?window=8&hop=4")
+    windows = []
+    while (s := source.read(0.2)) is not None:
+        windows.append(s)
+    assert [w.payload.shape for w in windows] == [(3, 8)] * 3
+    assert windows[0].meta["channels"] == ["a", "b", "c"]
+    assert source.errors == 1 and "line 12" in source.last_error and source.state == "stopped"
