@@ -1,0 +1,141 @@
+"""Durable alert delivery: the outbox table → MQTT with QoS 1.
+
+A message is marked sent only when the broker acknowledges it (PUBACK). While the broker is
+down, messages wait in the outbox; after an outage or a process kill, everything pending is
+sent on the next connection. Consumers de-duplicate by ``event_id`` (QoS 1 is at-least-once).
+The retained ``status`` topic says ``online`` on connect and ``offline`` by last will.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.engine import Engine
+
+from appliance.alerts.schema import Topics
+from appliance.storage import store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    protocol: str = "5"  # "5" or "3.1.1"
+    client_id: str = ""
+    keepalive: int = 30
+
+
+def make_client(settings: BrokerSettings, topics: Topics) -> mqtt.Client:
+    protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=settings.client_id or f"{topics.appliance_id}-alerts", protocol=protocol
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(ca_certs=settings.ca_file)
+    client.will_set(topics.status, "offline", qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=0.2, max_delay=5)
+    return client
+
+
+class AlertPublisher:
+    """Sends pending outbox messages whenever connected; runs in its own thread.
+
+    paho calls ``on_publish`` while holding its own message lock, so the callbacks never wait
+    for anything: they only queue events (acknowledged mid, disconnected). The sender thread alone
+    owns the in-flight map and writes to the database.
+    """
+
+    def __init__(self, engine: Engine, settings: BrokerSettings, topics: Topics, poll: float = 0.1) -> None:
+        self.engine, self.settings, self.topics, self.poll = engine, settings, topics, poll
+        self.client = make_client(settings, topics)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self.inflight: dict[int, int] = {}  # paho mid → outbox id (sender thread only)
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
+
+    def start(self) -> AlertPublisher:
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        self.client.loop_start()
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending, say ``offline`` (retained) and disconnect."""
+        self.stopping.set()
+        self.thread.join(timeout)
+        if self.connected.is_set():
+            self.client.publish(self.topics.status, "offline", qos=1, retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho callbacks (network thread): queue, never block ------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        self.events.put(("disconnected", 0))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self.events.put(("acked" if not reason_code.is_failure else "refused", mid))
+
+    # -- sender thread --------------------------------------------------------------------
+    def _drain_events(self) -> None:
+        acked = []
+        while True:
+            try:
+                kind, mid = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "disconnected":
+                self.inflight.clear()  # unacknowledged: sent again after reconnecting
+            elif kind == "acked" and mid in self.inflight:
+                acked.append(self.inflight.pop(mid))
+            else:
+                self.inflight.pop(mid, None)
+        if acked:
+            store.mark_sent(self.engine, message_ids=acked)
+            self.sent += len(acked)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._drain_events()
+                if not self.connected.wait(self.poll):
+                    continue
+                pending = store.pending_messages(self.engine, limit=100, exclude=set(self.inflight.values()))
+            except Exception:  # database briefly unavailable: try again
+                log.exception("outbox access failed")
+                self.stopping.wait(1.0)
+                continue
+            for message in pending:
+                if not self.connected.is_set():
+                    break
+                info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.inflight[info.mid] = message.id
+            if not pending:
+                self.stopping.wait(self.poll)
+        self._drain_events()

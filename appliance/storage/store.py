@@ -1,0 +1,81 @@
+"""Storage operations (the one module that commits). Keyword-only arguments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from appliance.storage.models import Alert, Inspection, OutboxMessage, utcnow
+
+
+def record_inspection(
+    engine: Engine,
+    *,
+    inspection: Inspection,
+    threshold: float,
+    alert_topic: str,
+    build_message: Callable[[Alert, Inspection], dict[str, Any]],
+) -> tuple[Inspection, Alert | None]:
+    """Store an inspection; for review / NG decisions also its alert and the alert's MQTT message,
+    all in one transaction (an alert is never stored without its message, nor sent without its row)."""
+    with Session(engine) as session:
+        session.add(inspection)
+        session.flush()
+        alert = None
+        if inspection.decision in ("review", "ng"):
+            alert = Alert(
+                event_id=str(uuid.uuid4()),
+                inspection_id=inspection.id,
+                source_id=inspection.source_id,
+                decision=inspection.decision,
+                score=inspection.score,
+                norm_score=inspection.norm_score,
+                threshold=threshold,
+                model_version=inspection.model_version,
+            )
+            session.add(alert)
+            session.flush()
+            payload = json.dumps(build_message(alert, inspection), separators=(",", ":"))
+            session.add(OutboxMessage(event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1))
+        session.commit()
+        session.refresh(inspection)
+        if alert is not None:
+            session.refresh(alert)
+        return inspection, alert
+
+
+def pending_messages(engine: Engine, *, limit: int = 100, exclude: set[int] | None = None) -> list[OutboxMessage]:
+    """Unsent outbox messages, oldest first."""
+    with Session(engine) as session:
+        query = select(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
+        if exclude:
+            query = query.where(col(OutboxMessage.id).not_in(exclude))
+        return list(session.exec(query.order_by(OutboxMessage.id).limit(limit)))
+
+
+def mark_sent(engine: Engine, *, message_ids: list[int], at: dt.datetime | None = None) -> None:
+    with Session(engine) as session:
+        for message in session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(message_ids))):
+            message.sent_at = at or utcnow()
+            session.add(message)
+        session.commit()
+
+
+def count_attempt(engine: Engine, *, message_id: int) -> None:
+    with Session(engine) as session:
+        message = session.get(OutboxMessage, message_id)
+        if message is not None:
+            message.attempts += 1
+            session.add(message)
+            session.commit()
+
+
+def outbox_backlog(engine: Engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(OutboxMessage.id).where(col(OutboxMessage.sent_at).is_(None))).all())

@@ -1,0 +1,230 @@
+"""Alerts over MQTT through the durable outbox, against real Mosquitto and real databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.alerts.publisher import AlertPublisher, BrokerSettings
+from appliance.alerts.schema import ALERT_SCHEMA_VERSION, Topics, alert_message
+from appliance.storage import store
+from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Inspection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Subscriber:
+    """A consumer with a persistent session (survives broker restarts with persistence)."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"sub-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def payloads(self, topic_suffix: str) -> list:
+        with self.lock:
+            return [p for t, p, _ in self.messages if t.endswith(topic_suffix)]
+
+    def alerts(self) -> list[dict]:
+        return [json.loads(p) for p in self.payloads("/alerts")]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_for(predicate, timeout=15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def add_inspections(engine, topics: Topics, n: int, decision: str = "ng") -> list:
+    alerts = []
+    for _ in range(n):
+        inspection = Inspection(
+            source_id="synth:line",
+            t_capture=dt.datetime.now(dt.UTC),
+            score=0.9,
+            norm_score=0.8,
+            decision=decision,
+            model_version="m1",
+            latency_ms=3.0,
+            image_ref="abc",
+        )
+        _, alert = store.record_inspection(
+            engine,
+            inspection=inspection,
+            threshold=0.5,
+            alert_topic=topics.alerts,
+            build_message=lambda a, i: alert_message(a, i, topics, "http://api"),
+        )
+        alerts.append(alert)
+    return alerts
+
+
+def test_alerts_reach_a_subscriber_on_the_system_broker_with_the_documented_schema(db_url, system_broker):
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics(prefix=f"test-{uuid.uuid4().hex[:6]}", site="plant", line="l1", appliance_id="a1")
+    sub = Subscriber(system_broker, [topics.alerts, topics.status])
+    publisher = AlertPublisher(engine, BrokerSettings(port=system_broker), topics).start()
+    try:
+        assert wait_for(lambda: publisher.connected.is_set())
+        sent = add_inspections(engine, topics, 3)
+        add_inspections(engine, topics, 2, decision="ok")  # no alert for OK items
+        assert wait_for(lambda: len(sub.alerts()) == 3)
+        message = sub.alerts()[0]
+        assert set(message) == {
+            "schema_version",
+            "event_id",
+            "ts",
+            "t_capture",
+            "site",
+            "line",
+            "appliance_id",
+            "source_id",
+            "inspection_id",
+            "score",
+            "norm_score",
+            "decision",
+            "threshold",
+            "label",
+            "model_version",
+            "image_url",
+            "heatmap_url",
+        }
+        assert message["schema_version"] == ALERT_SCHEMA_VERSION and message["decision"] == "ng"
+        assert {m["event_id"] for m in sub.alerts()} == {a.event_id for a in sent}
+        assert message["image_url"] == f"http://api/inspections/{message['inspection_id']}/image"
+        assert b"online" in sub.payloads("/status")
+        assert wait_for(lambda: store.outbox_backlog(engine) == 0)
+    finally:
+        publisher.stop()
+        sub.close()
+
+
+def test_broker_outage_loses_nothing(db_url, broker):
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    sub = Subscriber(broker.port, [topics.alerts])
+    publisher = AlertPublisher(engine, BrokerSettings(port=broker.port), topics).start()
+    try:
+        assert wait_for(lambda: publisher.connected.is_set())
+        expected = {a.event_id for a in add_inspections(engine, topics, 5)}
+        assert wait_for(lambda: len(sub.alerts()) >= 5)
+        broker.stop()
+        for _ in range(6):  # defects keep coming for several seconds while the broker is down
+            expected |= {a.event_id for a in add_inspections(engine, topics, 2)}
+            time.sleep(0.5)
+        assert store.outbox_backlog(engine) == 12
+        broker.start()
+        assert wait_for(lambda: {m["event_id"] for m in sub.alerts()} == expected, timeout=30)
+        raw = [m["event_id"] for m in sub.alerts()]
+        assert len(raw) - len(set(raw)) <= 1  # QoS 1: at most an unacknowledged one may repeat
+        assert wait_for(lambda: store.outbox_backlog(engine) == 0)
+    finally:
+        publisher.stop()
+        sub.close()
+
+
+CHILD = """
+import datetime as dt, sys, time
+from appliance.alerts.publisher import AlertPublisher, BrokerSettings
+from appliance.alerts.schema import Topics, alert_message
+from appliance.storage import store
+from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Inspection
+url, port, appliance_id, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+engine = make_engine(url); init_db(engine)
+topics = Topics(appliance_id=appliance_id)
+AlertPublisher(engine, BrokerSettings(port=port, keepalive=1), topics).start()
+for _ in range(n):
+    i = Inspection(source_id="s", t_capture=dt.datetime.now(dt.UTC), score=1, norm_score=1, decision="ng",
+                   model_version="m", latency_ms=1)
+    store.record_inspection(engine, inspection=i, threshold=0.5, alert_topic=topics.alerts,
+                            build_message=lambda a, ins: alert_message(a, ins, topics))
+print("recorded", flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_appliance_sends_pending_alerts_after_restart(db_url, broker):
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    broker.stop()  # alerts pile up in the outbox: nothing can be sent
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db_url, str(broker.port), topics.appliance_id, "4"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "recorded"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    broker.start()
+    sub = Subscriber(broker.port, [topics.alerts])
+    engine = make_engine(db_url)
+    assert store.outbox_backlog(engine) == 4
+    publisher = AlertPublisher(engine, BrokerSettings(port=broker.port), topics).start()
+    try:
+        assert wait_for(lambda: len({m["event_id"] for m in sub.alerts()}) == 4)
+        assert wait_for(lambda: store.outbox_backlog(engine) == 0)
+    finally:
+        publisher.stop()
+        sub.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_last_will_says_offline_when_the_appliance_dies(db_url, broker):
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    sub = Subscriber(broker.port, [topics.status])
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db_url, str(broker.port), topics.appliance_id, "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "recorded"
+        assert wait_for(lambda: b"online" in sub.payloads("/status"))
+        os.kill(child.pid, signal.SIGKILL)
+        assert wait_for(lambda: sub.payloads("/status")[-1:] == [b"offline"], timeout=10)
+    finally:
+        child.kill()
+        sub.close()
+    late = Subscriber(broker.port, [topics.status])  # retained: a newcomer learns the state at once
+    try:
+        assert wait_for(lambda: late.payloads("/status") == [b"offline"])
+    finally:
+        late.close()
