@@ -9,16 +9,19 @@ from importlib.metadata import version
 
 
 def run(args: argparse.Namespace) -> int:
-    """Main job. The runtime (connectors → pipeline → storage → MQTT → API) is issue #5 and not
-    built yet; until it lands, say so and show the engine working on the seed's experiment."""
-    from appliance.selfcheck import logistic_regression_4_vs_9
+    """The main job: inspect the configured sources, store results, send alerts over MQTT."""
+    import logging
 
-    print("appliance runtime: not built yet (connectors, pipeline, MQTT alerts and API come with")
-    print("the runtime issue). Running the engine self-check instead: the seed's experiment,")
-    print("a 1-layer logistic regression separating 4 from 9 on scikit-learn's digits.")
-    accuracy = logistic_regression_4_vs_9(epochs=args.epochs, log=print)
-    print(f"validation accuracy: {accuracy:.4f}")
-    return 0 if accuracy >= 0.95 else 1
+    from appliance.runtime import run as run_appliance
+    from appliance.settings import load_settings
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args.config)
+
+    def say(line: str) -> None:  # flushed: status lines must reach journals and pipes at once
+        print(line, flush=True)
+
+    return run_appliance(settings, duration=args.duration, log=say, report_every=args.report_every)
 
 
 def network_stats(args: argparse.Namespace) -> int:
@@ -135,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('anomaly-appliance')}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the appliance's main job")
-    p_run.add_argument("--epochs", type=int, default=30, help="self-check training epochs")
+    p_run.add_argument("--config", help="settings file (YAML); APPLIANCE_* environment variables also apply")
+    p_run.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    p_run.add_argument("--report-every", type=float, default=10.0, help="seconds between status lines")
     p_run.set_defaults(func=run)
 
     p_net = sub.add_parser("network", help="network specs and the model zoo")

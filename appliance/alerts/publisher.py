@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -31,13 +32,40 @@ class BrokerSettings:
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
-    protocol: str = "5"  # "5" or "3.1.1"
+    protocol: str = "auto"  # "auto" (MQTT 5 where the broker speaks it, else 3.1.1), "5" or "3.1.1"
     client_id: str = ""
     keepalive: int = 30
 
 
+def speaks_mqtt5(settings: BrokerSettings, timeout: float = 3.0) -> bool:
+    """Try an MQTT 5 connection; brokers that only speak 3.1.1 refuse or drop it."""
+    answered, accepted = threading.Event(), []
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    if settings.username:
+        probe.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        probe.tls_set(ca_certs=settings.ca_file)
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        accepted.append(not reason_code.is_failure)
+        answered.set()
+
+    probe.on_connect = on_connect
+    probe.on_disconnect = lambda *args: answered.set()
+    try:
+        probe.connect(settings.host, settings.port, keepalive=5)
+    except OSError:
+        return True  # broker unreachable now: keep MQTT 5 and let reconnects find out
+    probe.loop_start()
+    answered.wait(timeout)
+    probe.disconnect()
+    probe.loop_stop()
+    return bool(accepted and accepted[0])
+
+
 def make_client(settings: BrokerSettings, topics: Topics) -> mqtt.Client:
-    protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+    v5 = settings.protocol == "5" or (settings.protocol == "auto" and speaks_mqtt5(settings))
+    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=settings.client_id or f"{topics.appliance_id}-alerts", protocol=protocol
     )
@@ -58,8 +86,15 @@ class AlertPublisher:
     owns the in-flight map and writes to the database.
     """
 
-    def __init__(self, engine: Engine, settings: BrokerSettings, topics: Topics, poll: float = 0.1) -> None:
-        self.engine, self.settings, self.topics, self.poll = engine, settings, topics, poll
+    def __init__(
+        self,
+        engine: Engine,
+        settings: BrokerSettings,
+        topics: Topics,
+        poll: float = 0.1,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine, self.settings, self.topics, self.poll, self.on_sent = engine, settings, topics, poll, on_sent
         self.client = make_client(settings, topics)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -67,7 +102,7 @@ class AlertPublisher:
         self.connected = threading.Event()
         self.stopping = threading.Event()
         self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
-        self.inflight: dict[int, int] = {}  # paho mid → outbox id (sender thread only)
+        self.inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox id, payload), sender thread only
         self.sent = 0
         self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
 
@@ -116,8 +151,10 @@ class AlertPublisher:
             else:
                 self.inflight.pop(mid, None)
         if acked:
-            store.mark_sent(self.engine, message_ids=acked)
+            store.mark_sent(self.engine, message_ids=[outbox_id for outbox_id, _ in acked])
             self.sent += len(acked)
+            for _, payload in acked if self.on_sent else ():
+                self.on_sent(payload)
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -125,7 +162,8 @@ class AlertPublisher:
                 self._drain_events()
                 if not self.connected.wait(self.poll):
                     continue
-                pending = store.pending_messages(self.engine, limit=100, exclude=set(self.inflight.values()))
+                busy = {outbox_id for outbox_id, _ in self.inflight.values()}
+                pending = store.pending_messages(self.engine, limit=100, exclude=busy)
             except Exception:  # database briefly unavailable: try again
                 log.exception("outbox access failed")
                 self.stopping.wait(1.0)
@@ -135,7 +173,7 @@ class AlertPublisher:
                     break
                 info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self.inflight[info.mid] = message.id
+                    self.inflight[info.mid] = (message.id, message.payload)
             if not pending:
                 self.stopping.wait(self.poll)
         self._drain_events()

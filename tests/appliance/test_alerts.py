@@ -228,3 +228,32 @@ def test_last_will_says_offline_when_the_appliance_dies(db_url, broker):
         assert wait_for(lambda: late.payloads("/status") == [b"offline"])
     finally:
         late.close()
+
+
+def test_embedded_broker_gets_alerts_over_mqtt_3_1_1(tmp_path):
+    """amqtt speaks 3.1.1 only: the publisher notices and falls back."""
+    from appliance.alerts.publisher import speaks_mqtt5
+    from appliance.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(0).start()
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    init_db(engine)
+    topics = Topics(appliance_id="embedded")
+    settings = BrokerSettings(port=broker.port)
+    assert not speaks_mqtt5(settings)
+    sub = Subscriber(broker.port, [topics.alerts])
+    publisher = AlertPublisher(engine, settings, topics).start()
+    try:
+        time.sleep(0.3)
+        sent = add_inspections(engine, topics, 2)
+        assert wait_for(lambda: {m["event_id"] for m in sub.alerts()} == {a.event_id for a in sent})
+    finally:
+        publisher.stop()
+        sub.close()
+        broker.stop()
+
+
+def test_mosquitto_speaks_mqtt5(system_broker):
+    from appliance.alerts.publisher import speaks_mqtt5
+
+    assert speaks_mqtt5(BrokerSettings(port=system_broker))

@@ -1,0 +1,169 @@
+"""``appliance run``: the appliance's main job.
+
+On embedded defaults (``make run``): SQLite under the data directory, an embedded MQTT broker on
+loopback, a synthetic production line. On first start it trains the default detector on normal
+images from the configured line, saves and activates it, then inspects continuously, storing
+every result and sending alerts through the durable outbox.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.alerts.publisher import AlertPublisher, BrokerSettings
+from appliance.alerts.schema import Topics
+from appliance.broker import EmbeddedBroker
+from appliance.images import ImageStore
+from appliance.pipeline import ModelSlot, Pipeline
+from appliance.settings import Settings
+from appliance.storage.db import init_db, make_engine
+from connectors.sources import open_source
+from connectors.synthetic import SyntheticLine
+from models.inference import Inferencer
+from models.preprocess import InputSpec, preprocess_batch
+
+
+class Appliance:
+    def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
+        self.settings, self.log = settings, log
+        self.data = Path(settings.data_dir)
+        self.models_dir = self.data / "models"
+        self.topics = Topics(settings.mqtt.prefix, settings.mqtt.site, settings.mqtt.line, settings.mqtt.appliance_id)
+        self.broker: EmbeddedBroker | None = None
+        self.publisher: AlertPublisher | None = None
+        self.pipeline: Pipeline | None = None
+
+    # -- the model ------------------------------------------------------------------------
+    def active_model(self) -> Path | None:
+        pointer = self.models_dir / "ACTIVE"
+        if pointer.is_file():
+            path = self.models_dir / pointer.read_text().strip()
+            if path.is_file():
+                return path
+        return None
+
+    def activate(self, bundle: Path) -> None:
+        tmp = self.models_dir / "ACTIVE.tmp"
+        tmp.write_text(bundle.name)
+        tmp.replace(self.models_dir / "ACTIVE")
+
+    def train_default(self) -> Path:
+        """Train the default detector on normal parts from the synthetic line."""
+        from tqdm import tqdm
+
+        from engine.training import Callback
+        from models.detector.model import Detector, DetectorConfig
+
+        d = self.settings.detector
+        spec = InputSpec(kind="image", channels=1, size=(d.size, d.size))
+        self.log(
+            f"first start: training the default detector on {d.training_images} normal parts "
+            f"({d.size}x{d.size}, {d.epochs} epochs)"
+        )
+        frames = [p.image for p in SyntheticLine(size=d.size, defect_rate=0.0, seed=12345).take(d.training_images)]
+        detector = Detector(
+            DetectorConfig(size=d.size, crop=d.crop, epochs=d.epochs, false_alarm_rate=d.false_alarm_rate)
+        )
+        bar = tqdm(total=d.epochs, desc="training detector", unit="epoch")
+
+        class Progress(Callback):
+            def on_epoch_end(self, trainer, record):
+                bar.set_postfix_str(f"cost={record['cost']:.4f}")
+                bar.update(1)
+
+        summary = detector.fit(preprocess_batch(frames, spec), callbacks=(Progress(),))
+        bar.close()
+        bundle = detector.to_bundle(
+            spec, provenance={"dataset": "synth:line normal parts, seed 12345"}, name="default-detector"
+        )
+        path = self.models_dir / f"detector-{bundle.version}.zip"
+        bundle.save(path)
+        cal = summary["calibration"]
+        self.log(
+            f"trained in {summary['train_seconds']:.0f} s; thresholds T1={cal['t1']:.4f} T2={cal['t2']:.4f} "
+            f"(false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']}); saved {path}"
+        )
+        return path
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Appliance:
+        s = self.settings
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(s.db_url)
+        init_db(engine)
+        model = self.active_model()
+        if model is None:
+            model = self.train_default()
+            self.activate(model)
+        inferencer = Inferencer(model)
+        host, port = s.mqtt.host, s.mqtt.port
+        if host is None:
+            self.broker = EmbeddedBroker(s.mqtt.embedded_port).start()
+            host, port = "127.0.0.1", self.broker.port
+        self.pipeline = Pipeline(
+            engine,
+            ModelSlot(inferencer),
+            self.topics,
+            ImageStore(self.data / "images"),
+            s.public_url,
+            s.queue_size,
+            debounce=s.debounce,
+            keep_ok_images=s.keep_ok_images,
+        )
+        protocol = "3.1.1" if self.broker else s.mqtt.protocol  # amqtt speaks 3.1.1 only
+        broker = BrokerSettings(
+            host=host,
+            port=port,
+            username=s.mqtt.username,
+            password=s.mqtt.password,
+            tls=s.mqtt.tls,
+            ca_file=s.mqtt.ca_file,
+            protocol=protocol,
+        )
+        self.publisher = AlertPublisher(engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
+        for url in s.sources:
+            self.pipeline.add_source(open_source(url))
+        self.pipeline.start()
+        self.log(f"database: {s.db_url}")
+        self.log(
+            f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
+            f"T2={inferencer.thresholds[1]:.4f})"
+        )
+        self.log(f"sources: {', '.join(s.sources)}")
+        kind = "embedded broker" if self.broker else "broker"
+        self.log(f"MQTT {kind}: {host}:{port}; alerts on {self.topics.alerts}")
+        self.log(f"  subscribe: mosquitto_sub -h {host} -p {port} -t '{self.topics.alerts}' -v")
+        self.log("REST API and console: not built yet (they come with the rest of issue #5 and #6)")
+        return self
+
+    def stop(self) -> None:
+        if self.pipeline:
+            self.pipeline.stop()
+        if self.publisher:
+            self.publisher.stop()
+        if self.broker:
+            self.broker.stop()
+
+
+def run(
+    settings: Settings, duration: float | None = None, log: Callable[[str], None] = print, report_every: float = 10.0
+) -> int:
+    appliance = Appliance(settings, log).start()
+    start = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - start < duration:
+            time.sleep(min(report_every, max(0.1, (duration or report_every) - (time.monotonic() - start))))
+            for sid, st in appliance.pipeline.status().items():
+                lat = st["capture_to_decision_ms"]
+                log(
+                    f"{sid}: {st['state']}, scored {st['scored']} ({st['decisions']}), dropped "
+                    f"{st['queue_dropped'] + st['frames_dropped']}, capture→decision p50 {lat['p50']:.1f} ms "
+                    f"p99 {lat['p99']:.1f} ms; alerts sent {appliance.publisher.sent}"
+                )
+    except KeyboardInterrupt:
+        log("stopping")
+    finally:
+        appliance.stop()
+    return 0

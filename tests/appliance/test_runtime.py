@@ -1,0 +1,167 @@
+"""The running appliance: sources → pipeline → storage → MQTT, model swap, debounce, metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from appliance.alerts.schema import Topics
+from appliance.images import ImageStore
+from appliance.pipeline import ModelSlot, Pipeline
+from appliance.runtime import Appliance
+from appliance.settings import load_settings
+from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Inspection
+from connectors.sources import open_source
+from models.inference import Inferencer
+from tests.appliance.test_alerts import Subscriber, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"size": 64, "crop": None, "epochs": 2, "training_images": 60}
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    """One small default detector, trained once for these tests."""
+    data = tmp_path_factory.mktemp("model")
+    app = Appliance(load_settings(data_dir=data, detector=SMALL), log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    return app.train_default()
+
+
+def settings_for(tmp_path: Path, db_url: str, port: int, **extra):
+    return load_settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        detector=SMALL,
+        sources=["synth:line?size=64&fps=40&defect_rate=0.5&seed=2"],
+        mqtt={"host": "127.0.0.1", "port": port, "appliance_id": "rt"},
+        **extra,
+    )
+
+
+def test_appliance_inspects_stores_and_alerts(tmp_path, db_url, broker, trained_model):
+    settings = settings_for(tmp_path, db_url, broker.port)
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    app.activate(app.models_dir / trained_model.name)
+    sub = Subscriber(broker.port, [app.topics.alerts, app.topics.status])
+    app.start()
+    try:
+        assert wait_for(lambda: app.pipeline.status()[settings.sources[0]]["scored"] >= 40, timeout=30)
+        assert wait_for(lambda: len(sub.alerts()) >= 1, timeout=20)
+        assert b"online" in sub.payloads("/status")
+        status = app.pipeline.status()[settings.sources[0]]
+        assert status["state"] == "online" and status["capture_to_decision_ms"]["p50"] > 0
+        text = app.pipeline.prometheus()
+        assert re.search(r'appliance_frames_total\{source="synth:line[^"]*",stage="scored"\} \d+', text)
+        assert 'quantile="0.99"' in text and "appliance_outbox_backlog" in text
+    finally:
+        app.stop()
+    engine = make_engine(db_url)
+    with Session(engine) as session:
+        rows = session.exec(select(Inspection)).all()
+    assert len(rows) >= 40 and {r.model_version for r in rows} == {Inferencer(trained_model).version}
+    flagged = [r for r in rows if r.decision != "ok"]
+    assert all(r.image_ref and r.heatmap_ref for r in flagged)  # every NG/review item keeps its images
+    assert ImageStore(tmp_path / "images").path(flagged[0].image_ref).is_file()
+    alert_ids = {m["inspection_id"] for m in sub.alerts()}
+    assert alert_ids <= {r.id for r in flagged}
+    sub.close()
+
+
+def test_model_swap_lands_between_samples(tmp_path, trained_model):
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    init_db(engine)
+    first = Inferencer(trained_model)
+    second = Inferencer(trained_model)
+    second.version = "swapped"
+    slot = ModelSlot(first)
+    pipeline = Pipeline(engine, slot, Topics(), ImageStore(tmp_path / "img"), queue_size=8, batch_size=4)
+    pipeline.add_source(open_source("synth:line?size=64&fps=100&defect_rate=0.2", "s"))
+    pipeline.start()
+    try:
+        assert wait_for(lambda: pipeline.metrics["s"].scored >= 20)
+        slot.swap(second)
+        done = pipeline.metrics["s"].scored
+        assert wait_for(lambda: pipeline.metrics["s"].scored >= done + 20)
+    finally:
+        pipeline.stop()
+    with Session(engine) as session:
+        versions = [r.model_version for r in session.exec(select(Inspection).order_by(Inspection.id))]
+    switch = versions.index("swapped")
+    assert set(versions[:switch]) == {first.version} and set(versions[switch:]) == {"swapped"}
+
+
+def test_full_queue_drops_the_oldest_and_counts(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    init_db(engine)
+    pipeline = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"), queue_size=3)
+    pipeline.add_source(open_source("synth:line?size=32&fps=200", "fast"))
+    try:
+        assert wait_for(lambda: pipeline.workers["fast"].dropped >= 5)
+        queued = [s.meta["index"] for s in pipeline.workers["fast"].queue]
+        assert len(queued) == 3 and queued == sorted(queued) and queued[0] > 0  # the newest are kept
+    finally:
+        pipeline.stop()
+
+
+def test_debounce_needs_n_of_m(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    pipeline = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"), debounce=(2, 3))
+    decisions = [pipeline._debounced("s", d) for d in ["ng", "ok", "ng", "ng", "ok", "ok", "ng"]]
+    assert decisions == ["review", "ok", "ng", "ng", "ok", "ok", "review"]
+
+
+def test_second_start_reuses_the_active_model(tmp_path, broker, trained_model):
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port)
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    app.activate(app.models_dir / trained_model.name)
+    lines = []
+    Appliance(settings, log=lines.append).start().stop()
+    assert not any("first start" in line for line in lines)
+
+
+def test_make_run_path_with_the_embedded_broker(tmp_path):
+    """`appliance run` on defaults: trains on first start, prints how to subscribe, alerts flow."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "APPLIANCE_DETECTOR__SIZE": "64",
+        "APPLIANCE_DETECTOR__CROP": "",
+        "APPLIANCE_DETECTOR__EPOCHS": "2",
+        "APPLIANCE_DETECTOR__TRAINING_IMAGES": "60",
+        "APPLIANCE_SOURCES": '["synth:line?size=64&fps=30&defect_rate=0.5"]',
+    }
+    env = {k: v for k, v in env.items() if v}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--duration", "20", "--report-every", "5"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        port = None
+        for line in proc.stdout:
+            match = re.search(r"mosquitto_sub -h 127.0.0.1 -p (\d+) -t '([^']+)'", line)
+            if match:
+                port = int(match[1])
+                break
+        assert port is not None, "no subscribe line printed"
+        sub = Subscriber(port, [match[2]])
+        assert wait_for(lambda: len(sub.alerts()) >= 1, timeout=20)
+        assert sub.alerts()[0]["decision"] in ("review", "ng")
+        sub.close()
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert any((tmp_path / "var" / "models").glob("detector-*.zip"))
