@@ -24,6 +24,18 @@ def run(args: argparse.Namespace) -> int:
     return run_appliance(settings, duration=args.duration, log=say, report_every=args.report_every)
 
 
+def token_create(args: argparse.Namespace) -> int:
+    """Create an API bearer token with a role; printed once, only its hash is stored."""
+    from appliance.settings import load_settings
+    from appliance.storage import store
+    from appliance.storage.db import init_db, make_engine
+
+    engine = make_engine(load_settings(args.config).db_url)
+    init_db(engine)
+    print(store.create_token(engine, name=args.name, role=args.role))
+    return 0
+
+
 def network_stats(args: argparse.Namespace) -> int:
     """NNC's per-layer statistics of a spec file or zoo network: table, JSON, bar chart."""
     import json
@@ -142,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p_run.add_argument("--report-every", type=float, default=10.0, help="seconds between status lines")
     p_run.set_defaults(func=run)
+
+    p_token = sub.add_parser("token", help="API tokens")
+    token_sub = p_token.add_subparsers(dest="token_command", required=True)
+    p_tc = token_sub.add_parser("create", help="create a bearer token (printed once)")
+    p_tc.add_argument("--role", required=True, choices=("viewer", "operator", "engineer", "admin"))
+    p_tc.add_argument("--name", required=True)
+    p_tc.add_argument("--config", help="settings file (YAML)")
+    p_tc.set_defaults(func=token_create)
 
     p_net = sub.add_parser("network", help="network specs and the model zoo")
     net_sub = p_net.add_subparsers(dest="network_command", required=True)

@@ -34,6 +34,8 @@ class Appliance:
         self.broker: EmbeddedBroker | None = None
         self.publisher: AlertPublisher | None = None
         self.pipeline: Pipeline | None = None
+        self.server = None
+        self.api_port: int | None = None
 
     # -- the model ------------------------------------------------------------------------
     def active_model(self) -> Path | None:
@@ -91,8 +93,9 @@ class Appliance:
     def start(self) -> Appliance:
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(s.db_url)
+        engine = self.engine = make_engine(s.db_url)
         init_db(engine)
+        self._first_admin_token()
         model = self.active_model()
         if model is None:
             model = self.train_default()
@@ -102,11 +105,12 @@ class Appliance:
         if host is None:
             self.broker = EmbeddedBroker(s.mqtt.embedded_port).start()
             host, port = "127.0.0.1", self.broker.port
+        self.slot, self.images = ModelSlot(inferencer), ImageStore(self.data / "images")
         self.pipeline = Pipeline(
             engine,
-            ModelSlot(inferencer),
+            self.slot,
             self.topics,
-            ImageStore(self.data / "images"),
+            self.images,
             s.public_url,
             s.queue_size,
             debounce=s.debounce,
@@ -126,6 +130,7 @@ class Appliance:
         for url in s.sources:
             self.pipeline.add_source(open_source(url))
         self.pipeline.start()
+        self._serve_api()
         self.log(f"database: {s.db_url}")
         self.log(
             f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
@@ -135,10 +140,40 @@ class Appliance:
         kind = "embedded broker" if self.broker else "broker"
         self.log(f"MQTT {kind}: {host}:{port}; alerts on {self.topics.alerts}")
         self.log(f"  subscribe: mosquitto_sub -h {host} -p {port} -t '{self.topics.alerts}' -v")
-        self.log("REST API and console: not built yet (they come with the rest of issue #5 and #6)")
+        self.log(f"REST API: http://{s.api_host}:{self.api_port}/docs (bearer token; see {self.data / 'admin-token'})")
+        self.log("operator console: not built yet (issue #6)")
         return self
 
+    def _first_admin_token(self) -> None:
+        from appliance.storage import store
+
+        if store.has_tokens(self.engine):
+            return
+        token = store.create_token(self.engine, name="first-start admin", role="admin")
+        path = self.data / "admin-token"
+        path.touch(mode=0o600)
+        path.chmod(0o600)  # readable by its owner only
+        path.write_text(token + "\n")
+        self.log(f"first start: admin API token written to {path} (mode 600)")
+
+    def _serve_api(self) -> None:
+        import threading
+
+        import uvicorn
+
+        from appliance.api import create_app
+        from appliance.broker import pick_port
+
+        self.api_port = pick_port(self.settings.api_port)
+        config = uvicorn.Config(
+            create_app(self), host=self.settings.api_host, port=self.api_port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        threading.Thread(target=self.server.run, name="api", daemon=True).start()
+
     def stop(self) -> None:
+        if self.server:
+            self.server.should_exit = True
         if self.pipeline:
             self.pipeline.stop()
         if self.publisher:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer
 from sqlmodel import Field, SQLModel
+
+# 64-bit ids: a line at 100 items/s passes 2^31 in under a year. SQLite keeps INTEGER so that the
+# primary key stays its auto-incrementing rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def big_id() -> Any:
+    return Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
 
 
 def utcnow() -> dt.datetime:
@@ -25,7 +35,7 @@ class InspectionBase(SQLModel):
 
 
 class Inspection(InspectionBase, table=True):
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = big_id()
     t_decided: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -41,8 +51,8 @@ class AlertBase(SQLModel):
 
 
 class Alert(AlertBase, table=True):
-    id: int | None = Field(default=None, primary_key=True)
-    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    id: int | None = big_id()
+    inspection_id: int = Field(sa_column=Column(BigId, ForeignKey("inspection.id"), index=True, nullable=False))
     created_at: dt.datetime = Field(default_factory=utcnow, index=True)
     acknowledged_by: str | None = None
     acknowledged_at: dt.datetime | None = None
@@ -53,7 +63,7 @@ class Alert(AlertBase, table=True):
 class OutboxMessage(SQLModel, table=True):
     """An MQTT message to send; written in the same transaction as what it reports."""
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = big_id()
     event_id: str = Field(index=True, unique=True, max_length=36)
     topic: str = Field(max_length=300)
     payload: str
@@ -72,3 +82,14 @@ class AuditLog(SQLModel, table=True):
     old: str | None = None
     new: str | None = None
     reason: str | None = None
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token; only its SHA-256 is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=20)  # admin | engineer | operator | viewer
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    revoked: bool = False

@@ -79,3 +79,70 @@ def count_attempt(engine: Engine, *, message_id: int) -> None:
 def outbox_backlog(engine: Engine) -> int:
     with Session(engine) as session:
         return len(session.exec(select(OutboxMessage.id).where(col(OutboxMessage.sent_at).is_(None))).all())
+
+
+ROLES = ("viewer", "operator", "engineer", "admin")  # each role can do what the ones before it can
+
+
+def create_token(engine: Engine, *, name: str, role: str) -> str:
+    """A new bearer token (returned once; only its hash is stored)."""
+    import hashlib
+    import secrets
+
+    from appliance.storage.models import ApiToken
+
+    if role not in ROLES:
+        msg = f"role {role!r} is not one of {', '.join(ROLES)}"
+        raise ValueError(msg)
+    token = secrets.token_urlsafe(32)
+    with Session(engine) as session:
+        session.add(ApiToken(name=name, role=role, token_hash=hashlib.sha256(token.encode()).hexdigest()))
+        session.commit()
+    return token
+
+
+def token_role(engine: Engine, *, token: str) -> str | None:
+    import hashlib
+
+    from appliance.storage.models import ApiToken
+
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with Session(engine) as session:
+        row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
+        return None if row is None or row.revoked else row.role
+
+
+def has_tokens(engine: Engine) -> bool:
+    from appliance.storage.models import ApiToken
+
+    with Session(engine) as session:
+        return session.exec(select(ApiToken.id)).first() is not None
+
+
+def set_thresholds(
+    engine: Engine, *, t1: float, t2: float, old: tuple[float, float], actor: str, reason: str, topic: str
+) -> None:
+    """Audit a threshold change and queue its retained MQTT announcement, in one transaction."""
+    from appliance.storage.models import AuditLog
+
+    new = {"t1": t1, "t2": t2}
+    with Session(engine) as session:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action="set_thresholds",
+                old=json.dumps({"t1": old[0], "t2": old[1]}),
+                new=json.dumps(new),
+                reason=reason,
+            )
+        )
+        session.add(
+            OutboxMessage(
+                event_id=str(uuid.uuid4()),
+                topic=topic,
+                retain=True,
+                qos=1,
+                payload=json.dumps({**new, "changed_by": actor, "reason": reason, "ts": utcnow().isoformat()}),
+            )
+        )
+        session.commit()

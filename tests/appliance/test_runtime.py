@@ -127,7 +127,7 @@ def test_second_start_reuses_the_active_model(tmp_path, broker, trained_model):
     app.activate(app.models_dir / trained_model.name)
     lines = []
     Appliance(settings, log=lines.append).start().stop()
-    assert not any("first start" in line for line in lines)
+    assert not any("training the default detector" in line for line in lines)
 
 
 def test_make_run_path_with_the_embedded_broker(tmp_path):
