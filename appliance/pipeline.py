@@ -119,6 +119,7 @@ class Pipeline:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
+        self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
 
     # -- sources ------------------------------------------------------------------------
     def add_source(self, source: Source) -> None:
@@ -174,8 +175,7 @@ class Pipeline:
 
     def inspect(self, batch: list[Sample], model: Inferencer) -> list[Inspection]:
         results = model.predict_batch([s.payload for s in batch])
-        done = []
-        t2 = model.thresholds[1]
+        inspections = []
         for sample, result in zip(batch, results, strict=True):
             decision = self._debounced(sample.source_id, result.decision)
             keep_image = decision != "ok" or self._random.random() < self.keep_ok
@@ -183,32 +183,36 @@ class Pipeline:
             heat_ref = (
                 self.images.heatmap(result.anomaly_map) if keep_image and result.anomaly_map is not None else None
             )
-            decided = dt.datetime.now(dt.UTC)
-            inspection = Inspection(
-                source_id=sample.source_id,
-                t_capture=sample.t_capture,
-                score=result.score,
-                norm_score=result.norm_score,
-                decision=decision,
-                label=result.label,
-                model_version=result.model_version,
-                latency_ms=result.latency_ms,
-                image_ref=image_ref,
-                heatmap_ref=heat_ref,
+            inspections.append(
+                Inspection(
+                    source_id=sample.source_id,
+                    t_capture=sample.t_capture,
+                    score=result.score,
+                    norm_score=result.norm_score,
+                    decision=decision,
+                    label=result.label,
+                    model_version=result.model_version,
+                    latency_ms=result.latency_ms,
+                    image_ref=image_ref,
+                    heatmap_ref=heat_ref,
+                )
             )
-            stored, _ = store.record_inspection(
-                self.engine,
-                inspection=inspection,
-                threshold=t2,
-                alert_topic=self.topics.alerts,
-                build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
-            )
-            m = self.metrics.setdefault(sample.source_id, SourceMetrics())
+        stored = store.record_inspections(
+            self.engine,
+            inspections=inspections,
+            threshold=model.thresholds[1],
+            alert_topic=self.topics.alerts,
+            build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
+        )
+        decided = dt.datetime.now(dt.UTC)
+        if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
+            self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
+        for inspection in inspections:
+            m = self.metrics.setdefault(inspection.source_id, SourceMetrics())
             m.scored += 1
-            m.decisions[decision] += 1
-            m.decision_ms.append((decided - sample.t_capture).total_seconds() * 1000)
-            done.append(stored)
-        return done
+            m.decisions[inspection.decision] += 1
+            m.decision_ms.append((decided - inspection.t_capture).total_seconds() * 1000)
+        return inspections
 
     def _debounced(self, source_id: str, decision: str) -> str:
         if self.debounce is None:

@@ -127,6 +127,7 @@ class Appliance:
             protocol=protocol,
         )
         self.publisher = AlertPublisher(engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
+        self.pipeline.alerts_waiting = self.publisher.wake
         for url in s.sources:
             self.pipeline.add_source(open_source(url))
         self.pipeline.start()

@@ -102,6 +102,7 @@ class AlertPublisher:
         self.connected = threading.Event()
         self.stopping = threading.Event()
         self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self.wake = threading.Event()  # set when new messages are in the outbox
         self.inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox id, payload), sender thread only
         self.sent = 0
         self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
@@ -115,6 +116,7 @@ class AlertPublisher:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sending, say ``offline`` (retained) and disconnect."""
         self.stopping.set()
+        self.wake.set()
         self.thread.join(timeout)
         if self.connected.is_set():
             self.client.publish(self.topics.status, "offline", qos=1, retain=True).wait_for_publish(2)
@@ -135,6 +137,7 @@ class AlertPublisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.events.put(("acked" if not reason_code.is_failure else "refused", mid))
+        self.wake.set()  # record the acknowledgement now, not at the next poll
 
     # -- sender thread --------------------------------------------------------------------
     def _drain_events(self) -> None:
@@ -175,5 +178,6 @@ class AlertPublisher:
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     self.inflight[info.mid] = (message.id, message.payload)
             if not pending:
-                self.stopping.wait(self.poll)
+                self.wake.wait(self.poll)
+                self.wake.clear()
         self._drain_events()

@@ -24,30 +24,45 @@ def record_inspection(
 ) -> tuple[Inspection, Alert | None]:
     """Store an inspection; for review / NG decisions also its alert and the alert's MQTT message,
     all in one transaction (an alert is never stored without its message, nor sent without its row)."""
-    with Session(engine) as session:
-        session.add(inspection)
+    return record_inspections(
+        engine, inspections=[inspection], threshold=threshold, alert_topic=alert_topic, build_message=build_message
+    )[0]
+
+
+def record_inspections(
+    engine: Engine,
+    *,
+    inspections: list[Inspection],
+    threshold: float,
+    alert_topic: str,
+    build_message: Callable[[Alert, Inspection], dict[str, Any]],
+) -> list[tuple[Inspection, Alert | None]]:
+    """A batch of inspections with their alerts and messages, in one transaction."""
+    with Session(engine, expire_on_commit=False) as session:
+        session.add_all(inspections)
         session.flush()
-        alert = None
-        if inspection.decision in ("review", "ng"):
-            alert = Alert(
-                event_id=str(uuid.uuid4()),
-                inspection_id=inspection.id,
-                source_id=inspection.source_id,
-                decision=inspection.decision,
-                score=inspection.score,
-                norm_score=inspection.norm_score,
-                threshold=threshold,
-                model_version=inspection.model_version,
-            )
-            session.add(alert)
-            session.flush()
-            payload = json.dumps(build_message(alert, inspection), separators=(",", ":"))
-            session.add(OutboxMessage(event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1))
+        out = []
+        for inspection in inspections:
+            alert = None
+            if inspection.decision in ("review", "ng"):
+                alert = Alert(
+                    event_id=str(uuid.uuid4()),
+                    inspection_id=inspection.id,
+                    source_id=inspection.source_id,
+                    decision=inspection.decision,
+                    score=inspection.score,
+                    norm_score=inspection.norm_score,
+                    threshold=threshold,
+                    model_version=inspection.model_version,
+                    created_at=utcnow(),
+                )
+                session.add(alert)
+                session.flush()
+                payload = json.dumps(build_message(alert, inspection), separators=(",", ":"))
+                session.add(OutboxMessage(event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1))
+            out.append((inspection, alert))
         session.commit()
-        session.refresh(inspection)
-        if alert is not None:
-            session.refresh(alert)
-        return inspection, alert
+        return out
 
 
 def pending_messages(engine: Engine, *, limit: int = 100, exclude: set[int] | None = None) -> list[OutboxMessage]:
