@@ -106,6 +106,14 @@ def check_production(settings: Settings) -> None:
     if settings.mqtt.host is None:
         msg = "production needs 'mqtt.host' (APPLIANCE_MQTT__HOST); the embedded broker is for laptops"
         raise SettingsError(msg)
-    if not settings.mqtt.username or not settings.mqtt.password or settings.mqtt.password in ("changeme", "password"):
-        msg = "production needs 'mqtt.username' and a non-default 'mqtt.password'"
+    if not settings.mqtt.username or not settings.mqtt.password or _placeholder(settings.mqtt.password):
+        msg = "production needs 'mqtt.username' and a non-default 'mqtt.password' (APPLIANCE_MQTT__PASSWORD)"
         raise SettingsError(msg)
+    if _placeholder(settings.database_url):
+        msg = "production needs a real password in 'database_url', not the example's placeholder"
+        raise SettingsError(msg)
+
+
+def _placeholder(secret: str) -> bool:
+    folded = "".join(c for c in secret.lower() if c.isalnum())
+    return any(word in folded for word in ("changeme", "password", "secret")) or folded in ("admin", "")
