@@ -6,21 +6,27 @@ with a clear message here and only here.
 
 import datetime as dt
 import json
+import re
+import uuid
+import zipfile
 from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from appliance.storage import store
-from appliance.storage.models import Alert, AuditLog, Inspection, InspectionBase, utcnow
+from appliance.storage.models import Alert, AuditLog, Inspection, InspectionBase, ModelVersion, utcnow
 from connectors.sources import SourceError, open_source
+from models.bundle import BundleError
+from models.inference import Inferencer
 from models.preprocess import PreprocessError
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_BUNDLE_BYTES = 200 * 1024 * 1024
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
 
@@ -102,6 +108,21 @@ class PreviewPublic(BaseModel):
 class SourceIn(BaseModel):
     url: str = Field(min_length=3, max_length=500)
     source_id: str | None = Field(None, max_length=200)
+
+
+class ModelPublic(BaseModel):
+    version: str
+    filename: str
+    digest: str
+    kind: str
+    status: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+    activated_at: dt.datetime | None
+
+
+class PromoteIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
 
 
 class VerdictIn(BaseModel):
@@ -371,6 +392,87 @@ def create_app(ctx: Any) -> FastAPI:
             missed_confirmed_defects=int(sum(c < body.t1 for c in confirmed)),
         )
 
+    @app.get("/models", tags=["models"], dependencies=[viewer])
+    def read_models() -> list[ModelPublic]:
+        """The model registry: versions, digests, status, metrics; newest first."""
+        with Session(ctx.engine) as session:
+            rows = session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc())).all()
+        return [_model_public(r) for r in rows]
+
+    def _model_public(row: ModelVersion) -> ModelPublic:
+        data = row.model_dump()
+        data["metrics"] = json.loads(row.metrics or "{}")
+        return ModelPublic(**data)
+
+    @app.post("/models", tags=["models"], status_code=201)
+    async def create_model(file: UploadFile, _: Engineer) -> ModelPublic:
+        """Upload a model bundle (.zip); it is checked, loaded once, and registered as a candidate."""
+        data = await file.read(MAX_BUNDLE_BYTES + 1)
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise HTTPException(413, f"bundle larger than {MAX_BUNDLE_BYTES // (1024 * 1024)} MiB")
+        ctx.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = ctx.models_dir / f"upload-{uuid.uuid4().hex}.zip"
+        staging.write_bytes(data)
+        try:
+            inferencer = Inferencer(staging)  # a corrupt, truncated or newer bundle fails here
+            final = ctx.models_dir / f"model-{_safe(inferencer.version)}.zip"
+            if final.exists() and final.read_bytes() != data:
+                raise HTTPException(409, f"model version {inferencer.version!r} exists with other contents")
+            staging.replace(final)
+            version = ctx.register(final)
+        except BundleError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        finally:
+            staging.unlink(missing_ok=True)
+        with Session(ctx.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).one()
+        return _model_public(row)
+
+    @app.post("/models/{version}/promote", tags=["models"])
+    def promote_model(version: str, body: PromoteIn, _: Engineer, request: Request) -> ThresholdsPublic:
+        """Make a registered version the active model: swapped between two samples, audited."""
+        try:
+            inferencer = ctx.promote(version, actor=_who(request), reason=body.reason)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from exc
+        except BundleError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return ThresholdsPublic(
+            t1=inferencer.thresholds[0], t2=inferencer.thresholds[1], model_version=inferencer.version
+        )
+
+    @app.post("/models/rollback", tags=["models"])
+    def rollback_model(body: PromoteIn, _: Engineer, request: Request) -> ThresholdsPublic:
+        """Return to the model that was active before the current one."""
+        previous = store.previous_model(ctx.engine)
+        if previous is None:
+            raise HTTPException(409, "no earlier model to roll back to")
+        return promote_model(previous, body, _, request)
+
+    @app.get("/models/{version}/download", tags=["models"], dependencies=[viewer], response_class=FileResponse)
+    def read_model_bundle(version: str) -> FileResponse:
+        """The model bundle (.zip)."""
+        return FileResponse(_model_path(version), media_type="application/zip", filename=f"{version}.zip")
+
+    @app.get("/models/{version}/onnx", tags=["models"], dependencies=[viewer])
+    def read_model_onnx(version: str) -> Response:
+        """The model's ONNX graph alone."""
+        with zipfile.ZipFile(_model_path(version)) as zf:
+            return Response(
+                zf.read("model.onnx"),
+                media_type="application/octet-stream",
+                headers={"Content-Disposition": f'attachment; filename="{_safe(version)}.onnx"'},
+            )
+
+    def _model_path(version: str):
+        with Session(ctx.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if row is None or not (ctx.models_dir / row.filename).is_file():
+            raise HTTPException(404, f"no model version {version!r}")
+        return ctx.models_dir / row.filename
+
     @app.get("/audit", tags=["thresholds"], dependencies=[Depends(role_at_least("engineer"))])
     def read_audit_log(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         """Threshold and model changes: who, when, old, new, why."""
@@ -389,6 +491,11 @@ def create_app(ctx: Any) -> FastAPI:
         ]
 
     return app
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe form of a version string (uploads cannot escape the models folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100] or "model"
 
 
 def session_first_capture(engine: Any, since: dt.datetime) -> dt.datetime | None:

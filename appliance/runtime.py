@@ -18,6 +18,7 @@ from appliance.broker import EmbeddedBroker
 from appliance.images import ImageStore
 from appliance.pipeline import ModelSlot, Pipeline
 from appliance.settings import Settings
+from appliance.storage import store
 from appliance.storage.db import init_db, make_engine
 from connectors.sources import open_source
 from connectors.synthetic import SyntheticLine
@@ -36,20 +37,52 @@ class Appliance:
         self.pipeline: Pipeline | None = None
         self.server = None
         self.api_port: int | None = None
+        self.engine = make_engine(settings.db_url)
+        init_db(self.engine)
 
     # -- the model ------------------------------------------------------------------------
     def active_model(self) -> Path | None:
-        pointer = self.models_dir / "ACTIVE"
-        if pointer.is_file():
-            path = self.models_dir / pointer.read_text().strip()
-            if path.is_file():
-                return path
-        return None
+        row = store.active_model(self.engine)
+        return None if row is None else self.models_dir / row[1]
 
-    def activate(self, bundle: Path) -> None:
-        tmp = self.models_dir / "ACTIVE.tmp"
-        tmp.write_text(bundle.name)
-        tmp.replace(self.models_dir / "ACTIVE")
+    def register(self, path: Path) -> str:
+        """Add a bundle file in the models folder to the registry; returns its version."""
+        from models import bundle as bundle_io
+
+        with bundle_io.open_zip(path) as zf:
+            meta = bundle_io.read_meta(zf, str(path))
+        metrics = {
+            "calibration": meta.get("postprocess", {}).get("calibration"),
+            "provenance_metrics": meta.get("provenance", {}).get("metrics"),
+        }
+        store.register_model(
+            self.engine,
+            version=str(meta["version"]),
+            filename=path.name,
+            digest=bundle_io.file_digest(path),
+            kind=meta["kind"],
+            metrics=metrics,
+        )
+        return str(meta["version"])
+
+    def activate(self, path: Path, actor: str = "appliance", reason: str = "first start") -> None:
+        store.activate_model(self.engine, version=self.register(path), actor=actor, reason=reason)
+
+    def promote(self, version: str, actor: str, reason: str) -> Inferencer:
+        """Load the version's bundle (refusing a broken one), record it as active, swap it in."""
+        from sqlmodel import Session, select
+
+        from appliance.storage.models import ModelVersion
+
+        with Session(self.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if row is None:
+            msg = f"no model version {version!r}"
+            raise KeyError(msg)
+        inferencer = Inferencer(self.models_dir / row.filename)  # loads and checks before anything changes
+        store.activate_model(self.engine, version=version, actor=actor, reason=reason)
+        self.slot.swap(inferencer)
+        return inferencer
 
     def train_default(self) -> Path:
         """Train the default detector on normal parts from the synthetic line."""
@@ -93,8 +126,7 @@ class Appliance:
     def start(self) -> Appliance:
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        engine = self.engine = make_engine(s.db_url)
-        init_db(engine)
+        engine = self.engine
         self._first_admin_token()
         model = self.active_model()
         if model is None:
@@ -146,8 +178,6 @@ class Appliance:
         return self
 
     def _first_admin_token(self) -> None:
-        from appliance.storage import store
-
         if store.has_tokens(self.engine):
             return
         token = store.create_token(self.engine, name="first-start admin", role="admin")

@@ -93,3 +93,17 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(index=True, unique=True, max_length=64)
     created_at: dt.datetime = Field(default_factory=utcnow)
     revoked: bool = False
+
+
+class ModelVersion(SQLModel, table=True):
+    """The model registry: every bundle the appliance knows, and which one is active."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(index=True, unique=True, max_length=100)
+    filename: str = Field(max_length=300)
+    digest: str = Field(max_length=64)
+    kind: str = Field(max_length=20)
+    status: str = Field(default="candidate", index=True, max_length=20)  # candidate | active | retired
+    metrics: str = "{}"
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    activated_at: dt.datetime | None = None

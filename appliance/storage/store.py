@@ -161,3 +161,68 @@ def set_thresholds(
             )
         )
         session.commit()
+
+
+def register_model(
+    engine: Engine, *, version: str, filename: str, digest: str, kind: str, metrics: dict[str, Any]
+) -> None:
+    """Add a bundle to the registry as a candidate (idempotent for the same version and digest)."""
+    from appliance.storage.models import ModelVersion
+
+    with Session(engine) as session:
+        existing = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if existing is not None:
+            if existing.digest != digest:
+                msg = f"model version {version!r} is registered already with different contents"
+                raise ValueError(msg)
+            return
+        session.add(
+            ModelVersion(version=version, filename=filename, digest=digest, kind=kind, metrics=json.dumps(metrics))
+        )
+        session.commit()
+
+
+def activate_model(engine: Engine, *, version: str, actor: str, reason: str) -> tuple[str | None, str]:
+    """Make ``version`` the active model (the previous one is retired) and audit it; returns
+    (previous version, filename of the new one)."""
+    from appliance.storage.models import AuditLog, ModelVersion
+
+    with Session(engine) as session:
+        target = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if target is None:
+            msg = f"no model version {version!r}"
+            raise KeyError(msg)
+        previous = session.exec(select(ModelVersion).where(ModelVersion.status == "active")).first()
+        old = None
+        if previous is not None and previous.version != version:
+            previous.status, old = "retired", previous.version
+            session.add(previous)
+        target.status, target.activated_at = "active", utcnow()
+        session.add(target)
+        session.add(
+            AuditLog(actor=actor, action="activate_model", old=json.dumps(old), new=json.dumps(version), reason=reason)
+        )
+        session.commit()
+        return old, target.filename
+
+
+def active_model(engine: Engine) -> tuple[str, str] | None:
+    """(version, filename) of the active model."""
+    from appliance.storage.models import ModelVersion
+
+    with Session(engine) as session:
+        row = session.exec(select(ModelVersion).where(ModelVersion.status == "active")).first()
+        return None if row is None else (row.version, row.filename)
+
+
+def previous_model(engine: Engine) -> str | None:
+    """The most recently active model before the current one (for roll back)."""
+    from appliance.storage.models import ModelVersion
+
+    with Session(engine) as session:
+        row = session.exec(
+            select(ModelVersion)
+            .where(ModelVersion.status == "retired", col(ModelVersion.activated_at).is_not(None))
+            .order_by(col(ModelVersion.activated_at).desc())
+        ).first()
+        return None if row is None else row.version

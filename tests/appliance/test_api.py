@@ -205,3 +205,60 @@ def test_sources_can_be_added_and_removed(running):
     assert bad.status_code == 400 and "unknown option 'speed'" in bad.json()["detail"]
     assert client.delete("/sources/extra", headers=headers).status_code == 204
     assert client.delete("/sources/extra", headers=headers).status_code == 404
+
+
+def test_model_registry_upload_promote_rollback_download(running, tmp_path):
+    app, client, tokens, _, _ = running
+    from models import bundle as bundle_io
+
+    headers = auth(tokens, "engineer")
+    models = client.get("/models", headers=headers).json()
+    active = [m for m in models if m["status"] == "active"]
+    assert len(active) == 1 and active[0]["metrics"]["calibration"]["t2"] > 0
+    original = active[0]["version"]
+    # a second version of the same network: a bundle whose thresholds and version differ
+    bundle = bundle_io.load(app.models_dir / active[0]["filename"])
+    bundle.meta["version"] = f"v-{uuid.uuid4().hex[:6]}"
+    bundle.meta["postprocess"]["calibration"]["t2"] *= 1.1
+    candidate_file = tmp_path / "candidate.zip"
+    bundle.save(candidate_file)
+    uploaded = client.post(
+        "/models", files={"file": ("c.zip", candidate_file.read_bytes(), "application/zip")}, headers=headers
+    )
+    assert uploaded.status_code == 201 and uploaded.json()["status"] == "candidate"
+    version = uploaded.json()["version"]
+    promoted = client.post(
+        f"/models/{version}/promote", json={"reason": "retrained on new normal data"}, headers=headers
+    )
+    assert promoted.status_code == 200 and app.slot.get().version == version
+    assert wait_for(
+        lambda: (
+            client.get("/inspections", params={"limit": 1}, headers=headers).json()["data"][0]["model_version"]
+            == version
+        )
+    )
+    statuses = {m["version"]: m["status"] for m in client.get("/models", headers=headers).json()}
+    assert statuses[version] == "active" and statuses[original] == "retired"
+    rolled = client.post("/models/rollback", json={"reason": "too many false alarms"}, headers=headers)
+    assert rolled.status_code == 200 and rolled.json()["model_version"] == original
+    assert app.slot.get().version == original
+    audit = client.get("/audit", headers=headers).json()
+    assert [a["action"] for a in audit[:2]] == ["activate_model", "activate_model"]
+    download = client.get(f"/models/{version}/download", headers=headers)
+    assert download.status_code == 200 and download.content[:2] == b"PK"
+    onnx_bytes = client.get(f"/models/{version}/onnx", headers=headers)
+    assert onnx_bytes.status_code == 200 and len(onnx_bytes.content) > 1000
+
+
+def test_bad_model_uploads_and_promotions(running, tmp_path):
+    app, client, tokens, _, _ = running
+    headers = auth(tokens, "engineer")
+    corrupt = client.post(
+        "/models", files={"file": ("x.zip", b"PK\x03\x04 not really", "application/zip")}, headers=headers
+    )
+    assert corrupt.status_code == 422 and "not a model bundle" in corrupt.json()["detail"]
+    assert client.post("/models/nope/promote", json={"reason": "test"}, headers=headers).status_code == 404
+    assert client.get("/models/nope/download", headers=headers).status_code == 404
+    denied = client.post("/models/x/promote", json={"reason": "test"}, headers=auth(tokens, "operator"))
+    assert denied.status_code == 403
+    assert not list(app.models_dir.glob("upload-*"))  # nothing left behind by refused uploads
