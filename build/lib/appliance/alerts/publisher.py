@@ -1,0 +1,183 @@
+"""Durable alert delivery: the outbox table → MQTT with QoS 1.
+
+A message is marked sent only when the broker acknowledges it (PUBACK). While the broker is
+down, messages wait in the outbox; after an outage or a process kill, everything pending is
+sent on the next connection. Consumers de-duplicate by ``event_id`` (QoS 1 is at-least-once).
+The retained ``status`` topic says ``online`` on connect and ``offline`` by last will.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.engine import Engine
+
+from appliance.alerts.schema import Topics
+from appliance.storage import store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    protocol: str = "auto"  # "auto" (MQTT 5 where the broker speaks it, else 3.1.1), "5" or "3.1.1"
+    client_id: str = ""
+    keepalive: int = 30
+
+
+def speaks_mqtt5(settings: BrokerSettings, timeout: float = 3.0) -> bool:
+    """Try an MQTT 5 connection; brokers that only speak 3.1.1 refuse or drop it."""
+    answered, accepted = threading.Event(), []
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    if settings.username:
+        probe.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        probe.tls_set(ca_certs=settings.ca_file)
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        accepted.append(not reason_code.is_failure)
+        answered.set()
+
+    probe.on_connect = on_connect
+    probe.on_disconnect = lambda *args: answered.set()
+    try:
+        probe.connect(settings.host, settings.port, keepalive=5)
+    except OSError:
+        return True  # broker unreachable now: keep MQTT 5 and let reconnects find out
+    probe.loop_start()
+    answered.wait(timeout)
+    probe.disconnect()
+    probe.loop_stop()
+    return bool(accepted and accepted[0])
+
+
+def make_client(settings: BrokerSettings, topics: Topics) -> mqtt.Client:
+    v5 = settings.protocol == "5" or (settings.protocol == "auto" and speaks_mqtt5(settings))
+    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=settings.client_id or f"{topics.appliance_id}-alerts", protocol=protocol
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(ca_certs=settings.ca_file)
+    client.will_set(topics.status, "offline", qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=0.2, max_delay=5)
+    return client
+
+
+class AlertPublisher:
+    """Sends pending outbox messages whenever connected; runs in its own thread.
+
+    paho calls ``on_publish`` while holding its own message lock, so the callbacks never wait
+    for anything: they only queue events (acknowledged mid, disconnected). The sender thread alone
+    owns the in-flight map and writes to the database.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: BrokerSettings,
+        topics: Topics,
+        poll: float = 0.1,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine, self.settings, self.topics, self.poll, self.on_sent = engine, settings, topics, poll, on_sent
+        self.client = make_client(settings, topics)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self.wake = threading.Event()  # set when new messages are in the outbox
+        self.inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox id, payload), sender thread only
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
+
+    def start(self) -> AlertPublisher:
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        self.client.loop_start()
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending, say ``offline`` (retained) and disconnect."""
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout)
+        if self.connected.is_set():
+            self.client.publish(self.topics.status, "offline", qos=1, retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho callbacks (network thread): queue, never block ------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        self.events.put(("disconnected", 0))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self.events.put(("acked" if not reason_code.is_failure else "refused", mid))
+        self.wake.set()  # record the acknowledgement now, not at the next poll
+
+    # -- sender thread --------------------------------------------------------------------
+    def _drain_events(self) -> None:
+        acked = []
+        while True:
+            try:
+                kind, mid = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "disconnected":
+                self.inflight.clear()  # unacknowledged: sent again after reconnecting
+            elif kind == "acked" and mid in self.inflight:
+                acked.append(self.inflight.pop(mid))
+            else:
+                self.inflight.pop(mid, None)
+        if acked:
+            store.mark_sent(self.engine, message_ids=[outbox_id for outbox_id, _ in acked])
+            self.sent += len(acked)
+            for _, payload in acked if self.on_sent else ():
+                self.on_sent(payload)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._drain_events()
+                if not self.connected.wait(self.poll):
+                    continue
+                busy = {outbox_id for outbox_id, _ in self.inflight.values()}
+                pending = store.pending_messages(self.engine, limit=100, exclude=busy)
+            except Exception:  # database briefly unavailable: try again
+                log.exception("outbox access failed")
+                self.stopping.wait(1.0)
+                continue
+            for message in pending:
+                if not self.connected.is_set():
+                    break
+                info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.inflight[info.mid] = (message.id, message.payload)
+            if not pending:
+                self.wake.wait(self.poll)
+                self.wake.clear()
+        self._drain_events()

@@ -1,0 +1,71 @@
+"""The alert message (JSON, UTF-8), schema version 1, and the MQTT topic layout.
+
+Topics live under ``{prefix}/{site}/{line}/{appliance_id}/``: ``status`` (retained, ``online`` /
+``offline`` last will), ``alerts`` (QoS 1), ``inspections`` (QoS 0, optional),
+``config/threshold`` (retained), ``cmd/trigger`` (subscribed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.storage.models import Alert, Inspection
+
+ALERT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "appliance"
+    site: str = "site"
+    line: str = "line"
+    appliance_id: str = "appliance-1"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.site}/{self.line}/{self.appliance_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.base}/alerts"
+
+    @property
+    def inspections(self) -> str:
+        return f"{self.base}/inspections"
+
+    @property
+    def threshold(self) -> str:
+        return f"{self.base}/config/threshold"
+
+    @property
+    def trigger(self) -> str:
+        return f"{self.base}/cmd/trigger"
+
+
+def alert_message(alert: Alert, inspection: Inspection, topics: Topics, api_url: str = "") -> dict[str, Any]:
+    """The payload consumers receive; ``event_id`` is their de-duplication key."""
+    base = api_url.rstrip("/")
+    return {
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "event_id": alert.event_id,
+        "ts": alert.created_at.isoformat(),
+        "t_capture": inspection.t_capture.isoformat(),
+        "site": topics.site,
+        "line": topics.line,
+        "appliance_id": topics.appliance_id,
+        "source_id": alert.source_id,
+        "inspection_id": inspection.id,
+        "score": alert.score,
+        "norm_score": alert.norm_score,
+        "decision": alert.decision,
+        "threshold": alert.threshold,
+        "label": inspection.label,
+        "model_version": alert.model_version,
+        "image_url": f"{base}/inspections/{inspection.id}/image" if inspection.image_ref else None,
+        "heatmap_url": f"{base}/inspections/{inspection.id}/heatmap" if inspection.heatmap_ref else None,
+    }

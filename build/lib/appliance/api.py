@@ -1,0 +1,507 @@
+"""The REST API (FastAPI). Bearer tokens with roles: viewer < operator < engineer < admin.
+
+Routes are named verb-first; their one-line docstrings feed OpenAPI. Domain errors become 4xx
+with a clear message here and only here.
+"""
+
+import datetime as dt
+import json
+import re
+import uuid
+import zipfile
+from typing import Annotated, Any, Literal
+
+import cv2
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from appliance.storage import store
+from appliance.storage.models import Alert, AuditLog, Inspection, InspectionBase, ModelVersion, utcnow
+from connectors.sources import SourceError, open_source
+from models.bundle import BundleError
+from models.inference import Inferencer
+from models.preprocess import PreprocessError
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_BUNDLE_BYTES = 200 * 1024 * 1024
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
+Offset = Annotated[int, Query(ge=0, le=10**9)]
+
+
+# -- response models ------------------------------------------------------------------------
+class InspectionPublic(InspectionBase):
+    id: int
+    t_decided: dt.datetime
+
+
+class InspectionsPublic(BaseModel):
+    data: list[InspectionPublic]
+    count: int
+
+
+class AlertPublic(BaseModel):
+    id: int
+    event_id: str
+    inspection_id: int
+    source_id: str
+    decision: str
+    score: float
+    norm_score: float
+    threshold: float
+    model_version: str
+    state: str
+    created_at: dt.datetime
+    acknowledged_by: str | None = None
+    verdict_by: str | None = None
+
+
+class AlertsPublic(BaseModel):
+    data: list[AlertPublic]
+    count: int
+
+
+class ResultPublic(BaseModel):
+    score: float
+    norm_score: float
+    decision: str
+    label: str | None
+    model_version: str
+    latency_ms: float
+
+
+class VectorIn(BaseModel):
+    values: list[float] = Field(min_length=1, max_length=1_000_000)
+
+
+class ThresholdsIn(BaseModel):
+    t1: float = Field(allow_inf_nan=False)
+    t2: float = Field(allow_inf_nan=False)
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ThresholdsPublic(BaseModel):
+    t1: float
+    t2: float
+    model_version: str
+
+
+class PreviewIn(BaseModel):
+    t1: float = Field(allow_inf_nan=False)
+    t2: float = Field(allow_inf_nan=False)
+    hours: float = Field(24.0, gt=0, le=24 * 90)
+
+
+class PreviewPublic(BaseModel):
+    hours: float
+    inspections: int
+    alerts_per_hour: float
+    ng_per_hour: float
+    review_per_hour: float
+    alerts_per_shift: float
+    confirmed_defects: int
+    missed_confirmed_defects: int
+
+
+class SourceIn(BaseModel):
+    url: str = Field(min_length=3, max_length=500)
+    source_id: str | None = Field(None, max_length=200)
+
+
+class ModelPublic(BaseModel):
+    version: str
+    filename: str
+    digest: str
+    kind: str
+    status: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+    activated_at: dt.datetime | None
+
+
+class PromoteIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class VerdictIn(BaseModel):
+    verdict: Literal["confirmed", "false_positive"]
+
+
+# -- the app ------------------------------------------------------------------------------------
+def create_app(ctx: Any) -> FastAPI:
+    """``ctx`` is the running appliance: engine, slot, pipeline, images, topics, publisher."""
+    app = FastAPI(title="Anomaly appliance", version="1", description="Inspections, alerts, thresholds, sources.")
+
+    def role_at_least(minimum: str):
+        def check(request: Request) -> str:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+            role = store.token_role(ctx.engine, token=token)
+            if role is None:
+                raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+            if store.ROLES.index(role) < store.ROLES.index(minimum):
+                raise HTTPException(403, f"this needs the {minimum} role; the token has {role}")
+            return role
+
+        return check
+
+    viewer = Depends(role_at_least("viewer"))
+    Operator = Annotated[str, Depends(role_at_least("operator"))]
+    Engineer = Annotated[str, Depends(role_at_least("engineer"))]
+
+    @app.get("/health", tags=["health"])
+    def read_health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "alive"}
+
+    @app.get("/health/ready", tags=["health"])
+    def read_readiness() -> dict[str, Any]:
+        """Readiness, naming what is not ready (model, broker, sources)."""
+        problems = []
+        if ctx.slot.get() is None:
+            problems.append("no active model")
+        if not ctx.publisher.connected.is_set():
+            problems.append("MQTT broker not connected")
+        problems += [
+            f"source {sid} is {st['state']}"
+            for sid, st in ctx.pipeline.status().items()
+            if st["state"] not in ("online",)
+        ]
+        if problems:
+            raise HTTPException(503, "; ".join(problems))
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def read_metrics() -> str:
+        """Prometheus metrics: frames, decisions, latency percentiles, outbox backlog."""
+        return ctx.pipeline.prometheus()
+
+    @app.get("/sources", tags=["sources"], dependencies=[viewer])
+    def read_sources() -> dict[str, Any]:
+        """Sources with their state and counters."""
+        return ctx.pipeline.status()
+
+    @app.post("/sources", tags=["sources"], status_code=201)
+    def create_source(body: SourceIn, _: Engineer) -> dict[str, Any]:
+        """Add and start a source from its source string."""
+        try:
+            source = open_source(body.url, body.source_id)
+            ctx.pipeline.add_source(source)
+        except (SourceError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return source.status()
+
+    @app.delete("/sources/{source_id:path}", tags=["sources"], status_code=204)
+    def delete_source(source_id: str, _: Engineer) -> None:
+        """Stop and remove a source."""
+        if source_id not in ctx.pipeline.workers:
+            raise HTTPException(404, f"no source {source_id!r}")
+        ctx.pipeline.remove_source(source_id)
+
+    @app.post("/inspect", tags=["inspect"])
+    async def create_inspection_from_image(file: UploadFile, _: Operator) -> ResultPublic:
+        """Inspect an uploaded image (PNG, JPEG, BMP, TIFF) with the active model; nothing is stored."""
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        if image is None:
+            raise HTTPException(400, f"{file.filename or 'upload'} is not a readable image")
+        return _inspect(image)
+
+    @app.post("/inspect/vector", tags=["inspect"])
+    def create_inspection_from_vector(body: VectorIn, _: Operator) -> ResultPublic:
+        """Inspect a sensor vector or window (flattened) with the active model; nothing is stored."""
+        return _inspect(np.asarray(body.values, np.float32))
+
+    def _inspect(sample: np.ndarray) -> ResultPublic:
+        model = ctx.slot.get()
+        if model is None:
+            raise HTTPException(503, "no active model")
+        try:
+            result = model.predict(sample)
+        except PreprocessError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return ResultPublic(
+            score=result.score,
+            norm_score=result.norm_score,
+            decision=result.decision,
+            label=result.label,
+            model_version=result.model_version,
+            latency_ms=result.latency_ms,
+        )
+
+    @app.get("/inspections", tags=["inspections"], dependencies=[viewer])
+    def read_inspections(
+        source_id: str | None = None,
+        decision: Literal["ok", "review", "ng"] | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        offset: Offset = 0,
+        limit: int = Query(50, ge=1, le=1000),
+    ) -> InspectionsPublic:
+        """Inspections, newest first, filtered by source, decision and capture time."""
+        query = select(Inspection)
+        if source_id:
+            query = query.where(Inspection.source_id == source_id)
+        if decision:
+            query = query.where(Inspection.decision == decision)
+        if since:
+            query = query.where(col(Inspection.t_capture) >= since)
+        if until:
+            query = query.where(col(Inspection.t_capture) < until)
+        with Session(ctx.engine) as session:
+            count = session.exec(select(func.count()).select_from(query.subquery())).one()
+            rows = session.exec(query.order_by(col(Inspection.id).desc()).offset(offset).limit(limit)).all()
+        return InspectionsPublic(
+            data=[InspectionPublic.model_validate(r, from_attributes=True) for r in rows], count=count
+        )
+
+    @app.get("/inspections/{inspection_id}", tags=["inspections"], dependencies=[viewer])
+    def read_inspection(inspection_id: RowId) -> InspectionPublic:
+        """One inspection."""
+        return InspectionPublic.model_validate(_inspection(inspection_id), from_attributes=True)
+
+    def _inspection(inspection_id: int) -> Inspection:
+        with Session(ctx.engine) as session:
+            row = session.get(Inspection, inspection_id)
+        if row is None:
+            raise HTTPException(404, f"no inspection {inspection_id}")
+        return row
+
+    @app.get(
+        "/inspections/{inspection_id}/image", tags=["inspections"], dependencies=[viewer], response_class=FileResponse
+    )
+    def read_inspection_image(inspection_id: RowId) -> FileResponse:
+        """The stored image of an inspection (PNG)."""
+        return _file(_inspection(inspection_id).image_ref)
+
+    @app.get(
+        "/inspections/{inspection_id}/heatmap", tags=["inspections"], dependencies=[viewer], response_class=FileResponse
+    )
+    def read_inspection_heatmap(inspection_id: RowId) -> FileResponse:
+        """The stored heat map of an inspection (PNG)."""
+        return _file(_inspection(inspection_id).heatmap_ref)
+
+    def _file(ref: str | None) -> FileResponse:
+        if not ref or not ctx.images.path(ref).is_file():
+            raise HTTPException(404, "no image stored for this inspection (OK items keep only a sample)")
+        return FileResponse(ctx.images.path(ref), media_type="image/png")
+
+    @app.get("/alerts", tags=["alerts"], dependencies=[viewer])
+    def read_alerts(
+        state: Literal["open", "acknowledged", "confirmed", "false_positive"] | None = None,
+        offset: Offset = 0,
+        limit: int = Query(50, ge=1, le=1000),
+    ) -> AlertsPublic:
+        """Alerts, open ones first, then newest first."""
+        query = select(Alert)
+        if state:
+            query = query.where(Alert.state == state)
+        with Session(ctx.engine) as session:
+            count = session.exec(select(func.count()).select_from(query.subquery())).one()
+            order = [col(Alert.state) != "open", col(Alert.id).desc()]
+            rows = session.exec(query.order_by(*order).offset(offset).limit(limit)).all()
+        return AlertsPublic(data=[AlertPublic.model_validate(r, from_attributes=True) for r in rows], count=count)
+
+    @app.post("/alerts/{alert_id}/acknowledge", tags=["alerts"])
+    def acknowledge_alert(alert_id: RowId, role: Operator, request: Request) -> AlertPublic:
+        """Acknowledge an alert (seen, not yet judged)."""
+        return _update_alert(alert_id, request, acknowledge=True)
+
+    @app.post("/alerts/{alert_id}/verdict", tags=["alerts"])
+    def create_alert_verdict(alert_id: RowId, body: VerdictIn, role: Operator, request: Request) -> AlertPublic:
+        """Judge an alert: a confirmed defect, or a false positive (queued as new normal data)."""
+        return _update_alert(alert_id, request, verdict=body.verdict)
+
+    def _update_alert(alert_id: int, request: Request, acknowledge: bool = False, verdict: str | None = None):
+        who = _who(request)
+        with Session(ctx.engine) as session:
+            alert = session.get(Alert, alert_id)
+            if alert is None:
+                raise HTTPException(404, f"no alert {alert_id}")
+            if acknowledge and alert.state == "open":
+                alert.state, alert.acknowledged_by, alert.acknowledged_at = "acknowledged", who, utcnow()
+            if verdict:
+                alert.state, alert.verdict_by, alert.verdict_at = verdict, who, utcnow()
+            session.add(alert)
+            session.commit()
+            session.refresh(alert)
+        return AlertPublic.model_validate(alert, from_attributes=True)
+
+    def _who(request: Request) -> str:
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        return f"token:{token[:6]}…"
+
+    @app.get("/thresholds", tags=["thresholds"], dependencies=[viewer])
+    def read_thresholds() -> ThresholdsPublic:
+        """The active model's thresholds T1 (review) and T2 (NG)."""
+        model = ctx.slot.get()
+        if model is None:
+            raise HTTPException(503, "no active model")
+        return ThresholdsPublic(t1=model.thresholds[0], t2=model.thresholds[1], model_version=model.version)
+
+    @app.put("/thresholds", tags=["thresholds"])
+    def update_thresholds(body: ThresholdsIn, _: Engineer, request: Request) -> ThresholdsPublic:
+        """Set T1/T2 with a reason: applied at once, audited, published retained on config/threshold."""
+        model = ctx.slot.get()
+        if model is None:
+            raise HTTPException(503, "no active model")
+        if body.t1 > body.t2:
+            raise HTTPException(422, f"T1 ({body.t1}) must not exceed T2 ({body.t2})")
+        old = model.thresholds
+        model.set_thresholds(body.t1, body.t2)
+        store.set_thresholds(
+            ctx.engine,
+            t1=body.t1,
+            t2=body.t2,
+            old=old,
+            actor=_who(request),
+            reason=body.reason,
+            topic=ctx.topics.threshold,
+        )
+        return ThresholdsPublic(t1=body.t1, t2=body.t2, model_version=model.version)
+
+    @app.post("/thresholds/preview", tags=["thresholds"], dependencies=[viewer])
+    def create_threshold_preview(body: PreviewIn) -> PreviewPublic:
+        """Replay stored scores: alerts a candidate T1/T2 would have raised, confirmed defects it would miss."""
+        if body.t1 > body.t2:
+            raise HTTPException(422, f"T1 ({body.t1}) must not exceed T2 ({body.t2})")
+        since = utcnow() - dt.timedelta(hours=body.hours)
+        with Session(ctx.engine) as session:
+            scores = session.exec(select(Inspection.score).where(col(Inspection.t_capture) >= since)).all()
+            confirmed = session.exec(
+                select(Alert.score).where(Alert.state == "confirmed", col(Alert.created_at) >= since)
+            ).all()
+        s = np.asarray(scores, float)
+        first = session_first_capture(ctx.engine, since)
+        hours = max((utcnow() - first).total_seconds() / 3600, 1 / 60) if first else body.hours
+        ng, review = int((s >= body.t2).sum()), int(((s >= body.t1) & (s < body.t2)).sum())
+        return PreviewPublic(
+            hours=hours,
+            inspections=len(s),
+            alerts_per_hour=(ng + review) / hours,
+            ng_per_hour=ng / hours,
+            review_per_hour=review / hours,
+            alerts_per_shift=(ng + review) / hours * 8,
+            confirmed_defects=len(confirmed),
+            missed_confirmed_defects=int(sum(c < body.t1 for c in confirmed)),
+        )
+
+    @app.get("/models", tags=["models"], dependencies=[viewer])
+    def read_models() -> list[ModelPublic]:
+        """The model registry: versions, digests, status, metrics; newest first."""
+        with Session(ctx.engine) as session:
+            rows = session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc())).all()
+        return [_model_public(r) for r in rows]
+
+    def _model_public(row: ModelVersion) -> ModelPublic:
+        data = row.model_dump()
+        data["metrics"] = json.loads(row.metrics or "{}")
+        return ModelPublic(**data)
+
+    @app.post("/models", tags=["models"], status_code=201)
+    async def create_model(file: UploadFile, _: Engineer) -> ModelPublic:
+        """Upload a model bundle (.zip); it is checked, loaded once, and registered as a candidate."""
+        data = await file.read(MAX_BUNDLE_BYTES + 1)
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise HTTPException(413, f"bundle larger than {MAX_BUNDLE_BYTES // (1024 * 1024)} MiB")
+        ctx.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = ctx.models_dir / f"upload-{uuid.uuid4().hex}.zip"
+        staging.write_bytes(data)
+        try:
+            inferencer = Inferencer(staging)  # a corrupt, truncated or newer bundle fails here
+            final = ctx.models_dir / f"model-{_safe(inferencer.version)}.zip"
+            if final.exists() and final.read_bytes() != data:
+                raise HTTPException(409, f"model version {inferencer.version!r} exists with other contents")
+            staging.replace(final)
+            version = ctx.register(final)
+        except BundleError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        finally:
+            staging.unlink(missing_ok=True)
+        with Session(ctx.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).one()
+        return _model_public(row)
+
+    @app.post("/models/{version}/promote", tags=["models"])
+    def promote_model(version: str, body: PromoteIn, _: Engineer, request: Request) -> ThresholdsPublic:
+        """Make a registered version the active model: swapped between two samples, audited."""
+        try:
+            inferencer = ctx.promote(version, actor=_who(request), reason=body.reason)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from exc
+        except BundleError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return ThresholdsPublic(
+            t1=inferencer.thresholds[0], t2=inferencer.thresholds[1], model_version=inferencer.version
+        )
+
+    @app.post("/models/rollback", tags=["models"])
+    def rollback_model(body: PromoteIn, _: Engineer, request: Request) -> ThresholdsPublic:
+        """Return to the model that was active before the current one."""
+        previous = store.previous_model(ctx.engine)
+        if previous is None:
+            raise HTTPException(409, "no earlier model to roll back to")
+        return promote_model(previous, body, _, request)
+
+    @app.get("/models/{version}/download", tags=["models"], dependencies=[viewer], response_class=FileResponse)
+    def read_model_bundle(version: str) -> FileResponse:
+        """The model bundle (.zip)."""
+        return FileResponse(_model_path(version), media_type="application/zip", filename=f"{version}.zip")
+
+    @app.get("/models/{version}/onnx", tags=["models"], dependencies=[viewer])
+    def read_model_onnx(version: str) -> Response:
+        """The model's ONNX graph alone."""
+        with zipfile.ZipFile(_model_path(version)) as zf:
+            return Response(
+                zf.read("model.onnx"),
+                media_type="application/octet-stream",
+                headers={"Content-Disposition": f'attachment; filename="{_safe(version)}.onnx"'},
+            )
+
+    def _model_path(version: str):
+        with Session(ctx.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if row is None or not (ctx.models_dir / row.filename).is_file():
+            raise HTTPException(404, f"no model version {version!r}")
+        return ctx.models_dir / row.filename
+
+    @app.get("/audit", tags=["thresholds"], dependencies=[Depends(role_at_least("engineer"))])
+    def read_audit_log(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+        """Threshold and model changes: who, when, old, new, why."""
+        with Session(ctx.engine) as session:
+            rows = session.exec(select(AuditLog).order_by(col(AuditLog.id).desc()).limit(limit)).all()
+        return [
+            {
+                "ts": r.ts.isoformat(),
+                "actor": r.actor,
+                "action": r.action,
+                "old": json.loads(r.old or "null"),
+                "new": json.loads(r.new or "null"),
+                "reason": r.reason,
+            }
+            for r in rows
+        ]
+
+    return app
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe form of a version string (uploads cannot escape the models folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100] or "model"
+
+
+def session_first_capture(engine: Any, since: dt.datetime) -> dt.datetime | None:
+    """The first capture time in the window (so a young appliance's rates use its real age)."""
+    with Session(engine) as session:
+        first = session.exec(select(func.min(Inspection.t_capture)).where(col(Inspection.t_capture) >= since)).one()
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=dt.UTC)
+    return first

@@ -1,0 +1,277 @@
+"""The inspection pipeline: sources → bounded queues → detector (onnxruntime) → decision →
+storage → alerts (through the outbox).
+
+- One reader thread per source fills a bounded queue; when full, the oldest sample is dropped and
+  counted.
+- One inspector thread takes what is waiting across sources and scores it as one batch.
+- Model hot swap: each batch takes the current model once, so a swap lands between samples and no
+  sample sees a half-loaded model; every result records its model version.
+- Optional debounce (N of M): an NG stays NG only when N of the source's last M items were NG;
+  otherwise it is stored as review.
+- Metrics per source: frames in, scored, dropped; latency p50/p95/p99 capture → decision and
+  capture → alert published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from appliance.alerts.schema import Topics, alert_message
+from appliance.images import ImageStore
+from appliance.storage import store
+from appliance.storage.models import Inspection
+from connectors.sources import Sample, Source
+from models.inference import Inferencer
+
+log = logging.getLogger(__name__)
+
+
+class ModelSlot:
+    """The active model; ``swap`` replaces it atomically."""
+
+    def __init__(self, inferencer: Inferencer | None = None) -> None:
+        self._inferencer = inferencer
+        self._lock = threading.Lock()
+
+    def get(self) -> Inferencer | None:
+        with self._lock:
+            return self._inferencer
+
+    def swap(self, inferencer: Inferencer) -> Inferencer | None:
+        with self._lock:
+            old, self._inferencer = self._inferencer, inferencer
+        return old
+
+
+def prometheus_label(value: str) -> str:
+    """Escape a label value for the Prometheus text format."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def percentiles(values: deque[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    arr = np.fromiter(values, float)
+    return {f"p{q}": float(np.percentile(arr, q)) for q in (50, 95, 99)}
+
+
+@dataclass
+class SourceMetrics:
+    scored: int = 0
+    queue_dropped: int = 0
+    decisions: dict[str, int] = field(default_factory=lambda: {"ok": 0, "review": 0, "ng": 0})
+    decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    published_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+
+
+class SourceWorker:
+    def __init__(self, source: Source, queue_size: int, wake: threading.Condition) -> None:
+        self.source, self.queue = source, deque(maxlen=queue_size)
+        self.wake, self.stopping, self.dropped = wake, threading.Event(), 0
+        self.thread = threading.Thread(target=self._run, name=f"source-{source.source_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            sample = self.source.read(0.2)
+            if sample is None:
+                continue
+            with self.wake:
+                if len(self.queue) == self.queue.maxlen:
+                    self.dropped += 1  # drop-oldest
+                self.queue.append(sample)
+                self.wake.notify()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.source.close()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: Engine,
+        slot: ModelSlot,
+        topics: Topics,
+        images: ImageStore,
+        api_url: str = "",
+        queue_size: int = 32,
+        batch_size: int = 8,
+        debounce: tuple[int, int] | None = None,
+        keep_ok_images: float = 0.02,
+    ) -> None:
+        self.engine, self.slot, self.topics, self.images, self.api_url = engine, slot, topics, images, api_url
+        self.queue_size, self.batch_size, self.debounce, self.keep_ok = queue_size, batch_size, debounce, keep_ok_images
+        self.wake = threading.Condition()
+        self.workers: dict[str, SourceWorker] = {}
+        self.metrics: dict[str, SourceMetrics] = {}
+        self.recent: dict[str, deque[bool]] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
+        self._random = random.Random(0)
+        self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
+
+    # -- sources ------------------------------------------------------------------------
+    def add_source(self, source: Source) -> None:
+        if source.source_id in self.workers:
+            msg = f"source {source.source_id!r} exists already"
+            raise ValueError(msg)
+        worker = SourceWorker(source, self.queue_size, self.wake)
+        self.workers[source.source_id] = worker
+        self.metrics.setdefault(source.source_id, SourceMetrics())
+        worker.thread.start()
+
+    def remove_source(self, source_id: str) -> None:
+        worker = self.workers.pop(source_id)
+        worker.stop()
+
+    def start(self) -> Pipeline:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.wake:
+            self.wake.notify_all()
+        if self.thread.ident is not None:
+            self.thread.join(10)
+        for worker in list(self.workers.values()):
+            worker.stop()
+
+    # -- inspection -------------------------------------------------------------------------
+    def _take(self) -> list[Sample]:
+        with self.wake:
+            self.wake.wait_for(lambda: self.stopping.is_set() or any(w.queue for w in self.workers.values()), 0.5)
+            batch: list[Sample] = []
+            while len(batch) < self.batch_size and any(w.queue for w in self.workers.values()):
+                for worker in self.workers.values():  # round robin across sources
+                    if worker.queue and len(batch) < self.batch_size:
+                        batch.append(worker.queue.popleft())
+            return batch
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            batch = self._take()
+            if not batch:
+                continue
+            model = self.slot.get()  # one model for the whole batch: swaps land between batches
+            if model is None:
+                time.sleep(0.1)
+                continue
+            try:
+                self.inspect(batch, model)
+            except Exception:
+                log.exception("inspection of a batch failed")
+
+    def inspect(self, batch: list[Sample], model: Inferencer) -> list[Inspection]:
+        results = model.predict_batch([s.payload for s in batch])
+        inspections = []
+        for sample, result in zip(batch, results, strict=True):
+            decision = self._debounced(sample.source_id, result.decision)
+            keep_image = decision != "ok" or self._random.random() < self.keep_ok
+            image_ref = self.images.put(sample.payload) if keep_image and sample.payload.ndim >= 2 else None
+            heat_ref = (
+                self.images.heatmap(result.anomaly_map) if keep_image and result.anomaly_map is not None else None
+            )
+            inspections.append(
+                Inspection(
+                    source_id=sample.source_id,
+                    t_capture=sample.t_capture,
+                    score=result.score,
+                    norm_score=result.norm_score,
+                    decision=decision,
+                    label=result.label,
+                    model_version=result.model_version,
+                    latency_ms=result.latency_ms,
+                    image_ref=image_ref,
+                    heatmap_ref=heat_ref,
+                )
+            )
+        stored = store.record_inspections(
+            self.engine,
+            inspections=inspections,
+            threshold=model.thresholds[1],
+            alert_topic=self.topics.alerts,
+            build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
+        )
+        decided = dt.datetime.now(dt.UTC)
+        if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
+            self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
+        for inspection in inspections:
+            m = self.metrics.setdefault(inspection.source_id, SourceMetrics())
+            m.scored += 1
+            m.decisions[inspection.decision] += 1
+            m.decision_ms.append((decided - inspection.t_capture).total_seconds() * 1000)
+        return inspections
+
+    def _debounced(self, source_id: str, decision: str) -> str:
+        if self.debounce is None:
+            return decision
+        n, m = self.debounce
+        history = self.recent.setdefault(source_id, deque(maxlen=m))
+        history.append(decision == "ng")
+        return "review" if decision == "ng" and sum(history) < n else decision
+
+    def on_published(self, payload: str) -> None:
+        """Called by the alert publisher once the broker acknowledged an alert."""
+        message = json.loads(payload)
+        captured = dt.datetime.fromisoformat(message["t_capture"])
+        m = self.metrics.setdefault(message["source_id"], SourceMetrics())
+        m.published_ms.append((dt.datetime.now(dt.UTC) - captured).total_seconds() * 1000)
+
+    # -- reporting --------------------------------------------------------------------------------
+    def status(self) -> dict[str, dict]:
+        out = {}
+        for source_id, m in self.metrics.items():
+            worker = self.workers.get(source_id)
+            src = worker.source.status() if worker else {"state": "removed"}
+            out[source_id] = {
+                **src,
+                "queued": len(worker.queue) if worker else 0,
+                "queue_dropped": worker.dropped if worker else m.queue_dropped,
+                "scored": m.scored,
+                "decisions": dict(m.decisions),
+                "capture_to_decision_ms": percentiles(m.decision_ms),
+                "capture_to_alert_published_ms": percentiles(m.published_ms),
+            }
+        return out
+
+    def prometheus(self) -> str:
+        lines = ["# HELP appliance_frames_total Frames per source and stage.", "# TYPE appliance_frames_total counter"]
+        status = self.status()
+        for sid, s in status.items():
+            label = prometheus_label(sid)
+            for stage, value in (
+                ("in", s.get("frames_in", 0)),
+                ("scored", s["scored"]),
+                ("dropped", s["queue_dropped"] + s.get("frames_dropped", 0)),
+            ):
+                lines.append(f'appliance_frames_total{{source="{label}",stage="{stage}"}} {value}')
+        lines += ["# HELP appliance_decisions_total Decisions per source.", "# TYPE appliance_decisions_total counter"]
+        for sid, s in status.items():
+            for decision, value in s["decisions"].items():
+                lines.append(
+                    f'appliance_decisions_total{{source="{prometheus_label(sid)}",decision="{decision}"}} {value}'
+                )
+        lines += [
+            "# HELP appliance_latency_ms Latency percentiles over recent items.",
+            "# TYPE appliance_latency_ms gauge",
+        ]
+        for sid, s in status.items():
+            for path in ("capture_to_decision_ms", "capture_to_alert_published_ms"):
+                for q, value in s[path].items():
+                    quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
+                    labels = f'source="{prometheus_label(sid)}",path="{path[:-3]}",quantile="{quantile}"'
+                    lines.append(f"appliance_latency_ms{{{labels}}} {value:.3f}")
+        lines.append(f"appliance_outbox_backlog {store.outbox_backlog(self.engine)}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,147 @@
+"""The project file (YAML): what NNC's project holds — network, datasets, training config.
+
+```yaml
+network: {zoo: binary_cnn, options: {}}      # or {spec: net.yaml}, or {spec: {...inline...}}
+task: classification                           # classification | regression | autoencoder
+dataset:
+  training: training.csv                       # relative to this file
+  validation: validation.csv
+  input: x                                     # dataset variable fed to the network
+  target: y                                    # classification/regression target; anomaly label for autoencoders
+config:
+  max_epoch: 20
+  batch_size: 64
+  solver: {type: Adam, lr: 0.001}
+  scheduler: {type: cosine}                    # optional: step | exponential | cosine | polynomial
+  weight_decay: 0.0
+  monitor_interval: 1
+  save_best: true
+  seed: 0
+```
+
+Unknown keys and bad values are refused with the key named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.solvers import SOLVERS
+
+
+class ProjectError(ValueError):
+    """A project file is malformed."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkConfig(Strict):
+    zoo: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    spec: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def one_source(self) -> NetworkConfig:
+        if (self.zoo is None) == (self.spec is None):
+            msg = "give exactly one of 'zoo' (a zoo network name) or 'spec' (a spec file or mapping)"
+            raise ValueError(msg)
+        return self
+
+
+class DatasetConfig(Strict):
+    training: str
+    validation: str | None = None
+    input: str = "x"
+    target: str | None = "y"
+    normalize: bool = True
+
+
+class SolverConfig(Strict):
+    model_config = ConfigDict(extra="allow")  # solver hyper-parameters, checked by the solver itself
+    type: str = "Adam"
+
+    @field_validator("type")
+    @classmethod
+    def known(cls, value: str) -> str:
+        if value.lower() not in SOLVERS:
+            msg = f"unknown solver {value!r}; known: {', '.join(sorted(c.__name__ for c in SOLVERS.values()))}"
+            raise ValueError(msg)
+        return value
+
+    def hyper(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SchedulerConfig(Strict):
+    type: Literal["step", "exponential", "cosine", "polynomial"]
+    gamma: float = 0.1
+    step_epochs: int | None = None
+    milestones: list[int] = Field(default_factory=list)
+    min_lr: float = 0.0
+    power: float = 1.0
+    warmup_epochs: int = 0
+
+
+class TrainConfig(Strict):
+    max_epoch: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    scheduler: SchedulerConfig | None = None
+    weight_decay: float = Field(0.0, ge=0)
+    monitor_interval: int = Field(1, ge=1)
+    save_best: bool = True
+    seed: int = 0
+    clip_grad_norm: float | None = Field(None, gt=0)
+
+
+class Project(Strict):
+    network: NetworkConfig
+    task: Literal["classification", "regression", "autoencoder"] | None = None
+    dataset: DatasetConfig
+    config: TrainConfig = Field(default_factory=TrainConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        key = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            value = e.get("input")
+            shown = f" has value {value!r}." if not isinstance(value, dict) else ":"
+            lines.append(f"'{key}'{shown} {e['msg']}")
+    return "; ".join(lines)
+
+
+def load_project(path: str | Path) -> Project:
+    path = Path(path)
+    if not path.is_file():
+        msg = f"project file {path} does not exist"
+        raise ProjectError(msg)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        msg = f"{path}: not valid YAML: {exc}"
+        raise ProjectError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"{path}: a project file is a mapping with network, dataset and config"
+        raise ProjectError(msg)
+    try:
+        project = Project.model_validate(data)
+    except ValidationError as exc:
+        msg = f"{path}: {_describe(exc)}"
+        raise ProjectError(msg) from exc
+    project.base_dir = path.resolve().parent
+    return project

@@ -1,0 +1,235 @@
+"""``appliance run``: the appliance's main job.
+
+On embedded defaults (``make run``): SQLite under the data directory, an embedded MQTT broker on
+loopback, a synthetic production line. On first start it trains the default detector on normal
+images from the configured line, saves and activates it, then inspects continuously, storing
+every result and sending alerts through the durable outbox.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.alerts.publisher import AlertPublisher, BrokerSettings
+from appliance.alerts.schema import Topics
+from appliance.broker import EmbeddedBroker
+from appliance.images import ImageStore
+from appliance.pipeline import ModelSlot, Pipeline
+from appliance.settings import Settings
+from appliance.storage import store
+from appliance.storage.db import init_db, make_engine
+from connectors.sources import open_source
+from connectors.synthetic import SyntheticLine
+from models.inference import Inferencer
+from models.preprocess import InputSpec, preprocess_batch
+
+
+class Appliance:
+    def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
+        self.settings, self.log = settings, log
+        self.data = Path(settings.data_dir)
+        self.models_dir = self.data / "models"
+        self.topics = Topics(settings.mqtt.prefix, settings.mqtt.site, settings.mqtt.line, settings.mqtt.appliance_id)
+        self.broker: EmbeddedBroker | None = None
+        self.publisher: AlertPublisher | None = None
+        self.pipeline: Pipeline | None = None
+        self.server = None
+        self.api_port: int | None = None
+        self.engine = make_engine(settings.db_url)
+        init_db(self.engine)
+
+    # -- the model ------------------------------------------------------------------------
+    def active_model(self) -> Path | None:
+        row = store.active_model(self.engine)
+        return None if row is None else self.models_dir / row[1]
+
+    def register(self, path: Path) -> str:
+        """Add a bundle file in the models folder to the registry; returns its version."""
+        from models import bundle as bundle_io
+
+        with bundle_io.open_zip(path) as zf:
+            meta = bundle_io.read_meta(zf, str(path))
+        metrics = {
+            "calibration": meta.get("postprocess", {}).get("calibration"),
+            "provenance_metrics": meta.get("provenance", {}).get("metrics"),
+        }
+        store.register_model(
+            self.engine,
+            version=str(meta["version"]),
+            filename=path.name,
+            digest=bundle_io.file_digest(path),
+            kind=meta["kind"],
+            metrics=metrics,
+        )
+        return str(meta["version"])
+
+    def activate(self, path: Path, actor: str = "appliance", reason: str = "first start") -> None:
+        store.activate_model(self.engine, version=self.register(path), actor=actor, reason=reason)
+
+    def promote(self, version: str, actor: str, reason: str) -> Inferencer:
+        """Load the version's bundle (refusing a broken one), record it as active, swap it in."""
+        from sqlmodel import Session, select
+
+        from appliance.storage.models import ModelVersion
+
+        with Session(self.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if row is None:
+            msg = f"no model version {version!r}"
+            raise KeyError(msg)
+        inferencer = Inferencer(self.models_dir / row.filename)  # loads and checks before anything changes
+        store.activate_model(self.engine, version=version, actor=actor, reason=reason)
+        self.slot.swap(inferencer)
+        return inferencer
+
+    def train_default(self) -> Path:
+        """Train the default detector on normal parts from the synthetic line."""
+        from tqdm import tqdm
+
+        from engine.training import Callback
+        from models.detector.model import Detector, DetectorConfig
+
+        d = self.settings.detector
+        spec = InputSpec(kind="image", channels=1, size=(d.size, d.size))
+        self.log(
+            f"first start: training the default detector on {d.training_images} normal parts "
+            f"({d.size}x{d.size}, {d.epochs} epochs)"
+        )
+        frames = [p.image for p in SyntheticLine(size=d.size, defect_rate=0.0, seed=12345).take(d.training_images)]
+        detector = Detector(
+            DetectorConfig(size=d.size, crop=d.crop, epochs=d.epochs, false_alarm_rate=d.false_alarm_rate)
+        )
+        bar = tqdm(total=d.epochs, desc="training detector", unit="epoch")
+
+        class Progress(Callback):
+            def on_epoch_end(self, trainer, record):
+                bar.set_postfix_str(f"cost={record['cost']:.4f}")
+                bar.update(1)
+
+        summary = detector.fit(preprocess_batch(frames, spec), callbacks=(Progress(),))
+        bar.close()
+        bundle = detector.to_bundle(
+            spec, provenance={"dataset": "synth:line normal parts, seed 12345"}, name="default-detector"
+        )
+        path = self.models_dir / f"detector-{bundle.version}.zip"
+        bundle.save(path)
+        cal = summary["calibration"]
+        self.log(
+            f"trained in {summary['train_seconds']:.0f} s; thresholds T1={cal['t1']:.4f} T2={cal['t2']:.4f} "
+            f"(false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']}); saved {path}"
+        )
+        return path
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Appliance:
+        s = self.settings
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        engine = self.engine
+        self._first_admin_token()
+        model = self.active_model()
+        if model is None:
+            model = self.train_default()
+            self.activate(model)
+        inferencer = Inferencer(model)
+        host, port = s.mqtt.host, s.mqtt.port
+        if host is None:
+            self.broker = EmbeddedBroker(s.mqtt.embedded_port).start()
+            host, port = "127.0.0.1", self.broker.port
+        self.slot, self.images = ModelSlot(inferencer), ImageStore(self.data / "images")
+        self.pipeline = Pipeline(
+            engine,
+            self.slot,
+            self.topics,
+            self.images,
+            s.public_url,
+            s.queue_size,
+            debounce=s.debounce,
+            keep_ok_images=s.keep_ok_images,
+        )
+        protocol = "3.1.1" if self.broker else s.mqtt.protocol  # amqtt speaks 3.1.1 only
+        broker = BrokerSettings(
+            host=host,
+            port=port,
+            username=s.mqtt.username,
+            password=s.mqtt.password,
+            tls=s.mqtt.tls,
+            ca_file=s.mqtt.ca_file,
+            protocol=protocol,
+        )
+        self.publisher = AlertPublisher(engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
+        self.pipeline.alerts_waiting = self.publisher.wake
+        for url in s.sources:
+            self.pipeline.add_source(open_source(url))
+        self.pipeline.start()
+        self._serve_api()
+        self.log(f"database: {s.db_url}")
+        self.log(
+            f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
+            f"T2={inferencer.thresholds[1]:.4f})"
+        )
+        self.log(f"sources: {', '.join(s.sources)}")
+        kind = "embedded broker" if self.broker else "broker"
+        self.log(f"MQTT {kind}: {host}:{port}; alerts on {self.topics.alerts}")
+        self.log(f"  subscribe: mosquitto_sub -h {host} -p {port} -t '{self.topics.alerts}' -v")
+        self.log(f"REST API: http://{s.api_host}:{self.api_port}/docs (bearer token; see {self.data / 'admin-token'})")
+        self.log("operator console: not built yet (issue #6)")
+        return self
+
+    def _first_admin_token(self) -> None:
+        if store.has_tokens(self.engine):
+            return
+        token = store.create_token(self.engine, name="first-start admin", role="admin")
+        path = self.data / "admin-token"
+        path.touch(mode=0o600)
+        path.chmod(0o600)  # readable by its owner only
+        path.write_text(token + "\n")
+        self.log(f"first start: admin API token written to {path} (mode 600)")
+
+    def _serve_api(self) -> None:
+        import threading
+
+        import uvicorn
+
+        from appliance.api import create_app
+        from appliance.broker import pick_port
+
+        self.api_port = pick_port(self.settings.api_port)
+        config = uvicorn.Config(
+            create_app(self), host=self.settings.api_host, port=self.api_port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        threading.Thread(target=self.server.run, name="api", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.should_exit = True
+        if self.pipeline:
+            self.pipeline.stop()
+        if self.publisher:
+            self.publisher.stop()
+        if self.broker:
+            self.broker.stop()
+
+
+def run(
+    settings: Settings, duration: float | None = None, log: Callable[[str], None] = print, report_every: float = 10.0
+) -> int:
+    appliance = Appliance(settings, log).start()
+    start = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - start < duration:
+            time.sleep(min(report_every, max(0.1, (duration or report_every) - (time.monotonic() - start))))
+            for sid, st in appliance.pipeline.status().items():
+                lat = st["capture_to_decision_ms"]
+                log(
+                    f"{sid}: {st['state']}, scored {st['scored']} ({st['decisions']}), dropped "
+                    f"{st['queue_dropped'] + st['frames_dropped']}, capture→decision p50 {lat['p50']:.1f} ms "
+                    f"p99 {lat['p99']:.1f} ms; alerts sent {appliance.publisher.sent}"
+                )
+    except KeyboardInterrupt:
+        log("stopping")
+    finally:
+        appliance.stop()
+    return 0

@@ -1,0 +1,119 @@
+"""One validated Settings object, read at start-up from ``APPLIANCE_*`` environment variables and
+an optional YAML file (``--config``). Unknown keys are refused with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """Settings are invalid or unsafe."""
+
+
+class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = None  # none: start an embedded broker on loopback
+    port: int = Field(1883, ge=1, le=65535)
+    embedded_port: int = Field(1883, ge=0, le=65535)  # 0: any free port
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    protocol: str = Field("auto", pattern=r"^(auto|5|3\.1\.1)$")
+    prefix: str = "appliance"
+    site: str = "site"
+    line: str = "line-1"
+    appliance_id: str = "appliance-1"
+
+
+class DetectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(128, ge=32)
+    crop: int | None = 64
+    epochs: int = Field(30, ge=1)
+    training_images: int = Field(300, ge=40)
+    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APPLIANCE_", env_nested_delimiter="__", extra="forbid")
+
+    production: bool = False
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # default: sqlite:///<data_dir>/appliance.db
+    sources: list[str] = Field(default_factory=lambda: ["synth:line?fps=10&defect_rate=0.05"])
+    queue_size: int = Field(32, ge=1)
+    debounce: tuple[int, int] | None = None  # (N, M): NG only if N of the last M are NG
+    keep_ok_images: float = Field(0.02, ge=0, le=1)  # share of OK images kept for review
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    api_url: str = ""  # public base URL used in alert links; default http://api_host:api_port
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'appliance.db'}"
+
+    @property
+    def public_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown setting '{key}'")
+        else:
+            parts.append(f"Config '{key}' has value {e.get('input')!r}. {e['msg']}.")
+    return "; ".join(parts)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            msg = f"settings file {path} does not exist"
+            raise SettingsError(msg)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            msg = f"{path}: not valid YAML: {exc}"
+            raise SettingsError(msg) from exc
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc
+    if settings.production:
+        check_production(settings)
+    return settings
+
+
+def check_production(settings: Settings) -> None:
+    """A production start refuses embedded services and default or missing secrets, naming the key."""
+    if settings.database_url is None or settings.database_url.startswith("sqlite"):
+        msg = "production needs 'database_url' set to PostgreSQL (APPLIANCE_DATABASE_URL)"
+        raise SettingsError(msg)
+    if settings.mqtt.host is None:
+        msg = "production needs 'mqtt.host' (APPLIANCE_MQTT__HOST); the embedded broker is for laptops"
+        raise SettingsError(msg)
+    if not settings.mqtt.username or not settings.mqtt.password or _placeholder(settings.mqtt.password):
+        msg = "production needs 'mqtt.username' and a non-default 'mqtt.password' (APPLIANCE_MQTT__PASSWORD)"
+        raise SettingsError(msg)
+    if _placeholder(settings.database_url):
+        msg = "production needs a real password in 'database_url', not the example's placeholder"
+        raise SettingsError(msg)
+
+
+def _placeholder(secret: str) -> bool:
+    folded = "".join(c for c in secret.lower() if c.isalnum())
+    return any(word in folded for word in ("changeme", "password", "secret")) or folded in ("admin", "")

@@ -1,0 +1,109 @@
+"""Tables (SQLModel): inspections, alerts, the MQTT outbox, the audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer
+from sqlmodel import Field, SQLModel
+
+# 64-bit ids: a line at 100 items/s passes 2^31 in under a year. SQLite keeps INTEGER so that the
+# primary key stays its auto-incrementing rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def big_id() -> Any:
+    return Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class InspectionBase(SQLModel):
+    source_id: str = Field(index=True, max_length=200)
+    t_capture: dt.datetime = Field(index=True)
+    score: float
+    norm_score: float
+    decision: str = Field(index=True, max_length=10)  # ok | review | ng
+    label: str | None = Field(default=None, max_length=100)
+    model_version: str = Field(max_length=100)
+    latency_ms: float
+    image_ref: str | None = Field(default=None, max_length=200)
+    heatmap_ref: str | None = Field(default=None, max_length=200)
+
+
+class Inspection(InspectionBase, table=True):
+    id: int | None = big_id()
+    t_decided: dt.datetime = Field(default_factory=utcnow)
+
+
+class AlertBase(SQLModel):
+    event_id: str = Field(index=True, unique=True, max_length=36)
+    source_id: str = Field(index=True, max_length=200)
+    decision: str = Field(max_length=10)
+    score: float
+    norm_score: float
+    threshold: float
+    model_version: str = Field(max_length=100)
+    state: str = Field(default="open", index=True, max_length=20)  # open | acknowledged | confirmed | false_positive
+
+
+class Alert(AlertBase, table=True):
+    id: int | None = big_id()
+    inspection_id: int = Field(sa_column=Column(BigId, ForeignKey("inspection.id"), index=True, nullable=False))
+    created_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    acknowledged_by: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    verdict_by: str | None = None
+    verdict_at: dt.datetime | None = None
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An MQTT message to send; written in the same transaction as what it reports."""
+
+    id: int | None = big_id()
+    event_id: str = Field(index=True, unique=True, max_length=36)
+    topic: str = Field(max_length=300)
+    payload: str
+    qos: int = 1
+    retain: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    sent_at: dt.datetime | None = Field(default=None, index=True)
+    attempts: int = 0
+
+
+class AuditLog(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    ts: dt.datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=100)
+    old: str | None = None
+    new: str | None = None
+    reason: str | None = None
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token; only its SHA-256 is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=20)  # admin | engineer | operator | viewer
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    revoked: bool = False
+
+
+class ModelVersion(SQLModel, table=True):
+    """The model registry: every bundle the appliance knows, and which one is active."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(index=True, unique=True, max_length=100)
+    filename: str = Field(max_length=300)
+    digest: str = Field(max_length=64)
+    kind: str = Field(max_length=20)
+    status: str = Field(default="candidate", index=True, max_length=20)  # candidate | active | retired
+    metrics: str = "{}"
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    activated_at: dt.datetime | None = None

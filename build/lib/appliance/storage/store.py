@@ -1,0 +1,228 @@
+"""Storage operations (the one module that commits). Keyword-only arguments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from appliance.storage.models import Alert, Inspection, OutboxMessage, utcnow
+
+
+def record_inspection(
+    engine: Engine,
+    *,
+    inspection: Inspection,
+    threshold: float,
+    alert_topic: str,
+    build_message: Callable[[Alert, Inspection], dict[str, Any]],
+) -> tuple[Inspection, Alert | None]:
+    """Store an inspection; for review / NG decisions also its alert and the alert's MQTT message,
+    all in one transaction (an alert is never stored without its message, nor sent without its row)."""
+    return record_inspections(
+        engine, inspections=[inspection], threshold=threshold, alert_topic=alert_topic, build_message=build_message
+    )[0]
+
+
+def record_inspections(
+    engine: Engine,
+    *,
+    inspections: list[Inspection],
+    threshold: float,
+    alert_topic: str,
+    build_message: Callable[[Alert, Inspection], dict[str, Any]],
+) -> list[tuple[Inspection, Alert | None]]:
+    """A batch of inspections with their alerts and messages, in one transaction."""
+    with Session(engine, expire_on_commit=False) as session:
+        session.add_all(inspections)
+        session.flush()
+        out = []
+        for inspection in inspections:
+            alert = None
+            if inspection.decision in ("review", "ng"):
+                alert = Alert(
+                    event_id=str(uuid.uuid4()),
+                    inspection_id=inspection.id,
+                    source_id=inspection.source_id,
+                    decision=inspection.decision,
+                    score=inspection.score,
+                    norm_score=inspection.norm_score,
+                    threshold=threshold,
+                    model_version=inspection.model_version,
+                    created_at=utcnow(),
+                )
+                session.add(alert)
+                session.flush()
+                payload = json.dumps(build_message(alert, inspection), separators=(",", ":"))
+                session.add(OutboxMessage(event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1))
+            out.append((inspection, alert))
+        session.commit()
+        return out
+
+
+def pending_messages(engine: Engine, *, limit: int = 100, exclude: set[int] | None = None) -> list[OutboxMessage]:
+    """Unsent outbox messages, oldest first."""
+    with Session(engine) as session:
+        query = select(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
+        if exclude:
+            query = query.where(col(OutboxMessage.id).not_in(exclude))
+        return list(session.exec(query.order_by(OutboxMessage.id).limit(limit)))
+
+
+def mark_sent(engine: Engine, *, message_ids: list[int], at: dt.datetime | None = None) -> None:
+    with Session(engine) as session:
+        for message in session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(message_ids))):
+            message.sent_at = at or utcnow()
+            session.add(message)
+        session.commit()
+
+
+def count_attempt(engine: Engine, *, message_id: int) -> None:
+    with Session(engine) as session:
+        message = session.get(OutboxMessage, message_id)
+        if message is not None:
+            message.attempts += 1
+            session.add(message)
+            session.commit()
+
+
+def outbox_backlog(engine: Engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(OutboxMessage.id).where(col(OutboxMessage.sent_at).is_(None))).all())
+
+
+ROLES = ("viewer", "operator", "engineer", "admin")  # each role can do what the ones before it can
+
+
+def create_token(engine: Engine, *, name: str, role: str) -> str:
+    """A new bearer token (returned once; only its hash is stored)."""
+    import hashlib
+    import secrets
+
+    from appliance.storage.models import ApiToken
+
+    if role not in ROLES:
+        msg = f"role {role!r} is not one of {', '.join(ROLES)}"
+        raise ValueError(msg)
+    token = secrets.token_urlsafe(32)
+    with Session(engine) as session:
+        session.add(ApiToken(name=name, role=role, token_hash=hashlib.sha256(token.encode()).hexdigest()))
+        session.commit()
+    return token
+
+
+def token_role(engine: Engine, *, token: str) -> str | None:
+    import hashlib
+
+    from appliance.storage.models import ApiToken
+
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with Session(engine) as session:
+        row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
+        return None if row is None or row.revoked else row.role
+
+
+def has_tokens(engine: Engine) -> bool:
+    from appliance.storage.models import ApiToken
+
+    with Session(engine) as session:
+        return session.exec(select(ApiToken.id)).first() is not None
+
+
+def set_thresholds(
+    engine: Engine, *, t1: float, t2: float, old: tuple[float, float], actor: str, reason: str, topic: str
+) -> None:
+    """Audit a threshold change and queue its retained MQTT announcement, in one transaction."""
+    from appliance.storage.models import AuditLog
+
+    new = {"t1": t1, "t2": t2}
+    with Session(engine) as session:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action="set_thresholds",
+                old=json.dumps({"t1": old[0], "t2": old[1]}),
+                new=json.dumps(new),
+                reason=reason,
+            )
+        )
+        session.add(
+            OutboxMessage(
+                event_id=str(uuid.uuid4()),
+                topic=topic,
+                retain=True,
+                qos=1,
+                payload=json.dumps({**new, "changed_by": actor, "reason": reason, "ts": utcnow().isoformat()}),
+            )
+        )
+        session.commit()
+
+
+def register_model(
+    engine: Engine, *, version: str, filename: str, digest: str, kind: str, metrics: dict[str, Any]
+) -> None:
+    """Add a bundle to the registry as a candidate (idempotent for the same version and digest)."""
+    from appliance.storage.models import ModelVersion
+
+    with Session(engine) as session:
+        existing = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if existing is not None:
+            if existing.digest != digest:
+                msg = f"model version {version!r} is registered already with different contents"
+                raise ValueError(msg)
+            return
+        session.add(
+            ModelVersion(version=version, filename=filename, digest=digest, kind=kind, metrics=json.dumps(metrics))
+        )
+        session.commit()
+
+
+def activate_model(engine: Engine, *, version: str, actor: str, reason: str) -> tuple[str | None, str]:
+    """Make ``version`` the active model (the previous one is retired) and audit it; returns
+    (previous version, filename of the new one)."""
+    from appliance.storage.models import AuditLog, ModelVersion
+
+    with Session(engine) as session:
+        target = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if target is None:
+            msg = f"no model version {version!r}"
+            raise KeyError(msg)
+        previous = session.exec(select(ModelVersion).where(ModelVersion.status == "active")).first()
+        old = None
+        if previous is not None and previous.version != version:
+            previous.status, old = "retired", previous.version
+            session.add(previous)
+        target.status, target.activated_at = "active", utcnow()
+        session.add(target)
+        session.add(
+            AuditLog(actor=actor, action="activate_model", old=json.dumps(old), new=json.dumps(version), reason=reason)
+        )
+        session.commit()
+        return old, target.filename
+
+
+def active_model(engine: Engine) -> tuple[str, str] | None:
+    """(version, filename) of the active model."""
+    from appliance.storage.models import ModelVersion
+
+    with Session(engine) as session:
+        row = session.exec(select(ModelVersion).where(ModelVersion.status == "active")).first()
+        return None if row is None else (row.version, row.filename)
+
+
+def previous_model(engine: Engine) -> str | None:
+    """The most recently active model before the current one (for roll back)."""
+    from appliance.storage.models import ModelVersion
+
+    with Session(engine) as session:
+        row = session.exec(
+            select(ModelVersion)
+            .where(ModelVersion.status == "retired", col(ModelVersion.activated_at).is_not(None))
+            .order_by(col(ModelVersion.activated_at).desc())
+        ).first()
+        return None if row is None else row.version

@@ -1,0 +1,208 @@
+"""Affine, convolution (1-D/2-D, stride, padding, dilation, groups) and deconvolution."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.functions import windows as win
+from engine.tensor import Function, Tensor
+
+
+class Affine(Function):
+    """``y = flatten(x, base_axis) @ W + b`` with ``W`` of shape ``(in, *out)`` as in NNC."""
+
+    def forward(self, x, w, b, *, base_axis):
+        self.x_shape, self.w_shape = x.shape, w.shape
+        self.x = x.reshape(int(np.prod(x.shape[:base_axis])), -1)
+        self.w = w.reshape(w.shape[0], -1)
+        y = self.x @ self.w
+        if b is not None:
+            y += b.reshape(1, -1)
+        return y.reshape(*x.shape[:base_axis], *w.shape[1:])
+
+    def backward(self, g):
+        g = g.reshape(self.x.shape[0], -1)
+        gx = (g @ self.w.T).reshape(self.x_shape) if self.needs_grad[0] else None
+        gw = (self.x.T @ g).reshape(self.w_shape) if self.needs_grad[1] else None
+        gb = g.sum(axis=0).reshape(self.w_shape[1:]) if self.needs_grad[2] else None
+        return gx, gw, gb
+
+
+def group_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-group matrix products (G, m, k) @ (G, k, n); one plain 2-D GEMM when G is 1, which
+    lets BLAS take transposed operands without the stacked-matmul overhead."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return np.matmul(a, b)
+
+
+class Convolution(Function):
+    """Cross-correlation over 1, 2 or 3 spatial axes with NNC's weight layout ``(OC, C/G, *k)``:
+    one im2col and one GEMM per group."""
+
+    def forward(self, x, w, b, *, pads, stride, dilation, group):
+        n, c, *spatial = x.shape
+        oc, cg, *kernel = w.shape
+        if c != cg * group:
+            msg = f"convolution: input has {c} channels, weight expects {cg} x group {group}"
+            raise ValueError(msg)
+        out = [win.out_size(*a) for a in zip(spatial, kernel, stride, dilation, pads, strict=True)]
+        if min(out) < 1:
+            msg = f"convolution: kernel {tuple(kernel)} does not fit input {tuple(spatial)} with pads {pads}"
+            raise ValueError(msg)
+        self.geo = win.Geometry(n, c, spatial, pads, kernel, stride, dilation, out, x.dtype)
+        self.col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
+        self.w, self.group, self.kernel = w.reshape(group, oc // group, -1), group, kernel
+        y = group_matmul(self.w, self.col).reshape(oc, -1)
+        if b is not None:
+            y += b.reshape(-1, 1)
+        return self.geo.from_grid(y)
+
+    def backward(self, g):
+        group, oc = self.group, g.shape[1]
+        g_grid = self.geo.to_grid(g).reshape(group, oc // group, -1)
+        gx = gw = gb = None
+        if self.needs_grad[0]:
+            dcol = group_matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, self.geo.columns)
+            gx = self.geo.crop(self.geo.col2im(dcol))
+        if self.needs_grad[1]:
+            gw = group_matmul(g_grid, self.col.transpose(0, 2, 1)).reshape(oc, -1, *self.kernel)
+        if self.needs_grad[2]:
+            gb = g.sum(axis=(0, *range(2, g.ndim)))
+        return gx, gw, gb
+
+
+class Deconvolution(Function):
+    """Transposed convolution with NNC's weight layout ``(C, OC/G, *k)``: the adjoint of
+    :class:`Convolution` (GEMM then col2im forward, im2col then GEMM backward)."""
+
+    def forward(self, x, w, b, *, pads, stride, dilation, group, output_padding):
+        n, c, *spatial = x.shape
+        cw, ocg, *kernel = w.shape
+        if c != cw:
+            msg = f"deconvolution: input has {c} channels, weight expects {cw}"
+            raise ValueError(msg)
+        full = [(i - 1) * s + d * (k - 1) + 1 for i, s, d, k in zip(spatial, stride, dilation, kernel, strict=True)]
+        out = [f - lo - hi + op for f, (lo, hi), op in zip(full, pads, output_padding, strict=True)]
+        if min(out) < 1:
+            msg = f"deconvolution: pads {pads} leave no output for input {tuple(spatial)}"
+            raise ValueError(msg)
+        extent = [max(f, lo + o) for f, (lo, _), o in zip(full, pads, out, strict=True)]
+        out_pads = tuple((lo, e - lo - o) for (lo, _), e, o in zip(pads, extent, out, strict=True))
+        self.geo = win.Geometry(n, ocg * group, out, out_pads, kernel, stride, dilation, spatial, x.dtype)
+        self.x_grid = self.geo.to_grid(x).reshape(group, c // group, -1)
+        self.w, self.group, self.kernel, self.c = w.reshape(group, c // group, -1), group, kernel, c
+        col = group_matmul(self.w.transpose(0, 2, 1), self.x_grid).reshape(-1, self.geo.columns)
+        y = self.geo.crop(self.geo.col2im(col))
+        if b is not None:
+            y += b.reshape(1, -1, *([1] * len(out)))
+        return y
+
+    def backward(self, g):
+        dcol = self.geo.im2col(self.geo.pad(g)).reshape(self.group, -1, self.geo.columns)
+        gx = gw = gb = None
+        if self.needs_grad[0]:
+            gx = self.geo.from_grid(group_matmul(self.w, dcol).reshape(self.c, -1))
+        if self.needs_grad[1]:
+            gw = group_matmul(self.x_grid, dcol.transpose(0, 2, 1)).reshape(self.c, -1, *self.kernel)
+        if self.needs_grad[2]:
+            gb = g.sum(axis=(0, *range(2, g.ndim)))
+        return gx, gw, gb
+
+
+def _conv_geometry(w: Any, pad: Any, stride: Any, dilation: Any, border_mode: str | None) -> tuple:
+    nd = np.ndim(w.data if isinstance(w, Tensor) else w) - 2
+    stride = win.as_tuple(stride, nd, "stride")
+    dilation = win.as_tuple(dilation, nd, "dilation")
+    kernel = (w.shape if isinstance(w, Tensor) else np.shape(w))[2:]
+    pads = win.border_mode_pads(border_mode, kernel, dilation) if border_mode else win.as_pads(pad, nd)
+    return pads, stride, dilation
+
+
+def affine(x: Any, w: Any, b: Any = None, base_axis: int = 1) -> Tensor:
+    """**Shape:** x (*B, *F) with prod(F) = in; w (in, *out); b (*out) → (*B, *out)."""
+    return Affine.apply(x, w, b, base_axis=base_axis)
+
+
+def convolution(
+    x: Any,
+    w: Any,
+    b: Any = None,
+    pad: Any = 0,
+    stride: Any = 1,
+    dilation: Any = 1,
+    group: int = 1,
+    border_mode: str | None = None,
+) -> Tensor:
+    """N-D convolution (1-D sensor windows, 2-D images).
+
+    ``border_mode`` (NNC's ``valid``/``same``/``full``) overrides ``pad`` when given.
+
+    **Shape:** x (N, C, *S); w (OC, C/group, *k); b (OC,) → (N, OC, *out) with
+    ``out = (S + lo + hi - dilation·(k-1) - 1) // stride + 1``.
+    """
+    pads, stride, dilation = _conv_geometry(w, pad, stride, dilation, border_mode)
+    return Convolution.apply(x, w, b, pads=pads, stride=stride, dilation=dilation, group=group)
+
+
+def depthwise_convolution(
+    x: Any, w: Any, b: Any = None, pad: Any = 0, stride: Any = 1, dilation: Any = 1, border_mode: str | None = None
+) -> Tensor:
+    """Depthwise convolution: one group per input channel. **Shape:** w (C·multiplier, 1, *k)."""
+    channels = (x.shape if isinstance(x, Tensor) else np.shape(x))[1]
+    return convolution(x, w, b, pad, stride, dilation, group=channels, border_mode=border_mode)
+
+
+def deconvolution(
+    x: Any,
+    w: Any,
+    b: Any = None,
+    pad: Any = 0,
+    stride: Any = 1,
+    dilation: Any = 1,
+    group: int = 1,
+    output_padding: Any = 0,
+) -> Tensor:
+    """Transposed convolution.
+
+    **Shape:** x (N, C, *S); w (C, OC/group, *k); b (OC,) → (N, OC, *out) with
+    ``out = (S - 1)·stride - lo - hi + dilation·(k-1) + 1 + output_padding``.
+    """
+    pads, stride, dilation = _conv_geometry(w, pad, stride, dilation, None)
+    output_padding = win.as_tuple(output_padding, len(stride), "output_padding")
+    return Deconvolution.apply(
+        x, w, b, pads=pads, stride=stride, dilation=dilation, group=group, output_padding=output_padding
+    )
+
+
+def conv_output_shape(
+    in_shape: Sequence[int],
+    out_channels: int,
+    kernel: Sequence[int],
+    pads: win.Pads,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """Output shape of :func:`convolution` without data (``in_shape`` excludes the batch)."""
+    spatial = [win.out_size(*a) for a in zip(in_shape[1:], kernel, stride, dilation, pads, strict=True)]
+    return (out_channels, *spatial)
+
+
+def deconv_output_shape(
+    in_shape: Sequence[int],
+    out_channels: int,
+    kernel: Sequence[int],
+    pads: win.Pads,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: Sequence[int],
+) -> tuple[int, ...]:
+    """Output shape of :func:`deconvolution` without data (``in_shape`` excludes the batch)."""
+    spatial = [
+        (i - 1) * s - lo - hi + d * (k - 1) + 1 + op
+        for i, s, (lo, hi), d, k, op in zip(in_shape[1:], stride, pads, dilation, kernel, output_padding, strict=True)
+    ]
+    return (out_channels, *spatial)

@@ -1,0 +1,147 @@
+"""Thresholds from held-out normal data only, and a normalised score.
+
+- T2 (NG) sits at a chosen false-alarm rate on normal items: the empirical quantile when the tail
+  holds enough samples, otherwise a generalised-Pareto fit to the tail (peaks over threshold),
+  which extrapolates to rates below 1/n.
+- T1 (review) sits at a higher false-alarm rate (10× by default): OK < T1 ≤ review < T2 ≤ NG.
+- ``norm_score`` maps the normal median to 0, T2 to 0.5 and rises towards 1 above it.
+- With labelled defects, :func:`max_f1_threshold` offers the F1-optimal threshold as a preset.
+
+Thresholds always come from the upper tail of normal scores: never the minimum-score trap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+MIN_TAIL = 10  # empirical quantile only when at least this many normal scores lie above it
+
+
+class CalibrationError(ValueError):
+    """Calibration data is unusable."""
+
+
+@dataclass
+class Calibration:
+    t1: float
+    t2: float
+    false_alarm_rate: float
+    review_rate: float
+    method: str
+    n: int
+    mean: float
+    std: float
+    median: float
+    q99: float
+    max: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def holdout_split(n: int, fraction: float, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (held out for calibration, for training); at least 20 are held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_hold = max(20, int(round(fraction * n)))
+    if n - n_hold < min_train:
+        msg = f"need at least {n_hold + min_train} normal samples ({n_hold} held out for calibration), got {n}"
+        raise CalibrationError(msg)
+    return order[:n_hold], order[n_hold:]
+
+
+def _clean(scores: Any, what: str) -> np.ndarray:
+    arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not np.isfinite(arr).all():
+        msg = f"{what} contain NaN or infinite values"
+        raise CalibrationError(msg)
+    return arr
+
+
+def tail_threshold(scores: np.ndarray, rate: float) -> tuple[float, str]:
+    """Score exceeded by a fraction ``rate`` of normal items."""
+    n = len(scores)
+    if n * rate >= MIN_TAIL:
+        return float(np.quantile(scores, 1 - rate)), "quantile"
+    tail_n = max(MIN_TAIL, min(n // 5, 50))
+    ordered = np.sort(scores)
+    u = ordered[-tail_n - 1]
+    exceed = ordered[-tail_n:] - u
+    if np.ptp(exceed) <= 0:
+        return float(ordered[-1]), "max"
+    shape, _, scale = stats.genpareto.fit(exceed, floc=0)
+    p_u = tail_n / n
+    value = u + stats.genpareto.ppf(1 - rate / p_u, shape, loc=0, scale=scale)
+    if not math.isfinite(value):
+        return float(ordered[-1]), "max"
+    return float(max(value, ordered[-1] if rate < 1 / n else u)), "gpd"
+
+
+def calibrate(normal_scores: Any, false_alarm_rate: float = 0.01, review_rate: float | None = None) -> Calibration:
+    """Thresholds from scores of held-out normal items (no defects needed)."""
+    scores = _clean(normal_scores, "normal scores")
+    if len(scores) < 20:
+        msg = f"calibration needs at least 20 held-out normal scores, got {len(scores)}"
+        raise CalibrationError(msg)
+    if not 0 < false_alarm_rate < 0.5:
+        msg = f"false_alarm_rate must be in (0, 0.5), got {false_alarm_rate}"
+        raise CalibrationError(msg)
+    review_rate = min(0.5, 10 * false_alarm_rate) if review_rate is None else review_rate
+    if not false_alarm_rate <= review_rate < 1:
+        msg = f"review_rate {review_rate} must be at least false_alarm_rate {false_alarm_rate}"
+        raise CalibrationError(msg)
+    t2, method = tail_threshold(scores, false_alarm_rate)
+    t1, _ = tail_threshold(scores, review_rate)
+    median = float(np.median(scores))
+    t1, t2 = max(min(t1, t2), median), max(t2, median)
+    return Calibration(
+        t1=t1,
+        t2=t2,
+        false_alarm_rate=false_alarm_rate,
+        review_rate=review_rate,
+        method=method,
+        n=len(scores),
+        mean=float(scores.mean()),
+        std=float(scores.std()),
+        median=median,
+        q99=float(np.quantile(scores, 0.99)),
+        max=float(scores.max()),
+    )
+
+
+def normalize(score: Any, median: float, t2: float) -> np.ndarray:
+    """0 at the normal median, 0.5 at T2, approaching 1 above it (continuous, monotone)."""
+    s = np.asarray(score, dtype=np.float64)
+    span = max(t2 - median, 1e-12)
+    below = 0.5 * np.clip((s - median) / span, 0.0, 1.0)
+    above = 0.5 + 0.5 * (1.0 - np.exp(-(s - t2) / span))
+    return np.where(s <= t2, below, above)
+
+
+def decide(score: float, t1: float, t2: float) -> str:
+    if score >= t2:
+        return "ng"
+    return "review" if score >= t1 else "ok"
+
+
+def max_f1_threshold(normal_scores: Any, defect_scores: Any) -> tuple[float, float]:
+    """The threshold maximising F1 (defects positive), and that F1."""
+    from sklearn.metrics import precision_recall_curve
+
+    normal, defect = _clean(normal_scores, "normal scores"), _clean(defect_scores, "defect scores")
+    if not len(normal) or not len(defect):
+        msg = "max-F1 needs both normal and defect scores"
+        raise CalibrationError(msg)
+    y = np.r_[np.zeros(len(normal)), np.ones(len(defect))]
+    precision, recall, thresholds = precision_recall_curve(y, np.r_[normal, defect])
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(f1[best])

@@ -1,0 +1,278 @@
+"""The anomaly detector: an autoencoder and a discriminative network trained on normal data only.
+
+``method="draem"`` (default): the autoencoder learns to restore normal images from synthetic
+anomalies (L2 + SSIM), and the discriminative network sees the input and its reconstruction and
+predicts the defect map (weighted sigmoid cross-entropy against the synthetic masks).
+``method="autoencoder"``: the plain baseline, the same autoencoder trained to reproduce normal
+images (L2), scored by its reconstruction error.
+
+Either way the image score is the top-k mean of the smoothed anomaly map, and thresholds are
+calibrated on held-out normal images only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine import Module, Tensor, losses, no_grad, seed
+from engine import functions as F
+from engine.solvers import Adam
+from engine.training import ArrayIterator, Callback, Trainer
+from models import bundle as bundle_io
+from models.calibration import Calibration, calibrate, holdout_split
+from models.detector.synthetic import synthesize
+from models.onnx_export import GraphBuilder, emit, finish
+from models.preprocess import InputSpec
+from models.scoring import image_scores, reconstruction_error_maps
+from models.spec import Network, build
+from models.zoo import get_spec
+
+METHODS = ("draem", "autoencoder")
+
+
+@dataclass
+class DetectorConfig:
+    method: str = "draem"
+    size: int = 64
+    crop: int | None = None  # train on random crops of this size (the networks are fully convolutional)
+    channels: int = 1
+    ae_widths: tuple[int, ...] = (16, 32, 64)
+    clf_width: int = 16
+    clf_depth: int = 2
+    decoder: str = "deconv"
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    ssim_weight: float = 1.0
+    anomaly_probability: float = 0.5
+    positive_weight: float = 4.0
+    focal_gamma: float = 2.0
+    top_k: float = 0.005
+    sigma: float = 1.0
+    false_alarm_rate: float = 0.01
+    holdout: float = 0.2
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            msg = f"method must be one of {METHODS}, got {self.method!r}"
+            raise ValueError(msg)
+        if self.size % 2 ** len(self.ae_widths) or self.size % 2 ** (self.clf_depth + 1):
+            msg = f"size {self.size} must be divisible by {2 ** max(len(self.ae_widths), self.clf_depth + 1)}"
+            raise ValueError(msg)
+        if not 0 < self.holdout < 1:
+            msg = f"holdout must be in (0, 1), got {self.holdout}"
+            raise ValueError(msg)
+        self.ae_widths = tuple(self.ae_widths)
+        if self.crop is not None and (
+            self.crop > self.size or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)
+        ):
+            msg = f"crop {self.crop} must be at most size {self.size} and divisible like it"
+            raise ValueError(msg)
+
+
+class DraemNet(Module):
+    """Reconstruction then discrimination: ``clf(concat(x, ae(x)))`` → defect logits."""
+
+    def __init__(self, ae: Module, clf: Module | None) -> None:
+        self.ae, self.clf = ae, clf
+
+    def forward(self, x: Tensor) -> Tensor:
+        recon = self.ae(x)
+        return recon if self.clf is None else self.clf(F.concatenate(x, recon, axis=1))
+
+
+class Detector:
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        c = self.config
+        seed(c.seed)
+        shape = [c.channels, c.size, c.size]
+        self.ae: Network = build(get_spec("conv_autoencoder", shape, widths=c.ae_widths, decoder=c.decoder))
+        self.clf: Network | None = None
+        if c.method == "draem":
+            self.clf = build(
+                get_spec("detector_classifier", [2 * c.channels, c.size, c.size], width=c.clf_width, depth=c.clf_depth)
+            )
+        self.net = DraemNet(self.ae.module, None if self.clf is None else self.clf.module)
+        self.calibration: Calibration | None = None
+        self.history: list[dict[str, float]] = []
+        self.type_head: Network | None = None  # names the defect type, where labelled defects exist
+        self.defect_types: list[str] = []
+
+    # -- training ------------------------------------------------------------------
+    def _crop(self, x: np.ndarray) -> np.ndarray:
+        c = self.config
+        if not c.crop or c.crop == c.size:
+            return x
+        ys = self._rng.integers(0, c.size - c.crop + 1, len(x))
+        xs = self._rng.integers(0, c.size - c.crop + 1, len(x))
+        return np.stack([img[:, y : y + c.crop, x0 : x0 + c.crop] for img, y, x0 in zip(x, ys, xs, strict=True)])
+
+    def loss(self, model: DraemNet, x: np.ndarray) -> Tensor:
+        c = self.config
+        x = self._crop(x)
+        if c.method == "autoencoder":
+            return losses.squared_error(model.ae(x), x).mean()
+        x_aug, mask = synthesize(x, self._rng, c.anomaly_probability)
+        recon = model.ae(x_aug)
+        rec_loss = losses.squared_error(recon, x).mean()
+        if c.ssim_weight:
+            rec_loss = rec_loss + c.ssim_weight * losses.ssim_loss(recon, x, window=7).mean()
+        logits = model.clf(F.concatenate(x_aug, recon.data, axis=1))  # no gradient into the AE from here
+        # focal weighting (as DRAEM): (1 - p_t)^gamma, treated as a constant, times a positive weight
+        p = 1 / (1 + np.exp(-np.clip(logits.data, -30, 30)))
+        p_t = np.where(mask > 0, p, 1 - p)
+        weights = (1 - p_t) ** c.focal_gamma * (1 + (c.positive_weight - 1) * mask)
+        return rec_loss + (losses.sigmoid_cross_entropy(logits, mask) * weights).sum() / max(weights.sum(), 1e-6)
+
+    def fit(
+        self, images: np.ndarray, log: Callable[[str], None] | None = None, callbacks: tuple[Callback, ...] = ()
+    ) -> dict[str, Any]:
+        """Train on preprocessed normal images (N, C, H, W) in [0, 1], then calibrate on a held-out
+        share of them. Returns a summary (times, calibration)."""
+        c = self.config
+        images = np.asarray(images, np.float32)
+        expected = (c.channels, c.size, c.size)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            msg = f"training images have shape {images.shape}, expected (N, {', '.join(map(str, expected))})"
+            raise ValueError(msg)
+        if not np.isfinite(images).all():
+            msg = "training images contain NaN or infinite values"
+            raise ValueError(msg)
+        held_idx, train_idx = holdout_split(len(images), c.holdout, c.batch_size, c.seed)
+        held, train = images[held_idx], images[train_idx]
+        self._rng = np.random.default_rng(c.seed + 1)
+        start = time.perf_counter()
+        trainer = Trainer(self.net, self.loss, Adam(self.net, lr=c.lr), callbacks=callbacks)
+        monitor = [_EpochLog(log)] if log else []
+        trainer.callbacks += monitor
+        self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), c.epochs)
+        train_seconds = time.perf_counter() - start
+        self.calibration = calibrate(self.scores(held), c.false_alarm_rate)
+        return {
+            "train_seconds": train_seconds,
+            "train_images": len(train),
+            "holdout_images": len(held),
+            "calibration": self.calibration.to_dict(),
+            "final_cost": self.history[-1]["cost"],
+        }
+
+    def fit_defect_types(
+        self, images: np.ndarray, labels: np.ndarray, names: list[str], epochs: int = 40, batch_size: int = 16
+    ) -> dict[str, Any]:
+        """Train a head that names the defect type from the image and its anomaly map, on labelled
+        defective images (label = index into ``names``). The detector itself stays as trained."""
+        if self.config.method != "draem":
+            msg = "defect types need the draem detector (its anomaly map feeds the type head)"
+            raise ValueError(msg)
+        labels = np.asarray(labels).reshape(-1, 1)
+        if len(names) < 2 or labels.min() < 0 or labels.max() >= len(names) or len(labels) != len(images):
+            msg = f"defect types need >= 2 names and one label in [0, {len(names)}) per image"
+            raise ValueError(msg)
+        c = self.config
+        features = np.concatenate([images, self.anomaly_maps(images)[:, None]], axis=1).astype(np.float32)
+        seed(c.seed + 2)
+        self.type_head = build(get_spec("defect_type_head", [c.channels + 1, c.size, c.size], classes=len(names)))
+        module = self.type_head.module
+
+        def loss(model, x, t):
+            return losses.softmax_cross_entropy(model(x), t).mean()
+
+        history = Trainer(module, loss, Adam(module, lr=c.lr)).fit(
+            ArrayIterator([features, labels], batch_size, seed=c.seed), epochs
+        )
+        self.defect_types = list(names)
+        module.eval()
+        with no_grad():
+            accuracy = float(np.mean(module(features).data.argmax(axis=1) == labels[:, 0]))
+        return {"train_accuracy": accuracy, "final_cost": history[-1]["cost"]}
+
+    # -- scoring with the engine (evaluation; serving uses ONNX) ----------------------
+    def anomaly_maps(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(N, C, H, W) → (N, H, W): defect probability (draem) or squared error (autoencoder)."""
+        self.net.eval()
+        out = []
+        with no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = np.asarray(x[i : i + batch_size], np.float32)
+                if self.clf is None:
+                    out.append(reconstruction_error_maps(xb, self.net.ae(xb).data))
+                else:
+                    out.append(F.sigmoid(self.net(xb)).data[:, 0])
+        self.net.train()
+        return np.concatenate(out)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return image_scores(self.anomaly_maps(x), self.config.top_k, self.config.sigma)
+
+    # -- export --------------------------------------------------------------------------
+    def onnx_model(self):
+        c = self.config
+        shape = (c.channels, c.size, c.size)
+        self.net.eval()
+        g = GraphBuilder()
+        recon = emit(g, self.ae.module, "input", shape)
+        if self.clf is None:
+            return finish(g, "autoencoder", shape, [(recon, "output", shape)])
+        logits = emit(
+            g, self.clf.module, g.op("Concat", ["input", recon], "concat", axis=1), (2 * c.channels, c.size, c.size)
+        )
+        amap = g.op("Sigmoid", [logits], "anomaly_map")
+        outputs = [(amap, "anomaly_map", (1, c.size, c.size)), (recon, "reconstruction", shape)]
+        if self.type_head is not None:
+            self.type_head.module.eval()
+            features = g.op("Concat", ["input", amap], "type_features", axis=1)
+            types = emit(g, self.type_head.module, features, (c.channels + 1, c.size, c.size))
+            outputs.append((types, "defect_type", (len(self.defect_types),)))
+        return finish(g, "detector", shape, outputs)
+
+    def to_bundle(
+        self, input_spec: InputSpec | None = None, provenance: dict[str, Any] | None = None, name: str = "detector"
+    ) -> bundle_io.Bundle:
+        if self.calibration is None:
+            msg = "the detector is not trained and calibrated yet"
+            raise RuntimeError(msg)
+        c = self.config
+        spec = input_spec or InputSpec(kind="image", channels=c.channels, size=(c.size, c.size))
+        parts = {"autoencoder": self.ae, "classifier": self.clf, "defect_type": self.type_head}
+        networks = {name: net.spec for name, net in parts.items() if net is not None}
+        modules = {name: net.module for name, net in parts.items() if net is not None}
+        meta = bundle_io.new_meta(
+            "detector" if self.clf else "autoencoder",
+            name,
+            networks,
+            spec.to_dict(),
+            postprocess={"top_k": c.top_k, "sigma": c.sigma, "calibration": self.calibration.to_dict()},
+            labels=self.defect_types,
+            provenance={"config": asdict(c), **(provenance or {})},
+        )
+        return bundle_io.Bundle(meta, bundle_io.params_of(modules), self.onnx_model().SerializeToString())
+
+    @classmethod
+    def from_bundle(cls, bundle: bundle_io.Bundle) -> Detector:
+        """Rebuild a trained detector (engine side) from its bundle, e.g. to fine-tune it."""
+        config = dict(bundle.meta["provenance"]["config"])
+        detector = cls(DetectorConfig(**config))
+        detector.ae = bundle.network("autoencoder")
+        detector.clf = bundle.network("classifier") if "classifier" in bundle.meta["networks"] else None
+        detector.net = DraemNet(detector.ae.module, None if detector.clf is None else detector.clf.module)
+        detector.calibration = Calibration.from_dict(bundle.meta["postprocess"]["calibration"])
+        if "defect_type" in bundle.meta["networks"]:
+            detector.type_head = bundle.network("defect_type")
+            detector.defect_types = list(bundle.meta["labels"])
+        return detector
+
+
+class _EpochLog(Callback):
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        self.log(f"epoch {record['epoch']}: cost {record['cost']:.4f} ({record['time']:.1f} s)")

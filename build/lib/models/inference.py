@@ -1,0 +1,152 @@
+"""Serving with onnxruntime: bundle → preprocess → run → post-process into :class:`Result`.
+
+Needs no training code: it reads ``model.json`` and ``model.onnx`` from the bundle and never
+imports the engine. Thresholds come from the bundle's calibration and can be changed at run time
+(they are not in the graph).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from models import bundle as bundle_io
+from models.calibration import decide, normalize
+from models.preprocess import InputSpec, preprocess_batch
+from models.scoring import image_scores, reconstruction_error_maps
+
+
+@dataclass
+class Result:
+    """One inspected item (DESIGN.md's Result)."""
+
+    score: float
+    norm_score: float
+    decision: str  # ok | review | ng
+    anomaly_map: np.ndarray | None
+    label: str | None
+    model_version: str
+    latency_ms: float
+    output: list[float] | None = None
+
+
+class Inferencer:
+    """Load a bundle once, then score single samples or batches (thread-safe)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        where = str(path)
+        with bundle_io.open_zip(path) as zf:
+            self.meta = bundle_io.read_meta(zf, where)
+            onnx_bytes = bundle_io.read_member(zf, "model.onnx", where)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            msg = f"{where}: model.onnx cannot be loaded by onnxruntime ({exc})"
+            raise bundle_io.BundleError(msg) from exc
+        self.kind = self.meta["kind"]
+        self.version = str(self.meta.get("version", ""))
+        self.input_spec = InputSpec.from_dict(self.meta["input"])
+        self.labels = list(self.meta.get("labels", []))
+        post = self.meta.get("postprocess", {})
+        self.top_k = float(post.get("top_k", 0.01))
+        self.sigma = float(post.get("sigma", 2.0))
+        self.score_rule = post.get("score", "topk")  # topk of the smoothed map, or mean error (NNC's)
+        cal = post.get("calibration") or {}
+        self.median = float(cal.get("median", 0.0))
+        self._lock = threading.Lock()
+        self._thresholds = (float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        return self._thresholds
+
+    def set_thresholds(self, t1: float, t2: float) -> None:
+        """Change T1/T2 at run time (the graph does not hold them)."""
+        if not (np.isfinite(t1) and np.isfinite(t2)) or t1 > t2:
+            msg = f"thresholds must be finite with T1 <= T2, got T1={t1}, T2={t2}"
+            raise ValueError(msg)
+        with self._lock:
+            self._thresholds = (float(t1), float(t2))
+
+    def predict(self, sample: np.ndarray) -> Result:
+        return self.predict_batch([sample])[0]
+
+    def predict_batch(self, samples: Sequence[np.ndarray]) -> list[Result]:
+        start = time.perf_counter()
+        x = preprocess_batch(samples, self.input_spec)
+        outputs = dict(zip(self.output_names, self.session.run(None, {"input": x}), strict=True))
+        scores, maps, labels, raw = self._postprocess(x, outputs)
+        latency = (time.perf_counter() - start) * 1000
+        t1, t2 = self._thresholds
+        norm = normalize(scores, self.median, t2) if np.isfinite(t2) else np.clip(scores, 0, 1)
+        decisions = [decide(float(s), t1, t2) for s in scores]
+        if self.kind == "detector" and labels is not None:  # a defect type only for flagged items
+            labels = [lab if d != "ok" else None for lab, d in zip(labels, decisions, strict=True)]
+        return [
+            Result(
+                score=float(s),
+                norm_score=float(n),
+                decision=decisions[i],
+                anomaly_map=None if maps is None else maps[i],
+                label=None if labels is None else labels[i],
+                model_version=self.version,
+                latency_ms=latency,
+                output=None if raw is None else raw[i].reshape(-1).tolist(),
+            )
+            for i, (s, n) in enumerate(zip(scores, norm, strict=True))
+        ]
+
+    def _postprocess(self, x: np.ndarray, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, Any, Any, Any]:
+        if self.kind == "detector":
+            maps = outputs["anomaly_map"][:, 0]
+            return image_scores(maps, self.top_k, self.sigma), maps, self._defect_types(outputs), None
+        out = outputs[self.output_names[0]]
+        if self.kind == "autoencoder":
+            if self.input_spec.kind == "image":
+                maps = reconstruction_error_maps(x, out)
+                scores = (
+                    maps.reshape(len(x), -1).mean(axis=1)
+                    if self.score_rule == "mean"
+                    else (image_scores(maps, self.top_k, self.sigma))
+                )
+                return scores, maps, None, None
+            return ((x - out) ** 2).reshape(len(x), -1).mean(axis=1), None, None, None
+        if self.kind == "classifier":
+            probs = _probabilities(out)
+            if probs.shape[1] == 1:
+                idx = (probs[:, 0] >= 0.5).astype(int)
+                return probs[:, 0], None, [self._label(i) for i in idx], probs
+            idx = probs.argmax(axis=1)
+            return probs.max(axis=1), None, [self._label(i) for i in idx], probs
+        return out.reshape(len(x), -1)[:, 0], None, None, out  # regressor: first output as the score
+
+    def _label(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else str(index)
+
+    def _defect_types(self, outputs: dict[str, np.ndarray]) -> list[str] | None:
+        logits = outputs.get("defect_type")
+        if logits is None or not self.labels:
+            return None
+        return [self._label(int(i)) for i in logits.argmax(axis=1)]
+
+
+def _probabilities(out: np.ndarray) -> np.ndarray:
+    """Sigmoid heads already give probabilities; multi-class logits get a softmax."""
+    out = out.reshape(len(out), -1)
+    if out.shape[1] == 1 or (out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(axis=1), 1, atol=1e-4)):
+        return out
+    z = out - out.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

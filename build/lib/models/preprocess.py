@@ -1,0 +1,148 @@
+"""Input preprocessing shared by training and serving (one code path, no engine imports).
+
+An :class:`InputSpec` travels in the model bundle: image channels, size, region of interest,
+normalisation; or the shape of a sensor vector / window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+class PreprocessError(ValueError):
+    """An input does not fit the model's input spec."""
+
+
+@dataclass
+class InputSpec:
+    kind: str = "image"  # image | vector
+    channels: int = 1
+    size: tuple[int, int] | None = (64, 64)  # (height, width) for images
+    shape: tuple[int, ...] | None = None  # vectors: (features,) or (channels, length)
+    roi: tuple[int, int, int, int] | None = None  # x, y, width, height in the source image
+    scale: float = 1.0 / 255.0  # applied to 8-bit images (16-bit: 1/65535)
+    mean: list[float] = field(default_factory=list)  # per channel, after scaling (vectors: per element)
+    std: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("image", "vector"):
+            msg = f"input kind must be 'image' or 'vector', got {self.kind!r}"
+            raise PreprocessError(msg)
+        if self.kind == "image" and self.channels not in (1, 3):
+            msg = f"image channels must be 1 or 3, got {self.channels}"
+            raise PreprocessError(msg)
+        self.size = tuple(self.size) if self.size else None
+        self.shape = tuple(self.shape) if self.shape else None
+        self.roi = tuple(self.roi) if self.roi else None
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """Shape of one preprocessed sample (no batch axis)."""
+        if self.kind == "image":
+            return (self.channels, *self.size)
+        return self.shape
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            msg = f"input spec has unknown key {sorted(unknown)[0]!r}"
+            raise PreprocessError(msg)
+        return cls(**data)
+
+
+def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        msg = f"image must be H×W or H×W×C with 1, 3 or 4 channels, got shape {image.shape}"
+        raise PreprocessError(msg)
+    c = image.shape[2]
+    if c == 4:  # drop alpha (RGBA → RGB), never the whole image
+        image, c = image[:, :, :3], 3
+    if channels == 1 and c == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2GRAY)[:, :, None]
+    elif channels == 3 and c == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 / uint16 / float H×W[×C] → float32 (C, H, W) as the network sees it."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        scale = spec.scale
+    elif image.dtype == np.uint16:
+        scale = spec.scale * 255.0 / 65535.0
+    elif np.issubdtype(image.dtype, np.floating):
+        scale = 1.0
+    else:
+        msg = f"image dtype {image.dtype} is not uint8, uint16 or float"
+        raise PreprocessError(msg)
+    if image.size == 0:
+        msg = "image is empty"
+        raise PreprocessError(msg)
+    if spec.roi is not None:
+        x, y, w, h = spec.roi
+        if y + h > image.shape[0] or x + w > image.shape[1]:
+            msg = f"ROI {spec.roi} lies outside the {image.shape[1]}×{image.shape[0]} image"
+            raise PreprocessError(msg)
+        image = image[y : y + h, x : x + w]
+    image = _to_channels(image, spec.channels)
+    h, w = spec.size
+    if image.shape[:2] != (h, w):
+        shrinking = image.shape[0] > h or image.shape[1] > w
+        image = cv2.resize(
+            image.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
+        image = image.reshape(h, w, -1)
+    out = image.astype(np.float32).transpose(2, 0, 1) * np.float32(scale)
+    if not np.isfinite(out).all():
+        msg = "image contains NaN or infinite values"
+        raise PreprocessError(msg)
+    return _normalise(out, spec, per_channel=True)
+
+
+def preprocess_vector(vector: Sequence[float] | np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A sensor reading vector or window → float32 of ``spec.shape``; NaN is refused."""
+    try:
+        arr = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        msg = f"vector is not numeric: {exc}"
+        raise PreprocessError(msg) from exc
+    if arr.size != int(np.prod(spec.shape)):
+        msg = f"vector has {arr.size} values ({arr.shape}), the model expects shape {spec.shape}"
+        raise PreprocessError(msg)
+    arr = arr.reshape(spec.shape)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        msg = f"vector contains NaN or infinite values (first at index {bad})"
+        raise PreprocessError(msg)
+    return _normalise(arr, spec, per_channel=False)
+
+
+def _normalise(x: np.ndarray, spec: InputSpec, per_channel: bool) -> np.ndarray:
+    if not spec.mean:
+        return x
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std or [1.0] * len(spec.mean), np.float32)
+    if per_channel:
+        mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+    else:
+        mean, std = mean.reshape(x.shape), std.reshape(x.shape)
+    return (x - mean) / std
+
+
+def preprocess(sample: np.ndarray, spec: InputSpec) -> np.ndarray:
+    return preprocess_image(sample, spec) if spec.kind == "image" else preprocess_vector(sample, spec)
+
+
+def preprocess_batch(samples: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    return np.stack([preprocess(s, spec) for s in samples]).astype(np.float32, copy=False)
