@@ -164,6 +164,7 @@ class Appliance:
             self.pipeline.add_source(open_source(url))
         self.pipeline.start()
         self._serve_api()
+        self._start_retention()
         self.log(f"database: {s.db_url}")
         self.log(
             f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
@@ -187,6 +188,29 @@ class Appliance:
         path.write_text(token + "\n")
         self.log(f"first start: admin API token written to {path} (mode 600)")
 
+    def _start_retention(self, every: float = 600.0) -> None:
+        import datetime as dt
+        import logging
+        import threading
+
+        from appliance.retention import prune
+
+        self.retention_stop = threading.Event()
+
+        def loop() -> None:
+            while not self.retention_stop.wait(every):
+                try:
+                    prune(
+                        self.engine,
+                        self.images,
+                        max_age=dt.timedelta(days=self.settings.retention_days),
+                        max_bytes=int(self.settings.retention_max_gb * 1024**3),
+                    )
+                except Exception:  # keep inspecting; say why retention failed
+                    logging.getLogger(__name__).exception("retention failed")
+
+        threading.Thread(target=loop, name="retention", daemon=True).start()
+
     def _serve_api(self) -> None:
         import threading
 
@@ -203,6 +227,8 @@ class Appliance:
         threading.Thread(target=self.server.run, name="api", daemon=True).start()
 
     def stop(self) -> None:
+        if getattr(self, "retention_stop", None):
+            self.retention_stop.set()
         if self.server:
             self.server.should_exit = True
         if self.pipeline:
