@@ -202,6 +202,16 @@ def create_app(ctx: Any) -> FastAPI:
             raise HTTPException(404, f"no source {source_id!r}")
         ctx.pipeline.remove_source(source_id)
 
+    @app.post("/sources/{source_id:path}/trigger", tags=["sources"])
+    def create_triggered_inspection(source_id: str, _: Operator) -> dict[str, Any]:
+        """Capture one frame of a source now and inspect it (stored, and alerted if flagged)."""
+        try:
+            return ctx.pipeline.capture_and_inspect(source_id)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from exc
+        except (TimeoutError, ValueError) as exc:
+            raise HTTPException(503, str(exc)) from exc
+
     @app.post("/inspect", tags=["inspect"])
     async def create_inspection_from_image(file: UploadFile, _: Operator) -> ResultPublic:
         """Inspect an uploaded image (PNG, JPEG, BMP, TIFF) with the active model; nothing is stored."""

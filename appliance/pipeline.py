@@ -214,6 +214,31 @@ class Pipeline:
             m.decision_ms.append((decided - inspection.t_capture).total_seconds() * 1000)
         return inspections
 
+    def capture_and_inspect(self, source_id: str, timeout: float = 5.0) -> dict[str, object]:
+        """Take the next frame of one source and inspect it now (external trigger)."""
+        worker = self.workers.get(source_id)
+        if worker is None:
+            msg = f"no source {source_id!r}; sources: {sorted(self.workers)}"
+            raise KeyError(msg)
+        with self.wake:
+            worker.queue.clear()  # a trigger wants a fresh frame, not a queued one
+            if not self.wake.wait_for(lambda: bool(worker.queue), timeout):
+                msg = f"source {source_id!r} delivered no frame within {timeout} s"
+                raise TimeoutError(msg)
+            sample = worker.queue.popleft()
+        model = self.slot.get()
+        if model is None:
+            msg = "no active model"
+            raise ValueError(msg)
+        inspection = self.inspect([sample], model)[0]
+        return {
+            "decision": inspection.decision,
+            "score": inspection.score,
+            "norm_score": inspection.norm_score,
+            "inspection_id": inspection.id,
+            "model_version": inspection.model_version,
+        }
+
     def _debounced(self, source_id: str, decision: str) -> str:
         if self.debounce is None:
             return decision

@@ -160,6 +160,9 @@ class Appliance:
         )
         self.publisher = AlertPublisher(engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
         self.pipeline.alerts_waiting = self.publisher.wake
+        from appliance.trigger import TriggerListener
+
+        self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()
         for url in s.sources:
             self.pipeline.add_source(open_source(url))
         self.pipeline.start()
@@ -231,6 +234,8 @@ class Appliance:
             self.retention_stop.set()
         if self.server:
             self.server.should_exit = True
+        if getattr(self, "trigger", None):
+            self.trigger.stop()
         if self.pipeline:
             self.pipeline.stop()
         if self.publisher:

@@ -262,3 +262,39 @@ def test_bad_model_uploads_and_promotions(running, tmp_path):
     denied = client.post("/models/x/promote", json={"reason": "test"}, headers=auth(tokens, "operator"))
     assert denied.status_code == 403
     assert not list(app.models_dir.glob("upload-*"))  # nothing left behind by refused uploads
+
+
+def test_plc_trigger_handshake_over_mqtt_and_rest(running):
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    app, client, tokens, broker, _ = running
+    source = app.settings.sources[0]
+    sub = Subscriber(broker.port, [f"{app.topics.base}/trigger/response"])
+    plc = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    plc.connect("127.0.0.1", broker.port)
+    plc.loop_start()
+    try:
+        plc.publish(app.topics.trigger, json.dumps({"request_id": "r-1", "source_id": source}), qos=1)
+        assert wait_for(lambda: len(sub.payloads("/trigger/response")) >= 2)
+        replies = [json.loads(p) for p in sub.payloads("/trigger/response")]
+        assert replies[0] == {"request_id": "r-1", "state": "ready"}
+        assert replies[1]["state"] == "result" and replies[1]["decision"] in ("ok", "review", "ng")
+        assert (
+            client.get(f"/inspections/{replies[1]['inspection_id']}", headers=auth(tokens, "viewer")).status_code == 200
+        )
+        plc.publish(f"{app.topics.trigger}/ack", json.dumps({"request_id": "r-1"}), qos=1)
+        assert wait_for(lambda: "r-1" in app.trigger.acks)
+        plc.publish(app.topics.trigger, json.dumps({"request_id": "r-2", "source_id": "nope"}), qos=1)
+        plc.publish(app.topics.trigger, b"not json", qos=1)
+        assert wait_for(lambda: sum('"error"' in p.decode() for p in sub.payloads("/trigger/response")) >= 2)
+    finally:
+        plc.loop_stop()
+        sub.close()
+    from urllib.parse import quote
+
+    rest = client.post(f"/sources/{quote(source, safe='')}/trigger", headers=auth(tokens, "operator"))
+    assert rest.status_code == 200 and rest.json()["decision"] in ("ok", "review", "ng")
+    assert client.post("/sources/nope/trigger", headers=auth(tokens, "operator")).status_code == 404

@@ -1,0 +1,89 @@
+"""External trigger: the PLC handshake in MQTT form.
+
+The PLC publishes ``{"request_id": "...", "source_id": "..."}`` to ``…/cmd/trigger``. The appliance
+answers on ``…/trigger/response`` with ``{"request_id", "state": "ready"}``, captures and inspects
+one frame of that source, answers ``{"request_id", "state": "result", "decision", "score",
+"inspection_id"}``, and waits for the PLC's ``{"request_id"}`` on ``…/cmd/trigger/ack`` (logged).
+A bad request gets ``{"request_id", "state": "error", "error": "..."}``. The subscription is made
+in ``on_connect``, so a reconnect resubscribes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.alerts.publisher import BrokerSettings
+from appliance.alerts.schema import Topics
+
+log = logging.getLogger(__name__)
+
+
+class TriggerListener:
+    def __init__(self, settings: BrokerSettings, topics: Topics, inspect_one: Callable[[str], dict[str, Any]]) -> None:
+        self.topics, self.inspect_one = topics, inspect_one
+        protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{topics.appliance_id}-trigger", protocol=protocol
+        )
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            self.client.tls_set(ca_certs=settings.ca_file)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 5)
+        self.settings = settings
+        self.acks: list[str] = []
+
+    @property
+    def response_topic(self) -> str:
+        return f"{self.topics.base}/trigger/response"
+
+    def start(self) -> TriggerListener:
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe([(self.topics.trigger, 1), (f"{self.topics.trigger}/ack", 1)])
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            request = json.loads(message.payload.decode("utf-8"))
+            if not isinstance(request, dict) or not isinstance(request.get("request_id"), str):
+                msg = "payload must be a JSON object with a string request_id"
+                raise ValueError(msg)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._reply({"request_id": None, "state": "error", "error": f"bad trigger message: {exc}"})
+            return
+        if message.topic.endswith("/ack"):
+            self.acks.append(request["request_id"])
+            log.info("trigger %s acknowledged by the PLC", request["request_id"])
+            return
+        # inspect outside the network thread: capture may take a frame time
+        threading.Thread(target=self._handle, args=(request,), daemon=True).start()
+
+    def _handle(self, request: dict[str, Any]) -> None:
+        rid = request["request_id"]
+        self._reply({"request_id": rid, "state": "ready"})
+        try:
+            result = self.inspect_one(str(request.get("source_id", "")))
+        except (KeyError, ValueError, TimeoutError) as exc:
+            self._reply({"request_id": rid, "state": "error", "error": str(exc)})
+            return
+        self._reply({"request_id": rid, "state": "result", **result})
+
+    def _reply(self, payload: dict[str, Any]) -> None:
+        self.client.publish(self.response_topic, json.dumps(payload), qos=1)
