@@ -168,6 +168,7 @@ class Appliance:
         self.pipeline.start()
         self._serve_api()
         self._start_retention()
+        self._watch_sources()
         self.log(f"database: {s.db_url}")
         self.log(
             f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
@@ -190,6 +191,36 @@ class Appliance:
         path.chmod(0o600)  # readable by its owner only
         path.write_text(token + "\n")
         self.log(f"first start: admin API token written to {path} (mode 600)")
+
+    def _watch_sources(self, every: float = 1.0) -> None:
+        """Announce each source's state on MQTT (retained) whenever it changes."""
+        import datetime as dt
+        import threading
+
+        last: dict[str, str] = {}
+
+        def loop() -> None:
+            while not self.retention_stop.wait(every):
+                for sid, st in self.pipeline.status().items():
+                    if last.get(sid) != st["state"]:
+                        last[sid] = st["state"]
+                        keys = (
+                            "source_id",
+                            "state",
+                            "frames_in",
+                            "frames_dropped",
+                            "queue_dropped",
+                            "reconnects",
+                            "errors",
+                            "last_error",
+                        )
+                        payload = {k: st.get(k) for k in keys} | {"ts": dt.datetime.now(dt.UTC).isoformat()}
+                        store.queue_message(
+                            self.engine, topic=self.topics.source_state(sid), payload=payload, retain=True
+                        )
+                        self.publisher.wake.set()
+
+        threading.Thread(target=loop, name="source-states", daemon=True).start()
 
     def _start_retention(self, every: float = 600.0) -> None:
         import datetime as dt

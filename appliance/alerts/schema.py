@@ -42,6 +42,11 @@ class Topics:
     def threshold(self) -> str:
         return f"{self.base}/config/threshold"
 
+    def source_state(self, source_id: str) -> str:
+        """Retained state of one source; MQTT wildcards and separators in the id become '_'."""
+        safe = "".join("_" if c in "/+#" else c for c in source_id)
+        return f"{self.base}/sources/{safe}/state"
+
     @property
     def trigger(self) -> str:
         return f"{self.base}/cmd/trigger"

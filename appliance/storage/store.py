@@ -226,3 +226,18 @@ def previous_model(engine: Engine) -> str | None:
             .order_by(col(ModelVersion.activated_at).desc())
         ).first()
         return None if row is None else row.version
+
+
+def queue_message(engine: Engine, *, topic: str, payload: dict[str, Any], retain: bool = False, qos: int = 1) -> None:
+    """Queue any MQTT message in the durable outbox (e.g. retained state announcements)."""
+    with Session(engine) as session:
+        session.add(
+            OutboxMessage(
+                event_id=str(uuid.uuid4()),
+                topic=topic,
+                retain=retain,
+                qos=qos,
+                payload=json.dumps(payload, separators=(",", ":")),
+            )
+        )
+        session.commit()

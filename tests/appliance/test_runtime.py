@@ -165,3 +165,40 @@ def test_make_run_path_with_the_embedded_broker(tmp_path):
     finally:
         proc.kill()
     assert any((tmp_path / "var" / "models").glob("detector-*.zip"))
+
+
+def test_source_state_changes_are_announced_on_mqtt(tmp_path, broker, trained_model):
+    import json
+
+    video = tmp_path / "cam.avi"
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 64))
+    for i in range(20):
+        writer.write(np.full((64, 64, 3), i * 10, np.uint8))
+    writer.release()
+    source = f"file:{video}?live=1&backoff=0.05&max_backoff=0.2"
+    settings = load_settings(
+        data_dir=tmp_path,
+        detector=SMALL,
+        sources=[source],
+        api_port=0,
+        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "states"},
+    )
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    app.activate(app.models_dir / trained_model.name)
+    topic = app.topics.source_state(source)
+    sub = Subscriber(broker.port, [topic])
+    app.start()
+    try:
+        assert wait_for(lambda: any(json.loads(p)["state"] == "online" for p in sub.payloads("/state")), timeout=20)
+        video.rename(tmp_path / "gone.avi")
+        assert wait_for(lambda: json.loads(sub.payloads("/state")[-1])["state"] == "reconnecting", timeout=20)
+        assert "cannot open" in json.loads(sub.payloads("/state")[-1])["last_error"]
+    finally:
+        app.stop()
+        sub.close()
+    assert "/" not in topic.split("/sources/")[1].removesuffix("/state")
