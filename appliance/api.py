@@ -5,7 +5,9 @@ with a clear message here and only here.
 """
 
 import datetime as dt
+import io
 import json
+import pathlib
 import re
 import uuid
 import zipfile
@@ -18,8 +20,18 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
+from appliance import jobs
+from appliance.datasets import write_csv
 from appliance.storage import store
-from appliance.storage.models import Alert, AuditLog, Inspection, InspectionBase, ModelVersion, utcnow
+from appliance.storage.models import (
+    Alert,
+    AuditLog,
+    Inspection,
+    InspectionBase,
+    ModelVersion,
+    TrainingJob,
+    utcnow,
+)
 from connectors.sources import SourceError, open_source
 from models.bundle import BundleError
 from models.inference import Inferencer
@@ -29,6 +41,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
 
 
 # -- response models ------------------------------------------------------------------------
@@ -123,6 +136,41 @@ class ModelPublic(BaseModel):
 
 class PromoteIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
+
+
+class RetrainIn(BaseModel):
+    epochs: int = Field(10, ge=1, le=500)
+    max_images: int = Field(500, ge=10, le=100_000)
+    min_images: int = Field(40, ge=20, le=100_000)
+    include_ok: bool = True
+    include_false_positives: bool = True
+    datasets: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ProjectJobIn(BaseModel):
+    project: str = Field(min_length=1, max_length=200)
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress: float
+    message: str
+    cancel_requested: bool
+    params: dict[str, Any]
+    result: dict[str, Any]
+    created_by: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class DatasetIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    include_ok: bool = True
+    include_false_positives: bool = True
+    limit: int = Field(1000, ge=1, le=100_000)
 
 
 class VerdictIn(BaseModel):
@@ -482,6 +530,131 @@ def create_app(ctx: Any) -> FastAPI:
         if row is None or not (ctx.models_dir / row.filename).is_file():
             raise HTTPException(404, f"no model version {version!r}")
         return ctx.models_dir / row.filename
+
+    @app.post("/jobs/retrain", tags=["jobs"], status_code=202)
+    def create_retraining_job(body: RetrainIn, _: Engineer, request: Request) -> JobPublic:
+        """Retrain the active detector on new normal data in a worker process; yields a candidate."""
+        for name in body.datasets:
+            _dataset_path(name, must_exist=True)
+        return _submit("retrain", body.model_dump(), request)
+
+    @app.post("/jobs/project", tags=["jobs"], status_code=202)
+    def create_project_job(body: ProjectJobIn, _: Engineer, request: Request) -> JobPublic:
+        """Run a project file (under the data directory's projects/) as a training job."""
+        return _submit("project", body.model_dump(), request)
+
+    def _submit(kind: str, params: dict[str, Any], request: Request) -> JobPublic:
+        job_id = jobs.submit(
+            ctx.engine, kind=kind, params=params, actor=_who(request), db_url=ctx.settings.db_url, data_dir=ctx.data
+        )
+        return read_job(job_id)
+
+    @app.get("/jobs", tags=["jobs"], dependencies=[viewer])
+    def read_jobs(limit: int = Query(50, ge=1, le=500)) -> list[JobPublic]:
+        """Training jobs, newest first."""
+        with Session(ctx.engine) as session:
+            rows = session.exec(select(TrainingJob).order_by(col(TrainingJob.id).desc()).limit(limit)).all()
+        return [_job_public(r) for r in rows]
+
+    @app.get("/jobs/{job_id}", tags=["jobs"], dependencies=[viewer])
+    def read_job(job_id: JobId) -> JobPublic:
+        """One job: status, progress, result."""
+        with Session(ctx.engine) as session:
+            row = session.get(TrainingJob, job_id)
+        if row is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return _job_public(row)
+
+    @app.get("/jobs/{job_id}/log", tags=["jobs"], dependencies=[viewer], response_class=PlainTextResponse)
+    def read_job_log(job_id: JobId) -> str:
+        """A job's log lines."""
+        with Session(ctx.engine) as session:
+            row = session.get(TrainingJob, job_id)
+        if row is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return row.log
+
+    @app.post("/jobs/{job_id}/cancel", tags=["jobs"])
+    def cancel_job(job_id: JobId, _: Engineer) -> JobPublic:
+        """Ask a queued or running job to stop (honoured between epochs)."""
+        if jobs.request_cancel(ctx.engine, job_id) is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return read_job(job_id)
+
+    def _job_public(row: TrainingJob) -> JobPublic:
+        data = row.model_dump()
+        data["params"], data["result"] = json.loads(row.params or "{}"), json.loads(row.result or "{}")
+        return JobPublic(**data)
+
+    @app.get("/datasets", tags=["datasets"], dependencies=[viewer])
+    def read_datasets() -> list[dict[str, Any]]:
+        """Datasets of new normal data on the appliance, with their image counts."""
+        root = ctx.data / "datasets"
+        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return [{"name": p.name, "images": sum(1 for f in p.rglob("*.png"))} for p in folders]
+
+    @app.post("/datasets", tags=["datasets"], status_code=201)
+    def create_dataset(body: DatasetIn, _: Engineer) -> dict[str, Any]:
+        """Collect stored OK images and/or false-positive items into a named dataset (NNC CSV)."""
+        folder = _dataset_path(body.name, must_exist=False)
+        params = {
+            "include_ok": body.include_ok,
+            "include_false_positives": body.include_false_positives,
+            "max_images": body.limit,
+        }
+        files = jobs.normal_images(ctx.engine, ctx.data, params)[: body.limit]
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for f in files:
+            target = folder / "images" / f.name
+            if not target.exists():
+                target.write_bytes(f.read_bytes())
+            rows.append([f"images/{f.name}"])
+        write_csv(folder / "training.csv", ["x:image"], rows)
+        return {"name": body.name, "images": len(rows)}
+
+    @app.post("/datasets/upload", tags=["datasets"], status_code=201)
+    async def create_dataset_from_zip(
+        name: Annotated[str, Query(min_length=1, max_length=100)], file: UploadFile, _: Engineer
+    ) -> dict[str, Any]:
+        """Upload a zip of normal images as a named dataset; paths cannot leave its folder."""
+        folder = _dataset_path(name, must_exist=False)
+        data = await file.read(MAX_BUNDLE_BYTES + 1)
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise HTTPException(413, f"upload larger than {MAX_BUNDLE_BYTES // (1024 * 1024)} MiB")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile as exc:
+            raise HTTPException(422, f"{file.filename or 'upload'} is not a zip archive") from exc
+        images, rows = folder / "images", []
+        images.mkdir(parents=True, exist_ok=True)
+        for info in archive.infolist():
+            member = pathlib.PurePosixPath(info.filename)
+            if info.is_dir() or member.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}:
+                continue
+            if member.is_absolute() or ".." in member.parts:
+                raise HTTPException(422, f"archive member {info.filename!r} would leave the dataset folder")
+            if info.file_size > MAX_UPLOAD_BYTES:
+                raise HTTPException(413, f"archive member {info.filename!r} is too large")
+            content = archive.read(info)
+            if cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+                raise HTTPException(422, f"archive member {info.filename!r} is not a readable image")
+            target = images / f"{len(rows):06d}{member.suffix.lower()}"
+            target.write_bytes(content)
+            rows.append([f"images/{target.name}"])
+        if not rows:
+            raise HTTPException(422, "the archive holds no images")
+        write_csv(folder / "training.csv", ["x:image"], rows)
+        return {"name": name, "images": len(rows)}
+
+    def _dataset_path(name: str, must_exist: bool) -> pathlib.Path:
+        try:
+            folder = jobs.dataset_dir(ctx.data, name)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if must_exist and not folder.is_dir():
+            raise HTTPException(404, f"no dataset {name!r}")
+        return folder
 
     @app.get("/audit", tags=["thresholds"], dependencies=[Depends(role_at_least("engineer"))])
     def read_audit_log(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:

@@ -107,3 +107,21 @@ class ModelVersion(SQLModel, table=True):
     metrics: str = "{}"
     created_at: dt.datetime = Field(default_factory=utcnow)
     activated_at: dt.datetime | None = None
+
+
+class TrainingJob(SQLModel, table=True):
+    """A long job (retraining, a project run) executed by a worker process."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)  # retrain | project
+    status: str = Field(default="queued", index=True, max_length=20)  # queued|running|succeeded|failed|cancelled
+    cancel_requested: bool = False
+    params: str = "{}"
+    progress: float = 0.0
+    message: str = ""
+    log: str = ""
+    result: str = "{}"
+    created_by: str = Field(default="", max_length=100)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None

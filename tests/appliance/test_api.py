@@ -298,3 +298,112 @@ def test_plc_trigger_handshake_over_mqtt_and_rest(running):
     rest = client.post(f"/sources/{quote(source, safe='')}/trigger", headers=auth(tokens, "operator"))
     assert rest.status_code == 200 and rest.json()["decision"] in ("ok", "review", "ng")
     assert client.post("/sources/nope/trigger", headers=auth(tokens, "operator")).status_code == 404
+
+
+def wait_job(client, tokens, job_id, timeout=180):
+    import time
+
+    headers = auth(tokens, "viewer")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/jobs/{job_id}", headers=headers).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.3)
+    msg = f"job {job_id} did not finish: {job}"
+    raise AssertionError(msg)
+
+
+def zip_of_frames(n: int, seed: int = 21) -> bytes:
+    import io
+    import zipfile
+
+    from connectors.synthetic import SyntheticLine
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, part in enumerate(SyntheticLine(size=64, defect_rate=0.0, seed=seed).take(n)):
+            zf.writestr(f"frames/{i:03d}.png", png(part.image))
+    return buf.getvalue()
+
+
+def test_retraining_job_yields_a_compared_candidate(running):
+    app, client, tokens, _, _ = running
+    headers = auth(tokens, "engineer")
+    name = f"night-{uuid.uuid4().hex[:4]}"
+    uploaded = client.post(
+        "/datasets/upload",
+        params={"name": name},
+        files={"file": ("normal.zip", zip_of_frames(60), "application/zip")},
+        headers=headers,
+    )
+    assert uploaded.status_code == 201 and uploaded.json()["images"] == 60
+    assert any(d["name"] == name for d in client.get("/datasets", headers=headers).json())
+    started = client.post(
+        "/jobs/retrain",
+        json={"epochs": 2, "include_ok": False, "include_false_positives": False, "datasets": [name]},
+        headers=headers,
+    )
+    assert started.status_code == 202 and started.json()["status"] in ("queued", "running")
+    job = wait_job(client, tokens, started.json()["id"])
+    assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
+    result = job["result"]
+    assert {"active", "candidate"} <= set(result["comparison"]) and result["normal_images"] == 60
+    assert result["comparison"]["candidate"]["false_alarm_rate"] is not None
+    models = {m["version"]: m for m in client.get("/models", headers=headers).json()}
+    assert models[result["candidate_version"]]["status"] == "candidate"
+    assert "epoch 2/2" in client.get(f"/jobs/{job['id']}/log", headers=headers).text
+
+
+def test_jobs_can_be_cancelled_and_bad_requests_are_refused(running):
+    app, client, tokens, _, _ = running
+    headers = auth(tokens, "engineer")
+    name = f"big-{uuid.uuid4().hex[:4]}"
+    client.post(
+        "/datasets/upload",
+        params={"name": name},
+        files={"file": ("n.zip", zip_of_frames(60, seed=22), "application/zip")},
+        headers=headers,
+    )
+    started = client.post(
+        "/jobs/retrain", json={"epochs": 400, "include_ok": False, "datasets": [name]}, headers=headers
+    ).json()
+    assert client.post(f"/jobs/{started['id']}/cancel", headers=headers).json()["cancel_requested"] is True
+    assert wait_job(client, tokens, started["id"])["status"] == "cancelled"
+    assert client.post("/jobs/retrain", json={"datasets": ["nope"]}, headers=headers).status_code == 404
+    assert client.post("/jobs/retrain", json={"datasets": ["../etc"]}, headers=headers).status_code == 422
+    import io
+    import zipfile
+
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../escape.png", png(np.zeros((8, 8), np.uint8)))
+    escaped = client.post(
+        "/datasets/upload",
+        params={"name": "evil"},
+        files={"file": ("e.zip", evil.getvalue(), "application/zip")},
+        headers=headers,
+    )
+    assert escaped.status_code == 422 and "leave the dataset folder" in escaped.json()["detail"]
+    not_zip = client.post(
+        "/datasets/upload", params={"name": "x"}, files={"file": ("x.zip", b"plain", "text/plain")}, headers=headers
+    )
+    assert not_zip.status_code == 422
+    assert client.get("/jobs/999999", headers=headers).status_code == 404
+
+
+def test_project_job_runs_a_project_file(running):
+    app, client, tokens, _, tmp = running
+    from appliance.datasets import create_sample
+
+    projects = app.data / "projects"
+    create_sample("iris", projects / "iris")
+    (projects / "iris.yaml").write_text(
+        "network: {zoo: mlp, options: {hidden: [16]}}\ndataset: {training: iris/training.csv, "
+        "validation: iris/validation.csv}\nconfig: {max_epoch: 30, batch_size: 16, solver: {type: Adam, lr: 0.01}}\n"
+    )
+    started = client.post("/jobs/project", json={"project": "iris.yaml"}, headers=auth(tokens, "engineer")).json()
+    job = wait_job(client, tokens, started["id"])
+    assert job["status"] == "succeeded" and job["result"]["final"]["valid_accuracy"] > 0.8
+    bad = client.post("/jobs/project", json={"project": "../../etc/passwd"}, headers=auth(tokens, "engineer")).json()
+    assert wait_job(client, tokens, bad["id"])["status"] == "failed"
