@@ -278,3 +278,25 @@ def dataset_dir(data_dir: Path, name: str) -> Path:
         msg = f"dataset name {name!r} may hold letters, digits, '-', '_' and '.' only"
         raise ValueError(msg)
     return data_dir / "datasets" / name
+
+
+def stop_all(timeout: float = 5.0) -> None:
+    """Terminate the job workers this process started (the appliance is stopping)."""
+    for process in _processes.values():
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout)
+    _processes.clear()
+
+
+def fail_interrupted(engine: Any) -> int:
+    """Jobs left queued or running by a previous process will never finish: say so."""
+    with Session(engine) as session:
+        stale = session.exec(select(TrainingJob).where(col(TrainingJob.status).in_(("queued", "running")))).all()
+        for job in stale:
+            job.status, job.finished_at = "failed", utcnow()
+            job.message = "interrupted: the appliance stopped while the job ran; start it again"
+            job.log += f"{job.message}\n"
+            session.add(job)
+        session.commit()
+        return len(stale)

@@ -128,6 +128,10 @@ class Appliance:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         engine = self.engine
         self._first_admin_token()
+        from appliance import jobs
+
+        if jobs.fail_interrupted(engine):
+            self.log("jobs interrupted by the last stop were marked failed")
         model = self.active_model()
         if model is None:
             model = self.train_default()
@@ -261,6 +265,9 @@ class Appliance:
         threading.Thread(target=self.server.run, name="api", daemon=True).start()
 
     def stop(self) -> None:
+        from appliance import jobs
+
+        jobs.stop_all()
         if getattr(self, "retention_stop", None):
             self.retention_stop.set()
         if self.server:

@@ -202,3 +202,22 @@ def test_source_state_changes_are_announced_on_mqtt(tmp_path, broker, trained_mo
         app.stop()
         sub.close()
     assert "/" not in topic.split("/sources/")[1].removesuffix("/state")
+
+
+def test_jobs_interrupted_by_a_stop_are_marked_failed(tmp_path, broker, trained_model):
+    from sqlmodel import Session
+
+    from appliance.storage.models import TrainingJob
+
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'j.db'}", broker.port)
+    app = Appliance(settings, log=lambda line: None)
+    with Session(app.engine) as session:
+        session.add(TrainingJob(kind="retrain", status="running"))
+        session.commit()
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    app.activate(app.models_dir / trained_model.name)
+    app.start().stop()
+    with Session(app.engine) as session:
+        job = session.exec(select(TrainingJob)).one()
+    assert job.status == "failed" and "interrupted" in job.message
