@@ -4,6 +4,7 @@
 - ``folder:/path?poll=0.5``: new images in a folder, each processed once (restart-safe)
 - ``file:video.mp4?loop=1&live=0``, ``camera:0``, ``rtsp://…``, ``http://…``: OpenCV video
 - ``csv:readings.csv?rate=100&window=64&hop=32``: sensor readings replayed into windows
+- ``mqtt://host:port/plant/line/sensors?window=64&hop=32&channels=a,b&share=ingest``: JSON readings
 
 Every sample is stamped when grabbed. Live cameras keep only the newest frame (a reader thread
 overwrites a one-frame slot and counts what it overwrote). Dead cameras and streams reconnect
@@ -372,6 +373,113 @@ class CsvSensorSource(Source):
         return None
 
 
+class MqttSensorSource(Source):
+    """Readings published as JSON on an MQTT topic, assembled into windows.
+
+    A reading is ``{"values": [v0, v1, …]}`` or an object of named channels (``channels`` gives
+    their order; otherwise the first reading's keys, sorted). The subscription is made in
+    ``on_connect``, so a reconnect resubscribes; ``share=group`` uses an MQTT 5 shared
+    subscription (``$share/group/topic``) so several nodes split the readings. Malformed readings
+    are counted as errors and skipped.
+    """
+
+    kind = "mqtt"
+
+    def __init__(
+        self,
+        source_id: str,
+        url: str,
+        host: str,
+        port: int,
+        topic: str,
+        window: int = 32,
+        hop: int = 0,
+        channels: str = "",
+        share: str = "",
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        super().__init__(source_id, url)
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        if not topic:
+            msg = "an mqtt:// source needs a topic: mqtt://host:port/topic"
+            raise SourceError(msg)
+        self.topic = f"$share/{share}/{topic}" if share else topic
+        self.names = [c for c in channels.split(",") if c]
+        self.window, self.hop = window, hop or window
+        self.windower: Windower | None = None
+        self.samples: deque[Sample] = deque(maxlen=1024)
+        self.ready = threading.Condition()
+        self.state = "reconnecting"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if share else mqtt.MQTTv311)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 10)
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._fail(f"broker refused the connection: {reason_code}")
+            return
+        client.subscribe(self.topic, qos=1)
+        self.state = "online"
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.state != "stopped":
+            self.state = "reconnecting"
+
+    def _reading(self, payload: bytes) -> list[float]:
+        data = json.loads(payload.decode("utf-8"))
+        if isinstance(data, dict) and "values" in data:
+            return [float(v) for v in data["values"]]
+        if isinstance(data, dict):
+            if not self.names:
+                self.names = sorted(data)
+            missing = [n for n in self.names if n not in data]
+            if missing:
+                msg = f"reading lacks channel(s) {missing}"
+                raise ValueError(msg)
+            return [float(data[n]) for n in self.names]
+        if isinstance(data, list):
+            return [float(v) for v in data]
+        msg = "reading is neither a JSON object nor a list"
+        raise ValueError(msg)
+
+    def _on_message(self, client, userdata, message) -> None:
+        stamp = now()
+        try:
+            values = self._reading(message.payload)
+            if self.windower is None:
+                self.windower = Windower(len(values), self.window, self.hop)
+            window = self.windower.push(values)
+        except (ValueError, TypeError, UnicodeDecodeError, SourceError) as exc:
+            self._fail(f"bad reading on {message.topic}: {exc}")
+            return
+        if window is not None:
+            with self.ready:
+                if len(self.samples) == self.samples.maxlen:
+                    self.frames_dropped += 1
+                self.samples.append(Sample(self.source_id, stamp, window, {"channels": list(self.names)}))
+                self.ready.notify_all()
+
+    def _read(self, timeout: float) -> Sample | None:
+        with self.ready:
+            if not self.samples and not self.ready.wait_for(lambda: bool(self.samples), timeout):
+                return None
+            return self.samples.popleft()
+
+    def close(self) -> None:
+        super().close()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def open_source(url: str, source_id: str | None = None) -> Source:
     """Open a source from its string (see the module docstring)."""
     scheme, _, rest = url.partition(":")
@@ -396,9 +504,22 @@ def open_source(url: str, source_id: str | None = None) -> Source:
             target = path if scheme == "file" else url.split("?")[0]
         live = bool(opts.pop("live", scheme != "file"))
         return VideoSource(sid, url, target, live=live, loop=bool(opts.pop("loop", 0)), **opts)
+    if scheme == "mqtt":
+        parsed = urllib.parse.urlsplit(url)
+        opts = _options(parsed.query, {"window": int, "hop": int, "channels": str, "share": str})
+        return MqttSensorSource(
+            sid,
+            url,
+            parsed.hostname or "127.0.0.1",
+            parsed.port or 1883,
+            parsed.path.lstrip("/"),
+            username=urllib.parse.unquote(parsed.username or ""),
+            password=urllib.parse.unquote(parsed.password or ""),
+            **opts,
+        )
     if scheme == "csv":
         opts = _options(query, {"rate": float, "window": int, "hop": int, "loop": int})
         opts["loop"] = bool(opts.get("loop", 0))
         return CsvSensorSource(sid, url, path, **opts)
-    msg = f"unknown source {url!r}; use synth:line, folder:, file:, camera:, rtsp://, http://, csv:"
+    msg = f"unknown source {url!r}; use synth:line, folder:, file:, camera:, rtsp://, http://, csv:, mqtt://"
     raise SourceError(msg)

@@ -131,3 +131,45 @@ def test_csv_sensor_replay_into_windows(tmp_path):
     assert [w.payload.shape for w in windows] == [(3, 8)] * 3
     assert windows[0].meta["channels"] == ["a", "b", "c"]
     assert source.errors == 1 and "line 12" in source.last_error and source.state == "stopped"
+
+
+def test_mqtt_sensor_readings_become_windows_and_survive_a_broker_restart(tmp_path):
+    import json
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.appliance.conftest import Broker
+
+    broker = Broker(tmp_path)
+    broker.start()
+    topic = f"plant/{uuid.uuid4().hex[:6]}/vibration"
+    source = open_source(f"mqtt://127.0.0.1:{broker.port}/{topic}?window=4&hop=2&channels=x,y", "vib")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        assert wait_for(lambda: source.state == "online")
+        for i in range(6):
+            pub.publish(topic, json.dumps({"x": i, "y": -i, "z": 99}), qos=1).wait_for_publish(2)
+        pub.publish(topic, b"{broken", qos=1).wait_for_publish(2)
+        pub.publish(topic, json.dumps({"x": 1}), qos=1).wait_for_publish(2)
+        windows = [source.read(2.0) for _ in range(2)]
+        assert all(w is not None and w.payload.shape == (2, 4) for w in windows)
+        np.testing.assert_array_equal(windows[0].payload[0], [0, 1, 2, 3])
+        assert wait_for(lambda: source.errors == 2) and "lacks channel" in source.last_error
+        pub.loop_stop()
+        broker.stop()
+        assert wait_for(lambda: source.state == "reconnecting")
+        broker.start()
+        assert wait_for(lambda: source.state == "online", timeout=15)  # resubscribed in on_connect
+        pub.reconnect()
+        pub.loop_start()
+        for i in range(4):
+            pub.publish(topic, json.dumps({"values": [i, i]}), qos=1).wait_for_publish(2)
+        assert source.read(3.0) is not None
+    finally:
+        pub.loop_stop()
+        source.close()
+        broker.stop()
