@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,6 +121,7 @@ class Pipeline:
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
         self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
+        self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
 
     # -- sources ------------------------------------------------------------------------
     def add_source(self, source: Source) -> None:
@@ -208,6 +210,8 @@ class Pipeline:
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
         for inspection in inspections:
+            if self.on_inspected is not None:
+                self.on_inspected(inspection)
             m = self.metrics.setdefault(inspection.source_id, SourceMetrics())
             m.scored += 1
             m.decisions[inspection.decision] += 1

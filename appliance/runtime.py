@@ -164,6 +164,19 @@ class Appliance:
         )
         self.publisher = AlertPublisher(engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
         self.pipeline.alerts_waiting = self.publisher.wake
+        if s.inspections_per_second > 0:
+            rate = s.inspections_per_second
+            self.pipeline.on_inspected = lambda i: self.publisher.publish_inspection(
+                {
+                    "source_id": i.source_id,
+                    "t_capture": i.t_capture.isoformat(),
+                    "decision": i.decision,
+                    "score": i.score,
+                    "norm_score": i.norm_score,
+                    "model_version": i.model_version,
+                },
+                rate,
+            )
         from appliance.trigger import TriggerListener
 
         self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     queue_size: int = Field(32, ge=1)
     debounce: tuple[int, int] | None = None  # (N, M): NG only if N of the last M are NG
     keep_ok_images: float = Field(0.02, ge=0, le=1)  # share of OK images kept for review
+    inspections_per_second: float = Field(0.0, ge=0)  # >0: summaries on …/inspections (QoS 0), at most this often
     retention_days: float = Field(30, gt=0)  # OK images older than this are deleted
     retention_max_gb: float = Field(10, gt=0)  # then the oldest OK, then resolved NG images, over this size
     api_host: str = "127.0.0.1"

@@ -8,9 +8,11 @@ The retained ``status`` topic says ``online`` on connect and ``offline`` by last
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -103,6 +105,7 @@ class AlertPublisher:
         self.stopping = threading.Event()
         self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self.wake = threading.Event()  # set when new messages are in the outbox
+        self._last_summary = 0.0
         self.inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox id, payload), sender thread only
         self.sent = 0
         self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
@@ -122,6 +125,16 @@ class AlertPublisher:
             self.client.publish(self.topics.status, "offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def publish_inspection(self, summary: dict, limit_per_second: float) -> bool:
+        """Best effort (QoS 0, not durable): a summary on ``…/inspections``, at most
+        ``limit_per_second`` a second; returns whether it was sent."""
+        now = time.monotonic()
+        if not self.connected.is_set() or now - self._last_summary < 1.0 / limit_per_second:
+            return False
+        self._last_summary = now
+        self.client.publish(self.topics.inspections, json.dumps(summary, separators=(",", ":")), qos=0)
+        return True
 
     # -- paho callbacks (network thread): queue, never block ------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,21 @@ def test_jobs_interrupted_by_a_stop_are_marked_failed(tmp_path, broker, trained_
     with Session(app.engine) as session:
         job = session.exec(select(TrainingJob)).one()
     assert job.status == "failed" and "interrupted" in job.message
+
+
+def test_inspections_topic_is_rate_limited(tmp_path, broker, trained_model):
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'i.db'}", broker.port, inspections_per_second=2)
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    app.activate(app.models_dir / trained_model.name)
+    sub = Subscriber(broker.port, [app.topics.inspections])
+    app.start()
+    try:
+        time.sleep(3.0)
+        scored = app.pipeline.metrics[settings.sources[0]].scored
+    finally:
+        app.stop()
+        sub.close()
+    summaries = sub.payloads("/inspections")
+    assert scored >= 60 and 3 <= len(summaries) <= 8  # 40 items a second, at most 2 summaries a second
