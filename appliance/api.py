@@ -234,13 +234,14 @@ def create_app(ctx: Any) -> FastAPI:
         return ctx.pipeline.status()
 
     @app.post("/sources", tags=["sources"], status_code=201)
-    def create_source(body: SourceIn, _: Engineer) -> dict[str, Any]:
-        """Add and start a source from its source string."""
+    def create_source(body: SourceIn, _: Engineer, request: Request) -> dict[str, Any]:
+        """Add and start a source from its source string; it is kept across restarts."""
         try:
             source = open_source(body.url, body.source_id)
             ctx.pipeline.add_source(source)
         except (SourceError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from exc
+        store.save_source(ctx.engine, source_id=source.source_id, url=body.url, actor=_who(request))
         return source.status()
 
     @app.delete("/sources/{source_id:path}", tags=["sources"], status_code=204)
@@ -249,6 +250,7 @@ def create_app(ctx: Any) -> FastAPI:
         if source_id not in ctx.pipeline.workers:
             raise HTTPException(404, f"no source {source_id!r}")
         ctx.pipeline.remove_source(source_id)
+        store.delete_source(ctx.engine, source_id=source_id)
 
     @app.post("/sources/{source_id:path}/trigger", tags=["sources"])
     def create_triggered_inspection(source_id: str, _: Operator) -> dict[str, Any]:

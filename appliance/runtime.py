@@ -182,6 +182,12 @@ class Appliance:
         self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()
         for url in s.sources:
             self.pipeline.add_source(open_source(url))
+        for source_id, url in store.saved_sources(engine):  # added through the API earlier
+            if source_id not in self.pipeline.workers:
+                try:
+                    self.pipeline.add_source(open_source(url, source_id))
+                except ValueError as exc:  # e.g. a folder that is gone: say so, keep the rest running
+                    self.log(f"stored source {source_id} cannot start: {exc}")
         self.pipeline.start()
         self._serve_api()
         self._start_retention()

@@ -125,3 +125,13 @@ class TrainingJob(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+
+
+class SourceConfig(SQLModel, table=True):
+    """Sources added through the API (those in the settings are not stored): restarted on start."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(index=True, unique=True, max_length=200)
+    url: str = Field(max_length=500)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=100)

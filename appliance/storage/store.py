@@ -241,3 +241,27 @@ def queue_message(engine: Engine, *, topic: str, payload: dict[str, Any], retain
             )
         )
         session.commit()
+
+
+def save_source(engine: Engine, *, source_id: str, url: str, actor: str) -> None:
+    from appliance.storage.models import SourceConfig
+
+    with Session(engine) as session:
+        session.add(SourceConfig(source_id=source_id, url=url, created_by=actor))
+        session.commit()
+
+
+def delete_source(engine: Engine, *, source_id: str) -> None:
+    from appliance.storage.models import SourceConfig
+
+    with Session(engine) as session:
+        for row in session.exec(select(SourceConfig).where(SourceConfig.source_id == source_id)):
+            session.delete(row)
+        session.commit()
+
+
+def saved_sources(engine: Engine) -> list[tuple[str, str]]:
+    from appliance.storage.models import SourceConfig
+
+    with Session(engine) as session:
+        return [(r.source_id, r.url) for r in session.exec(select(SourceConfig).order_by(SourceConfig.id))]

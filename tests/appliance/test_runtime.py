@@ -240,3 +240,31 @@ def test_inspections_topic_is_rate_limited(tmp_path, broker, trained_model):
         sub.close()
     summaries = sub.payloads("/inspections")
     assert scored >= 60 and 3 <= len(summaries) <= 8  # 40 items a second, at most 2 summaries a second
+
+
+def test_sources_added_through_the_api_survive_a_restart(tmp_path, broker, trained_model):
+    from fastapi.testclient import TestClient
+
+    from appliance.api import create_app
+    from appliance.storage import store
+
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 's.db'}", broker.port)
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    app.activate(app.models_dir / trained_model.name)
+    app.start()
+    token = store.create_token(app.engine, name="e", role="engineer")
+    client = TestClient(create_app(app))
+    added = client.post(
+        "/sources",
+        json={"url": "synth:line?size=64&fps=5", "source_id": "extra"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert added.status_code == 201
+    app.stop()
+    again = Appliance(settings, log=lambda line: None).start()
+    try:
+        assert "extra" in again.pipeline.workers
+    finally:
+        again.stop()
