@@ -173,3 +173,40 @@ def test_mqtt_sensor_readings_become_windows_and_survive_a_broker_restart(tmp_pa
         pub.loop_stop()
         source.close()
         broker.stop()
+
+
+def test_modbus_registers_are_polled_into_windows_and_outages_are_reported(tmp_path):
+    import asyncio
+    import socket
+    import threading
+
+    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+    from pymodbus.server import ModbusTcpServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    block = ModbusSequentialDataBlock(1, list(range(200)))
+    context = ModbusServerContext(devices=ModbusDeviceContext(hr=block), single=True)
+    loop = asyncio.new_event_loop()
+    holder: dict = {}
+
+    async def serve() -> None:
+        holder["server"] = ModbusTcpServer(context, address=("127.0.0.1", port))
+        await holder["server"].serve_forever()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    assert wait_for(lambda: "server" in holder)
+    source = open_source(f"modbus://127.0.0.1:{port}/100?count=3&interval=0.02&window=4&hop=4&scale=0.5&backoff=0.05")
+    try:
+        window = source.read(5.0)
+        assert window is not None and window.payload.shape == (3, 4)
+        np.testing.assert_allclose(window.payload[:, 0], [50.0, 50.5, 51.0])  # registers 100..102, scaled
+        assert source.state == "online"
+        asyncio.run_coroutine_threadsafe(holder["server"].shutdown(), loop).result(5)
+        assert wait_for(lambda: source.state == "reconnecting" and source.errors > 0, timeout=15)
+    finally:
+        source.close()
+    with pytest.raises(SourceError, match="first register"):
+        open_source("modbus://127.0.0.1:5020/holding")
