@@ -202,9 +202,16 @@ def create_app(ctx: Any) -> FastAPI:
     Engineer = Annotated[str, Depends(role_at_least("engineer"))]
 
     @app.get("/health", tags=["health"])
-    def read_health() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "alive"}
+    def read_health() -> dict[str, Any]:
+        """Liveness, with frame counters and latency over all sources (no source names: they may
+        hold camera credentials; see /sources with a token)."""
+        status = ctx.pipeline.status().values()
+        totals = {k: sum(st.get(k, 0) for st in status) for k in ("frames_in", "scored", "queue_dropped")}
+        worst = {
+            path: max((st[path]["p99"] for st in status), default=0.0)
+            for path in ("capture_to_decision_ms", "capture_to_alert_published_ms")
+        }
+        return {"status": "alive", "sources": len(status), **totals, "worst_p99_ms": worst}
 
     @app.get("/health/ready", tags=["health"])
     def read_readiness() -> dict[str, Any]:
