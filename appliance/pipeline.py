@@ -254,6 +254,8 @@ class Pipeline:
     def on_published(self, payload: str) -> None:
         """Called by the alert publisher once the broker acknowledged an alert."""
         message = json.loads(payload)
+        if "t_capture" not in message or "event_id" not in message:
+            return  # not an alert (a retained state or threshold announcement)
         captured = dt.datetime.fromisoformat(message["t_capture"])
         m = self.metrics.setdefault(message["source_id"], SourceMetrics())
         m.published_ms.append((dt.datetime.now(dt.UTC) - captured).total_seconds() * 1000)

@@ -170,7 +170,10 @@ class AlertPublisher:
             store.mark_sent(self.engine, message_ids=[outbox_id for outbox_id, _ in acked])
             self.sent += len(acked)
             for _, payload in acked if self.on_sent else ():
-                self.on_sent(payload)
+                try:
+                    self.on_sent(payload)
+                except Exception:  # a metrics hook must never hold up delivery
+                    log.exception("on_sent hook failed")
 
     def _run(self) -> None:
         while not self.stopping.is_set():

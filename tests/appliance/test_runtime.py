@@ -268,3 +268,11 @@ def test_sources_added_through_the_api_survive_a_restart(tmp_path, broker, train
         assert "extra" in again.pipeline.workers
     finally:
         again.stop()
+
+
+def test_published_hook_ignores_non_alert_messages(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    pipeline = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"))
+    pipeline.on_published('{"state": "online", "source_id": "cam"}')  # a source-state announcement
+    pipeline.on_published('{"event_id": "e", "source_id": "cam", "t_capture": "2026-01-01T00:00:00+00:00"}')
+    assert len(pipeline.metrics["cam"].published_ms) == 1
