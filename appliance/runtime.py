@@ -80,6 +80,11 @@ class Appliance:
             msg = f"no model version {version!r}"
             raise KeyError(msg)
         inferencer = Inferencer(self.models_dir / row.filename)  # loads and checks before anything changes
+        if inferencer.kind not in ("detector", "autoencoder"):
+            from models.bundle import BundleError
+
+            msg = f"model {version!r} is a {inferencer.kind}; the line runs anomaly models (detector or autoencoder)"
+            raise BundleError(msg)
         store.activate_model(self.engine, version=version, actor=actor, reason=reason)
         self.slot.swap(inferencer)
         return inferencer

@@ -408,3 +408,22 @@ def test_project_job_runs_a_project_file(running):
     assert job["status"] == "succeeded" and job["result"]["final"]["valid_accuracy"] > 0.8
     bad = client.post("/jobs/project", json={"project": "../../etc/passwd"}, headers=auth(tokens, "engineer")).json()
     assert wait_job(client, tokens, bad["id"])["status"] == "failed"
+
+
+def test_a_classifier_bundle_cannot_run_the_line(running, tmp_path):
+    app, client, tokens, _, _ = running
+    from models import bundle as bundle_io
+    from models.preprocess import InputSpec
+    from models.spec import build
+    from models.zoo import get_spec
+
+    net = build(get_spec("logistic_regression", [1, 64, 64]))
+    path = tmp_path / "clf.zip"
+    bundle_io.bundle_from_network(net, "classifier", InputSpec(size=(64, 64)).to_dict(), name="clf").save(path)
+    headers = auth(tokens, "engineer")
+    version = client.post(
+        "/models", files={"file": ("clf.zip", path.read_bytes(), "application/zip")}, headers=headers
+    ).json()["version"]
+    refused = client.post(f"/models/{version}/promote", json={"reason": "test"}, headers=headers)
+    assert refused.status_code == 422 and "anomaly models" in refused.json()["detail"]
+    assert app.slot.get().kind in ("detector", "autoencoder")
