@@ -306,6 +306,12 @@ class Appliance:
             self.broker.stop()
 
 
+def next_pause(duration: float | None, report_every: float, elapsed: float) -> float:
+    """Seconds until the next status line: every ``report_every``, or sooner when ``duration`` ends."""
+    left = report_every if duration is None else duration - elapsed
+    return max(0.1, min(report_every, left))
+
+
 def run(
     settings: Settings, duration: float | None = None, log: Callable[[str], None] = print, report_every: float = 10.0
 ) -> int:
@@ -313,7 +319,7 @@ def run(
     start = time.monotonic()
     try:
         while duration is None or time.monotonic() - start < duration:
-            time.sleep(min(report_every, max(0.1, (duration or report_every) - (time.monotonic() - start))))
+            time.sleep(next_pause(duration, report_every, time.monotonic() - start))
             for sid, st in appliance.pipeline.status().items():
                 lat = st["capture_to_decision_ms"]
                 log(

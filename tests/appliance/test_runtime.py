@@ -276,3 +276,11 @@ def test_published_hook_ignores_non_alert_messages(tmp_path):
     pipeline.on_published('{"state": "online", "source_id": "cam"}')  # a source-state announcement
     pipeline.on_published('{"event_id": "e", "source_id": "cam", "t_capture": "2026-01-01T00:00:00+00:00"}')
     assert len(pipeline.metrics["cam"].published_ms) == 1
+
+
+def test_status_lines_come_every_report_interval():
+    from appliance.runtime import next_pause
+
+    assert next_pause(None, 10.0, elapsed=500.0) == 10.0  # a long run keeps its rhythm
+    assert next_pause(30.0, 10.0, elapsed=25.0) == 5.0
+    assert next_pause(30.0, 10.0, elapsed=31.0) == 0.1
