@@ -374,7 +374,28 @@ class CsvSensorSource(Source):
         return None
 
 
-class MqttSensorSource(Source):
+class QueuedSource(Source):
+    """A source fed by a background thread or callback: windows wait in a bounded queue."""
+
+    def _setup_queue(self, size: int = 1024) -> None:
+        self.samples: deque[Sample] = deque(maxlen=size)
+        self.ready = threading.Condition()
+
+    def _push(self, sample: Sample) -> None:
+        with self.ready:
+            if len(self.samples) == self.samples.maxlen:
+                self.frames_dropped += 1
+            self.samples.append(sample)
+            self.ready.notify_all()
+
+    def _read(self, timeout: float) -> Sample | None:
+        with self.ready:
+            if not self.samples and not self.ready.wait_for(lambda: bool(self.samples), timeout):
+                return None
+            return self.samples.popleft()
+
+
+class MqttSensorSource(QueuedSource):
     """Readings published as JSON on an MQTT topic, assembled into windows.
 
     A reading is ``{"values": [v0, v1, …]}`` or an object of named channels (``channels`` gives
@@ -411,8 +432,7 @@ class MqttSensorSource(Source):
         self.names = [c for c in channels.split(",") if c]
         self.window, self.hop = window, hop or window
         self.windower: Windower | None = None
-        self.samples: deque[Sample] = deque(maxlen=1024)
-        self.ready = threading.Condition()
+        self._setup_queue()
         self.state = "reconnecting"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if share else mqtt.MQTTv311)
         if username:
@@ -463,17 +483,7 @@ class MqttSensorSource(Source):
             self._fail(f"bad reading on {message.topic}: {exc}")
             return
         if window is not None:
-            with self.ready:
-                if len(self.samples) == self.samples.maxlen:
-                    self.frames_dropped += 1
-                self.samples.append(Sample(self.source_id, stamp, window, {"channels": list(self.names)}))
-                self.ready.notify_all()
-
-    def _read(self, timeout: float) -> Sample | None:
-        with self.ready:
-            if not self.samples and not self.ready.wait_for(lambda: bool(self.samples), timeout):
-                return None
-            return self.samples.popleft()
+            self._push(Sample(self.source_id, stamp, window, {"channels": list(self.names)}))
 
     def close(self) -> None:
         super().close()
@@ -481,7 +491,7 @@ class MqttSensorSource(Source):
         self.client.loop_stop()
 
 
-class ModbusSource(Source):
+class ModbusSource(QueuedSource):
     """Registers polled over Modbus TCP every ``interval`` seconds, assembled into windows.
 
     ``modbus://host:port/<first register>?count=3&unit=1&kind=holding&scale=0.1&window=32&hop=16``.
@@ -518,8 +528,7 @@ class ModbusSource(Source):
         self.address, self.count, self.unit, self.kind, self.scale = address, count, unit, kind, scale
         self.interval, self.backoff, self.max_backoff = interval, backoff, max_backoff
         self.windower = Windower(count, window, hop or window)
-        self.samples: deque[Sample] = deque(maxlen=1024)
-        self.ready = threading.Condition()
+        self._setup_queue()
         self.stopping = threading.Event()
         self.state = "reconnecting"
         self.thread = threading.Thread(target=self._run, name=f"modbus-{source_id}", daemon=True)
@@ -553,16 +562,8 @@ class ModbusSource(Source):
             self.state, delay = "online", self.backoff
             window = self.windower.push(values)
             if window is not None:
-                with self.ready:
-                    self.samples.append(Sample(self.source_id, now(), window, {"registers": self.address}))
-                    self.ready.notify_all()
+                self._push(Sample(self.source_id, now(), window, {"registers": self.address}))
             self.stopping.wait(self.interval)
-
-    def _read(self, timeout: float) -> Sample | None:
-        with self.ready:
-            if not self.samples and not self.ready.wait_for(lambda: bool(self.samples), timeout):
-                return None
-            return self.samples.popleft()
 
     def close(self) -> None:
         self.stopping.set()
