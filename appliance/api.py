@@ -285,10 +285,14 @@ def create_app(ctx: Any) -> FastAPI:
         """Inspect a sensor vector or window (flattened) with the active model; nothing is stored."""
         return _inspect(np.asarray(body.values, np.float32))
 
-    def _inspect(sample: np.ndarray) -> ResultPublic:
+    def _active_model() -> Inferencer:
         model = ctx.slot.get()
         if model is None:
             raise HTTPException(503, "no active model")
+        return model
+
+    def _inspect(sample: np.ndarray) -> ResultPublic:
+        model = _active_model()
         try:
             result = model.predict(sample)
         except PreprocessError as exc:
@@ -407,17 +411,13 @@ def create_app(ctx: Any) -> FastAPI:
     @app.get("/thresholds", tags=["thresholds"], dependencies=[viewer])
     def read_thresholds() -> ThresholdsPublic:
         """The active model's thresholds T1 (review) and T2 (NG)."""
-        model = ctx.slot.get()
-        if model is None:
-            raise HTTPException(503, "no active model")
+        model = _active_model()
         return ThresholdsPublic(t1=model.thresholds[0], t2=model.thresholds[1], model_version=model.version)
 
     @app.put("/thresholds", tags=["thresholds"])
     def update_thresholds(body: ThresholdsIn, _: Engineer, request: Request) -> ThresholdsPublic:
         """Set T1/T2 with a reason: applied at once, audited, published retained on config/threshold."""
-        model = ctx.slot.get()
-        if model is None:
-            raise HTTPException(503, "no active model")
+        model = _active_model()
         if body.t1 > body.t2:
             raise HTTPException(422, f"T1 ({body.t1}) must not exceed T2 ({body.t2})")
         old = model.thresholds

@@ -232,7 +232,7 @@ def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[
     def scores(model: Any, batch: list[np.ndarray]) -> np.ndarray:
         return np.array([r.score for r in model.predict_batch(batch)]) if batch else np.array([])
 
-    # normal arrays are preprocessed already: score them through the ONNX session directly
+    # the normal images arrive preprocessed (float in [0, 1]): back to 8-bit, as a camera gives them
     normal_images_u8 = [np.clip(img[0] * 255, 0, 255).astype(np.uint8) for img in normal]
     defects = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in defect_files) if img is not None]
     out: dict[str, Any] = {"normal_images": len(normal_images_u8), "confirmed_defects": len(defects)}

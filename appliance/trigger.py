@@ -16,10 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from appliance.alerts.publisher import BrokerSettings
+from appliance.alerts.publisher import BrokerSettings, new_client, protocol_for
 from appliance.alerts.schema import Topics
 
 log = logging.getLogger(__name__)
@@ -28,17 +25,9 @@ log = logging.getLogger(__name__)
 class TriggerListener:
     def __init__(self, settings: BrokerSettings, topics: Topics, inspect_one: Callable[[str], dict[str, Any]]) -> None:
         self.topics, self.inspect_one = topics, inspect_one
-        protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{topics.appliance_id}-trigger", protocol=protocol
-        )
-        if settings.username:
-            self.client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            self.client.tls_set(ca_certs=settings.ca_file)
+        self.client = new_client(settings, f"{topics.appliance_id}-trigger", protocol_for(settings))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 5)
         self.settings = settings
         self.acks: list[str] = []
 

@@ -61,6 +61,12 @@ class Affine(Module):
 
 
 class _ConvBase(Module):
+    def _channels(self, in_channels: int, out_channels: int, group: int, with_bias: bool) -> None:
+        if in_channels % group or out_channels % group:
+            msg = f"channels {in_channels} → {out_channels} are not divisible by group {group}"
+            raise ValueError(msg)
+        self.in_channels, self.out_channels, self.group, self.with_bias = in_channels, out_channels, group, with_bias
+
     def _geometry(self, kernel, pad, stride, dilation, border_mode):
         nd = len(kernel)
         self.kernel = tuple(kernel)
@@ -98,10 +104,7 @@ class Convolution(_ConvBase):
         b_init: Initializer | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        if in_channels % group or out_channels % group:
-            msg = f"channels {in_channels} → {out_channels} are not divisible by group {group}"
-            raise ValueError(msg)
-        self.in_channels, self.out_channels, self.group, self.with_bias = in_channels, out_channels, group, with_bias
+        self._channels(in_channels, out_channels, group, with_bias)
         self._geometry(kernel, pad, stride, dilation, border_mode)
         self.w_init = w_init or fan_initializer("glorot_uniform", in_channels // group, out_channels, self.kernel)
         self.b_init = b_init or ConstantInitializer(0.0)
@@ -157,10 +160,7 @@ class Deconvolution(_ConvBase):
         b_init: Initializer | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        if in_channels % group or out_channels % group:
-            msg = f"channels {in_channels} → {out_channels} are not divisible by group {group}"
-            raise ValueError(msg)
-        self.in_channels, self.out_channels, self.group, self.with_bias = in_channels, out_channels, group, with_bias
+        self._channels(in_channels, out_channels, group, with_bias)
         self._geometry(kernel, pad, stride, dilation, None)
         self.output_padding = win.as_tuple(output_padding, len(self.kernel), "output_padding")
         self.w_init = w_init or fan_initializer("glorot_uniform", out_channels // group, in_channels, self.kernel)

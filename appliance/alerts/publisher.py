@@ -42,11 +42,7 @@ class BrokerSettings:
 def speaks_mqtt5(settings: BrokerSettings, timeout: float = 3.0) -> bool:
     """Try an MQTT 5 connection; brokers that only speak 3.1.1 refuse or drop it."""
     answered, accepted = threading.Event(), []
-    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-    if settings.username:
-        probe.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        probe.tls_set(ca_certs=settings.ca_file)
+    probe = new_client(settings, "", mqtt.MQTTv5)
 
     def on_connect(client, userdata, flags, reason_code, properties):
         accepted.append(not reason_code.is_failure)
@@ -65,18 +61,26 @@ def speaks_mqtt5(settings: BrokerSettings, timeout: float = 3.0) -> bool:
     return bool(accepted and accepted[0])
 
 
-def make_client(settings: BrokerSettings, topics: Topics) -> mqtt.Client:
-    v5 = settings.protocol == "5" or (settings.protocol == "auto" and speaks_mqtt5(settings))
-    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=settings.client_id or f"{topics.appliance_id}-alerts", protocol=protocol
-    )
+def new_client(settings: BrokerSettings, client_id: str, protocol: int) -> mqtt.Client:
+    """A paho client (callback API 2) with the settings' credentials and TLS."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     if settings.username:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
         client.tls_set(ca_certs=settings.ca_file)
-    client.will_set(topics.status, "offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=0.2, max_delay=5)
+    return client
+
+
+def protocol_for(settings: BrokerSettings) -> int:
+    """MQTT 5 where the broker speaks it (``auto``), or what the settings say."""
+    v5 = settings.protocol == "5" or (settings.protocol == "auto" and speaks_mqtt5(settings))
+    return mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+
+
+def make_client(settings: BrokerSettings, topics: Topics) -> mqtt.Client:
+    client = new_client(settings, settings.client_id or f"{topics.appliance_id}-alerts", protocol_for(settings))
+    client.will_set(topics.status, "offline", qos=1, retain=True)
     return client
 
 

@@ -25,6 +25,7 @@ from engine.solvers import Adam
 from engine.training import ArrayIterator, Callback, Trainer
 from models import bundle as bundle_io
 from models.calibration import Calibration, calibrate, holdout_split
+from models.detector import normal_training_data
 from models.detector.synthetic import synthesize
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
@@ -138,14 +139,7 @@ class Detector:
         """Train on preprocessed normal images (N, C, H, W) in [0, 1], then calibrate on a held-out
         share of them. Returns a summary (times, calibration)."""
         c = self.config
-        images = np.asarray(images, np.float32)
-        expected = (c.channels, c.size, c.size)
-        if images.ndim != 4 or images.shape[1:] != expected:
-            msg = f"training images have shape {images.shape}, expected (N, {', '.join(map(str, expected))})"
-            raise ValueError(msg)
-        if not np.isfinite(images).all():
-            msg = "training images contain NaN or infinite values"
-            raise ValueError(msg)
+        images = normal_training_data(images, (c.channels, c.size, c.size), "training images")
         held_idx, train_idx = holdout_split(len(images), c.holdout, c.batch_size, c.seed)
         held, train = images[held_idx], images[train_idx]
         self._rng = np.random.default_rng(c.seed + 1)

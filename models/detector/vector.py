@@ -19,6 +19,7 @@ from engine.solvers import Adam
 from engine.training import ArrayIterator, Trainer
 from models import bundle as bundle_io
 from models.calibration import Calibration, calibrate, holdout_split
+from models.detector import normal_training_data
 from models.preprocess import InputSpec, preprocess_vector
 from models.spec import build
 from models.zoo import get_spec
@@ -62,13 +63,7 @@ class VectorDetector:
     def fit(self, windows: np.ndarray) -> dict[str, Any]:
         """Train on normal vectors/windows (N, *shape); calibrate on a held-out share."""
         c = self.config
-        data = np.asarray(windows, np.float32)
-        if data.shape[1:] != c.shape:
-            msg = f"training data has shape {data.shape}, expected (N, {', '.join(map(str, c.shape))})"
-            raise ValueError(msg)
-        if not np.isfinite(data).all():
-            msg = "training data contains NaN or infinite values"
-            raise ValueError(msg)
+        data = normal_training_data(windows, c.shape, "training data")
         held_idx, train_idx = holdout_split(len(data), c.holdout, c.batch_size, c.seed)
         held, train = data[held_idx], data[train_idx]
         mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
