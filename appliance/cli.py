@@ -145,6 +145,40 @@ def forward_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def search_command(args: argparse.Namespace) -> int:
+    from appliance.workflows.search import search
+
+    overrides = {
+        "method": args.method,
+        "objective": args.objective,
+        "max_trials": args.trials,
+        "time_limit_minutes": args.time_limit,
+        "workers": args.workers,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    result = search(
+        args.project, args.output, resume=args.resume, overrides=overrides, log=None if args.quiet else print
+    )
+    print(f"search: {result.directory} ({len(result.trials)} trials, stopped by {result.stopped_by})")
+    base = result.base
+    if base.get("error") is not None:
+        print(f"base network: error {base['error']:.4f}, {base['multiply_adds']:,} multiply-adds")
+    print("Pareto front (trial, error, multiply-adds):")
+    for row in result.pareto:
+        print(f"  {row['trial']:4d}  {row['error']:.4f}  {row['multiply_adds']:>12,}  {row['mutations'] or 'base'}")
+    print(f"table: {result.directory / 'trials.csv'}  plot: {result.directory / 'tradeoff.png'}")
+    print(f"export one: appliance search-export {result.directory} TRIAL model.zip")
+    return 0
+
+
+def search_export_command(args: argparse.Namespace) -> int:
+    from appliance.workflows.search import export_trial
+
+    print(f"wrote {export_trial(args.run, args.trial, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Industrial anomaly-detection appliance")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('anomaly-appliance')}")
@@ -203,6 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p_train.add_argument("--no-progress", action="store_true", help="per-epoch lines instead of a progress bar")
     p_train.set_defaults(func=train_command)
+
+    p_search = sub.add_parser("search", help="structure search: mutate the project's network, keep the Pareto front")
+    p_search.add_argument("project")
+    p_search.add_argument("-o", "--output", help="search folder (default runs/search-<project>-<time>)")
+    p_search.add_argument("--resume", action="store_true", help="continue the search in -o; finished trials are kept")
+    p_search.add_argument("--method", choices=("random", "bayes"), help="random mutation (NNC's) or model-based")
+    p_search.add_argument("--objective", choices=("error", "error_and_madds"))
+    p_search.add_argument("--trials", type=int, help="trial budget, the base network included")
+    p_search.add_argument("--time-limit", type=float, help="wall-time budget in minutes")
+    p_search.add_argument("--workers", type=int, help="trials in parallel (default: one per core)")
+    p_search.add_argument("--epochs", type=int, help="epochs per trial (default: the project's max_epoch)")
+    p_search.add_argument("--seed", type=int)
+    p_search.add_argument("--quiet", action="store_true", help="no line per trial")
+    p_search.set_defaults(func=search_command)
+    p_sexp = sub.add_parser("search-export", help="copy one trial's model bundle out of a search folder")
+    p_sexp.add_argument("run", help="search folder")
+    p_sexp.add_argument("trial", type=int)
+    p_sexp.add_argument("out", help="bundle file to write (.zip)")
+    p_sexp.set_defaults(func=search_export_command)
 
     p_eval = sub.add_parser("evaluate", help="metrics and output_result.csv of a run or model on a dataset")
     p_eval.add_argument("model", help="run folder or model bundle (.zip)")

@@ -7,6 +7,7 @@ from appliance.workflows.evaluate import EvaluateError
 from models.bundle import BundleError
 from models.calibration import CalibrationError
 from models.preprocess import PreprocessError
+from models.search import SearchError
 from models.spec import SpecError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -17,5 +18,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     EvaluateError,
     PreprocessError,
     ProjectError,
+    SearchError,
     SpecError,
 )

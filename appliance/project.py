@@ -17,6 +17,10 @@ config:
   monitor_interval: 1
   save_best: true
   seed: 0
+search:                                        # optional: `appliance search` (structure search)
+  method: random                               # random (NNC's) | bayes (Gaussian process over network features)
+  objective: error_and_madds                   # error | error_and_madds
+  max_trials: 20
 ```
 
 Unknown keys and bad values are refused with the key named.
@@ -100,11 +104,29 @@ class TrainConfig(Strict):
     clip_grad_norm: float | None = Field(None, gt=0)
 
 
+class SearchConfig(Strict):
+    """NNC's structure search settings (``appliance search``); every key can be overridden on the CLI."""
+
+    method: Literal["random", "bayes"] = "random"
+    objective: Literal["error", "error_and_madds"] = "error_and_madds"
+    max_trials: int = Field(20, ge=1)
+    time_limit_minutes: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)  # per trial; default config.max_epoch
+    workers: int | None = Field(None, ge=1)  # default: one per core
+    error_min: float | None = None
+    error_max: float | None = None
+    multiply_adds_min: int | None = Field(None, ge=0)
+    multiply_adds_max: int | None = Field(None, ge=1)
+    early_stop_factor: float | None = Field(2.0, gt=1)  # stop a trial whose error is this many times the best's
+    seed: int = 0
+
+
 class Project(Strict):
     network: NetworkConfig
     task: Literal["classification", "regression", "autoencoder"] | None = None
     dataset: DatasetConfig
     config: TrainConfig = Field(default_factory=TrainConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def path(self, relative: str) -> Path:

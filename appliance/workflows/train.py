@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,8 +255,11 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Train a project; ``resume`` continues the run in ``out`` from its last checkpoint."""
+    """Train a project; ``resume`` continues the run in ``out`` from its last checkpoint.
+
+    ``callbacks`` run after the monitor each epoch, so they see the epoch's validation metrics."""
     project_file = Path(project_file)
     project = load_project(project_file)
     run = Path(out) if out else Path("runs") / f"{project_file.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -274,7 +277,7 @@ def train(
             log(line)
 
     try:
-        return _train(project, project_file, run, checkpoint, resume, say, progress)
+        return _train(project, project_file, run, checkpoint, resume, say, progress, callbacks)
     finally:
         log_file.close()
 
@@ -287,6 +290,7 @@ def _train(
     resume: bool,
     say: Callable[[str], None],
     progress: bool,
+    extra: Sequence[Callback] = (),
 ) -> RunResult:
     cfg = project.config
     train_data = load_data(project, "training")
@@ -317,6 +321,7 @@ def _train(
             monitor=best_key if cfg.save_best else None,
             mode="max" if best_key in ("valid_accuracy", "valid_auroc") else "min",
         ),
+        *extra,
     ]
 
     def loss_fn(model: Any, x: np.ndarray, y: np.ndarray | None = None) -> Tensor:
