@@ -353,10 +353,14 @@ class Search:
         return self.proposer.propose(self._trials(), rng, taken)
 
     def _job(self, trial_id: int, deadline: float | None) -> TrialJob:
-        usable = [t for t in self._trials() if t.usable]
+        # hopeless = far worse than the best trial it would have to beat (see reference_error)
+        madds = self.candidates[trial_id].costs.multiply_adds
+        rivals = [
+            t for t in self._trials() if t.usable and (self.settings.objective == "error" or t.multiply_adds <= madds)
+        ]
         curve: list[float] = []
-        if usable:
-            best = min(usable, key=lambda t: t.error)
+        if rivals:
+            best = min(rivals, key=lambda t: t.error)
             curve = list(self.records[best.id].get("curve", []))
         directory = self._trial_dir(trial_id)
         return TrialJob(
