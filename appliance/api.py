@@ -4,6 +4,7 @@ Routes are named verb-first; their one-line docstrings feed OpenAPI. Domain erro
 with a clear message here and only here.
 """
 
+import csv
 import datetime as dt
 import io
 import json
@@ -15,13 +16,17 @@ from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
+import yaml
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from appliance import jobs
-from appliance.datasets import write_csv
+from appliance.datasets import ImageFormat, create_image_dataset, write_csv
+from appliance.datasets.create import CreateError
+from appliance.images import overlay
+from appliance.project import ProjectError, load_project
 from appliance.storage import store
 from appliance.storage.models import (
     Alert,
@@ -34,8 +39,12 @@ from appliance.storage.models import (
 )
 from connectors.sources import SourceError, open_source
 from models.bundle import BundleError
+from models.calibration import max_f1_threshold
 from models.inference import Inferencer
 from models.preprocess import PreprocessError
+from models.spec import SpecError, build
+from models.stats import stats_json
+from models.zoo import ZOO, get_spec, list_models
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
@@ -177,6 +186,46 @@ class VerdictIn(BaseModel):
     verdict: Literal["confirmed", "false_positive"]
 
 
+class MePublic(BaseModel):
+    role: str
+
+
+class ScoresPublic(BaseModel):
+    hours: float
+    normal: list[float]  # OK decisions, and alerts judged false positive
+    flagged: list[float]  # review / NG not judged yet
+    confirmed: list[float]  # alerts confirmed as defects
+    t1: float
+    t2: float
+    model_version: str
+    presets: dict[str, dict[str, float]]
+
+
+class NetworkStatsIn(BaseModel):
+    zoo: str | None = Field(None, max_length=100)
+    input: list[int] | None = Field(None, min_length=1, max_length=4)
+    options: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["viewer", "operator", "engineer", "admin"]
+
+
+class ProjectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    dataset: str = Field(min_length=1, max_length=100)
+    zoo: str | None = Field(None, max_length=100)
+    options: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+    task: Literal["classification", "regression", "autoencoder"] | None = None
+    max_epoch: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    solver: str = Field("Adam", max_length=40)
+    lr: float = Field(0.001, gt=0, le=10)
+
+
 # -- the app ------------------------------------------------------------------------------------
 def create_app(ctx: Any) -> FastAPI:
     """``ctx`` is the running appliance: engine, slot, pipeline, images, topics, publisher."""
@@ -200,6 +249,11 @@ def create_app(ctx: Any) -> FastAPI:
     viewer = Depends(role_at_least("viewer"))
     Operator = Annotated[str, Depends(role_at_least("operator"))]
     Engineer = Annotated[str, Depends(role_at_least("engineer"))]
+
+    @app.get("/me", tags=["health"])
+    def read_me(role: Annotated[str, Depends(role_at_least("viewer"))]) -> MePublic:
+        """The role of the calling token (the console shows only what it may do)."""
+        return MePublic(role=role)
 
     @app.get("/health", tags=["health"])
     def read_health() -> dict[str, Any]:
@@ -258,6 +312,21 @@ def create_app(ctx: Any) -> FastAPI:
             raise HTTPException(404, f"no source {source_id!r}")
         ctx.pipeline.remove_source(source_id)
         store.delete_source(ctx.engine, source_id=source_id)
+
+    @app.get("/sources/{source_id:path}/frame", tags=["sources"], dependencies=[viewer], response_class=Response)
+    def read_source_frame(source_id: str, heatmap: bool = True) -> Response:
+        """The newest inspected frame of a source (PNG), with its heat map blended over it."""
+        latest = ctx.pipeline.latest.get(source_id)
+        if latest is None:
+            raise HTTPException(404, f"no frame of source {source_id!r} inspected yet")
+        image, anomaly_map, inspection = latest
+        ok, data = cv2.imencode(".png", overlay(image, anomaly_map if heatmap else None))
+        headers = {
+            "X-Score": f"{inspection.score:.6g}",
+            "X-Decision": inspection.decision,
+            "X-Captured": inspection.t_capture.isoformat(),
+        }
+        return Response(data.tobytes(), media_type="image/png", headers=headers)
 
     @app.post("/sources/{source_id:path}/trigger", tags=["sources"])
     def create_triggered_inspection(source_id: str, _: Operator) -> dict[str, Any]:
@@ -459,6 +528,51 @@ def create_app(ctx: Any) -> FastAPI:
             missed_confirmed_defects=int(sum(c < body.t1 for c in confirmed)),
         )
 
+    @app.get("/thresholds/scores", tags=["thresholds"], dependencies=[viewer])
+    def read_threshold_scores(
+        hours: float = Query(24.0, gt=0, le=24 * 90),
+        limit: int = Query(20_000, ge=10, le=200_000),
+        false_alarm_rate: float = Query(0.01, gt=0, lt=0.5),
+    ) -> ScoresPublic:
+        """Recent scores for the threshold histogram (OK items, unjudged flags, confirmed defects) with
+        presets: T2 at a target false-alarm rate on the normal scores, and max-F1 where defects are labelled."""
+        model = _active_model()
+        since = utcnow() - dt.timedelta(hours=hours)
+        with Session(ctx.engine) as session:
+            rows = session.exec(
+                select(Inspection.score, Inspection.decision)
+                .where(col(Inspection.t_capture) >= since)
+                .order_by(col(Inspection.id).desc())
+                .limit(limit)
+            ).all()
+            judged = session.exec(
+                select(Alert.score, Alert.state).where(
+                    col(Alert.state).in_(["confirmed", "false_positive", "open", "acknowledged"]),
+                    col(Alert.created_at) >= since,
+                )
+            ).all()
+        normal = [float(sc) for sc, d in rows if d == "ok"] + [float(sc) for sc, st in judged if st == "false_positive"]
+        confirmed = [float(sc) for sc, st in judged if st == "confirmed"]
+        flagged = [float(sc) for sc, st in judged if st in ("open", "acknowledged")]
+        presets: dict[str, dict[str, float]] = {}
+        if len(normal) >= 10:
+            t2 = float(np.quantile(normal, 1 - false_alarm_rate))
+            t1 = min(float(np.quantile(normal, 1 - min(0.5, 5 * false_alarm_rate))), t2)
+            presets["false_alarm_rate"] = {"t1": t1, "t2": t2, "rate": false_alarm_rate}
+        if normal and confirmed:
+            t2, f1 = max_f1_threshold(normal, confirmed)
+            presets["max_f1"] = {"t1": min(model.thresholds[0], t2), "t2": t2, "f1": f1}
+        return ScoresPublic(
+            hours=hours,
+            normal=normal,
+            flagged=flagged,
+            confirmed=confirmed,
+            t1=model.thresholds[0],
+            t2=model.thresholds[1],
+            model_version=model.version,
+            presets=presets,
+        )
+
     @app.get("/models", tags=["models"], dependencies=[viewer])
     def read_models() -> list[ModelPublic]:
         """The model registry: versions, digests, status, metrics; newest first."""
@@ -624,9 +738,18 @@ def create_app(ctx: Any) -> FastAPI:
 
     @app.post("/datasets/upload", tags=["datasets"], status_code=201)
     async def create_dataset_from_zip(
-        name: Annotated[str, Query(min_length=1, max_length=100)], file: UploadFile, _: Engineer
+        name: Annotated[str, Query(min_length=1, max_length=100)],
+        file: UploadFile,
+        _: Engineer,
+        layout: Literal["normal", "classes"] = "normal",
+        channels: Literal[1, 3] = 1,
+        width: int = Query(28, ge=4, le=1024),
+        height: int = Query(28, ge=4, le=1024),
+        train_percent: float = Query(80.0, gt=0, le=100),
     ) -> dict[str, Any]:
-        """Upload a zip of normal images as a named dataset; paths cannot leave its folder."""
+        """Upload a zip as a named dataset: normal images (``normal``: retraining data), or one folder
+        per class (``classes``: NNC training/validation CSVs, images resized to width × height).
+        Paths cannot leave the dataset folder."""
         folder = _dataset_path(name, must_exist=False)
         data = await file.read(MAX_BUNDLE_BYTES + 1)
         if len(data) > MAX_BUNDLE_BYTES:
@@ -653,8 +776,53 @@ def create_app(ctx: Any) -> FastAPI:
             rows.append([f"images/{target.name}"])
         if not rows:
             raise HTTPException(422, "the archive holds no images")
+        if layout == "classes":
+            return _classes_dataset(archive, folder, name, ImageFormat(channels, width, height), train_percent)
         write_csv(folder / "training.csv", ["x:image"], rows)
         return {"name": name, "images": len(rows)}
+
+    def _classes_dataset(
+        archive: zipfile.ZipFile, folder: pathlib.Path, name: str, fmt: ImageFormat, train_percent: float
+    ) -> dict[str, Any]:
+        import shutil
+        import tempfile
+
+        shutil.rmtree(folder / "images", ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            archive.extractall(tmp)  # members were checked above: none leaves the folder
+            root = pathlib.Path(tmp)
+            subdirs = [p for p in root.iterdir() if p.is_dir()]
+            if len(subdirs) == 1 and not any(p.is_file() for p in root.iterdir()):
+                root = subdirs[0]  # the zip of a folder holding the class folders
+            try:
+                summary = create_image_dataset(root, folder, fmt, train_percent, seed=0)
+            except CreateError as exc:
+                raise HTTPException(422, str(exc)) from exc
+        return {"name": name, **{k: v for k, v in summary.items() if k != "skipped"}}
+
+    @app.get("/datasets/{name}", tags=["datasets"], dependencies=[viewer])
+    def read_dataset(name: str, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+        """A dataset's CSV files with their row counts, header and first rows (for browsing)."""
+        folder = _dataset_path(name, must_exist=True)
+        files = {}
+        for csv_path in sorted(folder.glob("*.csv")):
+            with csv_path.open(newline="", encoding="utf-8") as f:
+                table = list(csv.reader(f))
+            files[csv_path.name] = {
+                "header": table[0] if table else [],
+                "rows": len(table) - 1,
+                "head": table[1 : limit + 1],
+            }
+        return {"name": name, "files": files}
+
+    @app.get("/datasets/{name}/file", tags=["datasets"], dependencies=[viewer], response_class=FileResponse)
+    def read_dataset_file(name: str, path: str = Query(min_length=1, max_length=500)) -> FileResponse:
+        """One file of a dataset (an image a CSV cell names)."""
+        folder = _dataset_path(name, must_exist=True).resolve()
+        target = (folder / path).resolve()
+        if not target.is_relative_to(folder) or not target.is_file():
+            raise HTTPException(404, f"no file {path!r} in dataset {name!r}")
+        return FileResponse(target)
 
     def _dataset_path(name: str, must_exist: bool) -> pathlib.Path:
         try:
@@ -664,6 +832,186 @@ def create_app(ctx: Any) -> FastAPI:
         if must_exist and not folder.is_dir():
             raise HTTPException(404, f"no dataset {name!r}")
         return folder
+
+    @app.get("/networks", tags=["workflows"], dependencies=[viewer])
+    def read_networks() -> list[dict[str, Any]]:
+        """The model zoo: name, task, default input shape, description."""
+        return [
+            {"name": e.name, "task": e.task, "input": list(e.default_input), "description": e.description}
+            for e in (ZOO[n] for n in list_models())
+        ]
+
+    @app.post("/networks/stats", tags=["workflows"], dependencies=[viewer])
+    def create_network_stats(body: NetworkStatsIn) -> dict[str, Any]:
+        """NNC's per-layer statistics of a zoo network or a spec: shapes, parameters, multiply-adds."""
+        try:
+            spec = body.spec if body.spec is not None else get_spec(body.zoo or "", body.input, **body.options)
+            return stats_json(build(spec))
+        except (SpecError, KeyError, ValueError) as exc:
+            raise HTTPException(422, str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+
+    @app.get("/projects", tags=["workflows"], dependencies=[viewer])
+    def read_projects() -> list[dict[str, Any]]:
+        """Project files under the data directory's projects/."""
+        root = ctx.data / "projects"
+        files = sorted(root.glob("*.yaml")) if root.is_dir() else []
+        return [{"name": p.stem, "file": p.name, "text": p.read_text(encoding="utf-8")} for p in files]
+
+    @app.post("/projects", tags=["workflows"], status_code=201)
+    def create_project(body: ProjectIn, _: Engineer) -> dict[str, Any]:
+        """Write a project file (network, one of the appliance's datasets, training config); checked
+        before it is stored. Run it with POST /jobs/project."""
+        name = _checked_name(body.name)
+        data_folder = _dataset_path(body.dataset, must_exist=True)
+        if (body.zoo is None) == (body.spec is None):
+            raise HTTPException(422, "give exactly one of 'zoo' or 'spec'")
+        project = {
+            "network": {"zoo": body.zoo, "options": body.options} if body.zoo else {"spec": body.spec},
+            "dataset": {
+                "training": str(data_folder / "training.csv"),
+                **(
+                    {"validation": str(data_folder / "validation.csv")}
+                    if (data_folder / "validation.csv").is_file()
+                    else {}
+                ),
+            },
+            "config": {
+                "max_epoch": body.max_epoch,
+                "batch_size": body.batch_size,
+                "solver": {"type": body.solver, "lr": body.lr},
+            },
+        }
+        if body.task:
+            project["task"] = body.task
+        root = ctx.data / "projects"
+        root.mkdir(parents=True, exist_ok=True)
+        staging = root / f".{name}.{uuid.uuid4().hex}.yaml"
+        staging.write_text(yaml.safe_dump(project, sort_keys=False), encoding="utf-8")
+        try:
+            load_project(staging)
+        except ProjectError as exc:
+            staging.unlink()
+            raise HTTPException(422, str(exc).replace(str(staging), "project")) from exc
+        target = root / f"{name}.yaml"
+        staging.replace(target)
+        return {"name": name, "file": target.name, "text": target.read_text(encoding="utf-8")}
+
+    def _checked_name(name: str) -> str:
+        try:
+            return jobs.dataset_dir(ctx.data, name).name  # the same rule as dataset names
+        except ValueError as exc:
+            raise HTTPException(422, str(exc).replace("dataset name", "name")) from exc
+
+    def _job_model(job_id: int) -> Inferencer:
+        job = read_job(job_id)
+        bundle = job.result.get("bundle")
+        if job.kind != "project" or job.status != "succeeded" or not bundle:
+            raise HTTPException(409, f"job {job_id} has no trained model (a finished project job has one)")
+        try:
+            return Inferencer(bundle)
+        except BundleError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
+    def _prediction(model: Inferencer, sample: np.ndarray) -> dict[str, Any]:
+        try:
+            result = model.predict(sample)
+        except PreprocessError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return {"label": result.label, "output": result.output, "score": result.score, "latency_ms": result.latency_ms}
+
+    @app.post("/jobs/{job_id}/predict", tags=["workflows"], dependencies=[viewer])
+    async def create_job_prediction(job_id: JobId, file: UploadFile) -> dict[str, Any]:
+        """Classify (or score) an uploaded image with the model a project job trained; nothing is stored."""
+        model = _job_model(job_id)
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        if image is None:
+            raise HTTPException(400, f"{file.filename or 'upload'} is not a readable image")
+        return _prediction(model, image)
+
+    @app.post("/jobs/{job_id}/predict/vector", tags=["workflows"], dependencies=[viewer])
+    def create_job_vector_prediction(job_id: JobId, body: VectorIn) -> dict[str, Any]:
+        """Classify (or score) a vector with the model a project job trained; nothing is stored."""
+        return _prediction(_job_model(job_id), np.asarray(body.values, np.float32))
+
+    Admin = Annotated[str, Depends(role_at_least("admin"))]
+
+    @app.get("/tokens", tags=["admin"])
+    def read_tokens(_: Admin) -> list[dict[str, Any]]:
+        """API tokens: name, role, state (the secrets themselves are never stored)."""
+        return store.list_tokens(ctx.engine)
+
+    @app.post("/tokens", tags=["admin"], status_code=201)
+    def create_api_token(body: TokenIn, _: Admin, request: Request) -> dict[str, str]:
+        """Create a token with a role; the token is in this answer only."""
+        token = store.create_token(ctx.engine, name=body.name, role=body.role)
+        store.audit(ctx.engine, actor=_who(request), action="token.create", new={"name": body.name, "role": body.role})
+        return {"name": body.name, "role": body.role, "token": token}
+
+    @app.delete("/tokens/{token_id}", tags=["admin"], status_code=204)
+    def delete_api_token(token_id: RowId, _: Admin, request: Request) -> None:
+        """Revoke a token: it stops working at once."""
+        if not store.revoke_token(ctx.engine, token_id=token_id):
+            raise HTTPException(404, f"no token {token_id}")
+        store.audit(ctx.engine, actor=_who(request), action="token.revoke", new={"id": token_id})
+
+    @app.get("/settings", tags=["admin"], dependencies=[Depends(role_at_least("engineer"))])
+    def read_settings() -> dict[str, Any]:
+        """The settings in force (secrets left out): MQTT, topics, retention, storage."""
+        s = ctx.settings
+        return {
+            "site": s.mqtt.site,
+            "line": s.mqtt.line,
+            "mqtt": {
+                "host": s.mqtt.host or "embedded broker",
+                "port": s.mqtt.port,
+                "tls": bool(s.mqtt.tls),
+                "username": s.mqtt.username,
+            },
+            "topics": {"alerts": ctx.topics.alerts, "status": ctx.topics.status, "threshold": ctx.topics.threshold},
+            "retention": {"days": s.retention_days, "max_gb": s.retention_max_gb},
+            "database": ctx.engine.url.render_as_string(hide_password=True),
+        }
+
+    @app.post("/sources/test", tags=["sources"])
+    def create_source_test(body: SourceIn, _: Engineer) -> dict[str, Any]:
+        """Open a source string, read one sample within 5 s and close it; nothing is added."""
+        try:
+            source = open_source(body.url, body.source_id)
+        except (SourceError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from exc
+        try:
+            sample = source.read(5.0)
+        finally:
+            source.close()
+        if sample is None:
+            return {
+                "ok": False,
+                "message": f"no sample from {body.url} within 5 s",
+                "state": source.status().get("state"),
+            }
+        shape = list(np.asarray(sample.payload).shape)
+        return {"ok": True, "message": f"read one sample of shape {shape}", "shape": shape}
+
+    @app.post("/models/{version}/discard", tags=["models"])
+    def discard_model(version: str, body: PromoteIn, _: Engineer, request: Request) -> ModelPublic:
+        """Set a candidate aside (kept on disk, not offered for promotion); the active model cannot be."""
+        with Session(ctx.engine) as session:
+            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+            if row is None:
+                raise HTTPException(404, f"no model version {version!r}")
+            if row.status == "active":
+                raise HTTPException(409, "the active model cannot be discarded; promote another first")
+            row.status = "discarded"
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        store.audit(
+            ctx.engine, actor=_who(request), action="model.discard", new={"version": version}, reason=body.reason
+        )
+        return _model_public(row)
 
     @app.get("/audit", tags=["thresholds"], dependencies=[Depends(role_at_least("engineer"))])
     def read_audit_log(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:

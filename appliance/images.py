@@ -37,5 +37,19 @@ class ImageStore:
 
     def heatmap(self, anomaly_map: np.ndarray) -> str:
         """Store a [0, 1] anomaly map as a colour heat map."""
-        scaled = (np.clip(anomaly_map, 0, 1) * 255).astype(np.uint8)
-        return self.put(cv2.applyColorMap(scaled, cv2.COLORMAP_JET))
+        return self.put(colorize(anomaly_map))
+
+
+def colorize(anomaly_map: np.ndarray) -> np.ndarray:
+    """A [0, 1] anomaly map as a BGR heat map (blue normal, red anomalous)."""
+    return cv2.applyColorMap((np.clip(anomaly_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+
+
+def overlay(image: np.ndarray, anomaly_map: np.ndarray | None, alpha: float = 0.4) -> np.ndarray:
+    """The frame in BGR with the heat map blended over it (resized to the frame)."""
+    frame = image if image.dtype == np.uint8 else cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[-1] == 1 else frame[..., :3]
+    if anomaly_map is None:
+        return frame
+    heat = colorize(cv2.resize(anomaly_map.astype(np.float32), (frame.shape[1], frame.shape[0])))
+    return cv2.addWeighted(frame, 1 - alpha, heat, alpha, 0)

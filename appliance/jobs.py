@@ -10,6 +10,7 @@ the result as a *candidate*: promotion stays a human decision.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import multiprocessing
@@ -193,6 +194,7 @@ def retrain(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, Any]
             ctx.update(
                 progress=0.05 + 0.85 * record["epoch"] / detector.config.epochs,
                 message=f"epoch {record['epoch']}/{detector.config.epochs}: cost {record['cost']:.4f}",
+                result={"curve": trainer.history},  # the learning curve so far, for a live plot
             )
 
     summary = detector.fit(x, callbacks=(Progress(),))
@@ -221,6 +223,7 @@ def retrain(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, Any]
         "normal_images": len(x),
         "comparison": comparison,
         "train_seconds": summary["train_seconds"],
+        "curve": detector.history,
     }
 
 
@@ -260,16 +263,32 @@ def project_run(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, 
         msg = f"no project file {params.get('project')!r} under {data_dir / 'projects'}"
         raise ValueError(msg)
 
+    from appliance.project import load_project
+    from appliance.workflows import evaluate
+    from engine.training import Callback
+
+    config = load_project(project)
+    epochs = config.config.max_epoch
+
     def log(line: str) -> None:
         ctx.check_cancel()
         ctx.update(message=line)
 
-    result = train(project, data_dir / "runs" / f"job-{ctx.job_id}", log=log, progress=False)
-    return {
-        "run": str(result.directory),
-        "final": result.final,
-        "bundle": str(result.best_bundle or result.last_bundle),
-    }
+    class Curve(Callback):  # the learning curve in the job's result, for a live plot
+        def on_epoch_end(self, trainer, record):
+            ctx.update(progress=0.9 * record["epoch"] / epochs, result={"curve": trainer.history})
+
+    result = train(project, data_dir / "runs" / f"job-{ctx.job_id}", log=log, progress=False, callbacks=[Curve()])
+    bundle = result.best_bundle or result.last_bundle
+    out = {"run": str(result.directory), "final": result.final, "bundle": str(bundle), "curve": result.history}
+    if config.dataset.validation:
+        ctx.update(message="evaluating on the validation data", progress=0.95)
+        report = evaluate(bundle, config.path(config.dataset.validation), result.directory / "evaluation")
+        with (result.directory / "evaluation" / "output_result.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        out["evaluation"] = {k: v for k, v in report.items() if k not in ("model", "dataset", "output_dir")}
+        out["evaluation"]["output_head"] = rows[:201]
+    return out
 
 
 # -- datasets ----------------------------------------------------------------------------------------

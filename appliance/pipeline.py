@@ -120,6 +120,8 @@ class Pipeline:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
+        # the newest frame of each source with its anomaly map and decision, for the live view
+        self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection]] = {}
         self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
         self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
 
@@ -136,6 +138,7 @@ class Pipeline:
     def remove_source(self, source_id: str) -> None:
         worker = self.workers.pop(source_id)
         worker.stop()
+        self.latest.pop(source_id, None)
 
     def start(self) -> Pipeline:
         self.thread.start()
@@ -209,7 +212,9 @@ class Pipeline:
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
-        for inspection in inspections:
+        for sample, result, inspection in zip(batch, results, inspections, strict=True):
+            if sample.payload.ndim >= 2:
+                self.latest[sample.source_id] = (sample.payload, result.anomaly_map, inspection)
             if self.on_inspected is not None:
                 self.on_inspected(inspection)
             m = self.metrics.setdefault(inspection.source_id, SourceMetrics())

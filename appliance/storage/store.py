@@ -127,6 +127,47 @@ def token_role(engine: Engine, *, token: str) -> str | None:
         return None if row is None or row.revoked else row.role
 
 
+def audit(engine: Engine, *, actor: str, action: str, new: Any = None, old: Any = None, reason: str = "") -> None:
+    """One line of the audit log (who did what, when, why)."""
+    from appliance.storage.models import AuditLog
+
+    with Session(engine) as session:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action=action,
+                old=None if old is None else json.dumps(old),
+                new=None if new is None else json.dumps(new),
+                reason=reason or None,
+            )
+        )
+        session.commit()
+
+
+def list_tokens(engine: Engine) -> list[dict[str, Any]]:
+    """Every token's id, name, role, creation time and state (never the token itself)."""
+    from appliance.storage.models import ApiToken
+
+    with Session(engine) as session:
+        rows = session.exec(select(ApiToken).order_by(ApiToken.id)).all()
+    return [
+        {"id": r.id, "name": r.name, "role": r.role, "created_at": r.created_at, "revoked": r.revoked} for r in rows
+    ]
+
+
+def revoke_token(engine: Engine, *, token_id: int) -> bool:
+    from appliance.storage.models import ApiToken
+
+    with Session(engine) as session:
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            return False
+        row.revoked = True
+        session.add(row)
+        session.commit()
+    return True
+
+
 def has_tokens(engine: Engine) -> bool:
     from appliance.storage.models import ApiToken
 
