@@ -21,7 +21,29 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:  # flushed: status lines must reach journals and pipes at once
         print(line, flush=True)
 
-    return run_appliance(settings, duration=args.duration, log=say, report_every=args.report_every)
+    console = (args.console_host, args.console_port) if args.console else None
+    return run_appliance(settings, duration=args.duration, log=say, report_every=args.report_every, console=console)
+
+
+def console(args: argparse.Namespace) -> int:
+    """The operator console against a running appliance's API (this machine's or another's)."""
+    import os
+    from pathlib import Path
+
+    from appliance.console import start_console
+
+    token = args.token or os.environ.get("APPLIANCE_TOKEN")
+    if token is None and args.token_file and Path(args.token_file).is_file():
+        token = Path(args.token_file).read_text().strip()
+    print(
+        f"console: http://{args.host}:{args.port}/ (API {args.api_url}; {'signed in' if token else 'asks for a token'})"
+    )
+    process = start_console(args.api_url, token, args.host, args.port)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait()
 
 
 def token_create(args: argparse.Namespace) -> int:
@@ -187,7 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--config", help="settings file (YAML); APPLIANCE_* environment variables also apply")
     p_run.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p_run.add_argument("--report-every", type=float, default=10.0, help="seconds between status lines")
+    p_run.add_argument("--console", action="store_true", help="also start the operator console (Streamlit)")
+    p_run.add_argument("--console-host", default="127.0.0.1")
+    p_run.add_argument("--console-port", type=int, default=8501)
     p_run.set_defaults(func=run)
+
+    p_console = sub.add_parser("console", help="start the operator console (Streamlit) against an appliance's API")
+    p_console.add_argument("--api-url", default="http://127.0.0.1:8000", help="the appliance's REST API")
+    p_console.add_argument("--token", help="bearer token (default: APPLIANCE_TOKEN, then --token-file)")
+    p_console.add_argument("--token-file", default="var/admin-token", help="file holding a token (first-start admin)")
+    p_console.add_argument("--host", default="127.0.0.1")
+    p_console.add_argument("--port", type=int, default=8501)
+    p_console.set_defaults(func=console)
 
     p_token = sub.add_parser("token", help="API tokens")
     token_sub = p_token.add_subparsers(dest="token_command", required=True)

@@ -288,6 +288,10 @@ def project_run(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, 
             rows = list(csv.reader(f))
         out["evaluation"] = {k: v for k, v in report.items() if k not in ("model", "dataset", "output_dir")}
         out["evaluation"]["output_head"] = rows[:201]
+        datasets = (data_dir / "datasets").resolve()
+        validation = config.path(config.dataset.validation).resolve()
+        if validation.is_relative_to(datasets):  # one of the appliance's datasets: the console shows its images
+            out["evaluation"]["dataset_name"] = validation.relative_to(datasets).parts[0]
     return out
 
 

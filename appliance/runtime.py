@@ -207,7 +207,7 @@ class Appliance:
         self.log(f"MQTT {kind}: {host}:{port}; alerts on {self.topics.alerts}")
         self.log(f"  subscribe: mosquitto_sub -h {host} -p {port} -t '{self.topics.alerts}' -v")
         self.log(f"REST API: http://{s.api_host}:{self.api_port}/docs (bearer token; see {self.data / 'admin-token'})")
-        self.log("operator console: not built yet (issue #6)")
+        self.log("operator console: `appliance console` (or `appliance run --console`)")
         return self
 
     def _first_admin_token(self) -> None:
@@ -313,9 +313,23 @@ def next_pause(duration: float | None, report_every: float, elapsed: float) -> f
 
 
 def run(
-    settings: Settings, duration: float | None = None, log: Callable[[str], None] = print, report_every: float = 10.0
+    settings: Settings,
+    duration: float | None = None,
+    log: Callable[[str], None] = print,
+    report_every: float = 10.0,
+    console: tuple[str, int] | None = None,
 ) -> int:
+    """The main job; with ``console`` (host, port) the operator console runs beside it, signed in
+    with the first-start admin token when that file exists."""
     appliance = Appliance(settings, log).start()
+    console_process = None
+    if console is not None:
+        from appliance.console import start_console
+
+        token_file = appliance.data / "admin-token"
+        token = token_file.read_text().strip() if token_file.is_file() else None
+        console_process = start_console(f"http://127.0.0.1:{appliance.api_port}", token, *console)
+        log(f"operator console: http://{console[0]}:{console[1]}/")
     start = time.monotonic()
     try:
         while duration is None or time.monotonic() - start < duration:
@@ -330,5 +344,8 @@ def run(
     except KeyboardInterrupt:
         log("stopping")
     finally:
+        if console_process is not None:
+            console_process.terminate()
+            console_process.wait(10)
         appliance.stop()
     return 0

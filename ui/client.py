@@ -1,0 +1,290 @@
+"""The console's only way to the appliance: its REST API over HTTP.
+
+The console may run on another machine than the appliance, so nothing here imports the appliance;
+every figure a page shows comes from an API answer. Errors come back as :class:`ApiError` carrying
+the API's own message (which names what was wrong), so pages can show it as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+ROLES = ("viewer", "operator", "engineer", "admin")
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})" if status else message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class Client:
+    base_url: str
+    token: str
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=self.timeout
+        )
+
+    # -- plumbing
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            msg = f"cannot reach the appliance API at {self.base_url}: {exc}"
+            raise ApiError(0, msg) from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            if isinstance(detail, list):  # FastAPI validation errors: name the field
+                detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" for d in detail)
+            raise ApiError(response.status_code, str(detail))
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # -- who am I
+    def role(self) -> str:
+        return self._json("GET", "/me")["role"]
+
+    @staticmethod
+    def allows(role: str, minimum: str) -> bool:
+        return ROLES.index(role) >= ROLES.index(minimum)
+
+    # -- health and sources
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/health")
+
+    def readiness(self) -> tuple[bool, str]:
+        try:
+            self._json("GET", "/health/ready")
+        except ApiError as exc:
+            if exc.status == 503:
+                return False, exc.message
+            raise
+        return True, "ready"
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        return self._json("GET", "/sources")
+
+    def frame(self, source_id: str, heatmap: bool = True) -> tuple[bytes, dict[str, str]] | None:
+        """The newest inspected frame of a source (PNG) and its score/decision headers."""
+        try:
+            response = self._call("GET", f"/sources/{_part(source_id)}/frame", params={"heatmap": heatmap})
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return response.content, {k: response.headers.get(f"x-{k}", "") for k in ("score", "decision", "captured")}
+
+    def add_source(self, url: str, source_id: str | None = None) -> dict[str, Any]:
+        return self._json("POST", "/sources", json={"url": url, "source_id": source_id or None})
+
+    def test_source(self, url: str) -> dict[str, Any]:
+        return self._json("POST", "/sources/test", json={"url": url})
+
+    def remove_source(self, source_id: str) -> None:
+        self._call("DELETE", f"/sources/{_part(source_id)}")
+
+    def trigger(self, source_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/sources/{_part(source_id)}/trigger")
+
+    # -- inspections and alerts
+    def inspections(self, source_id: str | None = None, limit: int = 200, **filters: Any) -> dict[str, Any]:
+        params = {"limit": limit, **({"source_id": source_id} if source_id else {}), **filters}
+        return self._json("GET", "/inspections", params=params)
+
+    def inspection_image(self, inspection_id: int, heatmap: bool = False) -> bytes | None:
+        try:
+            return self._call("GET", f"/inspections/{inspection_id}/{'heatmap' if heatmap else 'image'}").content
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def alerts(self, state: str | None = None, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+        params = {"limit": limit, "offset": offset, **({"state": state} if state else {})}
+        return self._json("GET", "/alerts", params=params)
+
+    def acknowledge(self, alert_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/alerts/{alert_id}/acknowledge")
+
+    def verdict(self, alert_id: int, verdict: str) -> dict[str, Any]:
+        return self._json("POST", f"/alerts/{alert_id}/verdict", json={"verdict": verdict})
+
+    # -- thresholds
+    def thresholds(self) -> dict[str, Any]:
+        return self._json("GET", "/thresholds")
+
+    def scores(self, hours: float = 24, false_alarm_rate: float = 0.01) -> dict[str, Any]:
+        return self._json("GET", "/thresholds/scores", params={"hours": hours, "false_alarm_rate": false_alarm_rate})
+
+    def preview(self, t1: float, t2: float, hours: float = 24) -> dict[str, Any]:
+        return self._json("POST", "/thresholds/preview", json={"t1": t1, "t2": t2, "hours": hours})
+
+    def set_thresholds(self, t1: float, t2: float, reason: str) -> dict[str, Any]:
+        return self._json("PUT", "/thresholds", json={"t1": t1, "t2": t2, "reason": reason})
+
+    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._json("GET", "/audit", params={"limit": limit})
+
+    # -- models
+    def models(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/models")
+
+    def promote(self, version: str, reason: str) -> dict[str, Any]:
+        return self._json("POST", f"/models/{_part(version)}/promote", json={"reason": reason})
+
+    def rollback(self, reason: str) -> dict[str, Any]:
+        return self._json("POST", "/models/rollback", json={"reason": reason})
+
+    def discard(self, version: str, reason: str) -> dict[str, Any]:
+        return self._json("POST", f"/models/{_part(version)}/discard", json={"reason": reason})
+
+    def download(self, version: str, onnx: bool = False) -> bytes:
+        return self._call("GET", f"/models/{_part(version)}/{'onnx' if onnx else 'download'}").content
+
+    def upload_model(self, name: str, data: bytes) -> dict[str, Any]:
+        return self._json("POST", "/models", files={"file": (name, data, "application/zip")})
+
+    # -- jobs and datasets
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._json("GET", "/jobs", params={"limit": limit})
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/jobs/{job_id}")
+
+    def job_log(self, job_id: int) -> str:
+        return self._call("GET", f"/jobs/{job_id}/log").text
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/cancel")
+
+    def retrain(self, **params: Any) -> dict[str, Any]:
+        return self._json("POST", "/jobs/retrain", json=params)
+
+    def run_project(self, project: str) -> dict[str, Any]:
+        return self._json("POST", "/jobs/project", json={"project": project})
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/datasets")
+
+    def dataset(self, name: str, limit: int = 50) -> dict[str, Any]:
+        return self._json("GET", f"/datasets/{_part(name)}", params={"limit": limit})
+
+    def dataset_file(self, name: str, path: str) -> bytes | None:
+        try:
+            return self._call("GET", f"/datasets/{_part(name)}/file", params={"path": path}).content
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def collect_dataset(self, name: str, include_ok: bool, include_false_positives: bool, limit: int) -> dict:
+        body = {"name": name, "include_ok": include_ok, "include_false_positives": include_false_positives}
+        return self._json("POST", "/datasets", json={**body, "limit": limit})
+
+    def upload_dataset(self, name: str, filename: str, data: bytes, layout: str = "normal", **fmt: Any) -> dict:
+        return self._json(
+            "POST",
+            "/datasets/upload",
+            params={"name": name, "layout": layout, **fmt},
+            files={"file": (filename, data, "application/zip")},
+        )
+
+    # -- NNC workflows
+    def networks(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/networks")
+
+    def network_stats(self, zoo: str, input_shape: list[int] | None = None, **options: Any) -> dict[str, Any]:
+        return self._json("POST", "/networks/stats", json={"zoo": zoo, "input": input_shape, "options": options})
+
+    def projects(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/projects")
+
+    def create_project(self, **body: Any) -> dict[str, Any]:
+        return self._json("POST", "/projects", json=body)
+
+    def predict(self, job_id: int, filename: str, data: bytes) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/predict", files={"file": (filename, data)})
+
+    def predict_vector(self, job_id: int, values: list[float]) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/predict/vector", json={"values": values})
+
+    # -- administration
+    def settings(self) -> dict[str, Any]:
+        return self._json("GET", "/settings")
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/tokens")
+
+    def create_token(self, name: str, role: str) -> dict[str, Any]:
+        return self._json("POST", "/tokens", json={"name": name, "role": role})
+
+    def revoke_token(self, token_id: int) -> None:
+        self._call("DELETE", f"/tokens/{token_id}")
+
+
+def _part(text: str) -> str:
+    """One URL path segment: source strings hold '?', '&', '/' and ':'."""
+    return quote(text, safe="")
+
+
+# -- small pure helpers the pages share (kept here, out of the layout code) --------------------------
+ALERT_COLUMNS = (
+    "id",
+    "created_at",
+    "source_id",
+    "decision",
+    "score",
+    "norm_score",
+    "threshold",
+    "model_version",
+    "state",
+)
+
+
+def alerts_csv(alerts: list[dict[str, Any]]) -> str:
+    """The alert list as CSV, the columns an operator exports."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=ALERT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(alerts)
+    return out.getvalue()
+
+
+def filter_alerts(alerts: list[dict[str, Any]], sources: list[str], decisions: list[str]) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in alerts
+        if (not sources or a["source_id"] in sources) and (not decisions or a["decision"] in decisions)
+    ]
+
+
+def parse_vector(text: str) -> list[float]:
+    """Comma, space or newline separated numbers; the first bad token is named."""
+    values = []
+    for token in text.replace(",", " ").split():
+        try:
+            values.append(float(token))
+        except ValueError as exc:
+            msg = f"{token!r} is not a number"
+            raise ValueError(msg) from exc
+    if not values:
+        msg = "no numbers given"
+        raise ValueError(msg)
+    return values

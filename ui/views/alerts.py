@@ -1,0 +1,96 @@
+"""Alerts: open ones first, with image, heat map, score and model version; acknowledge, confirm a
+defect, or mark a false positive (its image becomes new normal data for the next retraining)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import session
+from ui.client import ApiError, alerts_csv, filter_alerts
+
+client, role = session.current()
+st.title("Alerts")
+
+STATES = {
+    "open": "Open",
+    "acknowledged": "Acknowledged",
+    "confirmed": "Confirmed defect",
+    "false_positive": "False positive",
+}
+f1, f2, f3, f4 = st.columns(4)
+state = f1.selectbox("State", ["all", *STATES], format_func=lambda s: STATES.get(s, "All"), key="alerts_state")
+limit = f4.number_input("Show at most", 5, 500, 20, step=10, key="alerts_limit")
+try:
+    answer = client.alerts(state=None if state == "all" else state, limit=int(limit))
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+alerts = answer["data"]
+sources = f2.multiselect("Source", sorted({a["source_id"] for a in alerts}), key="alerts_sources")
+decisions = f3.multiselect("Decision", ["ng", "review"], key="alerts_decisions")
+shown = filter_alerts(alerts, sources, decisions)
+open_count = sum(a["state"] == "open" for a in shown)
+st.caption(f"{len(shown)} shown of {answer['count']} alerts; {open_count} open")
+st.download_button("Export CSV", alerts_csv(shown), "alerts.csv", "text/csv", key="alerts_csv")
+
+
+def act(alert_id: int, action: str) -> None:
+    try:
+        if action == "acknowledge":
+            client.acknowledge(alert_id)
+        else:
+            client.verdict(alert_id, action)
+        st.session_state["alerts_notice"] = f"alert {alert_id}: {action.replace('_', ' ')}"
+    except ApiError as exc:
+        st.session_state["alerts_notice"] = f"alert {alert_id}: {exc.message}"
+
+
+if notice := st.session_state.pop("alerts_notice", None):
+    st.toast(notice)
+
+for alert in shown:
+    title = (
+        f"#{alert['id']} · {alert['source_id']} · {alert['decision'].upper()} · score {alert['score']:.4g} "
+        f"· {STATES[alert['state']]} · {alert['created_at'][:19]}"
+    )
+    with st.expander(title, expanded=alert["state"] == "open" and alert is shown[0]):
+        left, middle, right = st.columns([1, 1, 1])
+        image = client.inspection_image(alert["inspection_id"])
+        heat = client.inspection_image(alert["inspection_id"], heatmap=True)
+        if image:
+            left.image(image, caption="image", use_container_width=True)
+        if heat:
+            middle.image(heat, caption="heat map", use_container_width=True)
+        right.markdown(
+            f"**Score** {alert['score']:.4g} (T2 {alert['threshold']:.4g}, normalised {alert['norm_score']:.2f})  \n"
+            f"**Model** {alert['model_version']}  \n**Inspection** {alert['inspection_id']}  \n"
+            f"**Event** `{alert['event_id']}`"
+            + (f"  \n**Acknowledged by** {alert['acknowledged_by']}" if alert.get("acknowledged_by") else "")
+            + (f"  \n**Judged by** {alert['verdict_by']}" if alert.get("verdict_by") else "")
+        )
+        if session.can("operator"):
+            right.button(
+                "Acknowledge",
+                key=f"ack-{alert['id']}",
+                on_click=act,
+                args=(alert["id"], "acknowledge"),
+                disabled=alert["state"] != "open",
+                use_container_width=True,
+            )
+            right.button(
+                "Confirm defect",
+                key=f"conf-{alert['id']}",
+                on_click=act,
+                args=(alert["id"], "confirmed"),
+                disabled=alert["state"] == "confirmed",
+                use_container_width=True,
+            )
+            right.button(
+                "False positive",
+                key=f"fp-{alert['id']}",
+                on_click=act,
+                args=(alert["id"], "false_positive"),
+                disabled=alert["state"] == "false_positive",
+                help="the image is queued as new normal data for the next retraining",
+                use_container_width=True,
+            )

@@ -1,0 +1,100 @@
+"""Live: per source the newest frame with its heat map, score against T1/T2, decision, state,
+and a rolling score chart; refreshes itself every few seconds without reloading the page."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui import session
+from ui.client import ApiError
+
+client, role = session.current()
+st.title("Live")
+every = st.sidebar.select_slider("Refresh every (s)", options=[1, 2, 5, 10, 30], value=2, key="live_every")
+show_heatmap = st.sidebar.toggle("Heat-map overlay", value=True, key="live_heatmap")
+
+
+def score_chart(rows: list[dict], t1: float, t2: float) -> alt.LayerChart:
+    data = pd.DataFrame(rows)[["t_capture", "score", "decision"]]
+    data["t_capture"] = pd.to_datetime(data["t_capture"], utc=True)
+    colors = alt.Scale(domain=["ok", "review", "ng"], range=["#2e7d32", "#f9a825", "#c62828"])
+    points = (
+        alt.Chart(data)
+        .mark_circle(size=28)
+        .encode(
+            x=alt.X("t_capture:T", title="captured"), y=alt.Y("score:Q"), color=alt.Color("decision:N", scale=colors)
+        )
+    )
+    rules = (
+        alt.Chart(pd.DataFrame({"y": [t1, t2], "line": ["T1 review", "T2 NG"]}))
+        .mark_rule(strokeDash=[4, 3])
+        .encode(y="y:Q", color=alt.Color("line:N", scale=alt.Scale(range=["#f9a825", "#c62828"]), title="threshold"))
+    )
+    return alt.layer(points, rules).resolve_scale(color="independent").properties(height=180)
+
+
+@st.fragment(run_every=every)
+def live() -> None:
+    try:
+        sources = client.sources()
+        thresholds = client.thresholds()
+        health = client.health()
+    except ApiError as exc:
+        st.error(exc.message)
+        return
+    t1, t2 = thresholds["t1"], thresholds["t2"]
+    st.caption(f"model **{thresholds['model_version']}** · T1 (review) {t1:.4g} · T2 (NG) {t2:.4g}")
+    top = st.columns(3)
+    top[0].metric("Frames scored", f"{health['scored']:,}")
+    top[1].metric("Dropped from queues", f"{health['queue_dropped']:,}")
+    top[2].metric("Worst p99 capture→decision", f"{health['worst_p99_ms']['capture_to_decision_ms']:.0f} ms")
+    if not sources:
+        st.info("No sources. An engineer adds them under Settings.")
+        return
+    for source_id, status in sources.items():
+        try:
+            show_source(source_id, status, t1, t2)
+        except ApiError as exc:
+            st.error(f"{source_id}: {exc.message}")
+
+
+def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
+    with st.container(border=True):
+        st.subheader(source_id)
+        left, right = st.columns([1, 2])
+        frame = client.frame(source_id, heatmap=show_heatmap)
+        history = client.inspections(source_id=source_id, limit=200)["data"]
+        latest = history[0] if history else None
+        with left:
+            if frame is not None:
+                info = frame[1]
+                caption = f"{info['decision'].upper()} · score {float(info['score']):.4g} · {info['captured'][11:23]}"
+                st.image(frame[0], caption=caption, use_container_width=True)
+            else:
+                st.caption("no image frame yet (sensor sources show scores only)")
+        with right:
+            cols = st.columns(4)
+            state = status.get("state", "?")
+            cols[0].metric("State", state)
+            if latest:
+                decision = latest["decision"]
+                badge = {"ok": ":green[OK]", "review": ":orange[REVIEW]", "ng": ":red[NG]"}[decision]
+                cols[1].markdown(f"**Decision**  \n### {badge}")
+                cols[2].metric("Score", f"{latest['score']:.4g}", delta=f"{latest['score'] - t2:+.3g} vs T2")
+                cols[3].metric("Label", latest.get("label") or "—")
+                st.progress(
+                    min(max(latest["norm_score"], 0.0), 1.0),
+                    text=f"normalised score {latest['norm_score']:.2f} (0.5 = T2)",
+                )
+                st.altair_chart(score_chart(list(reversed(history)), t1, t2), use_container_width=True)
+            if session.can("operator") and st.button("Capture now", key=f"trigger-{source_id}"):
+                try:
+                    result = client.trigger(source_id)
+                    st.toast(f"{source_id}: {result.get('decision', '?')} (score {result.get('score', 0):.4g})")
+                except ApiError as exc:
+                    st.error(exc.message)
+
+
+live()

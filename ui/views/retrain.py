@@ -1,0 +1,139 @@
+"""Retrain on new normal data: pick the data, start a job, watch its learning curve, compare the
+candidate with the active model on the same data, then promote or discard; roll back any time."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui import session
+from ui.client import ApiError
+
+client, role = session.current()
+st.title("Retrain")
+
+st.subheader("1 · New normal data")
+c1, c2, c3 = st.columns(3)
+include_ok = c1.checkbox("Recent OK items", value=True, key="rt_ok")
+include_fp = c2.checkbox("Items marked false positive", value=True, key="rt_fp")
+max_images = c3.number_input("At most images", 20, 100_000, 500, step=100, key="rt_max")
+try:
+    datasets = client.datasets()
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+chosen = st.multiselect(
+    "Uploaded datasets of normal images",
+    [d["name"] for d in datasets],
+    key="rt_datasets",
+    format_func=lambda n: f"{n} ({next(d['images'] for d in datasets if d['name'] == n)} images)",
+)
+with st.expander("Upload a folder of normal images (zip)"):
+    name = st.text_input("Dataset name", key="rt_upload_name")
+    upload = st.file_uploader("Zip of PNG / JPEG / BMP / TIFF images", type=["zip"], key="rt_upload")
+    if st.button("Upload", key="rt_upload_go", disabled=not (name and upload)):
+        try:
+            out = client.upload_dataset(name, upload.name, upload.getvalue())
+            st.success(f"dataset {out['name']}: {out['images']} images")
+        except ApiError as exc:
+            st.error(exc.message)
+
+st.subheader("2 · Train a candidate")
+epochs = st.number_input("Epochs", 1, 500, 10, key="rt_epochs")
+if st.button("Start retraining", type="primary", key="rt_start"):
+    try:
+        job = client.retrain(
+            epochs=int(epochs),
+            max_images=int(max_images),
+            include_ok=include_ok,
+            include_false_positives=include_fp,
+            datasets=chosen,
+        )
+        st.session_state["rt_job"] = job["id"]
+    except ApiError as exc:
+        st.error(exc.message)
+
+jobs = [j for j in client.jobs(50) if j["kind"] == "retrain"]
+if jobs:
+    ids = [j["id"] for j in jobs]
+    default = ids.index(st.session_state["rt_job"]) if st.session_state.get("rt_job") in ids else 0
+    job_id = st.selectbox(
+        "Job",
+        ids,
+        index=default,
+        key="rt_job_pick",
+        format_func=lambda i: f"job {i}: {next(j['status'] for j in jobs if j['id'] == i)}",
+    )
+
+    @st.fragment(run_every=2)
+    def watch() -> None:
+        job = client.job(job_id)
+        st.progress(job["progress"], text=f"{job['status']}: {job['message']}")
+        curve = job["result"].get("curve") or []
+        if curve:
+            st.line_chart(pd.DataFrame(curve).set_index("epoch")[["cost"]], height=200)
+        if job["status"] in ("queued", "running") and session.can("engineer"):
+            if st.button("Cancel job", key="rt_cancel"):
+                client.cancel_job(job_id)
+        if job["status"] == "succeeded":
+            show_comparison(job)
+        elif job["status"] in ("failed", "cancelled"):
+            st.error(job["message"])
+            with st.expander("Log"):
+                st.code(client.job_log(job_id))
+
+    def show_comparison(job: dict) -> None:
+        result = job["result"]
+        comparison = result.get("comparison", {})
+        st.subheader("3 · Candidate against the active model (same held-out normal data)")
+        rows = []
+        for which in ("active", "candidate"):
+            entry = comparison.get(which, {})
+            rows.append(
+                {
+                    "model": which,
+                    "version": entry.get("version"),
+                    "T2": entry.get("t2"),
+                    "false-alarm rate at T2": entry.get("false_alarm_rate"),
+                    "AUROC (confirmed defects)": entry.get("auroc"),
+                }
+            )
+        st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+        st.caption(
+            f"{comparison.get('normal_images', 0)} normal images, "
+            f"{comparison.get('confirmed_defects', 0)} confirmed defects; "
+            f"trained in {result.get('train_seconds', 0):.0f} s"
+        )
+        version = result.get("candidate_version")
+        if version and session.can("engineer"):
+            reason = st.text_input("Reason (audited)", value=f"retrained in job {job['id']}", key="rt_reason")
+            b1, b2 = st.columns(2)
+            if b1.button(f"Promote {version}", type="primary", key="rt_promote"):
+                try:
+                    client.promote(version, reason)
+                    st.success(f"{version} is the active model")
+                except ApiError as exc:
+                    st.error(exc.message)
+            if b2.button("Discard candidate", key="rt_discard"):
+                try:
+                    client.discard(version, reason)
+                    st.info(f"{version} discarded")
+                except ApiError as exc:
+                    st.error(exc.message)
+
+    watch()
+
+st.subheader("Roll back")
+models = client.models()
+earlier = [m["version"] for m in models if m["status"] != "active"]
+if earlier:
+    back_to = st.selectbox("Earlier version", earlier, key="rt_back_to")
+    reason = st.text_input("Reason", key="rt_back_reason")
+    if st.button("Make it active", key="rt_back", disabled=len(reason) < 3):
+        try:
+            client.promote(back_to, reason)
+            st.success(f"{back_to} is the active model")
+        except ApiError as exc:
+            st.error(exc.message)
+else:
+    st.caption("no earlier version to return to")

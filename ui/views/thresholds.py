@@ -1,0 +1,134 @@
+"""Threshold tuning on the real score histograms: current and candidate T1/T2 drawn on the recent
+scores of OK items and confirmed defects; the API replays the stored scores to say what the
+candidate would have raised and missed; presets; apply with a reason (audited)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui import session
+from ui.client import ApiError
+
+client, role = session.current()
+st.title("Threshold tuning")
+
+c1, c2 = st.columns(2)
+hours = c1.selectbox(
+    "Scores from the last", [1, 8, 24, 72, 168, 720], index=2, format_func=lambda h: f"{h} h", key="thr_hours"
+)
+rate = c2.number_input("Target false-alarm rate (preset)", 0.0001, 0.4, 0.01, step=0.005, format="%.4f", key="thr_rate")
+try:
+    data = client.scores(hours=hours, false_alarm_rate=rate)
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+
+normal, confirmed, flagged = data["normal"], data["confirmed"], data["flagged"]
+if not normal and not confirmed:
+    st.info("No scores stored in this window yet.")
+    st.stop()
+everything = normal + confirmed + flagged + [data["t1"], data["t2"]]
+low, high = float(min(everything)), float(max(everything)) * 1.05
+if "thr_candidate" not in st.session_state or st.session_state.get("thr_model") != data["model_version"]:
+    st.session_state["thr_candidate"] = (float(data["t1"]), float(data["t2"]))
+    st.session_state["thr_model"] = data["model_version"]
+
+presets = data["presets"]
+p1, p2, p3 = st.columns(3)
+if p1.button("Preset: target false-alarm rate", disabled="false_alarm_rate" not in presets, key="thr_p_rate"):
+    st.session_state["thr_candidate"] = (presets["false_alarm_rate"]["t1"], presets["false_alarm_rate"]["t2"])
+if p2.button(
+    "Preset: max F1", disabled="max_f1" not in presets, key="thr_p_f1", help="needs confirmed defects in the window"
+):
+    st.session_state["thr_candidate"] = (presets["max_f1"]["t1"], presets["max_f1"]["t2"])
+if p3.button("Back to current", key="thr_p_current"):
+    st.session_state["thr_candidate"] = (float(data["t1"]), float(data["t2"]))
+lo_c, hi_c = st.session_state["thr_candidate"]
+low, high = min(low, lo_c), max(high, hi_c)
+st.session_state["thr_candidate"] = (min(max(lo_c, low), high), min(max(hi_c, low), high))
+t1, t2 = st.slider(
+    "Candidate T1 (review) … T2 (NG)", low, high, key="thr_candidate", step=(high - low) / 500, format="%.4f"
+)
+
+frames = [pd.DataFrame({"score": normal, "kind": "OK / false positive"})]
+if confirmed:
+    frames.append(pd.DataFrame({"score": confirmed, "kind": "confirmed defect"}))
+if flagged:
+    frames.append(pd.DataFrame({"score": flagged, "kind": "flagged, not judged"}))
+scores = pd.concat(frames)
+hist = (
+    alt.Chart(scores)
+    .mark_bar(opacity=0.6)
+    .encode(
+        x=alt.X("score:Q", bin=alt.Bin(maxbins=60), title="anomaly score"),
+        y=alt.Y("count():Q", stack=None, title="items", scale=alt.Scale(type="symlog")),
+        color=alt.Color("kind:N", scale=alt.Scale(range=["#1565c0", "#c62828", "#f9a825"])),
+    )
+)
+lines = pd.DataFrame(
+    {
+        "x": [data["t1"], data["t2"], t1, t2],
+        "which": ["current T1", "current T2", "candidate T1", "candidate T2"],
+        "dash": ["current", "current", "candidate", "candidate"],
+    }
+)
+rules = (
+    alt.Chart(lines)
+    .mark_rule(size=2)
+    .encode(
+        x="x:Q",
+        strokeDash=alt.StrokeDash("dash:N", title=None),
+        tooltip=["which", "x"],
+        color=alt.value("black"),
+    )
+)
+st.altair_chart(alt.layer(hist, rules).properties(height=300), use_container_width=True)
+st.caption(
+    f"{len(normal)} OK scores, {len(confirmed)} confirmed defects, {len(flagged)} flagged not judged "
+    f"(log-scaled counts); model {data['model_version']}"
+)
+
+try:
+    preview = client.preview(t1, t2, hours)
+    current = client.preview(data["t1"], data["t2"], hours)
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+m = st.columns(5)
+m[0].metric(
+    "Alerts per hour",
+    f"{preview['alerts_per_hour']:.2f}",
+    delta=f"{preview['alerts_per_hour'] - current['alerts_per_hour']:+.2f}",
+    delta_color="inverse",
+)
+m[1].metric(
+    "Alerts per 8 h shift",
+    f"{preview['alerts_per_shift']:.1f}",
+    delta=f"{preview['alerts_per_shift'] - current['alerts_per_shift']:+.1f}",
+    delta_color="inverse",
+)
+m[2].metric("NG per hour", f"{preview['ng_per_hour']:.2f}")
+m[3].metric("Review per hour", f"{preview['review_per_hour']:.2f}")
+m[4].metric(
+    "Confirmed defects missed",
+    f"{preview['missed_confirmed_defects']} of {preview['confirmed_defects']}",
+    delta=preview["missed_confirmed_defects"] - current["missed_confirmed_defects"],
+    delta_color="inverse",
+)
+st.caption(f"replayed over {preview['inspections']:,} inspections in {preview['hours']:.1f} h")
+
+if session.can("engineer"):
+    with st.form("thr_apply"):
+        reason = st.text_input("Reason (kept in the audit log)", key="thr_reason")
+        if st.form_submit_button("Apply candidate thresholds"):
+            try:
+                applied = client.set_thresholds(t1, t2, reason)
+                st.success(f"applied T1 {applied['t1']:.4g}, T2 {applied['t2']:.4g} to {applied['model_version']}")
+            except ApiError as exc:
+                st.error(exc.message)
+    with st.expander("Audit log"):
+        st.dataframe(pd.DataFrame(client.audit(50)), use_container_width=True, hide_index=True)
+else:
+    st.caption("Applying thresholds needs an engineer token.")
