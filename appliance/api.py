@@ -742,7 +742,7 @@ def create_app(ctx: Any) -> FastAPI:
         file: UploadFile,
         _: Engineer,
         layout: Literal["normal", "classes"] = "normal",
-        channels: Literal[1, 3] = 1,
+        channels: int = Query(1, ge=1, le=3, description="1 (grey) or 3 (colour)"),
         width: int = Query(28, ge=4, le=1024),
         height: int = Query(28, ge=4, le=1024),
         train_percent: float = Query(80.0, gt=0, le=100),
@@ -777,7 +777,11 @@ def create_app(ctx: Any) -> FastAPI:
         if not rows:
             raise HTTPException(422, "the archive holds no images")
         if layout == "classes":
-            return _classes_dataset(archive, folder, name, ImageFormat(channels, width, height), train_percent)
+            try:
+                fmt = ImageFormat(channels, width, height)
+            except CreateError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            return _classes_dataset(archive, folder, name, fmt, train_percent)
         write_csv(folder / "training.csv", ["x:image"], rows)
         return {"name": name, "images": len(rows)}
 

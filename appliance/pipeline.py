@@ -87,6 +87,12 @@ class SourceWorker:
             if sample is None:
                 continue
             with self.wake:
+                # files (folders, CSV, recorded video) wait for room: each item is read once and must
+                # not be lost; live sources drop the oldest instead, so the newest stays fresh
+                while self.source.backpressure and len(self.queue) == self.queue.maxlen:
+                    if self.stopping.is_set():
+                        return
+                    self.wake.wait(0.2)
                 if len(self.queue) == self.queue.maxlen:
                     self.dropped += 1  # drop-oldest
                 self.queue.append(sample)

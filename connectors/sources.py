@@ -54,6 +54,7 @@ class Source:
     """Base: counters and state; subclasses implement ``_read``."""
 
     kind = "source"
+    backpressure = False  # True: the reader waits when the pipeline's queue is full (nothing dropped)
 
     def __init__(self, source_id: str, url: str) -> None:
         self.source_id, self.url = source_id, url
@@ -155,6 +156,7 @@ class FolderSource(Source):
     Unreadable images are counted and skipped."""
 
     kind = "folder"
+    backpressure = True
 
     def __init__(self, source_id: str, url: str, path: str, poll: float = 0.5, state_file: str = "") -> None:
         super().__init__(source_id, url)
@@ -229,6 +231,7 @@ class VideoSource(Source):
     ) -> None:
         super().__init__(source_id, url)
         self.target, self.live, self.loop = target, live, loop
+        self.backpressure = not live
         self.backoff, self.max_backoff, self.max_retries = backoff, max_backoff, max_retries
         self.frames: deque[tuple[dt.datetime, np.ndarray]] = deque(maxlen=1 if live else 64)
         self.ready = threading.Condition()
@@ -332,6 +335,7 @@ class CsvSensorSource(Source):
     windows; rows that are not numbers are counted as errors and skipped."""
 
     kind = "csv"
+    backpressure = True
 
     def __init__(
         self, source_id: str, url: str, path: str, rate: float = 0.0, window: int = 64, hop: int = 0, loop: bool = False

@@ -53,7 +53,9 @@ def test_search_finds_a_network_better_and_lighter_than_the_base(tmp_path, proje
     assert int(base["multiply_adds"]) == 436_580  # binary_cnn on 28×28 with ten outputs, as `network stats` says
     done = [r for r in rows if r["status"] == "done"]
     winners = [
-        r for r in done if float(r["error"]) < float(base["error"]) and int(r["multiply_adds"]) < int(base["multiply_adds"])
+        r
+        for r in done
+        if float(r["error"]) < float(base["error"]) and int(r["multiply_adds"]) < int(base["multiply_adds"])
     ]
     assert winners, rows
     # NNC's marking: nothing on the front is beaten on both axes by another finished trial
@@ -74,7 +76,9 @@ def test_search_finds_a_network_better_and_lighter_than_the_base(tmp_path, proje
     best = min(winners, key=lambda r: float(r["error"]))
     bundle = tmp_path / "winner.zip"
     assert cli("search-export", run, best["trial"], bundle) == 0
-    assert cli("evaluate", bundle, "--dataset", project.parent / "digits" / "validation.csv", "-o", tmp_path / "ev") == 0
+    assert (
+        cli("evaluate", bundle, "--dataset", project.parent / "digits" / "validation.csv", "-o", tmp_path / "ev") == 0
+    )
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert report["accuracy"] == pytest.approx(1 - float(best["error"]), abs=1e-6)
     # a trial's own project trains it again with `appliance train`

@@ -85,11 +85,11 @@ with tab_net:
         st.error(getattr(exc, "message", str(exc)))
     else:
         layers = pd.DataFrame(stats["layers"])
-        totals = stats["totals"]
+        totals = stats["total"]
         m = st.columns(3)
         m[0].metric("Parameters", f"{totals['parameters']:,}")
         m[1].metric("Multiply-adds", f"{totals['multiply_adds']:,}")
-        m[2].metric("Output", str(stats.get("output_shape", "")))
+        m[2].metric("Output", "×".join(map(str, stats["layers"][-1]["output_shape"])))
         for key, title in (("multiply_adds", "multiply-adds"), ("parameters", "parameters")):
             st.altair_chart(
                 alt.Chart(layers)

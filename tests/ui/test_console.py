@@ -1,0 +1,277 @@
+"""Every console page through Streamlit's AppTest, against the real appliance API of the fixture
+(no patched client): what operators and engineers click, and what the API then holds."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from connectors.synthetic import SyntheticLine
+
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
+PAGES = {"live": "Live", "alerts": "Alerts", "thresholds": "Threshold tuning", "models": "Models"}
+ENGINEER_PAGES = {"retrain": "Retrain", "train": "Train & evaluate", "settings": "Settings"}
+
+
+def title(at) -> str:
+    return at.title[0].value if at.title else ""
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def wait_job(api, job_id: int, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = api.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+
+
+def test_sign_in_refuses_a_bad_token_then_accepts_a_good_one(appliance, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv("APPLIANCE_TOKEN", raising=False)
+    monkeypatch.setenv("APPLIANCE_API_URL", appliance.url)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert title(at) == "Anomaly appliance console"
+    at.text_input[1].input("not-a-token")
+    at.button[0].click().run()
+    assert "invalid or revoked token" in at.error[0].value
+    at.text_input[1].input(appliance.tokens["operator"])
+    at.button[0].click().run()
+    assert title(at) == "Live" and not at.exception
+
+
+@pytest.mark.parametrize("page", sorted(PAGES | ENGINEER_PAGES))
+def test_every_page_renders_for_an_engineer(console, page):
+    at = console("engineer", page)
+    assert title(at) == (PAGES | ENGINEER_PAGES)[page]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_live_shows_the_frame_score_decision_and_state(console, appliance):
+    at = console("operator")
+    assert title(at) == "Live"
+    assert at.subheader[0].value == appliance.source_id
+    assert metric(at, "State") == "online"
+    with appliance.api() as api:
+        latest = api.get("/inspections", params={"limit": 1}).json()["data"][0]
+    assert metric(at, "Score") == f"{latest['score']:.4g}"  # the folder is done: the newest stays the newest
+    assert at.get("image"), "no frame shown"
+    assert any(b.label == "Capture now" for b in at.button)
+
+
+def test_threshold_preview_matches_the_api(console, appliance):
+    at = console("engineer", "thresholds")
+    with appliance.api("viewer") as api:
+        scores = api.get("/thresholds/scores").json()
+        low, high = np.quantile(scores["normal"], [0.5, 0.9])
+        at.slider(key="thr_candidate").set_value((float(low), float(high))).run()
+        t1, t2 = at.slider(key="thr_candidate").value
+        expected = api.post("/thresholds/preview", json={"t1": t1, "t2": t2, "hours": 24}).json()
+    assert (
+        metric(at, "Confirmed defects missed")
+        == f"{expected['missed_confirmed_defects']} of {expected['confirmed_defects']}"
+    )
+    assert any(f"replayed over {expected['inspections']:,} inspections" in c.value for c in at.caption)
+    # rates divide by the appliance's age, which grows between the two reads: equal to 1 %
+    for label, key in (("Alerts per hour", "alerts_per_hour"), ("NG per hour", "ng_per_hour")):
+        assert float(metric(at, label)) == pytest.approx(expected[key], rel=0.01)
+    at.button(key="thr_p_rate").click().run()  # the false-alarm preset moves the candidate to the API's values
+    preset = scores["presets"]["false_alarm_rate"]
+    assert at.slider(key="thr_candidate").value == pytest.approx((preset["t1"], preset["t2"]), rel=1e-9)
+
+
+def test_applying_thresholds_is_audited_with_the_reason(console, appliance):
+    at = console("engineer", "thresholds")
+    with appliance.api() as api:
+        before = api.get("/thresholds").json()
+        t1, t2 = before["t1"] * 0.99, before["t2"] * 1.01
+        at.slider(key="thr_candidate").set_value((t1, t2)).run()
+        at.text_input(key="thr_reason").input("tuned in the console test")
+        next(b for b in at.button if b.label == "Apply candidate thresholds").click().run()
+        assert at.success and "applied" in at.success[0].value
+        now = api.get("/thresholds").json()
+        audit = api.get("/audit", params={"limit": 5}).json()
+        api.put("/thresholds", json={**{k: before[k] for k in ("t1", "t2")}, "reason": "restore after test"})
+    assert (now["t1"], now["t2"]) == pytest.approx((t1, t2), rel=1e-3)
+    assert any(a["reason"] == "tuned in the console test" for a in audit)
+
+
+def test_a_false_positive_verdict_lands_in_the_next_retraining_dataset(console, appliance):
+    at = console("operator", "alerts")
+    with appliance.api("operator") as api:
+        alert = api.get("/alerts", params={"state": "open", "limit": 1}).json()["data"][0]
+    at.selectbox(key="alerts_state").select("open").run()
+    at.button(key=f"fp-{alert['id']}").click().run()
+    assert not at.exception
+    with appliance.api("engineer") as api:
+        assert api.get("/alerts", params={"state": "false_positive"}).json()["count"] >= 1
+        judged = next(
+            a for a in api.get("/alerts", params={"state": "false_positive"}).json()["data"] if a["id"] == alert["id"]
+        )
+        assert judged["verdict_by"]
+        made = api.post("/datasets", json={"name": "fp-next", "include_ok": False, "include_false_positives": True})
+        assert made.status_code == 201 and made.json()["images"] >= 1
+        image = api.get(f"/inspections/{alert['inspection_id']}/image").content
+        listing = api.get("/datasets/fp-next", params={"limit": 1000}).json()["files"]["training.csv"]["head"]
+        files = [api.get("/datasets/fp-next/file", params={"path": row[0]}).content for row in listing]
+    assert image in files  # the very image the operator judged is new normal data
+
+
+def test_alert_actions_and_csv_export(console, appliance):
+    at = console("operator", "alerts")
+    with appliance.api("operator") as api:
+        alert = api.get("/alerts", params={"state": "open", "limit": 1}).json()["data"][0]
+    at.selectbox(key="alerts_state").select("open").run()
+    at.button(key=f"ack-{alert['id']}").click().run()
+    with appliance.api("operator") as api:
+        assert api.get("/alerts", params={"state": "acknowledged"}).json()["count"] >= 1
+    at.selectbox(key="alerts_state").select("acknowledged").run()
+    at.button(key=f"conf-{alert['id']}").click().run()
+    with appliance.api("operator") as api:
+        confirmed = api.get("/alerts", params={"state": "confirmed"}).json()["data"]
+    assert any(a["id"] == alert["id"] for a in confirmed)
+    export = at.get("download_button")
+    assert export, "no CSV export"
+
+
+def test_promote_and_roll_back_change_the_active_model(console, appliance):
+    first, candidate = appliance.versions
+    at = console("engineer", "models")
+    at.selectbox(key="models_version").select(candidate).run()
+    at.text_input(key="models_reason").input("console test promote").run()
+    at.button(key="models_promote").click().run()
+    with appliance.api() as api:
+        assert api.get("/thresholds").json()["model_version"] == candidate
+        at.button(key="models_rollback").click().run()
+        assert api.get("/thresholds").json()["model_version"] == first
+    assert not at.exception
+
+
+def test_retrain_on_an_uploaded_folder_then_compare_and_promote(console, appliance):
+    at = console("engineer", "retrain")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, part in enumerate(SyntheticLine(64, defect_rate=0.0, seed=21).take(45)):
+            zf.writestr(f"normal/{i:03d}.png", cv2.imencode(".png", part.image)[1].tobytes())
+    at.text_input(key="rt_upload_name").input("fresh-normal").run()
+    at.file_uploader(key="rt_upload").upload("normal.zip", archive.getvalue(), "application/zip").run()
+    at.button(key="rt_upload_go").click().run()
+    assert "45 images" in at.success[0].value
+    at.checkbox(key="rt_ok").uncheck().run()
+    at.multiselect(key="rt_datasets").select("fresh-normal").run()
+    at.number_input(key="rt_epochs").set_value(1).run()
+    at.button(key="rt_start").click().run()
+    job_id = at.session_state["rt_job"]
+    with appliance.api() as api:
+        job = wait_job(api, job_id)
+        assert job["status"] == "succeeded", api.get(f"/jobs/{job_id}/log").text
+        assert job["params"]["datasets"] == ["fresh-normal"]
+    at.run()
+    assert any("Candidate against the active model" in s.value for s in at.subheader)
+    candidate = job["result"]["candidate_version"]
+    at.button(key="rt_promote").click().run()
+    with appliance.api() as api:
+        assert api.get("/thresholds").json()["model_version"] == candidate
+        api.post("/models/rollback", json={"reason": "back after the retrain test"})
+
+
+def _digits_zip(classes=(0, 1, 2), per_class=25) -> bytes:
+    digits = load_digits()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for label in classes:
+            for j, img in enumerate(digits.images[digits.target == label][:per_class]):
+                png = cv2.imencode(".png", (img * 16).clip(0, 255).astype(np.uint8))[1].tobytes()
+                zf.writestr(f"digits/{label}/{j:03d}.png", png)
+    return archive.getvalue()
+
+
+def test_train_and_evaluate_a_classifier_then_classify_an_image(console, appliance):
+    at = console("engineer", "train")
+    at.text_input(key="tr_ds_name").input("three-digits").run()
+    at.file_uploader(key="tr_ds_zip").upload("digits.zip", _digits_zip(), "application/zip").run()
+    at.button(key="tr_ds_go").click().run()
+    assert at.success, [e.value for e in at.error]
+    at.selectbox(key="tr_zoo").select("binary_cnn").run()
+    at.number_input(key="tr_classes").set_value(3).run()
+    with appliance.api() as api:
+        stats = api.post("/networks/stats", json={"zoo": "binary_cnn", "input": [1, 28, 28], "options": {"classes": 3}})
+    assert metric(at, "Multiply-adds") == f"{stats.json()['total']['multiply_adds']:,}"
+    at.text_input(key="tr_proj_name").input("digits3")  # the project form's fields go with its submit
+    at.selectbox(key="tr_proj_ds").select("three-digits")
+    at.number_input(key="tr_epochs").set_value(15)
+    at.number_input(key="tr_lr").set_value(0.01)
+    submit = next(b for b in at.button if b.label == "Save project and train")
+    submit.click().run()
+    job_id = at.session_state["tr_job"]
+    with appliance.api() as api:
+        job = wait_job(api, job_id)
+        assert job["status"] == "succeeded", api.get(f"/jobs/{job_id}/log").text
+    at.run()
+    assert float(metric(at, "accuracy")) >= 0.8
+    image = cv2.imencode(".png", (load_digits().images[load_digits().target == 2][-1] * 16).astype(np.uint8))[1]
+    at.radio(key="tr_cls_kind").set_value("image").run()
+    at.file_uploader(key="tr_cls_img").upload("two.png", image.tobytes(), "image/png").run()
+    assert metric(at, "Label") == "2"
+
+
+def test_viewer_sees_no_buttons_that_would_fail(console):
+    at = console("viewer")
+    assert not any(b.label == "Capture now" for b in at.button)
+    at.switch_page("views/alerts.py")
+    at.run()
+    assert title(at) == "Alerts"
+    assert not [b for b in at.button if b.label in ("Acknowledge", "Confirm defect", "False positive")]
+    at.switch_page("views/thresholds.py")
+    at.run()
+    assert not [b for b in at.button if "Apply" in b.label]
+    assert any("needs an engineer token" in c.value for c in at.caption)
+    at.switch_page("views/models.py")
+    at.run()
+    assert not [b for b in at.button if b.label in ("Promote this version", "Roll back", "Discard")]
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_engineer_and_admin_pages_are_not_offered(console, role):
+    at = console(role)
+    for page in ENGINEER_PAGES:  # not in the navigation at all
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(f"views/{page}.py")
+
+
+def test_operator_can_judge_alerts(console):
+    at = console("operator", "alerts")
+    assert [b for b in at.button if b.label == "False positive"]
+
+
+def test_settings_test_a_source_and_manage_tokens_as_admin(console, appliance):
+    at = console("admin", "settings")
+    at.text_input(key="src_url").input("synth:line?size=32")  # inside a form: sent with its submit button
+    next(b for b in at.button if b.label == "Test connection").click().run()
+    assert "read one sample of shape [32, 32]" in at.success[0].value
+    at.text_input(key="tok_name").input("line-2 viewer")
+    at.selectbox(key="tok_role").select("viewer")
+    next(b for b in at.button if b.label == "Create token").click().run()
+    token = at.code[0].value
+    with appliance.api() as api:
+        names = [t["name"] for t in api.get("/tokens").json()]
+    assert "line-2 viewer" in names
+    import httpx
+
+    assert httpx.get(f"{appliance.url}/me", headers={"Authorization": f"Bearer {token}"}).json()["role"] == "viewer"
+    # an engineer sees the settings page but not the tokens
+    at = console("engineer", "settings")
+    assert not any(s.value == "API tokens" for s in at.subheader)
