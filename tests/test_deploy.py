@@ -18,12 +18,16 @@ DEPLOY = ROOT / "deploy"
 def test_compose_services_health_checks_and_required_secrets():
     compose = yaml.safe_load((DEPLOY / "compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"appliance", "mosquitto", "postgres"}
+    assert set(services) == {"appliance", "console", "mosquitto", "postgres"}
     assert all("healthcheck" in s for s in services.values())
     text = (DEPLOY / "compose.yml").read_text()
     for secret in ("POSTGRES_PASSWORD", "MQTT_PASSWORD"):
         assert f"${{{secret}:?" in text  # compose stops when a secret is missing
     assert services["appliance"]["ports"] == ["8000:8000"]
+    # the console reaches the API by its service name and serves on 8501, as `appliance console` takes it
+    console = build_parser().parse_args(services["console"]["entrypoint"][1:])
+    assert console.command == "console" and console.api_url == "http://appliance:8000" and console.port == 8501
+    assert services["console"]["ports"] == ["8501:8501"]
 
 
 def test_environment_variables_are_real_settings():

@@ -31,7 +31,7 @@ def project(tmp_path_factory) -> Path:
         "network: {zoo: binary_cnn}\n"
         "dataset: {training: digits/training.csv, validation: digits/validation.csv}\n"
         "config: {max_epoch: 6, batch_size: 64, solver: {type: Adam, lr: 0.001}}\n"
-        "search: {max_trials: 8, workers: 2}\n"
+        "search: {max_trials: 12, workers: 2, method: bayes}\n"
     )
     return path
 
@@ -43,11 +43,11 @@ def read_table(run: Path) -> list[dict[str, str]]:
 
 def test_search_finds_a_network_better_and_lighter_than_the_base(tmp_path, project, capsys):
     run = tmp_path / "search"
-    assert cli("search", project, "-o", run) == 0
+    assert cli("search", project, "-o", run) == 0  # the project's search section: bayes, 12 trials, 2 workers
     out = capsys.readouterr().out
     assert "Pareto front" in out and "stopped by trial budget" in out
     rows = read_table(run)
-    assert len(rows) == 8 and [int(r["trial"]) for r in rows] == list(range(8))
+    assert len(rows) == 12 and [int(r["trial"]) for r in rows] == list(range(12))
     base = rows[0]
     assert base["mutations"] == "" and base["status"] == "done"
     assert int(base["multiply_adds"]) == 436_580  # binary_cnn on 28×28 with ten outputs, as `network stats` says
@@ -120,7 +120,7 @@ def test_wrong_use_is_named(tmp_path, project, capsys):
     assert cli("search", no_valid, "-o", tmp_path / "x") == 2
     assert "needs a validation dataset" in capsys.readouterr().err
     bad = project.parent / "badkey.yaml"
-    bad.write_text(project.read_text().replace("max_trials: 8", "max_trails: 8"))
+    bad.write_text(project.read_text().replace("max_trials: 12", "max_trails: 12"))
     assert cli("search", bad, "-o", tmp_path / "y") == 2
     assert "unknown key 'search.max_trails'" in capsys.readouterr().err
     assert cli("search-export", tmp_path, 3, tmp_path / "m.zip") == 2

@@ -96,17 +96,24 @@ try:
 except ApiError as exc:
     st.error(exc.message)
     st.stop()
+
+
+def _change(value: float, fmt: str) -> str | None:
+    """The change against the current thresholds; nothing when there is none."""
+    return None if abs(value) < 1e-9 else f"{value:+{fmt}}"
+
+
 m = st.columns(5)
 m[0].metric(
     "Alerts per hour",
     f"{preview['alerts_per_hour']:.2f}",
-    delta=f"{preview['alerts_per_hour'] - current['alerts_per_hour']:+.2f}",
+    delta=_change(preview["alerts_per_hour"] - current["alerts_per_hour"], ".2f"),
     delta_color="inverse",
 )
 m[1].metric(
     "Alerts per 8 h shift",
     f"{preview['alerts_per_shift']:.1f}",
-    delta=f"{preview['alerts_per_shift'] - current['alerts_per_shift']:+.1f}",
+    delta=_change(preview["alerts_per_shift"] - current["alerts_per_shift"], ".1f"),
     delta_color="inverse",
 )
 m[2].metric("NG per hour", f"{preview['ng_per_hour']:.2f}")
@@ -114,7 +121,7 @@ m[3].metric("Review per hour", f"{preview['review_per_hour']:.2f}")
 m[4].metric(
     "Confirmed defects missed",
     f"{preview['missed_confirmed_defects']} of {preview['confirmed_defects']}",
-    delta=preview["missed_confirmed_defects"] - current["missed_confirmed_defects"],
+    delta=_change(preview["missed_confirmed_defects"] - current["missed_confirmed_defects"], "d"),
     delta_color="inverse",
 )
 st.caption(f"replayed over {preview['inspections']:,} inspections in {preview['hours']:.1f} h")

@@ -1,0 +1,94 @@
+"""End to end in headless Chromium (Debian's chromium + chromium-driver, which `make test` installs):
+the console served by `appliance console` against the running appliance; Live → Alerts → Threshold
+tuning, with a screenshot of each page (kept in var/screenshots/ to look at)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.appliance.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "var" / "screenshots"
+
+
+@pytest.fixture
+def console_server(appliance, tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "console", "--api-url", appliance.url]
+        + ["--token", appliance.tokens["operator"], "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "_stcore/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.monotonic() < deadline, "the console did not start"
+        time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them (see README)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_click_through_live_alerts_and_threshold_tuning(console_server, appliance):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver = browser()
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(console_server)
+        wait.until(ec.presence_of_element_located((By.XPATH, "//h1[contains(., 'Live')]")))
+        wait.until(ec.presence_of_element_located((By.XPATH, f"//h3[contains(., '{appliance.source_id[:20]}')]")))
+        wait.until(ec.presence_of_element_located((By.XPATH, "//div[@data-testid='stImage']//img")))
+        time.sleep(1)
+        driver.save_screenshot(str(SHOTS / "1-live.png"))
+        for name, shot, marker in (
+            ("Alerts", "2-alerts.png", "//button[.//p[text()='False positive']]"),
+            ("Threshold tuning", "3-threshold.png", "//div[@data-testid='stMetric'][.//p[text()='Alerts per hour']]"),
+        ):
+            driver.find_element(By.XPATH, f"//a[@data-testid='stSidebarNavLink'][.//span[@label='{name}']]").click()
+            wait.until(ec.presence_of_element_located((By.XPATH, f"//h1[contains(., '{name}')]")))
+            wait.until(ec.presence_of_element_located((By.XPATH, marker)))
+            time.sleep(1.5)
+            driver.save_screenshot(str(SHOTS / shot))
+        page = driver.page_source
+        assert "stException" not in page and "Traceback" not in page
+        # an operator has no engineer pages in the menu
+        links = [a.text for a in driver.find_elements(By.XPATH, "//a[@data-testid='stSidebarNavLink']")]
+        assert not any(label in " ".join(links) for label in ("Retrain", "Settings", "Train & evaluate"))
+    finally:
+        driver.quit()
+    for shot in ("1-live.png", "2-alerts.png", "3-threshold.png"):
+        assert (SHOTS / shot).stat().st_size > 20_000, shot
