@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from appliance import jobs
-from appliance.datasets import ImageFormat, create_image_dataset, write_csv
+from appliance.datasets import ImageFormat, create_image_dataset, create_sample, write_csv
 from appliance.datasets.create import CreateError
 from appliance.images import overlay
 from appliance.project import ProjectError, load_project
@@ -206,6 +206,11 @@ class NetworkStatsIn(BaseModel):
     input: list[int] | None = Field(None, min_length=1, max_length=4)
     options: dict[str, Any] = Field(default_factory=dict)
     spec: dict[str, Any] | None = None
+
+
+class SampleIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    sample: Literal["digits", "digits_4or9", "digits_4or9_anomaly", "iris"]
 
 
 class TokenIn(BaseModel):
@@ -803,6 +808,15 @@ def create_app(ctx: Any) -> FastAPI:
             except CreateError as exc:
                 raise HTTPException(422, str(exc)) from exc
         return {"name": name, **{k: v for k, v in summary.items() if k != "skipped"}}
+
+    @app.post("/datasets/sample", tags=["datasets"], status_code=201)
+    def create_sample_dataset(body: SampleIn, _: Engineer) -> dict[str, Any]:
+        """A ready dataset made from data inside scikit-learn (digits images, iris vectors), to try
+        the training workflow without data of one's own."""
+        folder = _dataset_path(body.name, must_exist=False)
+        if folder.exists():
+            raise HTTPException(409, f"dataset {body.name!r} exists")
+        return {"name": body.name, **create_sample(body.sample, folder)}
 
     @app.get("/datasets/{name}", tags=["datasets"], dependencies=[viewer])
     def read_dataset(name: str, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:

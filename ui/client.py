@@ -206,6 +206,9 @@ class Client:
             files={"file": (filename, data, "application/zip")},
         )
 
+    def sample_dataset(self, name: str, sample: str) -> dict[str, Any]:
+        return self._json("POST", "/datasets/sample", json={"name": name, "sample": sample})
+
     # -- NNC workflows
     def networks(self) -> list[dict[str, Any]]:
         return self._json("GET", "/networks")

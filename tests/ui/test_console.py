@@ -275,3 +275,29 @@ def test_settings_test_a_source_and_manage_tokens_as_admin(console, appliance):
     # an engineer sees the settings page but not the tokens
     at = console("engineer", "settings")
     assert not any(s.value == "API tokens" for s in at.subheader)
+
+
+def test_vector_classification_on_iris(console, appliance):
+    at = console("engineer", "train")
+    at.selectbox(key="tr_sample").select("iris").run()
+    at.button(key="tr_sample_go").click().run()
+    assert at.success and "training 112" in at.success[0].value
+    at.selectbox(key="tr_zoo").select("mlp").run()
+    at.text_input(key="tr_shape").input("4").run()
+    at.number_input(key="tr_classes").set_value(3).run()
+    assert metric(at, "Multiply-adds") == f"{4 * 128 + 128 * 3:,}"  # mlp: 4 → 128 → 3
+    at.text_input(key="tr_proj_name").input("iris-mlp")
+    at.selectbox(key="tr_proj_ds").select("iris")
+    at.number_input(key="tr_epochs").set_value(60)
+    at.number_input(key="tr_lr").set_value(0.01)
+    next(b for b in at.button if b.label == "Save project and train").click().run()
+    with appliance.api() as api:
+        job = wait_job(api, at.session_state["tr_job"])
+        assert job["status"] == "succeeded", job["message"]
+    at.run()
+    assert float(metric(at, "accuracy")) >= 0.9
+    at.radio(key="tr_cls_kind").set_value("vector").run()
+    at.text_area(key="tr_cls_vec").input("6.7, 3.0, 5.2, 2.3").run()  # a virginica from the book
+    assert metric(at, "Label") == "2"
+    at.text_area(key="tr_cls_vec").input("6.7, x").run()
+    assert "'x' is not a number" in at.error[0].value

@@ -48,6 +48,16 @@ with tab_data:
             st.success(", ".join(f"{k} {v}" for k, v in out.items()))
         except ApiError as exc:
             st.error(exc.message)
+    with st.expander("Or a sample dataset (scikit-learn's digits images or iris vectors)"):
+        c = st.columns(3)
+        sample = c[0].selectbox("Sample", ["iris", "digits", "digits_4or9", "digits_4or9_anomaly"], key="tr_sample")
+        sample_name = c[1].text_input("Dataset name", value=sample, key="tr_sample_name")
+        if c[2].button("Create sample", key="tr_sample_go"):
+            try:
+                out = client.sample_dataset(sample_name, sample)
+                st.success(", ".join(f"{k} {v}" for k, v in out.items()))
+            except ApiError as exc:
+                st.error(exc.message)
     st.subheader("Browse and check")
     if datasets:
         browse = st.selectbox("Dataset", [d["name"] for d in datasets], key="tr_ds_browse")
