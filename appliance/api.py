@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
@@ -250,6 +250,18 @@ def create_app(ctx: Any) -> FastAPI:
             return role
 
         return check
+
+    @app.middleware("http")
+    async def refuse_nul_characters(request: Request, call_next: Any) -> Response:
+        """NUL characters cannot be stored (PostgreSQL text refuses them): named as a 422, never a 500."""
+        raw = f"{request.url.path}?{request.url.query}".lower()
+        if "%00" in raw or "\x00" in raw:
+            return JSONResponse({"detail": "NUL characters are not allowed in the path or query"}, status_code=422)
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await request.body()
+            if b"\\u0000" in body.lower():
+                return JSONResponse({"detail": "NUL characters are not allowed in JSON bodies"}, status_code=422)
+        return await call_next(request)
 
     viewer = Depends(role_at_least("viewer"))
     Operator = Annotated[str, Depends(role_at_least("operator"))]

@@ -427,3 +427,17 @@ def test_a_classifier_bundle_cannot_run_the_line(running, tmp_path):
     refused = client.post(f"/models/{version}/promote", json={"reason": "test"}, headers=headers)
     assert refused.status_code == 422 and "anomaly models" in refused.json()["detail"]
     assert app.slot.get().kind in ("detector", "autoencoder")
+
+
+def test_nul_characters_are_refused_by_name(running):
+    """PostgreSQL text cannot hold NUL: a query or JSON body with one is a 422 naming it, never a 500."""
+    app, client, tokens, _, tmp = running
+    got = client.get("/inspections", params={"source_id": "\x00"}, headers=auth(tokens, "viewer"))
+    assert got.status_code == 422 and "NUL characters" in got.json()["detail"]
+    body = {"t1": 0.1, "t2": 0.2, "reason": "bad\u0000reason"}
+    got = client.put("/thresholds", json=body, headers=auth(tokens, "engineer"))
+    assert got.status_code == 422 and "JSON bodies" in got.json()["detail"]
+    assert (
+        client.post("/tokens", json={"name": "ok name", "role": "viewer"}, headers=auth(tokens, "admin")).status_code
+        == 201
+    )

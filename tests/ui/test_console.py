@@ -298,6 +298,7 @@ def test_vector_classification_on_iris(console, appliance):
     assert float(metric(at, "accuracy")) >= 0.9
     at.radio(key="tr_cls_kind").set_value("vector").run()
     at.text_area(key="tr_cls_vec").input("6.7, 3.0, 5.2, 2.3").run()  # a virginica from the book
+    assert not at.error, [e.value for e in at.error]
     assert metric(at, "Label") == "2"
     at.text_area(key="tr_cls_vec").input("6.7, x").run()
     assert "'x' is not a number" in at.error[0].value

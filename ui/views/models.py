@@ -78,28 +78,30 @@ if chosen:
                 except ApiError as exc:
                     st.session_state["models_error"] = exc.message
 
-            b1, b2, b3 = st.columns(3)
-            b1.button(
+            st.button(
                 "Promote this version",
                 on_click=change,
                 args=("promote",),
                 key="models_promote",
                 disabled=chosen["status"] == "active" or len(reason) < 3,
+                use_container_width=True,
             )
-            b2.button(
+            st.button(
                 "Roll back",
                 on_click=change,
                 args=("rollback",),
                 key="models_rollback",
                 disabled=len(reason) < 3,
                 help="back to the model active before the current one",
+                use_container_width=True,
             )
-            b3.button(
+            st.button(
                 "Discard",
                 on_click=change,
                 args=("discard",),
                 key="models_discard",
                 disabled=chosen["status"] == "active" or len(reason) < 3,
+                use_container_width=True,
             )
             if error := st.session_state.pop("models_error", None):
                 st.error(error)

@@ -150,7 +150,7 @@ with tab_run:
                         lr=float(lr),
                     )
                     job = client.run_project(f"{project}.yaml")
-                    st.session_state["tr_job"] = job["id"]
+                    st.session_state["tr_job"] = st.session_state["tr_run_pick"] = job["id"]
                     st.success(f"job {job['id']} started")
                 except ApiError as exc:
                     st.error(exc.message)
@@ -231,8 +231,10 @@ with tab_classify:
     else:
         pick = st.selectbox(
             "Model of run",
-            [j["id"] for j in done],
-            key="tr_cls_job",
+            ids := [j["id"] for j in done],
+            # follows the run chosen under "Config & run" (a new run selects its own model)
+            index=ids.index(st.session_state["tr_job"]) if st.session_state.get("tr_job") in ids else 0,
+            key=f"tr_cls_job_{st.session_state.get('tr_job')}_{st.session_state.get('tr_job') in ids}",
             format_func=lambda i: f"job {i}: {next(j['params'].get('project') for j in done if j['id'] == i)}",
         )
         kind = st.radio("Input", ["image", "vector"], horizontal=True, key="tr_cls_kind")
