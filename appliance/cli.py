@@ -179,9 +179,13 @@ def search_command(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "seed": args.seed,
     }
-    result = search(
-        args.project, args.output, resume=args.resume, overrides=overrides, log=None if args.quiet else print
-    )
+    try:
+        result = search(
+            args.project, args.output, resume=args.resume, overrides=overrides, log=None if args.quiet else print
+        )
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; continue with the same command and --resume", file=sys.stderr)
+        return 130
     print(f"search: {result.directory} ({len(result.trials)} trials, stopped by {result.stopped_by})")
     base = result.base
     if base.get("error") is not None:
