@@ -30,20 +30,15 @@ def console(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from appliance.console import start_console
+    from appliance.console import exec_console
 
     token = args.token or os.environ.get("APPLIANCE_TOKEN")
     if token is None and args.token_file and Path(args.token_file).is_file():
         token = Path(args.token_file).read_text().strip()
-    print(
-        f"console: http://{args.host}:{args.port}/ (API {args.api_url}; {'signed in' if token else 'asks for a token'})"
-    )
-    process = start_console(args.api_url, token, args.host, args.port)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+    sign_in = "signed in" if token else "asks for a token"
+    print(f"console: http://{args.host}:{args.port}/ (API {args.api_url}; {sign_in})", flush=True)
+    exec_console(args.api_url, token, args.host, args.port)  # does not return
+    return 0
 
 
 def token_create(args: argparse.Namespace) -> int:

@@ -44,9 +44,19 @@ def console_command(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
     ]
 
 
-def start_console(api_url: str, token: str | None, host: str = "127.0.0.1", port: int = 8501) -> subprocess.Popen:
-    """The console as a child process; with ``token`` it signs in by itself (else it asks)."""
+def console_env(api_url: str, token: str | None) -> dict[str, str]:
     env = {**os.environ, "APPLIANCE_API_URL": api_url}
     if token:
         env["APPLIANCE_TOKEN"] = token
-    return subprocess.Popen(console_command(host, port), env=env, stdout=subprocess.DEVNULL)
+    return env
+
+
+def exec_console(api_url: str, token: str | None, host: str = "127.0.0.1", port: int = 8501) -> None:
+    """Become the console process (``appliance console``): signals reach Streamlit itself."""
+    command = console_command(host, port)
+    os.execve(command[0], command, console_env(api_url, token))
+
+
+def start_console(api_url: str, token: str | None, host: str = "127.0.0.1", port: int = 8501) -> subprocess.Popen:
+    """The console as a child process; with ``token`` it signs in by itself (else it asks)."""
+    return subprocess.Popen(console_command(host, port), env=console_env(api_url, token), stdout=subprocess.DEVNULL)

@@ -207,7 +207,6 @@ class Appliance:
         self.log(f"MQTT {kind}: {host}:{port}; alerts on {self.topics.alerts}")
         self.log(f"  subscribe: mosquitto_sub -h {host} -p {port} -t '{self.topics.alerts}' -v")
         self.log(f"REST API: http://{s.api_host}:{self.api_port}/docs (bearer token; see {self.data / 'admin-token'})")
-        self.log("operator console: `appliance console` (or `appliance run --console`)")
         return self
 
     def _first_admin_token(self) -> None:
@@ -321,6 +320,15 @@ def run(
 ) -> int:
     """The main job; with ``console`` (host, port) the operator console runs beside it, signed in
     with the first-start admin token when that file exists."""
+    import signal
+    import threading
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # systemd's stop: the same orderly stop as Ctrl-C
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     appliance = Appliance(settings, log).start()
     console_process = None
     if console is not None:
@@ -330,6 +338,8 @@ def run(
         token = token_file.read_text().strip() if token_file.is_file() else None
         console_process = start_console(f"http://127.0.0.1:{appliance.api_port}", token, *console)
         log(f"operator console: http://{console[0]}:{console[1]}/")
+    else:
+        log("operator console: not started (`appliance console` or `appliance run --console` starts it)")
     start = time.monotonic()
     try:
         while duration is None or time.monotonic() - start < duration:
@@ -348,4 +358,6 @@ def run(
             console_process.terminate()
             console_process.wait(10)
         appliance.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

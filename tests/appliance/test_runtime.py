@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
 from connectors.sources import open_source
 from models.inference import Inferencer
+from tests.appliance.conftest import free_port, port_open
 from tests.appliance.test_alerts import Subscriber, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,8 +144,10 @@ def test_make_run_path_with_the_embedded_broker(tmp_path):
         "APPLIANCE_SOURCES": '["synth:line?size=64&fps=30&defect_rate=0.5"]',
     }
     env = {k: v for k, v in env.items() if v}
+    console_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance.cli", "run", "--duration", "20", "--report-every", "5"],
+        [sys.executable, "-m", "appliance.cli", "run", "--duration", "120", "--report-every", "5"]
+        + ["--console", "--console-port", str(console_port)],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -162,7 +166,12 @@ def test_make_run_path_with_the_embedded_broker(tmp_path):
         assert wait_for(lambda: len(sub.alerts()) >= 1, timeout=20)
         assert sub.alerts()[0]["decision"] in ("review", "ng")
         sub.close()
+        # make run's console is up beside it, signed in with the first-start admin token
+        assert wait_for(lambda: port_open(console_port), timeout=60)
+        proc.send_signal(signal.SIGTERM)  # systemd's stop: an orderly stop, console included
         assert proc.wait(60) == 0
+        assert "stopping" in proc.stdout.read()
+        assert not port_open(console_port)
     finally:
         proc.kill()
     assert any((tmp_path / "var" / "models").glob("detector-*.zip"))
