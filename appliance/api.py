@@ -160,6 +160,15 @@ class ProjectJobIn(BaseModel):
     project: str = Field(min_length=1, max_length=200)
 
 
+class SearchJobIn(BaseModel):
+    project: str = Field(min_length=1, max_length=200)
+    trials: int = Field(20, ge=2, le=1000)
+    method: Literal["random", "bayes"] = "bayes"
+    objective: Literal["error", "error_and_madds"] = "error_and_madds"
+    epochs: int | None = Field(None, ge=1, le=1000)
+    workers: int | None = Field(None, ge=1, le=64)
+
+
 class JobPublic(BaseModel):
     id: int
     kind: str
@@ -682,6 +691,20 @@ def create_app(ctx: Any) -> FastAPI:
     def create_project_job(body: ProjectJobIn, _: Engineer, request: Request) -> JobPublic:
         """Run a project file (under the data directory's projects/) as a training job."""
         return _submit("project", body.model_dump(), request)
+
+    @app.post("/jobs/search", tags=["jobs"], status_code=202)
+    def create_search_job(body: SearchJobIn, _: Engineer, request: Request) -> JobPublic:
+        """Run a structure search over a project's network (under projects/) as a job; the result
+        lists every trial with its error, multiply-adds and Pareto flag."""
+        return _submit("search", body.model_dump(), request)
+
+    @app.get("/jobs/{job_id}/tradeoff.png", tags=["jobs"], dependencies=[viewer], response_class=FileResponse)
+    def read_search_tradeoff(job_id: JobId) -> FileResponse:
+        """A search job's trade-off plot: log multiply-adds against error, the Pareto front highlighted."""
+        run = read_job(job_id).result.get("run")
+        if not run or not (pathlib.Path(run) / "tradeoff.png").is_file():
+            raise HTTPException(404, f"job {job_id} has no trade-off plot (yet)")
+        return FileResponse(pathlib.Path(run) / "tradeoff.png", media_type="image/png")
 
     def _submit(kind: str, params: dict[str, Any], request: Request) -> JobPublic:
         job_id = jobs.submit(

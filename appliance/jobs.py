@@ -108,7 +108,8 @@ def run_job(job_id: int, db_url: str, data_dir: str) -> None:
         kind, params = job.kind, json.loads(job.params)
     ctx.update(status="running", message=f"{kind} job started")
     try:
-        result = (retrain if kind == "retrain" else project_run)(ctx, engine, Path(data_dir), params)
+        runner = {"retrain": retrain, "project": project_run, "search": search_run}[kind]
+        result = runner(ctx, engine, Path(data_dir), params)
         ctx.update(status="succeeded", progress=1.0, message="done", result=result)
     except JobCancelled:
         ctx.update(status="cancelled", message="cancelled on request")
@@ -258,10 +259,7 @@ def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[
 def project_run(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     from appliance.workflows import train
 
-    project = (data_dir / "projects" / str(params.get("project", ""))).resolve()
-    if not project.is_relative_to((data_dir / "projects").resolve()) or not project.is_file():
-        msg = f"no project file {params.get('project')!r} under {data_dir / 'projects'}"
-        raise ValueError(msg)
+    project = _project_file(data_dir, params)
 
     from appliance.project import load_project
     from appliance.workflows import evaluate
@@ -293,6 +291,69 @@ def project_run(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, 
         if validation.is_relative_to(datasets):  # one of the appliance's datasets: the console shows its images
             out["evaluation"]["dataset_name"] = validation.relative_to(datasets).parts[0]
     return out
+
+
+# -- structure search ------------------------------------------------------------------------------
+def search_run(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``appliance search`` on a project file, in its own process group (its trials need a process
+    pool, which a job worker may not start itself). Progress is trials finished over the budget; a
+    cancel interrupts it, and the finished trials stay in the search folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    project = _project_file(data_dir, params)
+    run = data_dir / "runs" / f"search-job-{ctx.job_id}"
+    trials = int(params.get("trials", 20))
+    command = [sys.executable, "-m", "appliance.cli", "search", str(project), "-o", str(run), "--quiet"]
+    command += ["--trials", str(trials)]
+    for key in ("method", "objective", "epochs", "workers"):
+        if params.get(key) is not None:
+            command += [f"--{key}", str(params[key])]
+    ctx.update(message=f"search over {project.name}: {trials} trials", progress=0.0)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    seen = 0
+    try:
+        while process.poll() is None:
+            time.sleep(1.0)
+            done = len(list(run.glob("trials/*/trial.json")))
+            if done != seen:
+                seen = done
+                ctx.update(
+                    progress=0.98 * done / trials,
+                    message=f"{done} of {trials} trials finished",
+                    result={"run": str(run), "trials": _trial_rows(run)},
+                )
+            ctx.check_cancel()
+    except JobCancelled:
+        os.killpg(process.pid, signal.SIGINT)  # the search keeps its finished trials
+        process.wait(60)
+        raise
+    if process.returncode != 0:
+        msg = f"the search failed: {process.stderr.read().strip()[-1000:]}"
+        raise RuntimeError(msg)
+    return {"run": str(run), "trials": _trial_rows(run)}
+
+
+def _trial_rows(run: Path) -> list[dict[str, Any]]:
+    table = run / "trials.csv"
+    if not table.is_file():
+        return []
+    with table.open(newline="", encoding="utf-8") as f:
+        return [{k: v for k, v in row.items() if k != "spec"} for row in csv.DictReader(f)]
+
+
+def _project_file(data_dir: Path, params: dict[str, Any]) -> Path:
+    root = (data_dir / "projects").resolve()
+    project = (root / str(params.get("project", ""))).resolve()
+    if not project.is_relative_to(root) or not project.is_file():
+        msg = f"no project file {params.get('project')!r} under {data_dir / 'projects'}"
+        raise ValueError(msg)
+    return project
 
 
 # -- datasets ----------------------------------------------------------------------------------------

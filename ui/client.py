@@ -180,6 +180,17 @@ class Client:
     def run_project(self, project: str) -> dict[str, Any]:
         return self._json("POST", "/jobs/project", json={"project": project})
 
+    def search(self, project: str, **params: Any) -> dict[str, Any]:
+        return self._json("POST", "/jobs/search", json={"project": project, **params})
+
+    def tradeoff_png(self, job_id: int) -> bytes | None:
+        try:
+            return self._call("GET", f"/jobs/{job_id}/tradeoff.png").content
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def datasets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/datasets")
 

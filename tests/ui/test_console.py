@@ -302,3 +302,66 @@ def test_vector_classification_on_iris(console, appliance):
     assert metric(at, "Label") == "2"
     at.text_area(key="tr_cls_vec").input("6.7, x").run()
     assert "'x' is not a number" in at.error[0].value
+
+
+def test_structure_search_from_the_console(console, appliance):
+    """A search job over a project saved from the console: trials with Pareto flags and the plot."""
+    with appliance.api() as api:
+        if api.get("/datasets/iris-search").status_code == 404:
+            api.post("/datasets/sample", json={"name": "iris-search", "sample": "iris"})
+        made = api.post(
+            "/projects",
+            json={
+                "name": "iris-search",
+                "dataset": "iris-search",
+                "zoo": "mlp",
+                "options": {"classes": 3},
+                "task": "classification",
+                "max_epoch": 5,
+                "lr": 0.01,
+            },
+        )
+        assert made.status_code == 201, made.text
+    at = console("engineer", "train")
+    at.selectbox(key="sr_project").select("iris-search.yaml").run()
+    at.number_input(key="sr_trials").set_value(4).run()
+    at.number_input(key="sr_epochs").set_value(5).run()
+    at.button(key="sr_start").click().run()
+    job_id = at.session_state["sr_job"]
+    with appliance.api() as api:
+        job = wait_job(api, job_id, timeout=300)
+        assert job["status"] == "succeeded", api.get(f"/jobs/{job_id}/log").text
+        assert api.get(f"/jobs/{job_id}/tradeoff.png").headers["content-type"] == "image/png"
+    rows = job["result"]["trials"]
+    assert len(rows) == 4 and rows[0]["mutations"] == "" and any(r["pareto"] == "True" for r in rows)
+    at.run()
+    tables = [d.value for d in at.dataframe if "pareto" in d.value.columns]
+    assert tables and len(tables[0]) == 4  # the trials table on the page
+    assert at.get("image"), "no trade-off plot"
+
+
+def test_a_cancelled_search_job_keeps_its_finished_trials(appliance):
+    with appliance.api() as api:
+        if api.get("/datasets/iris-search").status_code == 404:
+            api.post("/datasets/sample", json={"name": "iris-search", "sample": "iris"})
+        api.post(
+            "/projects",
+            json={
+                "name": "iris-long",
+                "dataset": "iris-search",
+                "zoo": "mlp",
+                "options": {"classes": 3},
+                "task": "classification",
+                "max_epoch": 5,
+            },
+        )
+        job_id = api.post("/jobs/search", json={"project": "iris-long.yaml", "trials": 200, "epochs": 5}).json()["id"]
+        deadline = time.monotonic() + 120
+        while not api.get(f"/jobs/{job_id}").json()["result"].get("trials"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        api.post(f"/jobs/{job_id}/cancel")
+        job = wait_job(api, job_id, timeout=120)
+    assert job["status"] == "cancelled"
+    run = Path(job["result"]["run"])
+    assert list(run.glob("trials/*/trial.json")) and (run / "search.json").is_file()  # resumable

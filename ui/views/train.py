@@ -12,8 +12,8 @@ from ui.client import ApiError, parse_vector
 
 client, role = session.current()
 st.title("Train & evaluate")
-tab_data, tab_net, tab_run, tab_eval, tab_classify = st.tabs(
-    ["Dataset", "Network", "Config & run", "Evaluation", "Classify"]
+tab_data, tab_net, tab_run, tab_eval, tab_classify, tab_search = st.tabs(
+    ["Dataset", "Network", "Config & run", "Evaluation", "Classify", "Structure search"]
 )
 
 try:
@@ -257,3 +257,56 @@ with tab_classify:
                     {"class": [str(i) for i in range(len(result["output"]))], "output": result["output"]}
                 )
                 st.altair_chart(alt.Chart(out).mark_bar().encode(x="class:N", y="output:Q"), use_container_width=True)
+
+with tab_search:
+    st.caption(
+        "NNC's structure search from a project's network: mutated networks are trained and evaluated; "
+        "the Pareto front of validation error against multiply-adds is marked."
+    )
+    projects = client.projects()
+    if not projects:
+        st.info("Save a project under Config & run first.")
+    else:
+        c = st.columns(5)
+        project_file = c[0].selectbox("Project", [p["file"] for p in projects], key="sr_project")
+        method = c[1].selectbox("Method", ["bayes", "random"], key="sr_method", help="bayes: Gaussian process")
+        objective = c[2].selectbox("Objective", ["error_and_madds", "error"], key="sr_objective")
+        trials = c[3].number_input("Trials", 2, 1000, 20, key="sr_trials")
+        epochs = c[4].number_input("Epochs per trial", 1, 1000, 10, key="sr_epochs")
+        if st.button("Start search", type="primary", key="sr_start"):
+            try:
+                job = client.search(
+                    project_file, method=method, objective=objective, trials=int(trials), epochs=int(epochs)
+                )
+                st.session_state["sr_job"] = st.session_state["sr_job_pick"] = job["id"]
+            except ApiError as exc:
+                st.error(exc.message)
+        searches = [j for j in client.jobs(50) if j["kind"] == "search"]
+        if searches:
+            ids = [j["id"] for j in searches]
+            search_id = st.selectbox(
+                "Search",
+                ids,
+                key="sr_job_pick",
+                format_func=lambda i: f"job {i}: {next(j['params']['project'] for j in searches if j['id'] == i)}",
+            )
+
+            @st.fragment(run_every=3)
+            def search_progress() -> None:
+                job = client.job(search_id)
+                st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")
+                rows = job["result"].get("trials") or []
+                if rows:
+                    plot = client.tradeoff_png(search_id)
+                    if plot:
+                        st.image(plot, caption="trade-off: log multiply-adds against validation error")
+                    table = pd.DataFrame(rows)
+                    st.dataframe(table, hide_index=True, use_container_width=True)
+                    st.caption(
+                        "export a trial as a model bundle: `appliance search-export RUN TRIAL model.zip` "
+                        f"with RUN = {job['result'].get('run')}"
+                    )
+                if job["status"] in ("queued", "running") and st.button("Stop search", key="sr_cancel"):
+                    client.cancel_job(search_id)
+
+            search_progress()
