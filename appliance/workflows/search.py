@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -126,7 +127,13 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
 
 
 def _init_worker(workers: int) -> None:
-    """Several trials side by side: one BLAS thread each, so they do not fight over the cores."""
+    """A trial worker dies with the search (even a ``kill -9`` of it: no orphans waiting forever);
+    several trials side by side use one BLAS thread each, so they do not fight over the cores."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if workers > 1:
         from threadpoolctl import threadpool_limits
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -98,8 +96,12 @@ def test_an_interrupted_search_resumes_without_retraining_finished_trials(tmp_pa
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole search, workers included, like a power cut
+        proc.kill()  # kill -9 of the search alone: its trial workers must not outlive it
         proc.wait()
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "trial workers outlived the killed search"
+        time.sleep(0.2)
     kept = {p: (p.stat().st_mtime_ns, p.read_text()) for p in run.glob("trials/*/trial.json")}
     assert len(kept) >= 3
     assert cli("search", project, "-o", run, "--resume", "--method", "bayes", "--trials", "7", "--epochs", "4") == 0
