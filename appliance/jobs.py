@@ -313,8 +313,15 @@ def search_run(ctx: JobContext, engine: Any, data_dir: Path, params: dict[str, A
         if params.get(key) is not None:
             command += [f"--{key}", str(params[key])]
     ctx.update(message=f"search over {project.name}: {trials} trials", progress=0.0)
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    from appliance.workflows.search import die_with_parent
+
+    process = subprocess.Popen(  # its own group, so a cancel reaches its trial workers; ends with this job
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     seen = 0
     try:

@@ -126,14 +126,20 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
     return result
 
 
-def _init_worker(workers: int) -> None:
-    """A trial worker dies with the search (even a ``kill -9`` of it: no orphans waiting forever);
-    several trials side by side use one BLAS thread each, so they do not fight over the cores."""
+def die_with_parent() -> None:
+    """Ask Linux to end this process when its parent ends (even by ``kill -9``): no orphan keeps
+    training, or waits forever, after the process that started it is gone."""
     if sys.platform == "linux":
         import ctypes
         import signal
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _init_worker(workers: int) -> None:
+    """A trial worker dies with the search; several trials side by side use one BLAS thread each,
+    so they do not fight over the cores."""
+    die_with_parent()
     if workers > 1:
         from threadpoolctl import threadpool_limits
 
