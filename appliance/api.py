@@ -39,7 +39,7 @@ from appliance.storage.models import (
 )
 from connectors.sources import SourceError, open_source
 from models.bundle import BundleError
-from models.calibration import max_f1_threshold
+from models.calibration import calibrate, max_f1_threshold
 from models.inference import Inferencer
 from models.preprocess import PreprocessError
 from models.spec import SpecError, build
@@ -581,10 +581,9 @@ def create_app(ctx: Any) -> FastAPI:
         confirmed = [float(sc) for sc, st in judged if st == "confirmed"]
         flagged = [float(sc) for sc, st in judged if st in ("open", "acknowledged")]
         presets: dict[str, dict[str, float]] = {}
-        if len(normal) >= 10:
-            t2 = float(np.quantile(normal, 1 - false_alarm_rate))
-            t1 = min(float(np.quantile(normal, 1 - min(0.5, 5 * false_alarm_rate))), t2)
-            presets["false_alarm_rate"] = {"t1": t1, "t2": t2, "rate": false_alarm_rate}
+        if len(normal) >= 20:  # the model's own calibration rule, on the recent normal scores
+            fit = calibrate(normal, false_alarm_rate, review_rate=min(0.5, 5 * false_alarm_rate))
+            presets["false_alarm_rate"] = {"t1": fit.t1, "t2": fit.t2, "rate": false_alarm_rate}
         if normal and confirmed:
             t2, f1 = max_f1_threshold(normal, confirmed)
             presets["max_f1"] = {"t1": min(model.thresholds[0], t2), "t2": t2, "f1": f1}

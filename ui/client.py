@@ -53,6 +53,15 @@ class Client:
             raise ApiError(response.status_code, str(detail))
         return response
 
+    def _optional(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
+        """The response, or None when the API says 404 (an image or frame that is not there)."""
+        try:
+            return self._call(method, path, **kwargs)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._call(method, path, **kwargs)
         return response.json() if response.content else None
@@ -69,26 +78,14 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/health")
 
-    def readiness(self) -> tuple[bool, str]:
-        try:
-            self._json("GET", "/health/ready")
-        except ApiError as exc:
-            if exc.status == 503:
-                return False, exc.message
-            raise
-        return True, "ready"
-
     def sources(self) -> dict[str, dict[str, Any]]:
         return self._json("GET", "/sources")
 
     def frame(self, source_id: str, heatmap: bool = True) -> tuple[bytes, dict[str, str]] | None:
         """The newest inspected frame of a source (PNG) and its score/decision headers."""
-        try:
-            response = self._call("GET", f"/sources/{_part(source_id)}/frame", params={"heatmap": heatmap})
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        response = self._optional("GET", f"/sources/{_part(source_id)}/frame", params={"heatmap": heatmap})
+        if response is None:
+            return None
         return response.content, {k: response.headers.get(f"x-{k}", "") for k in ("score", "decision", "captured")}
 
     def add_source(self, url: str, source_id: str | None = None) -> dict[str, Any]:
@@ -109,12 +106,8 @@ class Client:
         return self._json("GET", "/inspections", params=params)
 
     def inspection_image(self, inspection_id: int, heatmap: bool = False) -> bytes | None:
-        try:
-            return self._call("GET", f"/inspections/{inspection_id}/{'heatmap' if heatmap else 'image'}").content
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        response = self._optional("GET", f"/inspections/{inspection_id}/{'heatmap' if heatmap else 'image'}")
+        return None if response is None else response.content
 
     def alerts(self, state: str | None = None, limit: int = 200, offset: int = 0) -> dict[str, Any]:
         params = {"limit": limit, "offset": offset, **({"state": state} if state else {})}
@@ -184,12 +177,8 @@ class Client:
         return self._json("POST", "/jobs/search", json={"project": project, **params})
 
     def tradeoff_png(self, job_id: int) -> bytes | None:
-        try:
-            return self._call("GET", f"/jobs/{job_id}/tradeoff.png").content
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        response = self._optional("GET", f"/jobs/{job_id}/tradeoff.png")
+        return None if response is None else response.content
 
     def datasets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/datasets")
@@ -198,16 +187,8 @@ class Client:
         return self._json("GET", f"/datasets/{_part(name)}", params={"limit": limit})
 
     def dataset_file(self, name: str, path: str) -> bytes | None:
-        try:
-            return self._call("GET", f"/datasets/{_part(name)}/file", params={"path": path}).content
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def collect_dataset(self, name: str, include_ok: bool, include_false_positives: bool, limit: int) -> dict:
-        body = {"name": name, "include_ok": include_ok, "include_false_positives": include_false_positives}
-        return self._json("POST", "/datasets", json={**body, "limit": limit})
+        response = self._optional("GET", f"/datasets/{_part(name)}/file", params={"path": path})
+        return None if response is None else response.content
 
     def upload_dataset(self, name: str, filename: str, data: bytes, layout: str = "normal", **fmt: Any) -> dict:
         return self._json(

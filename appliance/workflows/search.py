@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -157,10 +157,6 @@ class SearchResult:
     stopped_by: str
 
 
-def error_key(project: Project) -> str:
-    return "valid_error_rate" if (project.task or "classification") == "classification" else "valid_error"
-
-
 def search(
     project_file: str | Path,
     out: str | Path | None = None,
@@ -195,11 +191,11 @@ class Search:
         self.project, self.project_file, self.run_dir, self.settings = project, project_file, run, settings
         self.log_fn, self.executor = log, executor
         self.epochs = settings.epochs or project.config.max_epoch
-        self.error_key = error_key(project)
         self.limits = Limits(
             settings.error_min, settings.error_max, settings.multiply_adds_min, settings.multiply_adds_max
         )
-        self.base = self._base_candidate()
+        self.base = self._base_candidate()  # also settles self.task
+        self.error_key = "valid_error_rate" if self.task == "classification" else "valid_error"
         self.proposer = Proposer(self.base, settings.method, settings.objective, self.limits)
         self.records: dict[int, dict[str, Any]] = {}
         self.candidates: dict[int, Candidate] = {}
@@ -210,8 +206,9 @@ class Search:
         from appliance.workflows.train import build_network, load_data, resolve_task
 
         train_data = load_data(self.project, "training")
+        self.task = resolve_task(self.project, train_data)  # trial projects state it: their network is a spec
         try:
-            net = build_network(self.project, train_data, resolve_task(self.project, train_data))
+            net = build_network(self.project, train_data, self.task)
         except SpecError as exc:
             raise ProjectError(str(exc)) from exc
         return check_base(net.spec)
@@ -292,6 +289,7 @@ class Search:
         (directory / "network.yaml").write_text(yaml.safe_dump(cand.spec, sort_keys=False))
         data = self.project.model_dump(mode="json")
         data["network"] = {"spec": "network.yaml"}
+        data["task"] = self.task
         data["config"]["max_epoch"] = self.epochs
         data["config"]["monitor_interval"] = 1
         data.pop("search", None)
@@ -525,8 +523,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
     msg = f"cannot store {type(value).__name__} in JSON"
     raise TypeError(msg)
 

@@ -304,23 +304,18 @@ def test_vector_classification_on_iris(console, appliance):
     assert "'x' is not a number" in at.error[0].value
 
 
+def iris_project(api, name: str, **config):
+    """A project file for an MLP on the iris sample (the sample dataset made once)."""
+    if api.get("/datasets/iris-search").status_code == 404:
+        api.post("/datasets/sample", json={"name": "iris-search", "sample": "iris"})
+    body = {"name": name, "dataset": "iris-search", "zoo": "mlp", "options": {"classes": 3}}
+    return api.post("/projects", json={**body, "task": "classification", "max_epoch": 5, **config})
+
+
 def test_structure_search_from_the_console(console, appliance):
     """A search job over a project saved from the console: trials with Pareto flags and the plot."""
     with appliance.api() as api:
-        if api.get("/datasets/iris-search").status_code == 404:
-            api.post("/datasets/sample", json={"name": "iris-search", "sample": "iris"})
-        made = api.post(
-            "/projects",
-            json={
-                "name": "iris-search",
-                "dataset": "iris-search",
-                "zoo": "mlp",
-                "options": {"classes": 3},
-                "task": "classification",
-                "max_epoch": 5,
-                "lr": 0.01,
-            },
-        )
+        made = iris_project(api, "iris-search", lr=0.01)
         assert made.status_code == 201, made.text
     at = console("engineer", "train")
     at.selectbox(key="sr_project").select("iris-search.yaml").run()
@@ -342,19 +337,7 @@ def test_structure_search_from_the_console(console, appliance):
 
 def test_a_cancelled_search_job_keeps_its_finished_trials(appliance):
     with appliance.api() as api:
-        if api.get("/datasets/iris-search").status_code == 404:
-            api.post("/datasets/sample", json={"name": "iris-search", "sample": "iris"})
-        api.post(
-            "/projects",
-            json={
-                "name": "iris-long",
-                "dataset": "iris-search",
-                "zoo": "mlp",
-                "options": {"classes": 3},
-                "task": "classification",
-                "max_epoch": 5,
-            },
-        )
+        iris_project(api, "iris-long")
         job_id = api.post("/jobs/search", json={"project": "iris-long.yaml", "trials": 200, "epochs": 5}).json()["id"]
         deadline = time.monotonic() + 120
         while not api.get(f"/jobs/{job_id}").json()["result"].get("trials"):

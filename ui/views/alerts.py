@@ -69,28 +69,24 @@ for alert in shown:
             + (f"  \n**Judged by** {alert['verdict_by']}" if alert.get("verdict_by") else "")
         )
         if session.can("operator"):
-            right.button(
-                "Acknowledge",
-                key=f"ack-{alert['id']}",
-                on_click=act,
-                args=(alert["id"], "acknowledge"),
-                disabled=alert["state"] != "open",
-                use_container_width=True,
+            actions = (  # label, key prefix, action, disabled when, help
+                ("Acknowledge", "ack", "acknowledge", alert["state"] != "open", None),
+                ("Confirm defect", "conf", "confirmed", alert["state"] == "confirmed", None),
+                (
+                    "False positive",
+                    "fp",
+                    "false_positive",
+                    alert["state"] == "false_positive",
+                    "the image is queued as new normal data for the next retraining",
+                ),
             )
-            right.button(
-                "Confirm defect",
-                key=f"conf-{alert['id']}",
-                on_click=act,
-                args=(alert["id"], "confirmed"),
-                disabled=alert["state"] == "confirmed",
-                use_container_width=True,
-            )
-            right.button(
-                "False positive",
-                key=f"fp-{alert['id']}",
-                on_click=act,
-                args=(alert["id"], "false_positive"),
-                disabled=alert["state"] == "false_positive",
-                help="the image is queued as new normal data for the next retraining",
-                use_container_width=True,
-            )
+            for label, prefix, action, disabled, why in actions:
+                right.button(
+                    label,
+                    key=f"{prefix}-{alert['id']}",
+                    on_click=act,
+                    args=(alert["id"], action),
+                    disabled=disabled,
+                    help=why,
+                    use_container_width=True,
+                )

@@ -78,31 +78,21 @@ if chosen:
                 except ApiError as exc:
                     st.session_state["models_error"] = exc.message
 
-            st.button(
-                "Promote this version",
-                on_click=change,
-                args=("promote",),
-                key="models_promote",
-                disabled=chosen["status"] == "active" or len(reason) < 3,
-                use_container_width=True,
-            )
-            st.button(
-                "Roll back",
-                on_click=change,
-                args=("rollback",),
-                key="models_rollback",
-                disabled=len(reason) < 3,
-                help="back to the model active before the current one",
-                use_container_width=True,
-            )
-            st.button(
-                "Discard",
-                on_click=change,
-                args=("discard",),
-                key="models_discard",
-                disabled=chosen["status"] == "active" or len(reason) < 3,
-                use_container_width=True,
-            )
+            active_or_no_reason = chosen["status"] == "active" or len(reason) < 3
+            for label, action, disabled, why in (
+                ("Promote this version", "promote", active_or_no_reason, None),
+                ("Roll back", "rollback", len(reason) < 3, "back to the model active before the current one"),
+                ("Discard", "discard", active_or_no_reason, None),
+            ):
+                st.button(
+                    label,
+                    on_click=change,
+                    args=(action,),
+                    key=f"models_{action}",
+                    disabled=disabled,
+                    help=why,
+                    use_container_width=True,
+                )
             if error := st.session_state.pop("models_error", None):
                 st.error(error)
             upload = st.file_uploader("Register a model bundle (.zip)", type=["zip"], key="models_upload")

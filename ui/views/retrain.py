@@ -68,7 +68,7 @@ if jobs:
     @st.fragment(run_every=2)
     def watch() -> None:
         job = client.job(job_id)
-        st.progress(job["progress"], text=f"{job['status']}: {job['message']}")
+        session.job_progress(job)
         curve = job["result"].get("curve") or []
         if curve:
             st.line_chart(pd.DataFrame(curve).set_index("epoch")[["cost"]], height=200)

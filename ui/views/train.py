@@ -172,7 +172,7 @@ with tab_run:
         @st.fragment(run_every=2)
         def learning_curve() -> None:
             job = client.job(st.session_state["tr_job"])
-            st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")
+            session.job_progress(job)
             curve = job["result"].get("curve") or []
             if curve:
                 frame = pd.DataFrame(curve).set_index("epoch")
@@ -294,7 +294,7 @@ with tab_search:
             @st.fragment(run_every=3)
             def search_progress() -> None:
                 job = client.job(search_id)
-                st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")
+                session.job_progress(job)
                 rows = job["result"].get("trials") or []
                 if rows:
                     plot = client.tradeoff_png(search_id)
