@@ -31,7 +31,7 @@ from appliance.alerts.schema import Topics, alert_message
 from appliance.images import ImageStore
 from appliance.storage import store
 from appliance.storage.models import Inspection
-from connectors.sources import Sample, Source
+from connectors.base import Sample, Source
 from models.inference import Inferencer
 
 log = logging.getLogger(__name__)

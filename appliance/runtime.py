@@ -20,7 +20,7 @@ from appliance.pipeline import ModelSlot, Pipeline
 from appliance.settings import Settings
 from appliance.storage import store
 from appliance.storage.db import init_db, make_engine
-from connectors.sources import open_source
+from connectors.factory import open_source
 from connectors.synthetic import SyntheticLine
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch

@@ -16,11 +16,14 @@ anomalies (models/detector/synthetic.py) are made differently, so this line is a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from connectors.base import Sample, Source, SourceError, now
 
 DEFECT_KINDS = ("scratch", "stain", "crack", "dent", "contamination")
 
@@ -177,3 +180,40 @@ def _contamination(image, mask, rng, geometry):
 
 
 PAINTERS = {"scratch": _scratch, "stain": _stain, "crack": _crack, "dent": _dent, "contamination": _contamination}
+
+
+class SyntheticSource(Source):
+    """The synthetic line at ``fps`` frames per second (0: as fast as read). ``meta['defect']``
+    carries the ground truth (None for a good part)."""
+
+    kind = "synthetic"
+
+    def __init__(
+        self,
+        source_id: str,
+        url: str,
+        size: int = 128,
+        defect_rate: float = 0.1,
+        seed: int = 0,
+        fps: float = 0.0,
+        kinds: str = ",".join(DEFECT_KINDS),
+    ) -> None:
+        super().__init__(source_id, url)
+        try:
+            self.line = SyntheticLine(size, defect_rate, [k for k in kinds.split(",") if k], seed)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from exc
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self.next_due = time.monotonic()
+
+    def _read(self, timeout: float) -> Sample | None:
+        wait = self.next_due - time.monotonic()
+        if wait > timeout:
+            time.sleep(timeout)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        self.next_due = max(self.next_due + self.period, time.monotonic() - self.period)
+        stamp = now()
+        part = self.line.next()
+        return Sample(self.source_id, stamp, part.image, {"defect": part.defect, "index": part.index})

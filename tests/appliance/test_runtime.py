@@ -19,7 +19,7 @@ from appliance.runtime import Appliance
 from appliance.settings import load_settings
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
-from connectors.sources import open_source
+from connectors.factory import open_source
 from models.inference import Inferencer
 from tests.appliance.conftest import free_port, port_open
 from tests.appliance.test_alerts import Subscriber, wait_for

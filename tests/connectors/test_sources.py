@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from connectors.sources import SourceError, Windower, open_source
+from connectors.base import SourceError
+from connectors.factory import open_source
+from connectors.sensors import Windower
 
 
 def wait_for(predicate, timeout=10.0):

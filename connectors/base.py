@@ -1,0 +1,142 @@
+"""What every source shares: the Sample, the Source base (state, counters, start/close), the
+back-off schedule, option parsing, and the rule that keeps credentials out of ids and messages.
+
+States: ``online``, ``reconnecting``, ``failed``, ``stopped``. Never a silent fallback to other data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+class SourceError(ValueError):
+    """A source string or option is invalid."""
+
+
+@dataclass
+class Sample:
+    source_id: str
+    t_capture: dt.datetime
+    payload: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def redact(url: str) -> str:
+    """The source string with any password replaced by ``***`` (for status, logs and errors)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def source_id_for(url: str) -> str:
+    """A stable id for a source string that never holds its credentials: the string itself
+    without the user-info part (``rtsp://user:pass@cam/1`` → ``rtsp://cam/1``)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class Backoff:
+    """Exponential back-off: ``first`` seconds, doubling up to ``longest``; ``reset`` after success."""
+
+    def __init__(self, first: float, longest: float) -> None:
+        self.first, self.longest, self.delay = first, longest, first
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.longest)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+def parse_options(query: str, allowed: dict[str, type]) -> dict[str, Any]:
+    """Options of a source string's query, each converted to its type; unknown keys are named."""
+    out = {}
+    for key, values in urllib.parse.parse_qs(query, keep_blank_values=True).items():
+        if key not in allowed:
+            msg = f"unknown option {key!r}; allowed: {', '.join(sorted(allowed))}"
+            raise SourceError(msg)
+        try:
+            out[key] = allowed[key](values[-1])
+        except ValueError as exc:
+            msg = f"option {key!r} has value {values[-1]!r}. Not a valid {allowed[key].__name__}."
+            raise SourceError(msg) from exc
+    return out
+
+
+class Source:
+    """Base: counters and state; subclasses implement ``_read`` and, when they own a thread or a
+    connection, ``_start`` and ``close``. Constructors only check options: nothing runs before
+    ``start()``."""
+
+    kind = "source"
+    backpressure = False  # True: the reader waits when the pipeline's queue is full (nothing dropped)
+
+    def __init__(self, source_id: str, url: str) -> None:
+        self.source_id, self.url = source_id, redact(url)
+        self.state = "online"
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.reconnects = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> Source:
+        """Start the source's reader thread or connection, if it has one (idempotent)."""
+        if not self.started:
+            self.started = True
+            self._start()
+        return self
+
+    def _start(self) -> None:
+        """Nothing to start for sources read on demand."""
+
+    def read(self, timeout: float = 1.0) -> Sample | None:
+        """The next sample, or ``None`` when none arrived within ``timeout`` seconds."""
+        sample = self._read(timeout)
+        if sample is not None:
+            with self._lock:
+                self.frames_in += 1
+        return sample
+
+    def _read(self, timeout: float) -> Sample | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "url": self.url,
+            "kind": self.kind,
+            "state": self.state,
+            "frames_in": self.frames_in,
+            "frames_dropped": self.frames_dropped,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
