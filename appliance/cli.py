@@ -305,12 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; user errors print one clear line and exit 2, never a traceback."""
-    from appliance.errors import USER_ERRORS
+    from appliance.errors import user_errors
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,10 +28,12 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from appliance.alerts.schema import Topics, alert_message
+from appliance.errors import NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.storage import store
 from appliance.storage.models import Inspection
-from connectors.base import Sample, Source
+from connectors.base import Sample, Source, SourceError
+from models.decision import Debounce
 from models.inference import Inferencer
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ class Pipeline:
         self.wake = threading.Condition()
         self.workers: dict[str, SourceWorker] = {}
         self.metrics: dict[str, SourceMetrics] = {}
-        self.recent: dict[str, deque[bool]] = {}
+        self.debouncers: dict[str, Debounce] = {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
@@ -135,13 +137,16 @@ class Pipeline:
     def add_source(self, source: Source) -> None:
         if source.source_id in self.workers:
             msg = f"source {source.source_id!r} exists already"
-            raise ValueError(msg)
+            raise SourceError(msg)
         worker = SourceWorker(source, self.queue_size, self.wake)
         self.workers[source.source_id] = worker
         self.metrics.setdefault(source.source_id, SourceMetrics())
         worker.thread.start()
 
     def remove_source(self, source_id: str) -> None:
+        if source_id not in self.workers:
+            msg = f"no source {source_id!r}"
+            raise NotFound(msg)
         worker = self.workers.pop(source_id)
         worker.stop()
         self.latest.pop(source_id, None)
@@ -185,10 +190,11 @@ class Pipeline:
                 log.exception("inspection of a batch failed")
 
     def inspect(self, batch: list[Sample], model: Inferencer) -> list[Inspection]:
-        results = model.predict_batch([s.payload for s in batch])
+        debounce = [self._debouncer(s.source_id) for s in batch]
+        results = model.predict_batch([s.payload for s in batch], debounce)
         inspections = []
         for sample, result in zip(batch, results, strict=True):
-            decision = self._debounced(sample.source_id, result.decision)
+            decision = result.decision
             keep_image = decision != "ok" or self._random.random() < self.keep_ok
             image_ref = self.images.put(sample.payload) if keep_image and sample.payload.ndim >= 2 else None
             heat_ref = (
@@ -210,8 +216,7 @@ class Pipeline:
             )
         stored = store.record_inspections(
             self.engine,
-            inspections=inspections,
-            threshold=model.thresholds[1],
+            inspections=[(i, r.thresholds.t2) for i, r in zip(inspections, results, strict=True)],
             alert_topic=self.topics.alerts,
             build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
         )
@@ -234,17 +239,17 @@ class Pipeline:
         worker = self.workers.get(source_id)
         if worker is None:
             msg = f"no source {source_id!r}; sources: {sorted(self.workers)}"
-            raise KeyError(msg)
+            raise NotFound(msg)
         with self.wake:
             worker.queue.clear()  # a trigger wants a fresh frame, not a queued one
             if not self.wake.wait_for(lambda: bool(worker.queue), timeout):
                 msg = f"source {source_id!r} delivered no frame within {timeout} s"
-                raise TimeoutError(msg)
+                raise Unavailable(msg)
             sample = worker.queue.popleft()
         model = self.slot.get()
         if model is None:
             msg = "no active model"
-            raise ValueError(msg)
+            raise Unavailable(msg)
         inspection = self.inspect([sample], model)[0]
         return {
             "decision": inspection.decision,
@@ -254,13 +259,15 @@ class Pipeline:
             "model_version": inspection.model_version,
         }
 
-    def _debounced(self, source_id: str, decision: str) -> str:
+    def _debouncer(self, source_id: str) -> Debounce | None:
+        """The source's N-of-M state (None without debounce)."""
         if self.debounce is None:
-            return decision
-        n, m = self.debounce
-        history = self.recent.setdefault(source_id, deque(maxlen=m))
-        history.append(decision == "ng")
-        return "review" if decision == "ng" and sum(history) < n else decision
+            return None
+        return self.debouncers.setdefault(source_id, Debounce(*self.debounce))
+
+    def _debounced(self, source_id: str, decision: str) -> str:
+        debouncer = self._debouncer(source_id)
+        return decision if debouncer is None else debouncer.apply(decision)
 
     def on_published(self, payload: str) -> None:
         """Called by the alert publisher once the broker acknowledged an alert."""

@@ -157,13 +157,65 @@ def load_project(path: str | Path) -> Project:
     except yaml.YAMLError as exc:
         msg = f"{path}: not valid YAML: {exc}"
         raise ProjectError(msg) from exc
+    return parse_project(data, str(path), path.resolve().parent)
+
+
+def parse_project(data: Any, where: str, base_dir: Path) -> Project:
+    """A project from its parsed mapping; errors start with ``where`` (a file name, or "project")."""
     if not isinstance(data, dict):
-        msg = f"{path}: a project file is a mapping with network, dataset and config"
+        msg = f"{where}: a project file is a mapping with network, dataset and config"
         raise ProjectError(msg)
     try:
         project = Project.model_validate(data)
     except ValidationError as exc:
-        msg = f"{path}: {_describe(exc)}"
+        msg = f"{where}: {_describe(exc)}"
         raise ProjectError(msg) from exc
-    project.base_dir = path.resolve().parent
+    project.base_dir = base_dir
     return project
+
+
+def list_projects(root: Path) -> list[dict[str, Any]]:
+    """Project files in a folder: name, file name and text."""
+    files = sorted(root.glob("*.yaml")) if root.is_dir() else []
+    return [{"name": p.stem, "file": p.name, "text": p.read_text(encoding="utf-8")} for p in files]
+
+
+def write_project(
+    root: Path,
+    name: str,
+    data_folder: Path,
+    *,
+    zoo: str | None = None,
+    options: dict[str, Any] | None = None,
+    spec: dict[str, Any] | None = None,
+    task: str | None = None,
+    max_epoch: int = 10,
+    batch_size: int = 64,
+    solver: str = "Adam",
+    lr: float = 0.001,
+) -> dict[str, Any]:
+    """Write ``root/<name>.yaml`` for a zoo network or a spec trained on a dataset folder (its
+    training.csv, and validation.csv when there is one); checked before it is stored."""
+    from appliance.datasets.library import checked_name
+
+    name = checked_name(name, "name")
+    if (zoo is None) == (spec is None):
+        msg = "give exactly one of 'zoo' or 'spec'"
+        raise ProjectError(msg)
+    dataset = {"training": str(data_folder / "training.csv")}
+    if (data_folder / "validation.csv").is_file():
+        dataset["validation"] = str(data_folder / "validation.csv")
+    project: dict[str, Any] = {
+        "network": {"zoo": zoo, "options": options or {}} if zoo else {"spec": spec},
+        "dataset": dataset,
+        "config": {"max_epoch": max_epoch, "batch_size": batch_size, "solver": {"type": solver, "lr": lr}},
+    }
+    if task:
+        project["task"] = task
+    parse_project(project, "project", root)  # refuses a bad network option, solver or value, by key
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{name}.yaml"
+    staging = root / f".{name}.tmp"
+    staging.write_text(yaml.safe_dump(project, sort_keys=False), encoding="utf-8")
+    staging.replace(target)
+    return {"name": name, "file": target.name, "text": target.read_text(encoding="utf-8")}

@@ -8,83 +8,97 @@ every result and sending alerts through the durable outbox.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import uvicorn
+
+from appliance import jobs, registry
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
 from appliance.alerts.schema import Topics
-from appliance.broker import EmbeddedBroker
+from appliance.broker import EmbeddedBroker, pick_port
+from appliance.errors import Unavailable
 from appliance.images import ImageStore
 from appliance.pipeline import ModelSlot, Pipeline
+from appliance.retention import prune
 from appliance.settings import Settings
-from appliance.storage import store
+from appliance.sources import SourceBook
+from appliance.storage import queries, store
 from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Inspection
+from appliance.trigger import TriggerListener
+from connectors.base import redact
 from connectors.factory import open_source
 from connectors.synthetic import SyntheticLine
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch
 
+SOURCE_STATE_KEYS = (
+    "source_id",
+    "state",
+    "frames_in",
+    "frames_dropped",
+    "queue_dropped",
+    "reconnects",
+    "errors",
+    "last_error",
+)
+
 
 class Appliance:
+    """The running appliance. Every attribute exists after ``__init__``; nothing connects or runs
+    before ``start()``, and ``stop()`` ends what ``start()`` began, in the reverse order."""
+
     def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
         self.settings, self.log = settings, log
         self.data = Path(settings.data_dir)
         self.models_dir = self.data / "models"
         self.topics = Topics(settings.mqtt.prefix, settings.mqtt.site, settings.mqtt.line, settings.mqtt.appliance_id)
+        self.engine = make_engine(settings.db_url)  # lazy: connects on first use
+        self.sources = SourceBook(self.engine, self.data)
+        self.images = ImageStore(self.data / "images")
+        self.slot = ModelSlot()
         self.broker: EmbeddedBroker | None = None
         self.publisher: AlertPublisher | None = None
         self.pipeline: Pipeline | None = None
-        self.server = None
+        self.trigger: TriggerListener | None = None
+        self.server: uvicorn.Server | None = None
         self.api_port: int | None = None
-        self.engine = make_engine(settings.db_url)
-        init_db(self.engine)
+        self.stopping = threading.Event()  # ends the retention and source-state loops
+        self._threads: list[threading.Thread] = []
+        self._db_ready = False
+        self._last_states: dict[str, str] = {}
+
+    def _database(self) -> None:
+        """Create or migrate the schema, once."""
+        if not self._db_ready:
+            init_db(self.engine)
+            self._db_ready = True
 
     # -- the model ------------------------------------------------------------------------
-    def active_model(self) -> Path | None:
-        row = store.active_model(self.engine)
-        return None if row is None else self.models_dir / row[1]
+    def active_model(self) -> Inferencer:
+        """The model judging the line now."""
+        model = self.slot.get()
+        if model is None:
+            msg = "no active model"
+            raise Unavailable(msg)
+        return model
 
     def register(self, path: Path) -> str:
         """Add a bundle file in the models folder to the registry; returns its version."""
-        from models import bundle as bundle_io
-
-        with bundle_io.open_zip(path) as zf:
-            meta = bundle_io.read_meta(zf, str(path))
-        metrics = {
-            "calibration": meta.get("postprocess", {}).get("calibration"),
-            "provenance_metrics": meta.get("provenance", {}).get("metrics"),
-        }
-        store.register_model(
-            self.engine,
-            version=str(meta["version"]),
-            filename=path.name,
-            digest=bundle_io.file_digest(path),
-            kind=meta["kind"],
-            metrics=metrics,
-        )
-        return str(meta["version"])
+        self._database()
+        return registry.register(self.engine, path)
 
     def activate(self, path: Path, actor: str = "appliance", reason: str = "first start") -> None:
         store.activate_model(self.engine, version=self.register(path), actor=actor, reason=reason)
 
     def promote(self, version: str, actor: str, reason: str) -> Inferencer:
         """Load the version's bundle (refusing a broken one), record it as active, swap it in."""
-        from sqlmodel import Session, select
-
-        from appliance.storage.models import ModelVersion
-
-        with Session(self.engine) as session:
-            row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
-        if row is None:
-            msg = f"no model version {version!r}"
-            raise KeyError(msg)
-        inferencer = Inferencer(self.models_dir / row.filename)  # loads and checks before anything changes
-        if inferencer.kind not in ("detector", "autoencoder"):
-            from models.bundle import BundleError
-
-            msg = f"model {version!r} is a {inferencer.kind}; the line runs anomaly models (detector or autoencoder)"
-            raise BundleError(msg)
+        inferencer = registry.load_for_line(self.engine, self.models_dir, version)  # before anything changes
         store.activate_model(self.engine, version=version, actor=actor, reason=reason)
         self.slot.swap(inferencer)
         return inferencer
@@ -131,24 +145,19 @@ class Appliance:
     def start(self) -> Appliance:
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        engine = self.engine
+        self._database()
         self._first_admin_token()
-        from appliance import jobs
-
-        if jobs.fail_interrupted(engine):
+        if store.fail_interrupted_jobs(self.engine):
             self.log("jobs interrupted by the last stop were marked failed")
-        model = self.active_model()
+        model = registry.active_path(self.engine, self.models_dir)
         if model is None:
             model = self.train_default()
             self.activate(model)
         inferencer = Inferencer(model)
-        host, port = s.mqtt.host, s.mqtt.port
-        if host is None:
-            self.broker = EmbeddedBroker(s.mqtt.embedded_port).start()
-            host, port = "127.0.0.1", self.broker.port
-        self.slot, self.images = ModelSlot(inferencer), ImageStore(self.data / "images")
+        self.slot.swap(inferencer)
+        broker = self._broker_settings()
         self.pipeline = Pipeline(
-            engine,
+            self.engine,
             self.slot,
             self.topics,
             self.images,
@@ -157,60 +166,78 @@ class Appliance:
             debounce=s.debounce,
             keep_ok_images=s.keep_ok_images,
         )
-        protocol = "3.1.1" if self.broker else s.mqtt.protocol  # amqtt speaks 3.1.1 only
-        broker = BrokerSettings(
+        self.publisher = AlertPublisher(self.engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
+        self.pipeline.alerts_waiting = self.publisher.wake
+        if s.inspections_per_second > 0:
+            self.pipeline.on_inspected = self._publish_inspection
+        self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()
+        self._open_sources()
+        self.pipeline.start()
+        self._serve_api()
+        self._loop("retention", 600.0, self._prune)
+        self._loop("source-states", 1.0, self._announce_source_states)
+        self._say_started(model, inferencer, broker)
+        return self
+
+    def stop(self) -> None:
+        """Stop in the reverse order of ``start``: API, loops, trigger, pipeline, publisher, broker, jobs."""
+        if self.server:
+            self.server.should_exit = True
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(5)
+        if self.trigger:
+            self.trigger.stop()
+        if self.pipeline:
+            self.pipeline.stop()
+        if self.publisher:
+            self.publisher.stop()
+        if self.broker:
+            self.broker.stop()
+        jobs.stop_all()
+
+    def _broker_settings(self) -> BrokerSettings:
+        """The configured broker, or an embedded one on loopback (started here) when none is set."""
+        s = self.settings
+        host, port = s.mqtt.host, s.mqtt.port
+        if host is None:
+            self.broker = EmbeddedBroker(s.mqtt.embedded_port).start()
+            host, port = "127.0.0.1", self.broker.port
+        return BrokerSettings(
             host=host,
             port=port,
             username=s.mqtt.username,
             password=s.mqtt.password,
             tls=s.mqtt.tls,
             ca_file=s.mqtt.ca_file,
-            protocol=protocol,
+            protocol="3.1.1" if self.broker else s.mqtt.protocol,  # amqtt speaks 3.1.1 only
         )
-        self.publisher = AlertPublisher(engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
-        self.pipeline.alerts_waiting = self.publisher.wake
-        if s.inspections_per_second > 0:
-            rate = s.inspections_per_second
-            self.pipeline.on_inspected = lambda i: self.publisher.publish_inspection(
-                {
-                    "source_id": i.source_id,
-                    "t_capture": i.t_capture.isoformat(),
-                    "decision": i.decision,
-                    "score": i.score,
-                    "norm_score": i.norm_score,
-                    "model_version": i.model_version,
-                },
-                rate,
-            )
-        from appliance.trigger import TriggerListener
 
-        self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()
-        for url in s.sources:
+    def _open_sources(self) -> None:
+        for url in self.settings.sources:
             self.pipeline.add_source(open_source(url))
-        for source_id, url in store.saved_sources(engine):  # added through the API earlier
+        for source_id, url in self.sources.saved():  # added through the API earlier
             if source_id not in self.pipeline.workers:
                 try:
                     self.pipeline.add_source(open_source(url, source_id))
                 except ValueError as exc:  # e.g. a folder that is gone: say so, keep the rest running
                     self.log(f"stored source {source_id} cannot start: {exc}")
-        self.pipeline.start()
-        self._serve_api()
-        self._start_retention()
-        self._watch_sources()
-        self.log(f"database: {s.db_url}")
+
+    def _say_started(self, model: Path, inferencer: Inferencer, broker: BrokerSettings) -> None:
+        s = self.settings
+        self.log(f"database: {self.engine.url.render_as_string(hide_password=True)}")
         self.log(
             f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
             f"T2={inferencer.thresholds[1]:.4f})"
         )
-        self.log(f"sources: {', '.join(s.sources)}")
+        self.log(f"sources: {', '.join(redact(url) for url in s.sources)}")
         kind = "embedded broker" if self.broker else "broker"
-        self.log(f"MQTT {kind}: {host}:{port}; alerts on {self.topics.alerts}")
-        self.log(f"  subscribe: mosquitto_sub -h {host} -p {port} -t '{self.topics.alerts}' -v")
+        self.log(f"MQTT {kind}: {broker.host}:{broker.port}; alerts on {self.topics.alerts}")
+        self.log(f"  subscribe: mosquitto_sub -h {broker.host} -p {broker.port} -t '{self.topics.alerts}' -v")
         self.log(f"REST API: http://{s.api_host}:{self.api_port}/docs (bearer token; see {self.data / 'admin-token'})")
-        return self
 
     def _first_admin_token(self) -> None:
-        if store.has_tokens(self.engine):
+        if queries.has_tokens(self.engine):
             return
         token = store.create_token(self.engine, name="first-start admin", role="admin")
         path = self.data / "admin-token"
@@ -219,90 +246,58 @@ class Appliance:
         path.write_text(token + "\n")
         self.log(f"first start: admin API token written to {path} (mode 600)")
 
-    def _watch_sources(self, every: float = 1.0) -> None:
-        """Announce each source's state on MQTT (retained) whenever it changes."""
-        import datetime as dt
-        import threading
+    def _publish_inspection(self, i: Inspection) -> None:
+        payload = {
+            "source_id": i.source_id,
+            "t_capture": i.t_capture.isoformat(),
+            "decision": i.decision,
+            "score": i.score,
+            "norm_score": i.norm_score,
+            "model_version": i.model_version,
+        }
+        self.publisher.publish_inspection(payload, self.settings.inspections_per_second)
 
-        last: dict[str, str] = {}
-
-        def loop() -> None:
-            while not self.retention_stop.wait(every):
-                for sid, st in self.pipeline.status().items():
-                    if last.get(sid) != st["state"]:
-                        last[sid] = st["state"]
-                        keys = (
-                            "source_id",
-                            "state",
-                            "frames_in",
-                            "frames_dropped",
-                            "queue_dropped",
-                            "reconnects",
-                            "errors",
-                            "last_error",
-                        )
-                        payload = {k: st.get(k) for k in keys} | {"ts": dt.datetime.now(dt.UTC).isoformat()}
-                        store.queue_message(
-                            self.engine, topic=self.topics.source_state(sid), payload=payload, retain=True
-                        )
-                        self.publisher.wake.set()
-
-        threading.Thread(target=loop, name="source-states", daemon=True).start()
-
-    def _start_retention(self, every: float = 600.0) -> None:
-        import datetime as dt
-        import logging
-        import threading
-
-        from appliance.retention import prune
-
-        self.retention_stop = threading.Event()
+    def _loop(self, name: str, every: float, step: Callable[[], None]) -> None:
+        """Run ``step`` every ``every`` seconds until stop; a failing step is logged, never fatal."""
 
         def loop() -> None:
-            while not self.retention_stop.wait(every):
+            while not self.stopping.wait(every):
                 try:
-                    prune(
-                        self.engine,
-                        self.images,
-                        max_age=dt.timedelta(days=self.settings.retention_days),
-                        max_bytes=int(self.settings.retention_max_gb * 1024**3),
-                    )
-                except Exception:  # keep inspecting; say why retention failed
-                    logging.getLogger(__name__).exception("retention failed")
+                    step()
+                except Exception:  # keep inspecting; say why the step failed
+                    logging.getLogger(__name__).exception("%s failed", name)
 
-        threading.Thread(target=loop, name="retention", daemon=True).start()
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _prune(self) -> None:
+        prune(
+            self.engine,
+            self.images,
+            max_age=dt.timedelta(days=self.settings.retention_days),
+            max_bytes=int(self.settings.retention_max_gb * 1024**3),
+        )
+
+    def _announce_source_states(self) -> None:
+        """Announce each source's state on MQTT (retained) whenever it changes."""
+        for sid, st in self.pipeline.status().items():
+            if self._last_states.get(sid) != st["state"]:
+                self._last_states[sid] = st["state"]
+                payload = {k: st.get(k) for k in SOURCE_STATE_KEYS} | {"ts": dt.datetime.now(dt.UTC).isoformat()}
+                store.queue_message(self.engine, topic=self.topics.source_state(sid), payload=payload, retain=True)
+                self.publisher.wake.set()
 
     def _serve_api(self) -> None:
-        import threading
-
-        import uvicorn
-
         from appliance.api import create_app
-        from appliance.broker import pick_port
 
         self.api_port = pick_port(self.settings.api_port)
         config = uvicorn.Config(
             create_app(self), host=self.settings.api_host, port=self.api_port, log_level="warning", access_log=False
         )
         self.server = uvicorn.Server(config)
-        threading.Thread(target=self.server.run, name="api", daemon=True).start()
-
-    def stop(self) -> None:
-        from appliance import jobs
-
-        jobs.stop_all()
-        if getattr(self, "retention_stop", None):
-            self.retention_stop.set()
-        if self.server:
-            self.server.should_exit = True
-        if getattr(self, "trigger", None):
-            self.trigger.stop()
-        if self.pipeline:
-            self.pipeline.stop()
-        if self.publisher:
-            self.publisher.stop()
-        if self.broker:
-            self.broker.stop()
+        thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        thread.start()
 
 
 def next_pause(duration: float | None, report_every: float, elapsed: float) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 
 from appliance.alerts.publisher import BrokerSettings, new_client, protocol_for
 from appliance.alerts.schema import Topics
+from appliance.errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class TriggerListener:
         self._reply({"request_id": rid, "state": "ready"})
         try:
             result = self.inspect_one(str(request.get("source_id", "")))
-        except (KeyError, ValueError, TimeoutError) as exc:
+        except (NotFound, Unavailable, ValueError) as exc:
             self._reply({"request_id": rid, "state": "error", "error": str(exc)})
             return
         self._reply({"request_id": rid, "state": "result", **result})

@@ -126,12 +126,6 @@ def normalize(score: Any, median: float, t2: float) -> np.ndarray:
     return np.where(s <= t2, below, above)
 
 
-def decide(score: float, t1: float, t2: float) -> str:
-    if score >= t2:
-        return "ng"
-    return "review" if score >= t1 else "ok"
-
-
 def max_f1_threshold(normal_scores: Any, defect_scores: Any) -> tuple[float, float]:
     """The threshold maximising F1 (defects positive), and that F1."""
     from sklearn.metrics import precision_recall_curve

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from models import bundle as bundle_io
-from models.calibration import decide, normalize
+from models.calibration import normalize
+from models.decision import Debounce, Thresholds, decide
 from models.preprocess import InputSpec, preprocess_batch
 from models.scoring import image_scores, reconstruction_error_maps
 
@@ -36,6 +37,7 @@ class Result:
     model_version: str
     latency_ms: float
     output: list[float] | None = None
+    thresholds: Thresholds | None = None  # the T1/T2 that made ``decision``
 
 
 class Inferencer:
@@ -65,33 +67,36 @@ class Inferencer:
         cal = post.get("calibration") or {}
         self.median = float(cal.get("median", 0.0))
         self._lock = threading.Lock()
-        self._thresholds = (float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
+        self._thresholds = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property
     def thresholds(self) -> tuple[float, float]:
-        return self._thresholds
+        return self._thresholds.as_tuple()
 
     def set_thresholds(self, t1: float, t2: float) -> None:
         """Change T1/T2 at run time (the graph does not hold them)."""
-        if not (np.isfinite(t1) and np.isfinite(t2)) or t1 > t2:
-            msg = f"thresholds must be finite with T1 <= T2, got T1={t1}, T2={t2}"
-            raise ValueError(msg)
+        checked = Thresholds.checked(t1, t2)
         with self._lock:
-            self._thresholds = (float(t1), float(t2))
+            self._thresholds = checked
 
     def predict(self, sample: np.ndarray) -> Result:
         return self.predict_batch([sample])[0]
 
-    def predict_batch(self, samples: Sequence[np.ndarray]) -> list[Result]:
+    def predict_batch(
+        self, samples: Sequence[np.ndarray], debounce: Sequence[Debounce | None] | None = None
+    ) -> list[Result]:
+        """Score and decide a batch; ``debounce`` gives each sample its source's N-of-M state."""
         start = time.perf_counter()
         x = preprocess_batch(samples, self.input_spec)
         outputs = dict(zip(self.output_names, self.session.run(None, {"input": x}), strict=True))
         scores, maps, labels, raw = self._postprocess(x, outputs)
         latency = (time.perf_counter() - start) * 1000
-        t1, t2 = self._thresholds
+        thresholds = self._thresholds  # one read: the whole batch is decided with the same pair
+        t2 = thresholds.t2
         norm = normalize(scores, self.median, t2) if np.isfinite(t2) else np.clip(scores, 0, 1)
-        decisions = [decide(float(s), t1, t2) for s in scores]
+        states = debounce if debounce is not None else [None] * len(scores)
+        decisions = [decide(float(s), thresholds, d) for s, d in zip(scores, states, strict=True)]
         if self.kind == "detector" and labels is not None:  # a defect type only for flagged items
             labels = [lab if d != "ok" else None for lab, d in zip(labels, decisions, strict=True)]
         return [
@@ -104,6 +109,7 @@ class Inferencer:
                 model_version=self.version,
                 latency_ms=latency,
                 output=None if raw is None else raw[i].reshape(-1).tolist(),
+                thresholds=thresholds,
             )
             for i, (s, n) in enumerate(zip(scores, norm, strict=True))
         ]

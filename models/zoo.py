@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.spec import SpecError
+
 Spec = dict[str, Any]
 
 
@@ -37,18 +39,25 @@ def list_models(task: str | None = None) -> list[str]:
     return sorted(n for n, e in ZOO.items() if task is None or e.task == task)
 
 
+class UnknownNetwork(SpecError, KeyError):
+    """No zoo network of that name (a KeyError for lookups, a SpecError for users)."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def get_spec(name: str, input_shape: Sequence[int] | None = None, **options: Any) -> Spec:
     """The spec of zoo network ``name`` for ``input_shape`` (default: the entry's own)."""
     if name not in ZOO:
         msg = f"no zoo network {name!r}; known: {', '.join(list_models())}"
-        raise KeyError(msg)
+        raise UnknownNetwork(msg)
     entry = ZOO[name]
     shape = list(input_shape or entry.default_input)
     try:
         layers = entry.build(shape, **options)
     except TypeError as exc:
         msg = f"zoo network {name!r}: {exc}"
-        raise ValueError(msg) from exc
+        raise SpecError(msg) from exc
     return {"name": name, "input": shape, "layers": layers}
 
 

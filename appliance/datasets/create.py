@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.datasets.nnc import IMAGE_EXTENSIONS, write_csv
+from appliance.datasets.nnc import write_csv
+from connectors.base import IMAGE_SUFFIXES
 
 
 class CreateError(ValueError):
@@ -72,7 +73,7 @@ def convert_image(path: Path, fmt: ImageFormat) -> np.ndarray:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _split(n: int, percent: float, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+from connectors.base import IMAGE_SUFFIXES
+
 HEADER = re.compile(r"^(?P<name>[^:#]+?)(?:__(?P<index>\d+))?(?::(?P<label>.*))?$")
 
 
@@ -103,7 +104,7 @@ def parse_header(cells: list[str]) -> tuple[dict[str, Variable], list[Problem]]:
 def read_file_cell(path: Path, normalize: bool) -> np.ndarray:
     """Decode one referenced file into an array (images: (C, H, W))."""
     ext = path.suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
+    if ext in IMAGE_SUFFIXES:
         data = np.fromfile(path, np.uint8)  # works with non-ASCII names, unlike cv2.imread
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if image is None:
@@ -183,7 +184,7 @@ class NNCDataset:
             msg = f"path {text!r} is not ASCII (NNC's tools fail on such paths; rename the file)"
             raise ValueError(msg)
         path = self._resolve(text)
-        if Path(text).suffix.lower() not in IMAGE_EXTENSIONS | {".csv", ".npy"}:
+        if Path(text).suffix.lower() not in IMAGE_SUFFIXES | {".csv", ".npy"}:
             msg = f"{text!r} is neither a number nor a path to an image, .csv or .npy file"
             raise ValueError(msg)
         if not path.is_file():

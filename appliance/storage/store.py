@@ -1,4 +1,6 @@
-"""Storage operations (the one module that commits). Keyword-only arguments."""
+"""Storage operations: every write (the one module that commits) and the reads the pipeline, the
+outbox and authentication repeat. Keyword-only arguments. The API's read queries are in
+:mod:`appliance.storage.queries`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,19 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from appliance.storage.models import Alert, Inspection, OutboxMessage, utcnow
+from appliance.errors import Conflict, NotFound
+from appliance.storage.models import (
+    Alert,
+    ApiToken,
+    AuditLog,
+    Inspection,
+    ModelVersion,
+    OutboxMessage,
+    SourceConfig,
+    TrainingJob,
+    utcnow,
+)
+from models.decision import is_flagged
 
 
 def record_inspection(
@@ -25,26 +39,26 @@ def record_inspection(
     """Store an inspection; for review / NG decisions also its alert and the alert's MQTT message,
     all in one transaction (an alert is never stored without its message, nor sent without its row)."""
     return record_inspections(
-        engine, inspections=[inspection], threshold=threshold, alert_topic=alert_topic, build_message=build_message
+        engine, inspections=[(inspection, threshold)], alert_topic=alert_topic, build_message=build_message
     )[0]
 
 
 def record_inspections(
     engine: Engine,
     *,
-    inspections: list[Inspection],
-    threshold: float,
+    inspections: list[tuple[Inspection, float]],
     alert_topic: str,
     build_message: Callable[[Alert, Inspection], dict[str, Any]],
 ) -> list[tuple[Inspection, Alert | None]]:
-    """A batch of inspections with their alerts and messages, in one transaction."""
+    """A batch of (inspection, the T2 its decision used) with their alerts and messages, in one
+    transaction."""
     with Session(engine, expire_on_commit=False) as session:
-        session.add_all(inspections)
+        session.add_all([inspection for inspection, _ in inspections])
         session.flush()
         out = []
-        for inspection in inspections:
+        for inspection, threshold in inspections:
             alert = None
-            if inspection.decision in ("review", "ng"):
+            if is_flagged(inspection.decision):
                 alert = Alert(
                     event_id=str(uuid.uuid4()),
                     inspection_id=inspection.id,
@@ -104,8 +118,6 @@ def create_token(engine: Engine, *, name: str, role: str) -> str:
     import hashlib
     import secrets
 
-    from appliance.storage.models import ApiToken
-
     if role not in ROLES:
         msg = f"role {role!r} is not one of {', '.join(ROLES)}"
         raise ValueError(msg)
@@ -119,8 +131,6 @@ def create_token(engine: Engine, *, name: str, role: str) -> str:
 def token_role(engine: Engine, *, token: str) -> str | None:
     import hashlib
 
-    from appliance.storage.models import ApiToken
-
     digest = hashlib.sha256(token.encode()).hexdigest()
     with Session(engine) as session:
         row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
@@ -129,7 +139,6 @@ def token_role(engine: Engine, *, token: str) -> str | None:
 
 def audit(engine: Engine, *, actor: str, action: str, new: Any = None, old: Any = None, reason: str = "") -> None:
     """One line of the audit log (who did what, when, why)."""
-    from appliance.storage.models import AuditLog
 
     with Session(engine) as session:
         session.add(
@@ -144,19 +153,7 @@ def audit(engine: Engine, *, actor: str, action: str, new: Any = None, old: Any 
         session.commit()
 
 
-def list_tokens(engine: Engine) -> list[dict[str, Any]]:
-    """Every token's id, name, role, creation time and state (never the token itself)."""
-    from appliance.storage.models import ApiToken
-
-    with Session(engine) as session:
-        rows = session.exec(select(ApiToken).order_by(ApiToken.id)).all()
-    return [
-        {"id": r.id, "name": r.name, "role": r.role, "created_at": r.created_at, "revoked": r.revoked} for r in rows
-    ]
-
-
 def revoke_token(engine: Engine, *, token_id: int) -> bool:
-    from appliance.storage.models import ApiToken
 
     with Session(engine) as session:
         row = session.get(ApiToken, token_id)
@@ -168,18 +165,10 @@ def revoke_token(engine: Engine, *, token_id: int) -> bool:
     return True
 
 
-def has_tokens(engine: Engine) -> bool:
-    from appliance.storage.models import ApiToken
-
-    with Session(engine) as session:
-        return session.exec(select(ApiToken.id)).first() is not None
-
-
 def set_thresholds(
     engine: Engine, *, t1: float, t2: float, old: tuple[float, float], actor: str, reason: str, topic: str
 ) -> None:
     """Audit a threshold change and queue its retained MQTT announcement, in one transaction."""
-    from appliance.storage.models import AuditLog
 
     new = {"t1": t1, "t2": t2}
     with Session(engine) as session:
@@ -208,14 +197,13 @@ def register_model(
     engine: Engine, *, version: str, filename: str, digest: str, kind: str, metrics: dict[str, Any]
 ) -> None:
     """Add a bundle to the registry as a candidate (idempotent for the same version and digest)."""
-    from appliance.storage.models import ModelVersion
 
     with Session(engine) as session:
         existing = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
         if existing is not None:
             if existing.digest != digest:
                 msg = f"model version {version!r} is registered already with different contents"
-                raise ValueError(msg)
+                raise Conflict(msg)
             return
         session.add(
             ModelVersion(version=version, filename=filename, digest=digest, kind=kind, metrics=json.dumps(metrics))
@@ -226,7 +214,6 @@ def register_model(
 def activate_model(engine: Engine, *, version: str, actor: str, reason: str) -> tuple[str | None, str]:
     """Make ``version`` the active model (the previous one is retired) and audit it; returns
     (previous version, filename of the new one)."""
-    from appliance.storage.models import AuditLog, ModelVersion
 
     with Session(engine) as session:
         target = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
@@ -249,24 +236,10 @@ def activate_model(engine: Engine, *, version: str, actor: str, reason: str) -> 
 
 def active_model(engine: Engine) -> tuple[str, str] | None:
     """(version, filename) of the active model."""
-    from appliance.storage.models import ModelVersion
 
     with Session(engine) as session:
         row = session.exec(select(ModelVersion).where(ModelVersion.status == "active")).first()
         return None if row is None else (row.version, row.filename)
-
-
-def previous_model(engine: Engine) -> str | None:
-    """The most recently active model before the current one (for roll back)."""
-    from appliance.storage.models import ModelVersion
-
-    with Session(engine) as session:
-        row = session.exec(
-            select(ModelVersion)
-            .where(ModelVersion.status == "retired", col(ModelVersion.activated_at).is_not(None))
-            .order_by(col(ModelVersion.activated_at).desc())
-        ).first()
-        return None if row is None else row.version
 
 
 def queue_message(engine: Engine, *, topic: str, payload: dict[str, Any], retain: bool = False, qos: int = 1) -> None:
@@ -285,7 +258,6 @@ def queue_message(engine: Engine, *, topic: str, payload: dict[str, Any], retain
 
 
 def save_source(engine: Engine, *, source_id: str, url: str, actor: str) -> None:
-    from appliance.storage.models import SourceConfig
 
     with Session(engine) as session:
         session.add(SourceConfig(source_id=source_id, url=url, created_by=actor))
@@ -293,7 +265,6 @@ def save_source(engine: Engine, *, source_id: str, url: str, actor: str) -> None
 
 
 def delete_source(engine: Engine, *, source_id: str) -> None:
-    from appliance.storage.models import SourceConfig
 
     with Session(engine) as session:
         for row in session.exec(select(SourceConfig).where(SourceConfig.source_id == source_id)):
@@ -301,8 +272,100 @@ def delete_source(engine: Engine, *, source_id: str) -> None:
         session.commit()
 
 
-def saved_sources(engine: Engine) -> list[tuple[str, str]]:
-    from appliance.storage.models import SourceConfig
+def update_alert(
+    engine: Engine, *, alert_id: int, actor: str, acknowledge: bool = False, verdict: str | None = None
+) -> Alert:
+    """Acknowledge an open alert, and/or record an operator's verdict on it."""
+    with Session(engine, expire_on_commit=False) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            msg = f"no alert {alert_id}"
+            raise NotFound(msg)
+        if acknowledge and alert.state == "open":
+            alert.state, alert.acknowledged_by, alert.acknowledged_at = "acknowledged", actor, utcnow()
+        if verdict:
+            alert.state, alert.verdict_by, alert.verdict_at = verdict, actor, utcnow()
+        session.add(alert)
+        session.commit()
+        return alert
 
+
+def discard_model(engine: Engine, *, version: str, actor: str, reason: str) -> ModelVersion:
+    """Set a candidate aside (kept on disk, not offered for promotion), audited; never the active one."""
+    with Session(engine, expire_on_commit=False) as session:
+        row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if row is None:
+            msg = f"no model version {version!r}"
+            raise NotFound(msg)
+        if row.status == "active":
+            msg = "the active model cannot be discarded; promote another first"
+            raise Conflict(msg)
+        row.status = "discarded"
+        session.add(row)
+        session.add(AuditLog(actor=actor, action="model.discard", new=json.dumps({"version": version}), reason=reason))
+        session.commit()
+        return row
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+def create_job(engine: Engine, *, kind: str, params: dict[str, Any], actor: str) -> int:
     with Session(engine) as session:
-        return [(r.source_id, r.url) for r in session.exec(select(SourceConfig).order_by(SourceConfig.id))]
+        job = TrainingJob(kind=kind, params=json.dumps(params), created_by=actor)
+        session.add(job)
+        session.commit()
+        return job.id
+
+
+def update_job(
+    engine: Engine,
+    *,
+    job_id: int,
+    progress: float | None = None,
+    message: str | None = None,
+    status: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """A job's progress (clipped to [0, 1]), a log line, its status (stamping start and end) or result."""
+    with Session(engine) as session:
+        job = session.get(TrainingJob, job_id)
+        if progress is not None:
+            job.progress = float(min(max(progress, 0.0), 1.0))
+        if message is not None:
+            job.message = message
+            job.log += f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {message}\n"
+        if status is not None:
+            job.status = status
+            if status == "running":
+                job.started_at = utcnow()
+            elif status in ("succeeded", "failed", "cancelled"):
+                job.finished_at = utcnow()
+        if result is not None:
+            job.result = json.dumps(result)
+        session.add(job)
+        session.commit()
+
+
+def request_cancel(engine: Engine, *, job_id: int) -> None:
+    """Ask a queued or running job to stop."""
+    with Session(engine) as session:
+        job = session.get(TrainingJob, job_id)
+        if job is None:
+            msg = f"no job {job_id}"
+            raise NotFound(msg)
+        if job.status in ("queued", "running"):
+            job.cancel_requested = True
+            session.add(job)
+            session.commit()
+
+
+def fail_interrupted_jobs(engine: Engine) -> int:
+    """Jobs left queued or running by a previous process will never finish: say so."""
+    with Session(engine) as session:
+        stale = session.exec(select(TrainingJob).where(col(TrainingJob.status).in_(("queued", "running")))).all()
+        for job in stale:
+            job.status, job.finished_at = "failed", utcnow()
+            job.message = "interrupted: the appliance stopped while the job ran; start it again"
+            job.log += f"{job.message}\n"
+            session.add(job)
+        session.commit()
+        return len(stale)

@@ -27,14 +27,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import math
 import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -43,8 +41,14 @@ import numpy as np
 import yaml
 
 from appliance.project import Project, ProjectError, SearchConfig, load_project
-from engine.training import Callback, Trainer
-from models import bundle as bundle_io
+from appliance.workflows.trials import (
+    TrialJob,
+    export_trial,
+    init_worker,
+    plot_tradeoff,
+    run_trial,
+    write_json,
+)
 from models.search import Candidate, Limits, Proposer, SearchError, Trial, check_base, pareto_flags
 from models.spec import SpecError
 
@@ -64,89 +68,6 @@ TABLE_KEYS = (
 )
 
 
-# -- one trial, in a worker ---------------------------------------------------------------------
-@dataclass
-class TrialJob:
-    """Everything a worker needs: plain data, so any executor can ship it."""
-
-    id: int
-    directory: str
-    project_file: str
-    error_key: str
-    reference_curve: list[float] = field(default_factory=list)  # the best trial's error per epoch
-    early_stop_factor: float | None = None
-    deadline: float | None = None  # time.time() after which the trial gives up
-
-
-class Guard(Callback):
-    """Stops a hopeless trial (error many times the best trial's at the same epoch) or one whose
-    time is up."""
-
-    def __init__(self, job: TrialJob, epochs: int) -> None:
-        self.job, self.status = job, "done"
-        self.first_check = max(2, epochs // 3)
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
-        job = self.job
-        if job.deadline is not None and time.time() > job.deadline:
-            self.status, trainer.stop = "time_limit", True
-            return
-        epoch, error = int(record["epoch"]), record.get(job.error_key)
-        if job.early_stop_factor and error is not None and epoch >= self.first_check and job.reference_curve:
-            ref = job.reference_curve[min(epoch, len(job.reference_curve)) - 1]
-            if error > job.early_stop_factor * max(ref, 1e-3):
-                self.status, trainer.stop = "stopped_early", True
-
-
-def run_trial(job: TrialJob) -> dict[str, Any]:
-    """Train and evaluate one trial; returns (and writes as trial.json) its result."""
-    from appliance.workflows.train import train
-
-    directory = Path(job.directory)
-    project = load_project(job.project_file)
-    guard = Guard(job, project.config.max_epoch)
-    start = time.perf_counter()
-    result: dict[str, Any] = {"trial": job.id}
-    try:
-        run = train(job.project_file, directory, log=None, progress=False, callbacks=[guard])
-    except Exception as exc:  # a trial that cannot train is a result too  # noqa: BLE001
-        result.update(status="failed", message=f"{type(exc).__name__}: {exc}", error=None, curve=[], epochs=0)
-    else:
-        curve = [float(r[job.error_key]) for r in run.history if job.error_key in r]
-        finite = [e for e in curve if math.isfinite(e)]
-        result.update(
-            status=guard.status if finite else "failed",
-            error=min(finite) if finite else None,
-            curve=curve,
-            epochs=len(run.history),
-        )
-    result["seconds"] = round(time.perf_counter() - start, 3)
-    if result["status"] != "time_limit":  # a trial cut by the time limit runs again on resume
-        _write_json(directory / "trial.json", result)
-    return result
-
-
-def die_with_parent() -> None:
-    """Ask Linux to end this process when its parent ends (even by ``kill -9``): no orphan keeps
-    training, or waits forever, after the process that started it is gone."""
-    if sys.platform == "linux":
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _init_worker(workers: int) -> None:
-    """A trial worker dies with the search; several trials side by side use one BLAS thread each,
-    so they do not fight over the cores."""
-    die_with_parent()
-    if workers > 1:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-
-
-# -- the search ---------------------------------------------------------------------------------
 @dataclass
 class SearchResult:
     directory: Path
@@ -246,7 +167,7 @@ class Search:
             msg = f"nothing to resume: {state_file} does not exist"
             raise ProjectError(msg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(state_file, {**state, "settings": self.settings.model_dump()})
+        write_json(state_file, {**state, "settings": self.settings.model_dump()})
         for directory in sorted((self.run_dir / "trials").glob("[0-9]*")):
             meta = directory / "candidate.json"
             if not meta.is_file():
@@ -297,7 +218,7 @@ class Search:
             if data["dataset"].get(key):
                 data["dataset"][key] = str(self.project.path(data["dataset"][key]).resolve())
         (directory / "project.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        _write_json(
+        write_json(
             directory / "candidate.json",
             {"trial": trial_id, "parent": cand.parent, "mutations": cand.mutations, "spec": cand.spec, "key": cand.key},
         )
@@ -309,7 +230,7 @@ class Search:
         workers = s.workers or os.cpu_count() or 1
         deadline = time.time() + s.time_limit_minutes * 60 if s.time_limit_minutes else None
         executor = self.executor or ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(workers,)
+            workers, mp_context=get_context("spawn"), initializer=init_worker, initargs=(workers,)
         )
         rerun = sorted(t for t in self.candidates if t not in self.records)
         if self.records or rerun:
@@ -389,7 +310,7 @@ class Search:
             result = future.result()
         except Exception as exc:  # the worker itself died  # noqa: BLE001
             result = {"trial": trial_id, "status": "failed", "error": None, "message": str(exc), "epochs": 0}
-            _write_json(self._trial_dir(trial_id) / "trial.json", result)
+            write_json(self._trial_dir(trial_id) / "trial.json", result)
         if result["status"] == "time_limit":
             self._say(f"trial {trial_id}: cut by the time limit; it runs again on resume")
             return
@@ -454,77 +375,6 @@ class Search:
         best = min(done, key=lambda r: (r["error"], r["multiply_adds"])) if done else None
         self._say(f"stopped by {stopped_by}: {len(rows)} trials, {len(front)} on the Pareto front")
         return SearchResult(self.run_dir, rows, base, best, front, stopped_by)
-
-
-def plot_tradeoff(path: Path, rows: Sequence[dict[str, Any]], error_name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    shown = [r for r in rows if r["error"] is not None]
-    other = [r for r in shown if not r["pareto"] and r["trial"] != 0 and r["status"] == "done"]
-    stopped = [r for r in shown if r["status"] != "done"]
-    if stopped:
-        ax.scatter(
-            [r["multiply_adds"] for r in stopped],
-            [r["error"] for r in stopped],
-            c="0.7",
-            marker="x",
-            s=22,
-            label="stopped early",
-        )
-    front = sorted((r for r in shown if r["pareto"]), key=lambda r: r["multiply_adds"])
-    if other:
-        ax.scatter([r["multiply_adds"] for r in other], [r["error"] for r in other], c="0.6", s=22, label="trial")
-    if front:
-        ax.step([r["multiply_adds"] for r in front], [r["error"] for r in front], where="post", c="C3", lw=1, alpha=0.6)
-        ax.scatter([r["multiply_adds"] for r in front], [r["error"] for r in front], c="C3", s=36, label="Pareto front")
-        for r in front:
-            ax.annotate(str(r["trial"]), (r["multiply_adds"], r["error"]), textcoords="offset points", xytext=(4, 4))
-    base = next((r for r in shown if r["trial"] == 0), None)
-    if base is not None:
-        ax.scatter([base["multiply_adds"]], [base["error"]], marker="*", s=160, c="C0", label="base network", zorder=3)
-    ax.set_xscale("log")
-    ax.set_xlabel("multiply-adds (log)")
-    ax.set_ylabel(f"validation error ({error_name})")
-    ax.set_title(f"structure search: {len(rows)} trials")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def export_trial(run: str | Path, trial_id: int, out: str | Path) -> Path:
-    """Copy a trial's model bundle (its best epoch) out of a search folder, checking it loads."""
-    directory = Path(run) / "trials" / f"{trial_id:04d}"
-    if not (directory / "trial.json").is_file():
-        msg = f"{Path(run)} has no finished trial {trial_id}"
-        raise ProjectError(msg)
-    source = next((p for p in (directory / "results" / n for n in ("best.zip", "last.zip")) if p.is_file()), None)
-    if source is None:
-        msg = f"trial {trial_id} in {Path(run)} has no model bundle (it failed before the end of training)"
-        raise ProjectError(msg)
-    bundle_io.load(source)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, out)
-    return out
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_plain))
-    tmp.replace(path)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    msg = f"cannot store {type(value).__name__} in JSON"
-    raise TypeError(msg)
 
 
 __all__ = ["SearchError", "SearchResult", "export_trial", "search"]

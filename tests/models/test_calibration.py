@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import CalibrationError, calibrate, decide, max_f1_threshold, normalize
+from models.calibration import CalibrationError, calibrate, max_f1_threshold, normalize
+from models.decision import Thresholds, decide
 
 RNG = np.random.default_rng(0)
 
@@ -23,9 +24,9 @@ def test_review_band_sits_below_the_ng_threshold():
     cal = calibrate(RNG.normal(0, 1, 2000), false_alarm_rate=0.01)
     assert cal.t1 < cal.t2
     assert cal.t1 == pytest.approx(np.quantile(RNG.normal(0, 1, 400_000), 0.9), abs=0.1)
-    assert decide(cal.t1 - 1e-9, cal.t1, cal.t2) == "ok"
-    assert decide(cal.t1, cal.t1, cal.t2) == "review"
-    assert decide(cal.t2, cal.t1, cal.t2) == "ng"
+    assert decide(cal.t1 - 1e-9, Thresholds(cal.t1, cal.t2)) == "ok"
+    assert decide(cal.t1, Thresholds(cal.t1, cal.t2)) == "review"
+    assert decide(cal.t2, Thresholds(cal.t1, cal.t2)) == "ng"
 
 
 def test_thresholds_never_fall_into_the_minimum_score_trap():

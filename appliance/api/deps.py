@@ -1,0 +1,61 @@
+"""Typed dependencies of the routes: the running appliance, its database, and the caller (a
+bearer token with a role: viewer < operator < engineer < admin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.engine import Engine
+
+from appliance.runtime import Appliance
+from appliance.storage import store
+
+
+def get_appliance(request: Request) -> Appliance:
+    return request.app.state.appliance
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.appliance.engine
+
+
+AppDep = Annotated[Appliance, Depends(get_appliance)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who calls: the token's role, and how the audit log names it (never the whole token)."""
+
+    role: str
+    name: str
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return token
+
+
+def role_at_least(minimum: str):
+    """A dependency that admits tokens of ``minimum`` or a higher role and gives their Actor."""
+
+    def check(request: Request, engine: EngineDep) -> Actor:
+        token = _bearer(request)
+        role = store.token_role(engine, token=token)
+        if role is None:
+            raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        if store.ROLES.index(role) < store.ROLES.index(minimum):
+            raise HTTPException(403, f"this needs the {minimum} role; the token has {role}")
+        return Actor(role=role, name=f"token:{token[:6]}…")
+
+    return check
+
+
+Viewer = Annotated[Actor, Depends(role_at_least("viewer"))]
+Operator = Annotated[Actor, Depends(role_at_least("operator"))]
+Engineer = Annotated[Actor, Depends(role_at_least("engineer"))]
+Admin = Annotated[Actor, Depends(role_at_least("admin"))]

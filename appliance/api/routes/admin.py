@@ -1,0 +1,56 @@
+"""Administration: API tokens (audited) and the settings in force."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from appliance.api.deps import Admin, AppDep, EngineDep, Engineer
+from appliance.api.schemas import RowId, TokenIn
+from appliance.errors import NotFound
+from appliance.storage import queries, store
+
+router = APIRouter(tags=["admin"])
+
+
+@router.get("/tokens")
+def read_tokens(engine: EngineDep, _: Admin) -> list[dict[str, Any]]:
+    """API tokens: name, role, state (the secrets themselves are never stored)."""
+    return queries.list_tokens(engine)
+
+
+@router.post("/tokens", status_code=201)
+def create_api_token(body: TokenIn, engine: EngineDep, actor: Admin) -> dict[str, str]:
+    """Create a token with a role; the token is in this answer only."""
+    token = store.create_token(engine, name=body.name, role=body.role)
+    store.audit(engine, actor=actor.name, action="token.create", new={"name": body.name, "role": body.role})
+    return {"name": body.name, "role": body.role, "token": token}
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def delete_api_token(token_id: RowId, engine: EngineDep, actor: Admin) -> None:
+    """Revoke a token: it stops working at once."""
+    if not store.revoke_token(engine, token_id=token_id):
+        msg = f"no token {token_id}"
+        raise NotFound(msg)
+    store.audit(engine, actor=actor.name, action="token.revoke", new={"id": token_id})
+
+
+@router.get("/settings")
+def read_settings(appliance: AppDep, _: Engineer) -> dict[str, Any]:
+    """The settings in force (secrets left out): MQTT, topics, retention, storage."""
+    s, topics = appliance.settings, appliance.topics
+    return {
+        "site": s.mqtt.site,
+        "line": s.mqtt.line,
+        "mqtt": {
+            "host": s.mqtt.host or "embedded broker",
+            "port": s.mqtt.port,
+            "tls": bool(s.mqtt.tls),
+            "username": s.mqtt.username,
+        },
+        "topics": {"alerts": topics.alerts, "status": topics.status, "threshold": topics.threshold},
+        "retention": {"days": s.retention_days, "max_gb": s.retention_max_gb},
+        "database": appliance.engine.url.render_as_string(hide_password=True),
+    }

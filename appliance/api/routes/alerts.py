@@ -1,0 +1,40 @@
+"""Alerts: the list operators work through, acknowledgement and verdicts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query
+
+from appliance.api.deps import EngineDep, Operator, Viewer
+from appliance.api.schemas import AlertPublic, AlertsPublic, Offset, RowId, VerdictIn
+from appliance.storage import queries, store
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+
+@router.get("")
+def read_alerts(
+    engine: EngineDep,
+    _: Viewer,
+    state: Literal["open", "acknowledged", "confirmed", "false_positive"] | None = None,
+    offset: Offset = 0,
+    limit: int = Query(50, ge=1, le=1000),
+) -> AlertsPublic:
+    """Alerts, open ones first, then newest first."""
+    rows, count = queries.alerts(engine, state=state, offset=offset, limit=limit)
+    return AlertsPublic(data=[AlertPublic.model_validate(r, from_attributes=True) for r in rows], count=count)
+
+
+@router.post("/{alert_id}/acknowledge")
+def acknowledge_alert(alert_id: RowId, engine: EngineDep, actor: Operator) -> AlertPublic:
+    """Acknowledge an alert (seen, not yet judged)."""
+    alert = store.update_alert(engine, alert_id=alert_id, actor=actor.name, acknowledge=True)
+    return AlertPublic.model_validate(alert, from_attributes=True)
+
+
+@router.post("/{alert_id}/verdict")
+def create_alert_verdict(alert_id: RowId, body: VerdictIn, engine: EngineDep, actor: Operator) -> AlertPublic:
+    """Judge an alert: a confirmed defect, or a false positive (queued as new normal data)."""
+    alert = store.update_alert(engine, alert_id=alert_id, actor=actor.name, verdict=body.verdict)
+    return AlertPublic.model_validate(alert, from_attributes=True)

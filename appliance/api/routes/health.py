@@ -1,0 +1,54 @@
+"""Liveness, readiness, Prometheus metrics, and who the caller is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import PlainTextResponse
+
+from appliance.api.deps import AppDep, Viewer
+from appliance.api.schemas import MePublic
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/me")
+def read_me(actor: Viewer) -> MePublic:
+    """The role of the calling token (the console shows only what it may do)."""
+    return MePublic(role=actor.role)
+
+
+@router.get("/health")
+def read_health(appliance: AppDep) -> dict[str, Any]:
+    """Liveness, with frame counters and latency over all sources (no source names: they may
+    hold camera credentials; see /sources with a token)."""
+    status = appliance.pipeline.status().values()
+    totals = {k: sum(st.get(k, 0) for st in status) for k in ("frames_in", "scored", "queue_dropped")}
+    worst = {
+        path: max((st[path]["p99"] for st in status), default=0.0)
+        for path in ("capture_to_decision_ms", "capture_to_alert_published_ms")
+    }
+    return {"status": "alive", "sources": len(status), **totals, "worst_p99_ms": worst}
+
+
+@router.get("/health/ready")
+def read_readiness(appliance: AppDep) -> dict[str, Any]:
+    """Readiness, naming what is not ready (model, broker, sources)."""
+    problems = []
+    if appliance.slot.get() is None:
+        problems.append("no active model")
+    if not appliance.publisher.connected.is_set():
+        problems.append("MQTT broker not connected")
+    problems += [
+        f"source {sid} is {st['state']}" for sid, st in appliance.pipeline.status().items() if st["state"] != "online"
+    ]
+    if problems:
+        raise HTTPException(503, "; ".join(problems))
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def read_metrics(appliance: AppDep) -> str:
+    """Prometheus metrics: frames, decisions, latency percentiles, outbox backlog."""
+    return appliance.pipeline.prometheus()

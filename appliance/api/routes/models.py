@@ -1,0 +1,76 @@
+"""The model registry: list, upload, promote, roll back, discard, download."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+from fastapi import APIRouter, UploadFile
+from fastapi.responses import FileResponse, Response
+
+from appliance import registry
+from appliance.api.deps import AppDep, EngineDep, Engineer, Viewer
+from appliance.api.schemas import ModelPublic, PromoteIn, ThresholdsPublic
+from appliance.api.uploads import MAX_BUNDLE_BYTES, read_upload
+from appliance.storage import queries, store
+from appliance.storage.models import ModelVersion
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def model_public(row: ModelVersion) -> ModelPublic:
+    return ModelPublic(**(row.model_dump() | {"metrics": json.loads(row.metrics or "{}")}))
+
+
+@router.get("")
+def read_models(engine: EngineDep, _: Viewer) -> list[ModelPublic]:
+    """The model registry: versions, digests, status, metrics; newest first."""
+    return [model_public(r) for r in queries.models(engine)]
+
+
+@router.post("", status_code=201)
+async def create_model(file: UploadFile, appliance: AppDep, _: Engineer) -> ModelPublic:
+    """Upload a model bundle (.zip); it is checked, loaded once, and registered as a candidate."""
+    data = await read_upload(file, MAX_BUNDLE_BYTES)
+    version = registry.upload(appliance.engine, appliance.models_dir, data)
+    return model_public(queries.model(appliance.engine, version=version))
+
+
+def _promote(appliance: AppDep, version: str, actor: str, reason: str) -> ThresholdsPublic:
+    inferencer = appliance.promote(version, actor=actor, reason=reason)
+    t1, t2 = inferencer.thresholds
+    return ThresholdsPublic(t1=t1, t2=t2, model_version=inferencer.version)
+
+
+@router.post("/rollback")
+def rollback_model(body: PromoteIn, appliance: AppDep, actor: Engineer) -> ThresholdsPublic:
+    """Return to the model that was active before the current one."""
+    return _promote(appliance, registry.previous_version(appliance.engine), actor.name, body.reason)
+
+
+@router.post("/{version}/promote")
+def promote_model(version: str, body: PromoteIn, appliance: AppDep, actor: Engineer) -> ThresholdsPublic:
+    """Make a registered version the active model: swapped between two samples, audited."""
+    return _promote(appliance, version, actor.name, body.reason)
+
+
+@router.post("/{version}/discard")
+def discard_model(version: str, body: PromoteIn, engine: EngineDep, actor: Engineer) -> ModelPublic:
+    """Set a candidate aside (kept on disk, not offered for promotion); the active model cannot be."""
+    return model_public(store.discard_model(engine, version=version, actor=actor.name, reason=body.reason))
+
+
+@router.get("/{version}/download", response_class=FileResponse)
+def read_model_bundle(version: str, appliance: AppDep, _: Viewer) -> FileResponse:
+    """The model bundle (.zip)."""
+    path = registry.model_path(appliance.engine, appliance.models_dir, version)
+    return FileResponse(path, media_type="application/zip", filename=f"{version}.zip")
+
+
+@router.get("/{version}/onnx")
+def read_model_onnx(version: str, appliance: AppDep, _: Viewer) -> Response:
+    """The model's ONNX graph alone."""
+    with zipfile.ZipFile(registry.model_path(appliance.engine, appliance.models_dir, version)) as zf:
+        graph = zf.read("model.onnx")
+    headers = {"Content-Disposition": f'attachment; filename="{registry.safe_name(version)}.onnx"'}
+    return Response(graph, media_type="application/octet-stream", headers=headers)

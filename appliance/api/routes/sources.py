@@ -1,0 +1,69 @@
+"""Sources: list, add (kept across restarts), remove, test; the newest frame; a triggered capture."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from appliance.api.deps import AppDep, Engineer, Operator, Viewer
+from appliance.api.schemas import SourceIn
+from appliance.errors import NotFound
+from appliance.images import overlay
+from appliance.sources import try_source
+from connectors.factory import open_source
+
+router = APIRouter(prefix="/sources", tags=["sources"])
+
+
+@router.get("")
+def read_sources(appliance: AppDep, _: Viewer) -> dict[str, Any]:
+    """Sources with their state and counters (source strings with any password masked)."""
+    return appliance.pipeline.status()
+
+
+@router.post("", status_code=201)
+def create_source(body: SourceIn, appliance: AppDep, actor: Engineer) -> dict[str, Any]:
+    """Add and start a source from its source string; it is kept across restarts."""
+    source = open_source(body.url, body.source_id)
+    appliance.pipeline.add_source(source)
+    appliance.sources.save(source_id=source.source_id, url=body.url, actor=actor.name)
+    return source.status()
+
+
+@router.post("/test")
+def create_source_test(body: SourceIn, _: Engineer) -> dict[str, Any]:
+    """Open a source string, read one sample within 5 s and close it; nothing is added."""
+    return try_source(body.url, body.source_id)
+
+
+@router.delete("/{source_id:path}", status_code=204)
+def delete_source(source_id: str, appliance: AppDep, _: Engineer) -> None:
+    """Stop and remove a source."""
+    appliance.pipeline.remove_source(source_id)
+    appliance.sources.delete(source_id=source_id)
+
+
+@router.get("/{source_id:path}/frame", response_class=Response)
+def read_source_frame(source_id: str, appliance: AppDep, _: Viewer, heatmap: bool = True) -> Response:
+    """The newest inspected frame of a source (PNG), with its heat map blended over it."""
+    latest = appliance.pipeline.latest.get(source_id)
+    if latest is None:
+        msg = f"no frame of source {source_id!r} inspected yet"
+        raise NotFound(msg)
+    image, anomaly_map, inspection = latest
+    _, data = cv2.imencode(".png", overlay(image, anomaly_map if heatmap else None))
+    headers = {
+        "X-Score": f"{inspection.score:.6g}",
+        "X-Decision": inspection.decision,
+        "X-Captured": inspection.t_capture.isoformat(),
+    }
+    return Response(data.tobytes(), media_type="image/png", headers=headers)
+
+
+@router.post("/{source_id:path}/trigger")
+def create_triggered_inspection(source_id: str, appliance: AppDep, _: Operator) -> dict[str, Any]:
+    """Capture one frame of a source now and inspect it (stored, and alerted if flagged)."""
+    return appliance.pipeline.capture_and_inspect(source_id)

@@ -1,0 +1,201 @@
+"""Request and response models of the REST API (``*In`` / ``*Public``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import Path, Query
+from pydantic import BaseModel, Field
+
+from appliance.storage.models import InspectionBase
+
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
+Offset = Annotated[int, Query(ge=0, le=10**9)]
+
+
+class InspectionPublic(InspectionBase):
+    id: int
+    t_decided: dt.datetime
+
+
+class InspectionsPublic(BaseModel):
+    data: list[InspectionPublic]
+    count: int
+
+
+class AlertPublic(BaseModel):
+    id: int
+    event_id: str
+    inspection_id: int
+    source_id: str
+    decision: str
+    score: float
+    norm_score: float
+    threshold: float
+    model_version: str
+    state: str
+    created_at: dt.datetime
+    acknowledged_by: str | None = None
+    verdict_by: str | None = None
+
+
+class AlertsPublic(BaseModel):
+    data: list[AlertPublic]
+    count: int
+
+
+class ResultPublic(BaseModel):
+    score: float
+    norm_score: float
+    decision: str
+    label: str | None
+    model_version: str
+    latency_ms: float
+
+
+class VectorIn(BaseModel):
+    values: list[float] = Field(min_length=1, max_length=1_000_000)
+
+
+class ThresholdsIn(BaseModel):
+    t1: float = Field(allow_inf_nan=False)
+    t2: float = Field(allow_inf_nan=False)
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ThresholdsPublic(BaseModel):
+    t1: float
+    t2: float
+    model_version: str
+
+
+class PreviewIn(BaseModel):
+    t1: float = Field(allow_inf_nan=False)
+    t2: float = Field(allow_inf_nan=False)
+    hours: float = Field(24.0, gt=0, le=24 * 90)
+
+
+class PreviewPublic(BaseModel):
+    hours: float
+    inspections: int
+    alerts_per_hour: float
+    ng_per_hour: float
+    review_per_hour: float
+    alerts_per_shift: float
+    confirmed_defects: int
+    missed_confirmed_defects: int
+
+
+class SourceIn(BaseModel):
+    url: str = Field(min_length=3, max_length=500)
+    source_id: str | None = Field(None, max_length=200)
+
+
+class ModelPublic(BaseModel):
+    version: str
+    filename: str
+    digest: str
+    kind: str
+    status: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+    activated_at: dt.datetime | None
+
+
+class PromoteIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class RetrainIn(BaseModel):
+    epochs: int = Field(10, ge=1, le=500)
+    max_images: int = Field(500, ge=10, le=100_000)
+    min_images: int = Field(40, ge=20, le=100_000)
+    include_ok: bool = True
+    include_false_positives: bool = True
+    datasets: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ProjectJobIn(BaseModel):
+    project: str = Field(min_length=1, max_length=200)
+
+
+class SearchJobIn(BaseModel):
+    project: str = Field(min_length=1, max_length=200)
+    trials: int = Field(20, ge=2, le=1000)
+    method: Literal["random", "bayes"] = "bayes"
+    objective: Literal["error", "error_and_madds"] = "error_and_madds"
+    epochs: int | None = Field(None, ge=1, le=1000)
+    workers: int | None = Field(None, ge=1, le=64)
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress: float
+    message: str
+    cancel_requested: bool
+    params: dict[str, Any]
+    result: dict[str, Any]
+    created_by: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class DatasetIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    include_ok: bool = True
+    include_false_positives: bool = True
+    limit: int = Field(1000, ge=1, le=100_000)
+
+
+class VerdictIn(BaseModel):
+    verdict: Literal["confirmed", "false_positive"]
+
+
+class MePublic(BaseModel):
+    role: str
+
+
+class ScoresPublic(BaseModel):
+    hours: float
+    normal: list[float]  # OK decisions, and alerts judged false positive
+    flagged: list[float]  # review / NG not judged yet
+    confirmed: list[float]  # alerts confirmed as defects
+    t1: float
+    t2: float
+    model_version: str
+    presets: dict[str, dict[str, float]]
+
+
+class NetworkStatsIn(BaseModel):
+    zoo: str | None = Field(None, max_length=100)
+    input: list[int] | None = Field(None, min_length=1, max_length=4)
+    options: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+
+
+class SampleIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    sample: Literal["digits", "digits_4or9", "digits_4or9_anomaly", "iris"]
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["viewer", "operator", "engineer", "admin"]
+
+
+class ProjectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    dataset: str = Field(min_length=1, max_length=100)
+    zoo: str | None = Field(None, max_length=100)
+    options: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+    task: Literal["classification", "regression", "autoencoder"] | None = None
+    max_epoch: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    solver: str = Field("Adam", max_length=40)
+    lr: float = Field(0.001, gt=0, le=10)

@@ -1,0 +1,153 @@
+"""The appliance's own datasets: named folders under ``<data>/datasets`` holding an NNC CSV and
+its images. Names, listing, browsing, and datasets made from an uploaded zip archive.
+
+A zip holds normal images (``normal``: retraining data, one ``x:image`` column) or one folder per
+class (``classes``: NNC training/validation CSVs, images resized to a format). No member may leave
+the dataset folder, exceed the size limit or be an unreadable image; each is named when it does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+import shutil
+import tempfile
+import zipfile
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.datasets.create import ImageFormat, create_image_dataset
+from appliance.datasets.nnc import write_csv
+from appliance.errors import Conflict, InvalidInput, NotFound, TooLarge
+from connectors.base import IMAGE_SUFFIXES
+
+
+def checked_name(name: str, what: str = "dataset name") -> str:
+    """A name usable as a folder (datasets, projects): letters, digits, '-', '_', '.'."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        msg = f"{what} {name!r} may hold letters, digits, '-', '_' and '.' only"
+        raise InvalidInput(msg)
+    return name
+
+
+def dataset_dir(
+    data_dir: pathlib.Path, name: str, *, must_exist: bool = False, must_be_new: bool = False
+) -> pathlib.Path:
+    folder = pathlib.Path(data_dir) / "datasets" / checked_name(name)
+    if must_exist and not folder.is_dir():
+        msg = f"no dataset {name!r}"
+        raise NotFound(msg)
+    if must_be_new and folder.exists():
+        msg = f"dataset {name!r} exists"
+        raise Conflict(msg)
+    return folder
+
+
+def list_datasets(data_dir: pathlib.Path) -> list[dict[str, Any]]:
+    root = pathlib.Path(data_dir) / "datasets"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return [{"name": p.name, "images": sum(1 for _ in p.rglob("*.png"))} for p in folders]
+
+
+def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Every image under a folder (any depth), in name order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def describe(folder: pathlib.Path, limit: int) -> dict[str, Any]:
+    """A dataset's CSV files with their row counts, header and first rows."""
+    files = {}
+    for csv_path in sorted(folder.glob("*.csv")):
+        with csv_path.open(newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+        files[csv_path.name] = {
+            "header": table[0] if table else [],
+            "rows": len(table) - 1,
+            "head": table[1 : limit + 1],
+        }
+    return {"name": folder.name, "files": files}
+
+
+def member_file(folder: pathlib.Path, path: str) -> pathlib.Path:
+    """A file inside a dataset (never outside it)."""
+    root = folder.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        msg = f"no file {path!r} in dataset {folder.name!r}"
+        raise NotFound(msg)
+    return target
+
+
+def open_archive(data: bytes, filename: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        msg = f"{filename} is not a zip archive"
+        raise InvalidInput(msg) from exc
+
+
+def copy_normal_images(archive: zipfile.ZipFile, folder: pathlib.Path, max_member: int) -> list[list[str]]:
+    """Every image member, checked, into ``folder/images``; the rows of an ``x:image`` CSV."""
+    images, rows = folder / "images", []
+    images.mkdir(parents=True, exist_ok=True)
+    for info in archive.infolist():
+        member = pathlib.PurePosixPath(info.filename)
+        if info.is_dir() or member.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if member.is_absolute() or ".." in member.parts:
+            msg = f"archive member {info.filename!r} would leave the dataset folder"
+            raise InvalidInput(msg)
+        if info.file_size > max_member:
+            msg = f"archive member {info.filename!r} is too large"
+            raise TooLarge(msg)
+        content = archive.read(info)
+        if cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            msg = f"archive member {info.filename!r} is not a readable image"
+            raise InvalidInput(msg)
+        target = images / f"{len(rows):06d}{member.suffix.lower()}"
+        target.write_bytes(content)
+        rows.append([f"images/{target.name}"])
+    if not rows:
+        msg = "the archive holds no images"
+        raise InvalidInput(msg)
+    return rows
+
+
+def dataset_from_zip(
+    archive: zipfile.ZipFile,
+    folder: pathlib.Path,
+    *,
+    max_member: int,
+    fmt: ImageFormat | None = None,
+    train_percent: float = 80.0,
+) -> dict[str, Any]:
+    """A dataset from a zip: normal images (``fmt`` None), or class folders resized to ``fmt``."""
+    rows = copy_normal_images(archive, folder, max_member)  # checks every member first
+    if fmt is None:
+        write_csv(folder / "training.csv", ["x:image"], rows)
+        return {"name": folder.name, "images": len(rows)}
+    shutil.rmtree(folder / "images", ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.extractall(tmp)  # members were checked above: none leaves the folder
+        root = pathlib.Path(tmp)
+        subdirs = [p for p in root.iterdir() if p.is_dir()]
+        if len(subdirs) == 1 and not any(p.is_file() for p in root.iterdir()):
+            root = subdirs[0]  # the zip of a folder holding the class folders
+        summary = create_image_dataset(root, folder, fmt, train_percent, seed=0)
+    return {"name": folder.name, **{k: v for k, v in summary.items() if k != "skipped"}}
+
+
+def collect_images(folder: pathlib.Path, files: list[pathlib.Path]) -> dict[str, Any]:
+    """A normal-image dataset from stored image files (copied once, content-addressed names)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for f in files:
+        target = folder / "images" / f.name
+        if not target.exists():
+            target.write_bytes(f.read_bytes())
+        rows.append([f"images/{f.name}"])
+    write_csv(folder / "training.csv", ["x:image"], rows)
+    return {"name": folder.name, "images": len(rows)}

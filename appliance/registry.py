@@ -1,0 +1,90 @@
+"""The model registry on disk and in the database: bundles in ``<data>/models``, registered as
+candidates, one of them active. Promotion loads and checks a bundle before anything changes,
+then swaps it into the running line between two samples."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from appliance.errors import Conflict, NotFound
+from appliance.storage import queries, store
+from models import bundle as bundle_io
+from models.bundle import BundleError
+from models.inference import Inferencer
+
+LINE_KINDS = ("detector", "autoencoder")  # the models that can judge a line
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a version string (uploads cannot escape the models folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100] or "model"
+
+
+def register(engine: Engine, path: Path) -> str:
+    """Add a bundle file in the models folder to the registry; returns its version."""
+    with bundle_io.open_zip(path) as zf:
+        meta = bundle_io.read_meta(zf, str(path))
+    metrics = {
+        "calibration": meta.get("postprocess", {}).get("calibration"),
+        "provenance_metrics": meta.get("provenance", {}).get("metrics"),
+    }
+    store.register_model(
+        engine,
+        version=str(meta["version"]),
+        filename=path.name,
+        digest=bundle_io.file_digest(path),
+        kind=meta["kind"],
+        metrics=metrics,
+    )
+    return str(meta["version"])
+
+
+def active_path(engine: Engine, models_dir: Path) -> Path | None:
+    row = store.active_model(engine)
+    return None if row is None else models_dir / row[1]
+
+
+def model_path(engine: Engine, models_dir: Path, version: str) -> Path:
+    path = models_dir / queries.model(engine, version=version).filename
+    if not path.is_file():
+        msg = f"no model version {version!r}"
+        raise NotFound(msg)
+    return path
+
+
+def upload(engine: Engine, models_dir: Path, data: bytes) -> str:
+    """Store an uploaded bundle (checked by loading it once) and register it as a candidate."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = models_dir / f"upload-{uuid.uuid4().hex}.zip"
+    staging.write_bytes(data)
+    try:
+        version = Inferencer(staging).version  # a corrupt, truncated or newer bundle fails here
+        final = models_dir / f"model-{safe_name(version)}.zip"
+        if final.exists() and final.read_bytes() != data:
+            msg = f"model version {version!r} exists with other contents"
+            raise Conflict(msg)
+        staging.replace(final)
+        return register(engine, final)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def load_for_line(engine: Engine, models_dir: Path, version: str) -> Inferencer:
+    """Load a registered version, refusing one that cannot judge a line."""
+    inferencer = Inferencer(model_path(engine, models_dir, version))
+    if inferencer.kind not in LINE_KINDS:
+        msg = f"model {version!r} is a {inferencer.kind}; the line runs anomaly models (detector or autoencoder)"
+        raise BundleError(msg)
+    return inferencer
+
+
+def previous_version(engine: Engine) -> str:
+    previous = queries.previous_model(engine)
+    if previous is None:
+        msg = "no earlier model to roll back to"
+        raise Conflict(msg)
+    return previous

@@ -1,0 +1,199 @@
+"""Read-only queries the API, the jobs and the workflows repeat (keyword-only). Nothing here
+writes or commits: writes are in :mod:`appliance.storage.store`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from appliance.errors import NotFound
+from appliance.storage.models import Alert, ApiToken, AuditLog, Inspection, ModelVersion, SourceConfig, TrainingJob
+
+ALERT_STATES = ("open", "acknowledged", "confirmed", "false_positive")
+
+
+def _page(session: Session, query: Any, order: list[Any], offset: int, limit: int) -> tuple[list[Any], int]:
+    count = session.exec(select(func.count()).select_from(query.subquery())).one()
+    return list(session.exec(query.order_by(*order).offset(offset).limit(limit)).all()), count
+
+
+def inspections(
+    engine: Engine,
+    *,
+    source_id: str | None = None,
+    decision: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Inspection], int]:
+    """A page of inspections, newest first, and how many match."""
+    query = select(Inspection)
+    if source_id:
+        query = query.where(Inspection.source_id == source_id)
+    if decision:
+        query = query.where(Inspection.decision == decision)
+    if since:
+        query = query.where(col(Inspection.t_capture) >= since)
+    if until:
+        query = query.where(col(Inspection.t_capture) < until)
+    with Session(engine) as session:
+        return _page(session, query, [col(Inspection.id).desc()], offset, limit)
+
+
+def inspection(engine: Engine, *, inspection_id: int) -> Inspection:
+    with Session(engine) as session:
+        row = session.get(Inspection, inspection_id)
+    if row is None:
+        msg = f"no inspection {inspection_id}"
+        raise NotFound(msg)
+    return row
+
+
+def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Alert], int]:
+    """A page of alerts, open ones first, then newest first, and how many match."""
+    query = select(Alert) if not state else select(Alert).where(Alert.state == state)
+    with Session(engine) as session:
+        return _page(session, query, [col(Alert.state) != "open", col(Alert.id).desc()], offset, limit)
+
+
+def scores_in_order(engine: Engine, *, since: dt.datetime) -> list[tuple[str, float]]:
+    """(source, score) of every inspection captured since ``since``, in capture order (a replay)."""
+    query = (
+        select(Inspection.source_id, Inspection.score)
+        .where(col(Inspection.t_capture) >= since)
+        .order_by(Inspection.t_capture, Inspection.id)
+    )
+    with Session(engine) as session:
+        return [(sid, float(score)) for sid, score in session.exec(query).all()]
+
+
+def recent_scores(engine: Engine, *, since: dt.datetime, limit: int) -> list[tuple[float, str]]:
+    """(score, decision) of the newest ``limit`` inspections since ``since``."""
+    query = (
+        select(Inspection.score, Inspection.decision)
+        .where(col(Inspection.t_capture) >= since)
+        .order_by(col(Inspection.id).desc())
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        return [(float(score), decision) for score, decision in session.exec(query).all()]
+
+
+def alert_scores(
+    engine: Engine, *, since: dt.datetime, states: tuple[str, ...] = ALERT_STATES
+) -> list[tuple[float, str]]:
+    """(score, state) of the alerts raised since ``since`` in the given states."""
+    query = select(Alert.score, Alert.state).where(col(Alert.state).in_(states), col(Alert.created_at) >= since)
+    with Session(engine) as session:
+        return [(float(score), state) for score, state in session.exec(query).all()]
+
+
+def first_capture(engine: Engine, *, since: dt.datetime) -> dt.datetime | None:
+    """The first capture time in the window (so a young appliance's rates use its real age)."""
+    with Session(engine) as session:
+        first = session.exec(select(func.min(Inspection.t_capture)).where(col(Inspection.t_capture) >= since)).one()
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=dt.UTC)
+    return first
+
+
+def image_refs(
+    engine: Engine, *, decision: str | None = None, alert_state: str | None = None, limit: int | None = None
+) -> list[str]:
+    """Stored image references, newest first: of inspections with ``decision``, or of those whose
+    alert is in ``alert_state``."""
+    query = select(Inspection.image_ref).where(col(Inspection.image_ref).is_not(None))
+    if decision:
+        query = query.where(Inspection.decision == decision)
+    if alert_state:
+        query = query.join(Alert, Alert.inspection_id == Inspection.id).where(Alert.state == alert_state)
+    query = query.order_by(col(Inspection.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def models(engine: Engine) -> list[ModelVersion]:
+    """The registry, newest first."""
+    with Session(engine) as session:
+        return list(session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc())).all())
+
+
+def model(engine: Engine, *, version: str) -> ModelVersion:
+    with Session(engine) as session:
+        row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+    if row is None:
+        msg = f"no model version {version!r}"
+        raise NotFound(msg)
+    return row
+
+
+def jobs(engine: Engine, *, limit: int = 50) -> list[TrainingJob]:
+    with Session(engine) as session:
+        return list(session.exec(select(TrainingJob).order_by(col(TrainingJob.id).desc()).limit(limit)).all())
+
+
+def job(engine: Engine, *, job_id: int) -> TrainingJob:
+    with Session(engine) as session:
+        row = session.get(TrainingJob, job_id)
+    if row is None:
+        msg = f"no job {job_id}"
+        raise NotFound(msg)
+    return row
+
+
+def audit_log(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Threshold and model changes, newest first: who, when, old, new, why."""
+    with Session(engine) as session:
+        rows = session.exec(select(AuditLog).order_by(col(AuditLog.id).desc()).limit(limit)).all()
+    return [
+        {
+            "ts": r.ts.isoformat(),
+            "actor": r.actor,
+            "action": r.action,
+            "old": json.loads(r.old or "null"),
+            "new": json.loads(r.new or "null"),
+            "reason": r.reason,
+        }
+        for r in rows
+    ]
+
+
+def list_tokens(engine: Engine) -> list[dict[str, Any]]:
+    """Every token's id, name, role, creation time and state (never the token itself)."""
+
+    with Session(engine) as session:
+        rows = session.exec(select(ApiToken).order_by(ApiToken.id)).all()
+    return [
+        {"id": r.id, "name": r.name, "role": r.role, "created_at": r.created_at, "revoked": r.revoked} for r in rows
+    ]
+
+
+def has_tokens(engine: Engine) -> bool:
+
+    with Session(engine) as session:
+        return session.exec(select(ApiToken.id)).first() is not None
+
+
+def previous_model(engine: Engine) -> str | None:
+    """The most recently active model before the current one (for roll back)."""
+
+    with Session(engine) as session:
+        row = session.exec(
+            select(ModelVersion)
+            .where(ModelVersion.status == "retired", col(ModelVersion.activated_at).is_not(None))
+            .order_by(col(ModelVersion.activated_at).desc())
+        ).first()
+        return None if row is None else row.version
+
+
+def saved_sources(engine: Engine) -> list[tuple[str, str]]:
+
+    with Session(engine) as session:
+        return [(r.source_id, r.url) for r in session.exec(select(SourceConfig).order_by(SourceConfig.id))]

@@ -1,0 +1,132 @@
+"""Retraining on new normal data: recent OK items, items marked false positive, uploaded datasets.
+
+A retrain fine-tunes the active detector on the new normal images, recalibrates it, compares it
+with the active model on the same held-out normal images (and on confirmed defects, where there
+are any), and registers the result as a *candidate*: promotion stays a human decision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from appliance.datasets.library import dataset_dir, image_files
+from appliance.errors import InvalidInput, Unavailable
+from appliance.images import ImageStore
+from appliance.jobs import JobContext
+from appliance.storage import queries, store
+from engine.training import Callback
+from models import bundle as bundle_io
+from models.detector.model import Detector
+from models.inference import Inferencer
+from models.preprocess import InputSpec, preprocess_batch
+
+
+def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
+    """Image files of new normal data: recent OK items, false positives, uploaded datasets."""
+    images = ImageStore(data_dir / "images")
+    refs: list[str] = []
+    if params.get("include_ok", True):
+        refs += queries.image_refs(engine, decision="ok", limit=int(params.get("max_images", 500)))
+    if params.get("include_false_positives", True):
+        refs += queries.image_refs(engine, alert_state="false_positive")
+    files = [images.path(r) for r in dict.fromkeys(refs) if images.path(r).is_file()]
+    for name in params.get("datasets", []):
+        files += image_files(dataset_dir(data_dir, name))
+    return files
+
+
+def confirmed_defect_images(engine: Engine, data_dir: Path) -> list[Path]:
+    images = ImageStore(data_dir / "images")
+    return [images.path(r) for r in queries.image_refs(engine, alert_state="confirmed") if images.path(r).is_file()]
+
+
+def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune the active detector on new normal images, recalibrate it, compare it with the
+    active model and register it as a candidate."""
+    active = store.active_model(engine)
+    if active is None:
+        msg = "no active model to retrain"
+        raise Unavailable(msg)
+    models_dir = data_dir / "models"
+    bundle = bundle_io.load(models_dir / active[1])
+    spec = InputSpec.from_dict(bundle.meta["input"])
+    files = normal_images(engine, data_dir, params)
+    min_images = int(params.get("min_images", 40))
+    if len(files) < min_images:
+        msg = f"only {len(files)} new normal images; retraining needs at least {min_images}"
+        raise InvalidInput(msg)
+    ctx.update(message=f"retraining {active[0]} on {len(files)} normal images", progress=0.02)
+    images = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files) if img is not None]
+    x = preprocess_batch(images, spec)
+    detector = Detector.from_bundle(bundle)
+    detector.config.epochs = int(params.get("epochs", 10))
+
+    class Progress(Callback):
+        def on_epoch_end(self, trainer, record):
+            ctx.check_cancel()
+            ctx.update(
+                progress=0.05 + 0.85 * record["epoch"] / detector.config.epochs,
+                message=f"epoch {record['epoch']}/{detector.config.epochs}: cost {record['cost']:.4f}",
+                result={"curve": trainer.history},  # the learning curve so far, for a live plot
+            )
+
+    summary = detector.fit(x, callbacks=(Progress(),))
+    candidate = detector.to_bundle(
+        spec,
+        provenance={"retrained_from": active[0], "normal_images": len(x), "job": ctx.job_id},
+        name="retrained-detector",
+    )
+    version = candidate.meta["version"] = f"{candidate.meta['version']}-job{ctx.job_id}"
+    path = models_dir / f"detector-{version}.zip"
+    candidate.save(path)
+    comparison = compare(
+        Inferencer(models_dir / active[1]), Inferencer(path), x, confirmed_defect_images(engine, data_dir)
+    )
+    store.register_model(
+        engine,
+        version=candidate.meta["version"],
+        filename=path.name,
+        digest=bundle_io.file_digest(path),
+        kind=candidate.kind,
+        metrics={"calibration": summary["calibration"], "comparison": comparison},
+    )
+    ctx.update(message=f"candidate {candidate.meta['version']} registered; promote it to use it", progress=0.98)
+    return {
+        "candidate_version": candidate.meta["version"],
+        "normal_images": len(x),
+        "comparison": comparison,
+        "train_seconds": summary["train_seconds"],
+        "curve": detector.history,
+    }
+
+
+def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[Path]) -> dict[str, Any]:
+    """Both models on the same normal images (false-alarm rate at each one's T2) and, where
+    confirmed defects exist, their AUROC."""
+    from models.metrics import image_auroc
+
+    def scores(model: Any, batch: list[np.ndarray]) -> np.ndarray:
+        return np.array([r.score for r in model.predict_batch(batch)]) if batch else np.array([])
+
+    # the normal images arrive preprocessed (float in [0, 1]): back to 8-bit, as a camera gives them
+    normal_images_u8 = [np.clip(img[0] * 255, 0, 255).astype(np.uint8) for img in normal]
+    defects = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in defect_files) if img is not None]
+    out: dict[str, Any] = {"normal_images": len(normal_images_u8), "confirmed_defects": len(defects)}
+    for name, model in (("active", active), ("candidate", candidate)):
+        s_normal, s_defect = scores(model, normal_images_u8), scores(model, defects)
+        entry = {
+            "version": model.version,
+            "t2": model.thresholds[1],
+            "false_alarm_rate": float(np.mean(s_normal >= model.thresholds[1])) if len(s_normal) else None,
+        }
+        if len(s_defect) and len(s_normal):
+            entry["auroc"] = image_auroc(
+                np.r_[s_normal, s_defect], np.r_[np.zeros(len(s_normal)), np.ones(len(s_defect))]
+            )
+        out[name] = entry
+    return out
