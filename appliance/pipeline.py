@@ -33,7 +33,7 @@ from appliance.images import ImageStore
 from appliance.storage import store
 from appliance.storage.models import Inspection
 from connectors.base import Sample, Source, SourceError
-from models.decision import Debounce
+from models.decision import Debounce, is_flagged
 from models.inference import Inferencer
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class Pipeline:
         inspections = []
         for sample, result in zip(batch, results, strict=True):
             decision = result.decision
-            keep_image = decision != "ok" or self._random.random() < self.keep_ok
+            keep_image = is_flagged(decision) or self._random.random() < self.keep_ok
             image_ref = self.images.put(sample.payload) if keep_image and sample.payload.ndim >= 2 else None
             heat_ref = (
                 self.images.heatmap(result.anomaly_map) if keep_image and result.anomaly_map is not None else None

@@ -73,7 +73,7 @@ class Appliance:
         self._db_ready = False
         self._last_states: dict[str, str] = {}
 
-    def _database(self) -> None:
+    def migrate(self) -> None:
         """Create or migrate the schema, once."""
         if not self._db_ready:
             init_db(self.engine)
@@ -90,7 +90,7 @@ class Appliance:
 
     def register(self, path: Path) -> str:
         """Add a bundle file in the models folder to the registry; returns its version."""
-        self._database()
+        self.migrate()
         return registry.register(self.engine, path)
 
     def activate(self, path: Path, actor: str = "appliance", reason: str = "first start") -> None:
@@ -145,7 +145,7 @@ class Appliance:
     def start(self) -> Appliance:
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        self._database()
+        self.migrate()
         self._first_admin_token()
         if store.fail_interrupted_jobs(self.engine):
             self.log("jobs interrupted by the last stop were marked failed")

@@ -48,7 +48,7 @@ else:
     if session.can("engineer"):
         pages["Models"][:0] = [
             st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:"),
-            st.Page("views/train.py", title="Train & evaluate", icon=":material/science:"),
+            st.Page("views/train/page.py", title="Train & evaluate", icon=":material/science:"),
         ]
         pages["Administration"] = [st.Page("views/settings.py", title="Settings", icon=":material/settings:")]
     with st.sidebar:

@@ -47,8 +47,3 @@ def can(minimum: str) -> bool:
 
 def show_error(exc: Exception) -> None:
     st.error(str(exc.message if isinstance(exc, ApiError) else exc))
-
-
-def job_progress(job: dict) -> None:
-    """A job's progress bar with its status and latest message."""
-    st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")

@@ -45,13 +45,17 @@ def inspections(
         return _page(session, query, [col(Inspection.id).desc()], offset, limit)
 
 
-def inspection(engine: Engine, *, inspection_id: int) -> Inspection:
+def _get(engine: Engine, table: type, row_id: int, what: str) -> Any:
     with Session(engine) as session:
-        row = session.get(Inspection, inspection_id)
+        row = session.get(table, row_id)
     if row is None:
-        msg = f"no inspection {inspection_id}"
+        msg = f"no {what} {row_id}"
         raise NotFound(msg)
     return row
+
+
+def inspection(engine: Engine, *, inspection_id: int) -> Inspection:
+    return _get(engine, Inspection, inspection_id, "inspection")
 
 
 def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Alert], int]:
@@ -140,12 +144,7 @@ def jobs(engine: Engine, *, limit: int = 50) -> list[TrainingJob]:
 
 
 def job(engine: Engine, *, job_id: int) -> TrainingJob:
-    with Session(engine) as session:
-        row = session.get(TrainingJob, job_id)
-    if row is None:
-        msg = f"no job {job_id}"
-        raise NotFound(msg)
-    return row
+    return _get(engine, TrainingJob, job_id, "job")
 
 
 def audit_log(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:

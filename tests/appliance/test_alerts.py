@@ -3,70 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
 from appliance.alerts.schema import ALERT_SCHEMA_VERSION, Topics, alert_message
 from appliance.storage import store
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
+from tests.helpers.broker import Subscriber
+from tests.helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Subscriber:
-    """A consumer with a persistent session (survives broker restarts with persistence)."""
-
-    def __init__(self, port: int, topics: list[str]) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"sub-{uuid.uuid4().hex[:8]}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
-        self.client.connect("127.0.0.1", port, keepalive=5)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self.lock:
-            self.messages.append((message.topic, message.payload, message.retain))
-
-    def payloads(self, topic_suffix: str) -> list:
-        with self.lock:
-            return [p for t, p, _ in self.messages if t.endswith(topic_suffix)]
-
-    def alerts(self) -> list[dict]:
-        return [json.loads(p) for p in self.payloads("/alerts")]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def wait_for(predicate, timeout=15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def add_inspections(engine, topics: Topics, n: int, decision: str = "ng") -> list:

@@ -7,55 +7,9 @@ import uuid
 import cv2
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from appliance.api import create_app
-from appliance.runtime import Appliance
-from appliance.settings import load_settings
-from appliance.storage import store
-from tests.appliance.conftest import Broker
-from tests.appliance.test_alerts import Subscriber, wait_for
-from tests.appliance.test_runtime import SMALL
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def running(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("api")
-    broker = Broker(tmp)
-    broker.start()
-    db = f"sqlite:///{tmp / 'a.db'}"
-    pg_name = None
-    if request.param == "postgresql":
-        import psycopg
-
-        from tests.appliance.conftest import PG_ADMIN_URL
-
-        pg_name = f"appliance_api_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
-        db = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{pg_name}"
-    settings = load_settings(
-        data_dir=tmp,
-        database_url=db,
-        detector=SMALL,
-        api_port=0,
-        sources=["synth:line?size=64&fps=50&defect_rate=0.5&seed=9"],
-        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "api"},
-    )
-    app = Appliance(settings, log=lambda line: None).start()
-    tokens = {role: store.create_token(app.engine, name=role, role=role) for role in store.ROLES}
-    assert wait_for(lambda: app.pipeline.status()[settings.sources[0]]["scored"] >= 60, timeout=60)
-    client = TestClient(create_app(app))
-    yield app, client, tokens, broker, tmp
-    app.stop()
-    broker.stop()
-    if pg_name:
-        import psycopg
-
-        from tests.appliance.conftest import PG_ADMIN_URL
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+from tests.helpers.broker import Subscriber
+from tests.helpers.waiting import wait_for
 
 
 def auth(tokens, role):

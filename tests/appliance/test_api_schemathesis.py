@@ -10,10 +10,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from appliance.api import create_app
-from tests.appliance.test_api import running  # noqa: F401  (the running appliance fixture)
 
 
-def test_no_request_causes_a_server_error(running):  # noqa: F811
+def test_no_request_causes_a_server_error(running):
     app, _, tokens, _, _ = running
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(app))
     headers = {"Authorization": f"Bearer {tokens['admin']}"}

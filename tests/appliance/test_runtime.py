@@ -21,11 +21,11 @@ from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
 from connectors.factory import open_source
 from models.inference import Inferencer
-from tests.appliance.conftest import free_port, port_open
-from tests.appliance.test_alerts import Subscriber, wait_for
+from tests.helpers.appliance import SMALL
+from tests.helpers.broker import Subscriber, free_port, port_open
+from tests.helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"size": 64, "crop": None, "epochs": 2, "training_images": 60}
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +221,7 @@ def test_jobs_interrupted_by_a_stop_are_marked_failed(tmp_path, broker, trained_
 
     settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'j.db'}", broker.port)
     app = Appliance(settings, log=lambda line: None)
+    app.migrate()  # the schema, before the appliance starts (nothing connects in the constructor)
     with Session(app.engine) as session:
         session.add(TrainingJob(kind="retrain", status="running"))
         session.commit()

@@ -13,15 +13,7 @@ import pytest
 from connectors.base import SourceError
 from connectors.factory import open_source
 from connectors.sensors import Windower
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from tests.helpers.waiting import wait_for
 
 
 def test_synthetic_line_samples_are_stamped_and_paced():
@@ -142,7 +134,7 @@ def test_mqtt_sensor_readings_become_windows_and_survive_a_broker_restart(tmp_pa
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from tests.appliance.conftest import Broker
+    from tests.helpers.broker import Broker
 
     broker = Broker(tmp_path)
     broker.start()

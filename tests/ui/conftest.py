@@ -17,9 +17,10 @@ from appliance.runtime import Appliance
 from appliance.settings import load_settings
 from appliance.storage import store
 from connectors.synthetic import SyntheticLine
-from tests.appliance.conftest import free_port, port_open
+from tests.helpers.appliance import SMALL
+from tests.helpers.broker import free_port, port_open
+from tests.helpers.console import page_path
 
-SMALL = {"size": 64, "crop": None, "epochs": 2, "training_images": 60}
 PARTS = 80
 
 
@@ -85,7 +86,7 @@ def console(appliance, monkeypatch):
         at = AppTest.from_file(str(root / "ui" / "app.py"), default_timeout=60)
         at.run()
         if page:
-            at.switch_page(f"views/{page}.py")
+            at.switch_page(page_path(page))
             at.run()
         assert not at.exception, at.exception
         return at

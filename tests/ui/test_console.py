@@ -14,6 +14,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from connectors.synthetic import SyntheticLine
+from tests.helpers.console import page_path
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 PAGES = {"live": "Live", "alerts": "Alerts", "thresholds": "Threshold tuning", "models": "Models"}
@@ -249,7 +250,7 @@ def test_engineer_and_admin_pages_are_not_offered(console, role):
     at = console(role)
     for page in ENGINEER_PAGES:  # not in the navigation at all
         with pytest.raises(ValueError, match="Could not find a navigation page"):
-            at.switch_page(f"views/{page}.py")
+            at.switch_page(page_path(page))
 
 
 def test_operator_can_judge_alerts(console):

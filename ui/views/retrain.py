@@ -8,6 +8,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
+from ui.components.jobs import pick_job, watch_job
 
 client, role = session.current()
 st.title("Retrain")
@@ -49,79 +50,66 @@ if st.button("Start retraining", type="primary", key="rt_start"):
             include_false_positives=include_fp,
             datasets=chosen,
         )
-        st.session_state["rt_job"] = job["id"]
+        st.session_state["rt_job"] = st.session_state["rt_job_pick"] = job["id"]
     except ApiError as exc:
         st.error(exc.message)
 
-jobs = [j for j in client.jobs(50) if j["kind"] == "retrain"]
-if jobs:
-    ids = [j["id"] for j in jobs]
-    default = ids.index(st.session_state["rt_job"]) if st.session_state.get("rt_job") in ids else 0
-    job_id = st.selectbox(
-        "Job",
-        ids,
-        index=default,
-        key="rt_job_pick",
-        format_func=lambda i: f"job {i}: {next(j['status'] for j in jobs if j['id'] == i)}",
-    )
 
-    @st.fragment(run_every=2)
-    def watch() -> None:
-        job = client.job(job_id)
-        session.job_progress(job)
-        curve = job["result"].get("curve") or []
-        if curve:
-            st.line_chart(pd.DataFrame(curve).set_index("epoch")[["cost"]], height=200)
-        if job["status"] in ("queued", "running") and session.can("engineer"):
-            if st.button("Cancel job", key="rt_cancel"):
-                client.cancel_job(job_id)
-        if job["status"] == "succeeded":
-            show_comparison(job)
-        elif job["status"] in ("failed", "cancelled"):
-            st.error(job["message"])
-            with st.expander("Log"):
-                st.code(client.job_log(job_id))
+def show_retrain(job: dict) -> None:
+    curve = job["result"].get("curve") or []
+    if curve:
+        st.line_chart(pd.DataFrame(curve).set_index("epoch")[["cost"]], height=200)
+    if job["status"] == "succeeded":
+        show_comparison(job)
+    elif job["status"] in ("failed", "cancelled"):
+        st.error(job["message"])
+        with st.expander("Log"):
+            st.code(client.job_log(job["id"]))
 
-    def show_comparison(job: dict) -> None:
-        result = job["result"]
-        comparison = result.get("comparison", {})
-        st.subheader("3 · Candidate against the active model (same held-out normal data)")
-        rows = []
-        for which in ("active", "candidate"):
-            entry = comparison.get(which, {})
-            rows.append(
-                {
-                    "model": which,
-                    "version": entry.get("version"),
-                    "T2": entry.get("t2"),
-                    "false-alarm rate at T2": entry.get("false_alarm_rate"),
-                    "AUROC (confirmed defects)": entry.get("auroc"),
-                }
-            )
-        st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
-        st.caption(
-            f"{comparison.get('normal_images', 0)} normal images, "
-            f"{comparison.get('confirmed_defects', 0)} confirmed defects; "
-            f"trained in {result.get('train_seconds', 0):.0f} s"
+
+def show_comparison(job: dict) -> None:
+    result = job["result"]
+    comparison = result.get("comparison", {})
+    st.subheader("3 · Candidate against the active model (same held-out normal data)")
+    rows = []
+    for which in ("active", "candidate"):
+        entry = comparison.get(which, {})
+        rows.append(
+            {
+                "model": which,
+                "version": entry.get("version"),
+                "T2": entry.get("t2"),
+                "false-alarm rate at T2": entry.get("false_alarm_rate"),
+                "AUROC (confirmed defects)": entry.get("auroc"),
+            }
         )
-        version = result.get("candidate_version")
-        if version and session.can("engineer"):
-            reason = st.text_input("Reason (audited)", value=f"retrained in job {job['id']}", key="rt_reason")
-            b1, b2 = st.columns(2)
-            if b1.button(f"Promote {version}", type="primary", key="rt_promote"):
-                try:
-                    client.promote(version, reason)
-                    st.success(f"{version} is the active model")
-                except ApiError as exc:
-                    st.error(exc.message)
-            if b2.button("Discard candidate", key="rt_discard"):
-                try:
-                    client.discard(version, reason)
-                    st.info(f"{version} discarded")
-                except ApiError as exc:
-                    st.error(exc.message)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.caption(
+        f"{comparison.get('normal_images', 0)} normal images, "
+        f"{comparison.get('confirmed_defects', 0)} confirmed defects; "
+        f"trained in {result.get('train_seconds', 0):.0f} s"
+    )
+    version = result.get("candidate_version")
+    if version and session.can("engineer"):
+        reason = st.text_input("Reason (audited)", value=f"retrained in job {job['id']}", key="rt_reason")
+        b1, b2 = st.columns(2)
+        if b1.button(f"Promote {version}", type="primary", key="rt_promote"):
+            try:
+                client.promote(version, reason)
+                st.success(f"{version} is the active model")
+            except ApiError as exc:
+                st.error(exc.message)
+        if b2.button("Discard candidate", key="rt_discard"):
+            try:
+                client.discard(version, reason)
+                st.info(f"{version} discarded")
+            except ApiError as exc:
+                st.error(exc.message)
 
-    watch()
+
+job_id = pick_job(client, "retrain", "Job", "rt_job_pick", chosen="rt_job")
+if job_id is not None:
+    watch_job(client, job_id, show_retrain, every=2, cancel_label="Cancel job", cancel_key="rt_cancel")
 
 st.subheader("Roll back")
 models = client.models()

@@ -1,0 +1,70 @@
+"""A running appliance for tests: a small default detector (trained in seconds), a private broker,
+SQLite or PostgreSQL, a synthetic line, the REST API through FastAPI's test client and a token for
+every role."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from appliance.api import create_app
+from appliance.runtime import Appliance
+from appliance.settings import load_settings
+from appliance.storage import store
+from tests.helpers.broker import Broker
+from tests.helpers.database import postgres_database
+from tests.helpers.waiting import wait_for
+
+SMALL = {"size": 64, "crop": None, "epochs": 2, "training_images": 60}  # the default detector, small
+
+
+@dataclass
+class RunningAppliance:
+    app: Appliance
+    client: TestClient
+    tokens: dict[str, str]
+    broker: Broker
+    folder: Path
+
+    def __iter__(self):  # app, client, tokens, broker, folder = running
+        return iter((self.app, self.client, self.tokens, self.broker, self.folder))
+
+
+@contextlib.contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh database URL: a SQLite file in ``folder`` or a new PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'a.db'}"
+        return
+    with postgres_database("appliance_api") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_appliance(folder: Path, db_kind: str, source: str, min_scored: int = 60) -> Iterator[RunningAppliance]:
+    """An appliance inspecting ``source`` until it has scored ``min_scored`` items, then yielded."""
+    broker = Broker(folder)
+    broker.start()
+    try:
+        with database(db_kind, folder) as db:
+            settings = load_settings(
+                data_dir=folder,
+                database_url=db,
+                detector=SMALL,
+                api_port=0,
+                sources=[source],
+                mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "api"},
+            )
+            app = Appliance(settings, log=lambda line: None).start()
+            try:
+                tokens = {role: store.create_token(app.engine, name=role, role=role) for role in store.ROLES}
+                assert wait_for(lambda: app.pipeline.status()[source]["scored"] >= min_scored, timeout=60)
+                yield RunningAppliance(app, TestClient(create_app(app)), tokens, broker, folder)
+            finally:
+                app.stop()
+    finally:
+        broker.stop()

@@ -1,0 +1,56 @@
+"""The job picker and the job watcher: one way to choose a job, follow its progress live and
+cancel it, for retraining, training runs and structure searches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from ui import session
+from ui.client import Client
+
+
+def pick_job(client: Client, kind: str, label: str, key: str, chosen: str | None = None) -> int | None:
+    """A select box over the newest jobs of one kind; ``chosen`` names the session-state key of the
+    job to preselect (and is kept up to date with the pick)."""
+    found = [j for j in client.jobs(50) if j["kind"] == kind]
+    if not found:
+        return None
+    ids = [j["id"] for j in found]
+    by_id = {j["id"]: j for j in found}
+
+    def describe(i: int) -> str:
+        job = by_id[i]
+        name = job["params"].get("project")
+        return f"job {i}: {name} ({job['status']})" if name else f"job {i}: {job['status']}"
+
+    default = ids.index(st.session_state[chosen]) if chosen and st.session_state.get(chosen) in ids else 0
+    job_id = st.selectbox(
+        label,
+        ids,
+        index=default,
+        key=key,
+        format_func=describe,
+    )
+    if chosen:
+        st.session_state[chosen] = job_id
+    return job_id
+
+
+def watch_job(
+    client: Client, job_id: int, show: Callable[[dict], None], *, every: float, cancel_label: str, cancel_key: str
+) -> None:
+    """Refresh every ``every`` seconds: the progress bar with the status and latest message, what
+    ``show`` draws of the job, and a cancel button while it runs (engineers only)."""
+
+    @st.fragment(run_every=every)
+    def watch() -> None:
+        job = client.job(job_id)
+        st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")
+        show(job)
+        running = job["status"] in ("queued", "running")
+        if running and session.can("engineer") and st.button(cancel_label, key=cancel_key):
+            client.cancel_job(job_id)
+
+    watch()

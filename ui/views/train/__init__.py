@@ -1,0 +1,1 @@
+"""Train & evaluate: the page (``page.py``) and one module per tab."""
