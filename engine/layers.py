@@ -23,6 +23,7 @@ from engine.stateless import (  # noqa: F401  (re-exported: every layer type is 
     SELU,
     AveragePooling,
     Dropout,
+    Elementwise,
     Flatten,
     GlobalAveragePooling,
     Identity,

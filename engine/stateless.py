@@ -16,7 +16,7 @@ from engine.random import generator
 from engine.tensor import Tensor
 
 
-class _Elementwise(Module):
+class Elementwise(Module):
     fn: Any = None
 
     def __init__(self, **config: Any) -> None:
@@ -32,8 +32,8 @@ class _Elementwise(Module):
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
 
 
-def _elementwise(name: str, fn: Any) -> type[_Elementwise]:
-    return type(name, (_Elementwise,), {"fn": staticmethod(fn), "__doc__": f"Module form of ``F.{fn.__name__}``."})
+def _elementwise(name: str, fn: Any) -> type[Elementwise]:
+    return type(name, (Elementwise,), {"fn": staticmethod(fn), "__doc__": f"Module form of ``F.{fn.__name__}``."})
 
 
 ReLU = _elementwise("ReLU", F.relu)

@@ -194,7 +194,7 @@ def emit(g: GraphBuilder, m: Module, x: str, in_shape: tuple[int, ...]) -> str:
     handler = handlers.get(type(m))
     if handler is not None:
         return handler()
-    if isinstance(m, L._Elementwise):
+    if isinstance(m, L.Elementwise):
         return _elementwise(g, m, x)
     msg = f"no ONNX mapping for module {type(m).__name__}"
     raise ExportError(msg)

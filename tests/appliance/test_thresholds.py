@@ -1,0 +1,58 @@
+"""The threshold preview replays stored scores through the line's own decision, debounce included."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from appliance.alerts.schema import Topics, alert_message
+from appliance.images import ImageStore
+from appliance.pipeline import ModelSlot, Pipeline
+from appliance.storage import store
+from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Inspection
+from appliance.thresholds import preview
+from models.decision import Thresholds
+
+SCORES = [0.9, 0.1, 0.9, 0.9, 0.1, 0.6, 0.9, 0.95, 0.2, 0.9]
+
+
+def stored(engine, scores, source="cam"):
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    topics = Topics()
+    for i, score in enumerate(scores):
+        inspection = Inspection(
+            source_id=source,
+            t_capture=start + dt.timedelta(seconds=i),
+            score=score,
+            norm_score=score,
+            decision="ok",
+            model_version="v",
+            latency_ms=1.0,
+        )
+        store.record_inspection(
+            engine,
+            inspection=inspection,
+            threshold=0.8,
+            alert_topic=topics.alerts,
+            build_message=lambda a, i: alert_message(a, i, topics, ""),
+        )
+
+
+def test_preview_counts_what_the_line_would_decide_with_and_without_debounce(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    init_db(engine)
+    stored(engine, SCORES)
+    candidate = Thresholds(0.5, 0.8)
+    plain = preview(engine, thresholds=candidate, hours=1)
+    assert plain["inspections"] == len(SCORES)
+    ng = sum(s >= 0.8 for s in SCORES)
+    assert round(plain["ng_per_hour"] * plain["hours"]) == ng
+    # the pipeline's own debounce on the same sequence: what the line would have stored
+    line = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"), debounce=(2, 3))
+    raw = ["ng" if s >= 0.8 else "review" if s >= 0.5 else "ok" for s in SCORES]
+    debounced = [line._debounced("cam", d) for d in raw]
+    replay = preview(engine, thresholds=candidate, hours=1, debounce=(2, 3))
+    assert round(replay["ng_per_hour"] * replay["hours"]) == debounced.count("ng") < ng
+    assert round(replay["review_per_hour"] * replay["hours"]) == debounced.count("review")
+    flagged = [round(r["alerts_per_hour"] * r["hours"]) for r in (plain, replay)]
+    assert flagged[0] == flagged[1] == sum(s >= 0.5 for s in SCORES)  # debounce turns NG into review, not OK
