@@ -42,6 +42,7 @@ def domain_errors() -> dict[type[Exception], int]:
     from appliance.datasets.create import CreateError
     from appliance.datasets.nnc import DatasetError
     from appliance.project import ProjectError
+    from appliance.settings import SettingsError
     from appliance.workflows.evaluate import EvaluateError
     from connectors.base import SourceError
     from models.bundle import BundleError
@@ -68,6 +69,7 @@ def domain_errors() -> dict[type[Exception], int]:
         PreprocessError: 422,
         ProjectError: 422,
         SearchError: 422,
+        SettingsError: 422,
         SpecError: 422,
     }
 

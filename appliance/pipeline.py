@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.alerts.schema import Topics, alert_message
 from appliance.errors import NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.storage import store
-from appliance.storage.models import Inspection
-from connectors.base import Sample, Source, SourceError
+from appliance.storage.models import Alert, Inspection
+from connectors.base import Backoff, Sample, Source, SourceError, SourceFailure
 from models.decision import Debounce, is_flagged
 from models.inference import Inferencer
 
@@ -71,10 +72,10 @@ def percentiles(values: deque[float]) -> dict[str, float]:
 @dataclass
 class SourceMetrics:
     scored: int = 0
-    queue_dropped: int = 0
     decisions: dict[str, int] = field(default_factory=lambda: {"ok": 0, "review": 0, "ng": 0})
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     published_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    store_failed: int = 0  # inspections that could not be stored (counted, logged once per kind)
 
 
 class SourceWorker:
@@ -84,8 +85,14 @@ class SourceWorker:
         self.thread = threading.Thread(target=self._run, name=f"source-{source.source_id}", daemon=True)
 
     def _run(self) -> None:
+        backoff = Backoff(0.5, 30.0)
         while not self.stopping.is_set():
-            sample = self.source.read(0.2)
+            try:
+                sample = self.source.read(0.2)
+            except SourceFailure:  # the source says so in its state; try again later, never die
+                self.stopping.wait(backoff.next())
+                continue
+            backoff.reset()
             if sample is None:
                 continue
             with self.wake:
@@ -149,7 +156,8 @@ class Pipeline:
             raise NotFound(msg)
         worker = self.workers.pop(source_id)
         worker.stop()
-        self.latest.pop(source_id, None)
+        for per_source in (self.latest, self.metrics, self.debouncers):
+            per_source.pop(source_id, None)
 
     def start(self) -> Pipeline:
         self.thread.start()
@@ -214,12 +222,7 @@ class Pipeline:
                     heatmap_ref=heat_ref,
                 )
             )
-        stored = store.record_inspections(
-            self.engine,
-            inspections=[(i, r.thresholds.t2) for i, r in zip(inspections, results, strict=True)],
-            alert_topic=self.topics.alerts,
-            build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
-        )
+        stored = self._store([(i, r.thresholds.t2) for i, r in zip(inspections, results, strict=True)])
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
@@ -228,11 +231,46 @@ class Pipeline:
                 self.latest[sample.source_id] = (sample.payload, result.anomaly_map, inspection)
             if self.on_inspected is not None:
                 self.on_inspected(inspection)
-            m = self.metrics.setdefault(inspection.source_id, SourceMetrics())
+            m = self.metrics.get(inspection.source_id)
+            if m is None:  # removed while its last batch was scored
+                continue
             m.scored += 1
             m.decisions[inspection.decision] += 1
             m.decision_ms.append((decided - inspection.t_capture).total_seconds() * 1000)
         return inspections
+
+    def _store(self, decided: list[tuple[Inspection, float]]) -> list[tuple[Inspection, Alert | None]]:
+        """The batch in one transaction; when that fails, each item on its own, so one item that
+        cannot be stored never loses the others. What fails is counted per source and logged once."""
+
+        def record(items: list[tuple[Inspection, float]]) -> list[tuple[Inspection, Alert | None]]:
+            return store.record_inspections(
+                self.engine,
+                inspections=items,
+                alert_topic=self.topics.alerts,
+                build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
+            )
+
+        try:
+            return record(decided)
+        except SQLAlchemyError:
+            if len(decided) == 1:
+                self._count_store_failure(decided[0][0])
+                return []
+        stored = []
+        for item in decided:
+            try:
+                stored += record([item])
+            except SQLAlchemyError:
+                self._count_store_failure(item[0])
+        return stored
+
+    def _count_store_failure(self, inspection: Inspection) -> None:
+        m = self.metrics.get(inspection.source_id)
+        if m is not None:
+            if not m.store_failed:
+                log.exception("an inspection of source %r could not be stored", inspection.source_id)
+            m.store_failed += 1
 
     def capture_and_inspect(self, source_id: str, timeout: float = 5.0) -> dict[str, object]:
         """Take the next frame of one source and inspect it now (external trigger)."""
@@ -275,19 +313,22 @@ class Pipeline:
         if "t_capture" not in message or "event_id" not in message:
             return  # not an alert (a retained state or threshold announcement)
         captured = dt.datetime.fromisoformat(message["t_capture"])
-        m = self.metrics.setdefault(message["source_id"], SourceMetrics())
+        m = self.metrics.get(message["source_id"])
+        if m is None:  # the source was removed meanwhile
+            return
         m.published_ms.append((dt.datetime.now(dt.UTC) - captured).total_seconds() * 1000)
 
     # -- reporting --------------------------------------------------------------------------------
     def status(self) -> dict[str, dict]:
+        """Every running source's state and counters (a removed source is gone from here)."""
         out = {}
-        for source_id, m in self.metrics.items():
-            worker = self.workers.get(source_id)
-            src = worker.source.status() if worker else {"state": "removed"}
+        for source_id, worker in list(self.workers.items()):
+            m = self.metrics.get(source_id) or SourceMetrics()
             out[source_id] = {
-                **src,
-                "queued": len(worker.queue) if worker else 0,
-                "queue_dropped": worker.dropped if worker else m.queue_dropped,
+                **worker.source.status(),
+                "queued": len(worker.queue),
+                "queue_dropped": worker.dropped,
+                "store_failed": m.store_failed,
                 "scored": m.scored,
                 "decisions": dict(m.decisions),
                 "capture_to_decision_ms": percentiles(m.decision_ms),

@@ -62,15 +62,30 @@ def upload(engine: Engine, models_dir: Path, data: bytes) -> str:
     staging = models_dir / f"upload-{uuid.uuid4().hex}.zip"
     staging.write_bytes(data)
     try:
-        version = Inferencer(staging).version  # a corrupt, truncated or newer bundle fails here
+        inferencer = Inferencer(staging)  # a corrupt, truncated or newer bundle fails here
+        version = check_version(inferencer.version)
         final = models_dir / f"model-{safe_name(version)}.zip"
-        if final.exists() and final.read_bytes() != data:
-            msg = f"model version {version!r} exists with other contents"
-            raise Conflict(msg)
+        if final.exists():
+            if final.read_bytes() != data:
+                msg = f"model version {version!r} exists with other contents"
+                raise Conflict(msg)
+            return register(engine, final)
         staging.replace(final)
-        return register(engine, final)
+        try:
+            return register(engine, final)
+        except Exception:
+            final.unlink(missing_ok=True)  # nothing unregistered stays behind
+            raise
     finally:
         staging.unlink(missing_ok=True)
+
+
+def check_version(version: str) -> str:
+    """A version the registry can store and a file name can carry."""
+    if not version or len(version) > 100 or not version.isprintable():
+        msg = f"a bundle's version must be 1 to 100 printable characters, got {version[:120]!r}"
+        raise BundleError(msg)
+    return version
 
 
 def load_for_line(engine: Engine, models_dir: Path, version: str) -> Inferencer:

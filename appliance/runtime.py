@@ -72,6 +72,7 @@ class Appliance:
         self._threads: list[threading.Thread] = []
         self._db_ready = False
         self._last_states: dict[str, str] = {}
+        self.loop_errors: dict[str, int] = {}  # background loop name → failed steps
 
     def migrate(self) -> None:
         """Create or migrate the schema, once."""
@@ -258,14 +259,20 @@ class Appliance:
         self.publisher.publish_inspection(payload, self.settings.inspections_per_second)
 
     def _loop(self, name: str, every: float, step: Callable[[], None]) -> None:
-        """Run ``step`` every ``every`` seconds until stop; a failing step is logged, never fatal."""
+        """Run ``step`` every ``every`` seconds until stop. A failing step never ends the loop: it is
+        counted (``loop_errors``) and logged the first time it fails in a given way."""
 
         def loop() -> None:
+            seen: set[str] = set()
             while not self.stopping.wait(every):
                 try:
                     step()
-                except Exception:  # keep inspecting; say why the step failed
-                    logging.getLogger(__name__).exception("%s failed", name)
+                except Exception as exc:  # keep inspecting; say why the step failed, once
+                    self.loop_errors[name] = self.loop_errors.get(name, 0) + 1
+                    kind = f"{type(exc).__name__}: {exc}"
+                    if kind not in seen:
+                        seen.add(kind)
+                        logging.getLogger(__name__).exception("%s failed (counted, logged once)", name)
 
         thread = threading.Thread(target=loop, name=name, daemon=True)
         self._threads.append(thread)
@@ -298,6 +305,19 @@ class Appliance:
         self.server = uvicorn.Server(config)
         thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         thread.start()
+
+
+def status_lines(status: dict[str, dict], alerts_sent: int) -> list[str]:
+    """One line per source for the console log (sources may come and go between two reports)."""
+    lines = []
+    for sid, st in status.items():
+        lat = st.get("capture_to_decision_ms") or {"p50": 0.0, "p99": 0.0}
+        dropped = st.get("queue_dropped", 0) + st.get("frames_dropped", 0) + st.get("store_failed", 0)
+        lines.append(
+            f"{sid}: {st.get('state')}, scored {st.get('scored', 0)} ({st.get('decisions', {})}), dropped "
+            f"{dropped}, capture→decision p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; alerts sent {alerts_sent}"
+        )
+    return lines
 
 
 def next_pause(duration: float | None, report_every: float, elapsed: float) -> float:
@@ -339,13 +359,8 @@ def run(
     try:
         while duration is None or time.monotonic() - start < duration:
             time.sleep(next_pause(duration, report_every, time.monotonic() - start))
-            for sid, st in appliance.pipeline.status().items():
-                lat = st["capture_to_decision_ms"]
-                log(
-                    f"{sid}: {st['state']}, scored {st['scored']} ({st['decisions']}), dropped "
-                    f"{st['queue_dropped'] + st['frames_dropped']}, capture→decision p50 {lat['p50']:.1f} ms "
-                    f"p99 {lat['p99']:.1f} ms; alerts sent {appliance.publisher.sent}"
-                )
+            for line in status_lines(appliance.pipeline.status(), appliance.publisher.sent):
+                log(line)
     except KeyboardInterrupt:
         log("stopping")
     finally:

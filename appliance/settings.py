@@ -3,6 +3,8 @@ an optional YAML file (``--config``). Unknown keys are refused with the key name
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,32 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# APPLIANCE_* variables that are not settings: the console's and the tests' own
+OTHER_VARIABLES = {"APPLIANCE_TOKEN", "APPLIANCE_API_URL", "APPLIANCE_TEST_PG"}
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse an ``APPLIANCE_*`` variable that names no setting (a typo would be ignored silently)."""
+    environ = os.environ if environ is None else environ
+    for name in sorted(environ):
+        if not name.upper().startswith("APPLIANCE_") or name.upper() in OTHER_VARIABLES:
+            continue
+        path = name[len("APPLIANCE_") :].lower().split("__")
+        fields: dict[str, Any] = Settings.model_fields
+        for depth, key in enumerate(path):
+            field = fields.get(key)
+            if field is None:
+                msg = f"unknown setting '{'.'.join(path[: depth + 1])}' (environment variable {name})"
+                raise SettingsError(msg)
+            nested = field.annotation
+            fields = nested.model_fields if isinstance(nested, type) and issubclass(nested, BaseModel) else {}
+            if not fields and depth < len(path) - 1:
+                msg = f"setting '{key}' has no part '{path[depth + 1]}' (environment variable {name})"
+                raise SettingsError(msg)
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    check_environment()
     data: dict[str, Any] = {}
     if config_file:
         path = Path(config_file)

@@ -21,6 +21,10 @@ class SourceError(ValueError):
     """A source string or option is invalid."""
 
 
+class SourceFailure(RuntimeError):
+    """Reading a source failed unexpectedly; its state says ``failed`` until a read succeeds."""
+
+
 @dataclass
 class Sample:
     source_id: str
@@ -40,6 +44,16 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+MAX_ID_LENGTH = 200  # what the database keeps of a source id
+
+
+def check_source_id(source_id: str) -> str:
+    if not source_id or len(source_id) > MAX_ID_LENGTH:
+        msg = f"a source id has 1 to {MAX_ID_LENGTH} characters, this one {len(source_id)}; give a shorter 'source_id'"
+        raise SourceError(msg)
+    return source_id
 
 
 def source_id_for(url: str) -> str:
@@ -97,6 +111,7 @@ class Source:
         self.errors = 0
         self.last_error: str | None = None
         self.started = False
+        self._read_failed = False
         self._lock = threading.Lock()
 
     def start(self) -> Source:
@@ -110,11 +125,20 @@ class Source:
         """Nothing to start for sources read on demand."""
 
     def read(self, timeout: float = 1.0) -> Sample | None:
-        """The next sample, or ``None`` when none arrived within ``timeout`` seconds."""
-        sample = self._read(timeout)
+        """The next sample, or ``None`` when none arrived within ``timeout`` seconds. A read that
+        fails unexpectedly (e.g. out of memory) sets the state to ``failed``, names the error and
+        raises :class:`SourceFailure`; the state recovers with the next sample."""
+        try:
+            sample = self._read(timeout)
+        except Exception as exc:
+            self.state, self._read_failed = "failed", True
+            self._fail(f"reading failed: {type(exc).__name__}: {exc}"[:300])
+            raise SourceFailure(self.last_error) from exc
         if sample is not None:
             with self._lock:
                 self.frames_in += 1
+            if self._read_failed:
+                self.state, self._read_failed = "online", False
         return sample
 
     def _read(self, timeout: float) -> Sample | None:

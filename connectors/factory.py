@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from connectors.base import Source, SourceError, parse_options, redact, source_id_for
+from connectors.base import Source, SourceError, check_source_id, parse_options, redact, source_id_for
 from connectors.folder import FolderSource
 from connectors.sensors import CsvSensorSource, ModbusSource, MqttSensorSource
 from connectors.synthetic import SyntheticSource
@@ -44,7 +44,7 @@ def build_source(url: str, source_id: str | None = None) -> Source:
     """The source a string names, not started yet."""
     scheme, _, rest = url.partition(":")
     path, _, query = rest.partition("?")
-    sid = source_id or source_id_for(url)
+    sid = check_source_id(source_id or source_id_for(url))
     if scheme == "synth":
         if path != "line":
             msg = f"unknown synthetic source {path!r}; use synth:line"

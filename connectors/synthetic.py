@@ -25,6 +25,7 @@ import numpy as np
 
 from connectors.base import Sample, Source, SourceError, now
 
+MAX_SIZE = 4096  # a frame edge; a larger one would not fit a real camera's frame in memory
 DEFECT_KINDS = ("scratch", "stain", "crack", "dent", "contamination")
 
 
@@ -56,8 +57,8 @@ class SyntheticLine:
         if not 0.0 <= defect_rate <= 1.0:
             msg = f"defect_rate must be in [0, 1], got {defect_rate}"
             raise ValueError(msg)
-        if size < 32:
-            msg = f"size must be at least 32 pixels, got {size}"
+        if not 32 <= size <= MAX_SIZE:
+            msg = f"size must be 32 to {MAX_SIZE} pixels, got {size}"
             raise ValueError(msg)
         self.size, self.defect_rate, self.defect_kinds, self.seed = size, defect_rate, tuple(defect_kinds), seed
         self.index = 0
@@ -199,6 +200,9 @@ class SyntheticSource(Source):
         kinds: str = ",".join(DEFECT_KINDS),
     ) -> None:
         super().__init__(source_id, url)
+        if not 0 <= fps <= 10_000:
+            msg = f"option 'fps' must be 0 (as fast as read) to 10000, got {fps}"
+            raise SourceError(msg)
         try:
             self.line = SyntheticLine(size, defect_rate, [k for k in kinds.split(",") if k], seed)
         except ValueError as exc:

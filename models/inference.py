@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from models import bundle as bundle_io
 from models.calibration import normalize
-from models.decision import Debounce, Thresholds, decide
+from models.decision import Debounce, ThresholdError, Thresholds, decide
 from models.preprocess import InputSpec, preprocess_batch
 from models.scoring import image_scores, reconstruction_error_maps
 
@@ -67,7 +67,11 @@ class Inferencer:
         cal = post.get("calibration") or {}
         self.median = float(cal.get("median", 0.0))
         self._lock = threading.Lock()
-        self._thresholds = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
+        try:
+            self._thresholds = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
+        except (ThresholdError, TypeError, ValueError) as exc:  # NaN or unordered: it would never alert
+            msg = f"{where}: the calibrated thresholds cannot decide ({exc})"
+            raise bundle_io.BundleError(msg) from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property

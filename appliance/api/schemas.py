@@ -60,8 +60,8 @@ class VectorIn(BaseModel):
 
 
 class ThresholdsIn(BaseModel):
-    t1: float = Field(allow_inf_nan=False)
-    t2: float = Field(allow_inf_nan=False)
+    t1: float = Field(ge=0, allow_inf_nan=False)  # anomaly scores are never negative
+    t2: float = Field(ge=0, allow_inf_nan=False)
     reason: str = Field(min_length=3, max_length=500)
 
 
@@ -72,8 +72,8 @@ class ThresholdsPublic(BaseModel):
 
 
 class PreviewIn(BaseModel):
-    t1: float = Field(allow_inf_nan=False)
-    t2: float = Field(allow_inf_nan=False)
+    t1: float = Field(ge=0, allow_inf_nan=False)
+    t2: float = Field(ge=0, allow_inf_nan=False)
     hours: float = Field(24.0, gt=0, le=24 * 90)
 
 

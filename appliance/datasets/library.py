@@ -48,7 +48,7 @@ def dataset_dir(
 
 def list_datasets(data_dir: pathlib.Path) -> list[dict[str, Any]]:
     root = pathlib.Path(data_dir) / "datasets"
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     return [{"name": p.name, "images": sum(1 for _ in p.rglob("*.png"))} for p in folders]
 
 
@@ -74,8 +74,12 @@ def describe(folder: pathlib.Path, limit: int) -> dict[str, Any]:
 def member_file(folder: pathlib.Path, path: str) -> pathlib.Path:
     """A file inside a dataset (never outside it)."""
     root = folder.resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    try:
+        target = (root / path).resolve()
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or one it cannot hold
+        found = False
+    if not found:
         msg = f"no file {path!r} in dataset {folder.name!r}"
         raise NotFound(msg)
     return target
@@ -89,10 +93,13 @@ def open_archive(data: bytes, filename: str) -> zipfile.ZipFile:
         raise InvalidInput(msg) from exc
 
 
-def copy_normal_images(archive: zipfile.ZipFile, folder: pathlib.Path, max_member: int) -> list[list[str]]:
-    """Every image member, checked, into ``folder/images``; the rows of an ``x:image`` CSV."""
-    images, rows = folder / "images", []
-    images.mkdir(parents=True, exist_ok=True)
+MAX_ARCHIVE_TOTAL = 2 * 1024**3  # what the image members of one zip may unpack to, in all
+
+
+def image_members(archive: zipfile.ZipFile, max_member: int) -> list[zipfile.ZipInfo]:
+    """The archive's image members, each checked: inside the dataset folder, within the size
+    limits (each and in all), a readable image. Other members are never unpacked."""
+    members, total = [], 0
     for info in archive.infolist():
         member = pathlib.PurePosixPath(info.filename)
         if info.is_dir() or member.suffix.lower() not in IMAGE_SUFFIXES:
@@ -100,20 +107,26 @@ def copy_normal_images(archive: zipfile.ZipFile, folder: pathlib.Path, max_membe
         if member.is_absolute() or ".." in member.parts:
             msg = f"archive member {info.filename!r} would leave the dataset folder"
             raise InvalidInput(msg)
-        if info.file_size > max_member:
+        total += info.file_size
+        if info.file_size > max_member or total > MAX_ARCHIVE_TOTAL:
             msg = f"archive member {info.filename!r} is too large"
             raise TooLarge(msg)
-        content = archive.read(info)
-        if cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+        if cv2.imdecode(np.frombuffer(read_member(archive, info), np.uint8), cv2.IMREAD_UNCHANGED) is None:
             msg = f"archive member {info.filename!r} is not a readable image"
             raise InvalidInput(msg)
-        target = images / f"{len(rows):06d}{member.suffix.lower()}"
-        target.write_bytes(content)
-        rows.append([f"images/{target.name}"])
-    if not rows:
+        members.append(info)
+    if not members:
         msg = "the archive holds no images"
         raise InvalidInput(msg)
-    return rows
+    return members
+
+
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a bad CRC, a truncated archive
+        msg = f"archive member {info.filename!r} cannot be read: {exc}"
+        raise InvalidInput(msg) from exc
 
 
 def dataset_from_zip(
@@ -124,20 +137,52 @@ def dataset_from_zip(
     fmt: ImageFormat | None = None,
     train_percent: float = 80.0,
 ) -> dict[str, Any]:
-    """A dataset from a zip: normal images (``fmt`` None), or class folders resized to ``fmt``."""
-    rows = copy_normal_images(archive, folder, max_member)  # checks every member first
-    if fmt is None:
-        write_csv(folder / "training.csv", ["x:image"], rows)
-        return {"name": folder.name, "images": len(rows)}
-    shutil.rmtree(folder / "images", ignore_errors=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        archive.extractall(tmp)  # members were checked above: none leaves the folder
-        root = pathlib.Path(tmp)
-        subdirs = [p for p in root.iterdir() if p.is_dir()]
-        if len(subdirs) == 1 and not any(p.is_file() for p in root.iterdir()):
-            root = subdirs[0]  # the zip of a folder holding the class folders
-        summary = create_image_dataset(root, folder, fmt, train_percent, seed=0)
-    return {"name": folder.name, **{k: v for k, v in summary.items() if k != "skipped"}}
+    """A dataset from a zip: normal images (``fmt`` None), or class folders resized to ``fmt``.
+    It is built in a staging folder and moved into place only when complete, so a refused upload
+    leaves nothing behind (and an existing dataset of that name is replaced only on success)."""
+    members = image_members(archive, max_member)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
+        staging = pathlib.Path(tmp) / "dataset"
+        if fmt is None:
+            summary = _normal_dataset(archive, members, staging)
+        else:
+            summary = _classes_dataset(archive, members, staging, pathlib.Path(tmp) / "unpacked", fmt, train_percent)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.replace(folder)
+    return {"name": folder.name, **summary}
+
+
+def _normal_dataset(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], staging: pathlib.Path) -> dict[str, Any]:
+    (staging / "images").mkdir(parents=True)
+    rows = []
+    for i, info in enumerate(members):
+        target = staging / "images" / f"{i:06d}{pathlib.PurePosixPath(info.filename).suffix.lower()}"
+        target.write_bytes(read_member(archive, info))
+        rows.append([f"images/{target.name}"])
+    write_csv(staging / "training.csv", ["x:image"], rows)
+    return {"images": len(rows)}
+
+
+def _classes_dataset(
+    archive: zipfile.ZipFile,
+    members: list[zipfile.ZipInfo],
+    staging: pathlib.Path,
+    unpacked: pathlib.Path,
+    fmt: ImageFormat,
+    train_percent: float,
+) -> dict[str, Any]:
+    for info in members:  # only the checked images: no other member reaches the disk
+        target = unpacked / pathlib.PurePosixPath(info.filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_member(archive, info))
+    root = unpacked
+    subdirs = [p for p in root.iterdir() if p.is_dir()]
+    if len(subdirs) == 1 and not any(p.is_file() for p in root.iterdir()):
+        root = subdirs[0]  # the zip of a folder holding the class folders
+    summary = create_image_dataset(root, staging, fmt, train_percent, seed=0)
+    return {k: v for k, v in summary.items() if k != "skipped"}
 
 
 def collect_images(folder: pathlib.Path, files: list[pathlib.Path]) -> dict[str, Any]:

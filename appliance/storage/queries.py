@@ -31,7 +31,8 @@ def inspections(
     offset: int = 0,
     limit: int = 50,
 ) -> tuple[list[Inspection], int]:
-    """A page of inspections, newest first, and how many match."""
+    """A page of inspections, newest first, and how many match (times without a zone are UTC)."""
+    since, until = (t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (since, until))
     query = select(Inspection)
     if source_id:
         query = query.where(Inspection.source_id == source_id)

@@ -56,3 +56,28 @@ def test_network_stats_of_a_spec_file_and_its_errors(tmp_path):
 def test_version():
     out = appliance("--version")
     assert out.returncode == 0 and out.stdout.startswith("appliance ")
+
+
+def test_settings_mistakes_end_in_one_line_naming_the_key(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    cases = [
+        ({"APPLIANCE_API_PORTT": "1"}, [], "unknown setting 'api_portt' (environment variable APPLIANCE_API_PORTT)"),
+        ({"APPLIANCE_MQTT__PORTX": "1"}, [], "unknown setting 'mqtt.portx'"),
+        ({}, ["--config", str(tmp_path / "missing.yaml")], "settings file"),
+    ]
+    (tmp_path / "typo.yaml").write_text("api_portt: 1\n")
+    cases.append(({}, ["--config", str(tmp_path / "typo.yaml")], "unknown setting 'api_portt'"))
+    for extra, args, message in cases:
+        got = subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "run", *args, "--duration", "0"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**env, **extra},
+            check=False,
+            timeout=120,
+        )
+        assert got.returncode == 2 and message in got.stderr, (extra, args, got.stderr[-500:])
+        assert len(got.stderr.strip().splitlines()) == 1, got.stderr

@@ -54,7 +54,9 @@ def test_source_credentials_never_leave_the_appliance(tmp_path, db_url, broker, 
         tested = client.post("/sources/test", json={"url": CAMERA}, headers=engineer)
         bad = client.post("/sources", json={"url": CAMERA + "&bogus=1"}, headers=engineer)
         assert bad.status_code == 400 and "bogus" in bad.json()["detail"]
-        answers = [tested.text, bad.text] + [
+        unauthenticated = [client.get("/metrics").text, client.get("/health/ready").text, client.get("/health").text]
+        assert CAMERA_ID in unauthenticated[0]  # the camera is labelled by its id, without the password
+        answers = [tested.text, bad.text, *unauthenticated] + [
             client.get("/sources", headers={"Authorization": f"Bearer {tokens[role]}"}).text for role in store.ROLES
         ]
         assert all(SECRET not in text for text in answers)

@@ -1,0 +1,221 @@
+"""Hardening (issue 14): each test reproduces a defect found on a bad day at the plant.
+
+Against a running appliance (real broker, SQLite and PostgreSQL) through the REST API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+from appliance.runtime import status_lines
+from appliance.storage.models import Inspection
+from connectors.base import Sample, Source
+from tests.helpers.waiting import wait_for
+
+
+def auth(tokens, role="engineer"):
+    return {"Authorization": f"Bearer {tokens[role]}"}
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` × ``height`` (a decompression bomb's header, a tiny body)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def bundle_with(path, **meta_changes) -> bytes:
+    """The bundle at ``path`` with its model.json changed."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "model.json":
+                meta = json.loads(data)
+                for key, value in meta_changes.items():
+                    target, *rest = key.split(".")
+                    node = meta
+                    for part in [target, *rest][:-1]:
+                        node = node.setdefault(part, {})
+                    node[[target, *rest][-1]] = value
+                data = json.dumps(meta).encode()
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def test_removing_a_source_leaves_the_rest_running_and_ready(running):
+    app, client, tokens, _, _ = running
+    added = client.post("/sources", json={"url": "synth:line?fps=1", "source_id": "x"}, headers=auth(tokens))
+    assert added.status_code == 201
+    assert wait_for(lambda: app.pipeline.status()["x"]["state"] == "online")
+    assert client.delete("/sources/x", headers=auth(tokens)).status_code == 204
+    status = app.pipeline.status()
+    assert "x" not in status and status_lines(status, 0)  # the report loop formats what is left
+    assert wait_for(lambda: client.get("/health/ready").status_code == 200, timeout=5)
+    app.pipeline.on_published(
+        json.dumps({"t_capture": dt.datetime.now(dt.UTC).isoformat(), "event_id": "e", "source_id": "x"})
+    )
+    assert "x" not in app.pipeline.status() and not app.loop_errors
+
+
+def test_a_source_id_the_database_cannot_hold_is_refused_before_it_starts(running):
+    app, client, tokens, _, _ = running
+    url = "synth:line?fps=1&seed=" + "1" * 290
+    refused = client.post("/sources", json={"url": url}, headers=auth(tokens))
+    assert refused.status_code == 400 and "source_id" in refused.json()["detail"]
+    assert url not in app.pipeline.workers
+
+
+def test_one_item_that_cannot_be_stored_does_not_lose_its_batch(running):
+    app, *_ = running
+    source = next(iter(app.pipeline.workers))
+    before = app.pipeline.status()[source]["store_failed"]
+
+    def item(decision):
+        now = dt.datetime.now(dt.UTC)
+        return Inspection(
+            source_id=source,
+            t_capture=now,
+            score=0.1,
+            norm_score=0.1,
+            decision=decision,
+            model_version="v",
+            latency_ms=1.0,
+        )
+
+    good, bad, other = item("ok"), item(None), item("ok")  # NOT NULL: the database refuses the middle one
+    stored = app.pipeline._store([(good, 1.0), (bad, 1.0), (other, 1.0)])
+    assert [i.id is not None for i, _ in stored] == [True, True]
+    assert app.pipeline.status()[source]["store_failed"] == before + 1
+
+
+class Exhausted(Source):
+    """A reader that runs out of memory until told otherwise."""
+
+    kind = "test"
+    broken = True
+
+    def _read(self, timeout):
+        if self.broken:
+            msg = "cannot allocate the frame"
+            raise MemoryError(msg)
+        return Sample(self.source_id, dt.datetime.now(dt.UTC), np.zeros((64, 64), np.uint8))
+
+
+def test_a_reader_that_dies_says_failed_and_recovers(running):
+    app, client, tokens, _, _ = running
+    source = Exhausted("exhausted", "test:exhausted")
+    app.pipeline.add_source(source)
+    try:
+        assert wait_for(lambda: app.pipeline.status()["exhausted"]["state"] == "failed")
+        assert "MemoryError" in app.pipeline.status()["exhausted"]["last_error"]
+        assert app.pipeline.workers["exhausted"].thread.is_alive()
+        source.broken = False
+        assert wait_for(lambda: app.pipeline.status()["exhausted"]["state"] == "online", timeout=10)
+        assert wait_for(lambda: app.pipeline.status()["exhausted"]["frames_in"] > 0)
+    finally:
+        app.pipeline.remove_source("exhausted")
+    too_big = client.post("/sources", json={"url": "synth:line?size=1000000"}, headers=auth(tokens))
+    assert too_big.status_code == 400 and "size must be 32 to 4096" in too_big.json()["detail"]
+
+
+@pytest.mark.parametrize("t1,t2", [(float("nan"), float("nan")), (0.9, 0.1)])
+def test_a_bundle_whose_thresholds_cannot_decide_is_refused(running, t1, t2):
+    app, client, tokens, _, _ = running
+    active = next(app.models_dir.glob("detector-*.zip"))
+    data = bundle_with(
+        active, **{"version": f"broken-{t1}-{t2}", "postprocess.calibration.t1": t1, "postprocess.calibration.t2": t2}
+    )
+    refused = client.post("/models", files={"file": ("b.zip", data, "application/zip")}, headers=auth(tokens))
+    assert refused.status_code == 422 and "thresholds cannot decide" in refused.json()["detail"]
+    assert not list(app.models_dir.glob("model-broken-*")) and not list(app.models_dir.glob("upload-*"))
+
+
+def test_bad_values_get_a_named_4xx_never_a_500(running):
+    app, client, tokens, _, tmp = running
+    h = auth(tokens)
+    nan = client.put(
+        "/thresholds",
+        content=b'{"t1": NaN, "t2": 1, "reason": "test"}',
+        headers={**h, "content-type": "application/json"},
+    )
+    assert nan.status_code == 422 and "nan" in json.dumps(nan.json()).lower()
+    negative = client.put("/thresholds", json={"t1": -1, "t2": 0.5, "reason": "test"}, headers=h)
+    assert negative.status_code == 422
+    naive = client.get("/inspections", params={"since": "2026-01-01T00:00:00"}, headers=h)
+    assert naive.status_code == 200 and naive.json()["count"] > 0
+    lone = client.put(
+        "/thresholds",
+        content=b'{"t1": 0.1, "t2": 0.2, "reason": "bad \\ud800 text"}',
+        headers={**h, "content-type": "application/json"},
+    )
+    assert lone.status_code == 422 and "surrogate" in lone.json()["detail"]
+    for side in (9000, 30000):  # over our limit; over PIL's own too
+        bomb = png_header(side, side)
+        got = client.post("/inspect", files={"file": ("bomb.png", bomb, "image/png")}, headers=auth(tokens, "operator"))
+        assert got.status_code == 413 and "megapixels" in got.json()["detail"]
+    fps = client.post("/sources", json={"url": "synth:line?fps=-1"}, headers=h)
+    assert fps.status_code == 400 and "fps" in fps.json()["detail"]
+    assert client.post("/datasets/sample", json={"name": "hard-iris", "sample": "iris"}, headers=h).status_code == 201
+    long_path = client.get("/datasets/hard-iris/file", params={"path": "a" * 500}, headers=h)
+    assert long_path.status_code == 404
+    active = next(app.models_dir.glob("detector-*.zip"))
+    long_version = client.post(
+        "/models", files={"file": ("b.zip", bundle_with(active, version="v" * 150), "application/zip")}, headers=h
+    )
+    assert long_version.status_code == 422 and "1 to 100 printable" in long_version.json()["detail"]
+    huge_json = client.post(
+        "/inspect/vector",
+        content=b"[" + b"1," * (17 * 1024 * 1024) + b"1]",
+        headers={**h, "content-type": "application/json"},
+    )
+    assert huge_json.status_code == 413
+
+
+def zip_of(members: dict[str, bytes], corrupt: str | None = None) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    raw = bytearray(out.getvalue())
+    if corrupt:  # flip a byte of that member's data: its CRC no longer matches
+        start = raw.index(members[corrupt]) + 10
+        raw[start] ^= 0xFF
+    return bytes(raw)
+
+
+def test_refused_uploads_leave_nothing_behind(running):
+    import cv2
+
+    app, client, tokens, _, tmp = running
+    h = auth(tokens)
+    image = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (32, 32), np.uint8))[1].tobytes()
+    other = cv2.imencode(".png", np.full((32, 32), 7, np.uint8))[1].tobytes()
+    bad_crc = zip_of({"a/1.png": image, "b/2.png": other}, corrupt="b/2.png")
+    got = client.post(
+        "/datasets/upload", params={"name": "crc", "layout": "classes"}, files={"file": ("d.zip", bad_crc)}, headers=h
+    )
+    assert got.status_code == 422 and "b/2.png" in got.json()["detail"]
+    unreadable = zip_of({"a/1.png": image, "b/2.png": b"not an image"})
+    got = client.post("/datasets/upload", params={"name": "broken"}, files={"file": ("d.zip", unreadable)}, headers=h)
+    assert got.status_code == 422
+    datasets = tmp / "datasets"
+    assert not (datasets / "crc").exists() and not (datasets / "broken").exists()
+    assert not [p for p in datasets.iterdir() if p.name.startswith(".")]
+    ok = client.post(
+        "/datasets/upload",
+        params={"name": "fine"},
+        files={"file": ("d.zip", zip_of({"1.png": image, "notes.txt": b"x" * 10}))},
+        headers=h,
+    )
+    assert ok.status_code == 201 and ok.json()["images"] == 1 and not (datasets / "fine" / "notes.txt").exists()
