@@ -313,9 +313,7 @@ class Pipeline:
         if "t_capture" not in message or "event_id" not in message:
             return  # not an alert (a retained state or threshold announcement)
         captured = dt.datetime.fromisoformat(message["t_capture"])
-        m = self.metrics.get(message["source_id"])
-        if m is None:  # the source was removed meanwhile
-            return
+        m = self.metrics.setdefault(message["source_id"], SourceMetrics())  # status() lists running sources only
         m.published_ms.append((dt.datetime.now(dt.UTC) - captured).total_seconds() * 1000)
 
     # -- reporting --------------------------------------------------------------------------------

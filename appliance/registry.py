@@ -43,11 +43,6 @@ def register(engine: Engine, path: Path) -> str:
     return str(meta["version"])
 
 
-def active_path(engine: Engine, models_dir: Path) -> Path | None:
-    row = store.active_model(engine)
-    return None if row is None else models_dir / row[1]
-
-
 def model_path(engine: Engine, models_dir: Path, version: str) -> Path:
     path = models_dir / queries.model(engine, version=version).filename
     if not path.is_file():
@@ -89,11 +84,15 @@ def check_version(version: str) -> str:
 
 
 def load_for_line(engine: Engine, models_dir: Path, version: str) -> Inferencer:
-    """Load a registered version, refusing one that cannot judge a line."""
+    """Load a registered version, refusing one that cannot judge a line, with the thresholds an
+    engineer set for it (else its bundle's calibration)."""
+    row = queries.model(engine, version=version)
     inferencer = Inferencer(model_path(engine, models_dir, version))
     if inferencer.kind not in LINE_KINDS:
         msg = f"model {version!r} is a {inferencer.kind}; the line runs anomaly models (detector or autoencoder)"
         raise BundleError(msg)
+    if row.t1 is not None and row.t2 is not None:
+        inferencer.set_thresholds(row.t1, row.t2)
     return inferencer
 
 

@@ -150,11 +150,11 @@ class Appliance:
         self._first_admin_token()
         if store.fail_interrupted_jobs(self.engine):
             self.log("jobs interrupted by the last stop were marked failed")
-        model = registry.active_path(self.engine, self.models_dir)
-        if model is None:
-            model = self.train_default()
-            self.activate(model)
-        inferencer = Inferencer(model)
+        if store.active_model(self.engine) is None:
+            self.activate(self.train_default())
+        version, filename = store.active_model(self.engine)
+        model = self.models_dir / filename
+        inferencer = registry.load_for_line(self.engine, self.models_dir, version)  # with its set thresholds
         self.slot.swap(inferencer)
         broker = self._broker_settings()
         self.pipeline = Pipeline(

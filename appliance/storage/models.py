@@ -107,6 +107,8 @@ class ModelVersion(SQLModel, table=True):
     metrics: str = "{}"
     created_at: dt.datetime = Field(default_factory=utcnow)
     activated_at: dt.datetime | None = None
+    t1: float | None = None  # thresholds an engineer set for this version (None: its bundle's calibration)
+    t2: float | None = None
 
 
 class TrainingJob(SQLModel, table=True):

@@ -166,12 +166,26 @@ def revoke_token(engine: Engine, *, token_id: int) -> bool:
 
 
 def set_thresholds(
-    engine: Engine, *, t1: float, t2: float, old: tuple[float, float], actor: str, reason: str, topic: str
+    engine: Engine,
+    *,
+    version: str,
+    t1: float,
+    t2: float,
+    old: tuple[float, float],
+    actor: str,
+    reason: str,
+    topic: str,
 ) -> None:
-    """Audit a threshold change and queue its retained MQTT announcement, in one transaction."""
-
+    """Keep a model version's new thresholds (they outlive restarts and swaps), audit the change
+    and queue its retained MQTT announcement, in one transaction."""
     new = {"t1": t1, "t2": t2}
     with Session(engine) as session:
+        row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
+        if row is None:
+            msg = f"no model version {version!r}"
+            raise NotFound(msg)
+        row.t1, row.t2 = t1, t2
+        session.add(row)
         session.add(
             AuditLog(
                 actor=actor,
@@ -187,7 +201,9 @@ def set_thresholds(
                 topic=topic,
                 retain=True,
                 qos=1,
-                payload=json.dumps({**new, "changed_by": actor, "reason": reason, "ts": utcnow().isoformat()}),
+                payload=json.dumps(
+                    {**new, "model_version": version, "changed_by": actor, "reason": reason, "ts": utcnow().isoformat()}
+                ),
             )
         )
         session.commit()

@@ -56,3 +56,46 @@ def test_preview_counts_what_the_line_would_decide_with_and_without_debounce(tmp
     assert round(replay["review_per_hour"] * replay["hours"]) == debounced.count("review")
     flagged = [round(r["alerts_per_hour"] * r["hours"]) for r in (plain, replay)]
     assert flagged[0] == flagged[1] == sum(s >= 0.5 for s in SCORES)  # debounce turns NG into review, not OK
+
+
+def test_thresholds_an_engineer_sets_survive_a_restart_and_a_swap(tmp_path, broker):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from appliance.api import create_app
+    from appliance.runtime import Appliance
+    from appliance.settings import load_settings
+    from tests.helpers.appliance import SMALL
+    from tests.helpers.broker import Subscriber
+    from tests.helpers.waiting import wait_for
+
+    settings = load_settings(
+        data_dir=tmp_path,
+        detector=SMALL,
+        api_port=0,
+        sources=["synth:line?size=64&fps=5&seed=3"],
+        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "thr"},
+    )
+    app = Appliance(settings, log=lambda line: None).start()
+    retained = Subscriber(broker.port, [app.topics.threshold])
+    try:
+        token = store.create_token(app.engine, name="eng", role="engineer")
+        client = TestClient(create_app(app))
+        h = {"Authorization": f"Bearer {token}"}
+        first = client.get("/thresholds", headers=h).json()
+        body = {"t1": first["t1"] * 1.5, "t2": first["t2"] * 2, "reason": "commissioning"}
+        assert client.put("/thresholds", json=body, headers=h).status_code == 200
+        assert wait_for(lambda: retained.payloads("threshold"))
+        announced = json.loads(retained.payloads("threshold")[-1])
+        assert announced["model_version"] == first["model_version"] and announced["t2"] == body["t2"]
+    finally:
+        app.stop()
+        retained.close()
+    again = Appliance(settings, log=lambda line: None).start()
+    try:
+        assert again.slot.get().thresholds == (body["t1"], body["t2"])  # not the bundle's calibration
+        again.promote(first["model_version"], actor="test", reason="swap in again")
+        assert again.slot.get().thresholds == (body["t1"], body["t2"])
+    finally:
+        again.stop()

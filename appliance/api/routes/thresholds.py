@@ -31,6 +31,7 @@ def update_thresholds(body: ThresholdsIn, appliance: AppDep, actor: Engineer) ->
     model.set_thresholds(body.t1, body.t2)
     store.set_thresholds(
         appliance.engine,
+        version=model.version,
         t1=body.t1,
         t2=body.t2,
         old=old,
