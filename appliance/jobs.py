@@ -1,15 +1,20 @@
 """Jobs in worker processes: their lifecycle, and nothing of the work itself.
 
-Each job runs in its own spawned process, so the API and the pipeline stay responsive. The worker
-writes status, progress and log lines to the job's row; a cancel request is honoured between
-epochs. What a job does lives with its workflow: ``retrain`` in
-:mod:`appliance.workflows.retrain`, ``project`` and ``search`` in :mod:`appliance.workflows.runs`.
+Jobs wait in the database as ``queued``; the :class:`JobRunner` of the running appliance starts
+the oldest ones in spawned worker processes, at most ``max_jobs`` at a time (training takes every
+core it gets), reaps the workers that ended, and fails a job whose worker died without saying
+why. The worker writes status, progress and log lines to the job's row; a cancel request is
+honoured between epochs (or before the start, for a queued job). What a job does lives with its
+workflow: ``retrain`` in :mod:`appliance.workflows.retrain`, ``project`` and ``search`` in
+:mod:`appliance.workflows.runs`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -19,22 +24,11 @@ from sqlalchemy.engine import Engine
 
 from appliance.storage import queries, store
 
-_processes: dict[int, multiprocessing.Process] = {}
+log = logging.getLogger(__name__)
 
 
 class JobCancelled(Exception):
     """The job was asked to stop."""
-
-
-def submit(engine: Engine, *, kind: str, params: dict[str, Any], actor: str, db_url: str, data_dir: Path) -> int:
-    """Record a job and start its worker process; returns the job id."""
-    job_id = store.create_job(engine, kind=kind, params=params, actor=actor)
-    process = multiprocessing.get_context("spawn").Process(
-        target=run_job, args=(job_id, db_url, str(data_dir)), name=f"job-{job_id}", daemon=True
-    )
-    process.start()
-    _processes[job_id] = process
-    return job_id
 
 
 class JobContext:
@@ -78,10 +72,64 @@ def run_job(job_id: int, db_url: str, data_dir: str) -> None:
         ctx.update(message=traceback.format_exc()[-2000:])
 
 
-def stop_all(timeout: float = 5.0) -> None:
-    """Terminate the job workers this process started (the appliance is stopping)."""
-    for process in _processes.values():
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout)
-    _processes.clear()
+class JobRunner:
+    """Starts queued jobs (oldest first, at most ``max_jobs`` at once) and reaps their workers."""
+
+    def __init__(self, engine: Engine, db_url: str, data_dir: Path, max_jobs: int = 1, every: float = 0.5) -> None:
+        self.engine, self.db_url, self.data_dir = engine, db_url, Path(data_dir)
+        self.max_jobs, self.every = max_jobs, every
+        self.processes: dict[int, multiprocessing.Process] = {}
+        self.wake, self.stopping = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+
+    def start(self) -> JobRunner:
+        self.thread.start()
+        return self
+
+    def submit(self, *, kind: str, params: dict[str, Any], actor: str) -> int:
+        """Queue a job; it starts as soon as a slot is free. Returns the job id."""
+        job_id = store.create_job(self.engine, kind=kind, params=params, actor=actor)
+        self.wake.set()
+        return job_id
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.step()
+            except Exception:  # a database hiccup must not end job scheduling
+                log.exception("job scheduling failed; trying again")
+            self.wake.wait(self.every)
+            self.wake.clear()
+
+    def step(self) -> None:
+        """Reap ended workers, drop cancelled queued jobs, start queued ones into free slots."""
+        for job_id, process in list(self.processes.items()):
+            if not process.is_alive():  # is_alive() reaps the ended process: no zombie stays
+                self.processes.pop(job_id)
+                store.fail_job_if_unfinished(
+                    self.engine,
+                    job_id=job_id,
+                    message=f"the job's worker ended unexpectedly (exit code {process.exitcode})",
+                )
+        for job in queries.queued_jobs(self.engine):
+            if job.cancel_requested:
+                store.update_job(self.engine, job_id=job.id, status="cancelled", message="cancelled before it started")
+            elif len(self.processes) < self.max_jobs and job.id not in self.processes:
+                process = multiprocessing.get_context("spawn").Process(
+                    target=run_job, args=(job.id, self.db_url, str(self.data_dir)), name=f"job-{job.id}", daemon=True
+                )
+                process.start()
+                self.processes[job.id] = process
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the running workers (the appliance is stopping); their jobs are marked failed
+        at the next start."""
+        self.stopping.set()
+        self.wake.set()
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+        for process in self.processes.values():
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout)
+        self.processes.clear()

@@ -68,6 +68,7 @@ class Appliance:
         self.trigger: TriggerListener | None = None
         self.server: uvicorn.Server | None = None
         self.api_port: int | None = None
+        self.job_runner = jobs.JobRunner(self.engine, settings.db_url, self.data, settings.max_jobs)
         self.stopping = threading.Event()  # ends the retention and source-state loops
         self._threads: list[threading.Thread] = []
         self._db_ready = False
@@ -150,6 +151,7 @@ class Appliance:
         self._first_admin_token()
         if store.fail_interrupted_jobs(self.engine):
             self.log("jobs interrupted by the last stop were marked failed")
+        self.job_runner.start()
         if store.active_model(self.engine) is None:
             self.activate(self.train_default())
         version, filename = store.active_model(self.engine)
@@ -195,7 +197,7 @@ class Appliance:
             self.publisher.stop()
         if self.broker:
             self.broker.stop()
-        jobs.stop_all()
+        self.job_runner.stop()
 
     def _broker_settings(self) -> BrokerSettings:
         """The configured broker, or an embedded one on loopback (started here) when none is set."""

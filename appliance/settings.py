@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///<data_dir>/appliance.db
     sources: list[str] = Field(default_factory=lambda: ["synth:line?fps=10&defect_rate=0.05"])
     queue_size: int = Field(32, ge=1)
+    max_jobs: int = Field(1, ge=1, le=16)  # training jobs at once; each takes every core it gets
     debounce: tuple[int, int] | None = None  # (N, M): NG only if N of the last M are NG
     keep_ok_images: float = Field(0.02, ge=0, le=1)  # share of OK images kept for review
     inspections_per_second: float = Field(0.0, ge=0)  # >0: summaries on …/inspections (QoS 0), at most this often

@@ -197,3 +197,10 @@ def saved_sources(engine: Engine) -> list[tuple[str, str]]:
 
     with Session(engine) as session:
         return [(r.source_id, r.url) for r in session.exec(select(SourceConfig).order_by(SourceConfig.id))]
+
+
+def queued_jobs(engine: Engine) -> list[TrainingJob]:
+    """Jobs waiting for a worker, oldest first."""
+    with Session(engine) as session:
+        query = select(TrainingJob).where(TrainingJob.status == "queued").order_by(TrainingJob.id)
+        return list(session.exec(query).all())

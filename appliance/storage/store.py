@@ -385,3 +385,14 @@ def fail_interrupted_jobs(engine: Engine) -> int:
             session.add(job)
         session.commit()
         return len(stale)
+
+
+def fail_job_if_unfinished(engine: Engine, *, job_id: int, message: str) -> None:
+    """A job whose worker ended without finishing it (killed, out of memory) says so."""
+    with Session(engine) as session:
+        job = session.get(TrainingJob, job_id)
+        if job is not None and job.status in ("queued", "running"):
+            job.status, job.finished_at, job.message = "failed", utcnow(), message
+            job.log += f"{message}\n"
+            session.add(job)
+            session.commit()

@@ -360,8 +360,9 @@ def test_project_job_runs_a_project_file(running):
     started = client.post("/jobs/project", json={"project": "iris.yaml"}, headers=auth(tokens, "engineer")).json()
     job = wait_job(client, tokens, started["id"])
     assert job["status"] == "succeeded" and job["result"]["final"]["valid_accuracy"] > 0.8
-    bad = client.post("/jobs/project", json={"project": "../../etc/passwd"}, headers=auth(tokens, "engineer")).json()
-    assert wait_job(client, tokens, bad["id"])["status"] == "failed"
+    # issue 14: a job for a project that is not there is refused at once, not accepted to fail later
+    bad = client.post("/jobs/project", json={"project": "../../etc/passwd"}, headers=auth(tokens, "engineer"))
+    assert bad.status_code == 404 and "no project file" in bad.json()["detail"]
 
 
 def test_a_classifier_bundle_cannot_run_the_line(running, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import multiprocessing
 import struct
 import zipfile
 import zlib
@@ -219,3 +220,30 @@ def test_refused_uploads_leave_nothing_behind(running):
         headers=h,
     )
     assert ok.status_code == 201 and ok.json()["images"] == 1 and not (datasets / "fine" / "notes.txt").exists()
+
+
+def test_jobs_wait_for_a_free_slot_and_their_workers_are_reaped(running):
+    app, client, tokens, _, tmp = running
+    from appliance.datasets import create_sample
+
+    projects = tmp / "projects"
+    projects.mkdir(exist_ok=True)
+    if not (projects / "jobs-iris").exists():
+        create_sample("iris", projects / "jobs-iris")
+    (projects / "slow.yaml").write_text(
+        "network: {zoo: mlp, options: {hidden: [16]}}\ndataset: {training: jobs-iris/training.csv}\n"
+        "config: {max_epoch: 400, batch_size: 4, solver: {type: Adam, lr: 0.01}}\n"
+    )
+    h = auth(tokens)
+    assert client.post("/jobs/search", json={"project": "missing.yaml"}, headers=h).status_code == 404
+    first = client.post("/jobs/project", json={"project": "slow.yaml"}, headers=h).json()
+    second = client.post("/jobs/project", json={"project": "slow.yaml"}, headers=h).json()
+    job = lambda i: client.get(f"/jobs/{i}", headers=h).json()  # noqa: E731
+    assert wait_for(lambda: job(first["id"])["status"] == "running", timeout=60)
+    assert job(second["id"])["status"] == "queued"  # one at a time (max_jobs = 1)
+    assert client.post(f"/jobs/{second['id']}/cancel", headers=h).status_code == 200
+    assert wait_for(lambda: job(second["id"])["status"] == "cancelled", timeout=10)  # never started
+    client.post(f"/jobs/{first['id']}/cancel", headers=h)
+    assert wait_for(lambda: job(first["id"])["status"] == "cancelled", timeout=60)
+    assert wait_for(lambda: not app.job_runner.processes, timeout=10)  # the ended worker is reaped
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("job-")]

@@ -9,13 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from appliance import jobs
 from appliance.api.deps import AppDep, EngineDep, Engineer, Viewer
 from appliance.api.schemas import JobId, JobPublic, ProjectJobIn, RetrainIn, SearchJobIn
 from appliance.datasets.library import dataset_dir
 from appliance.errors import NotFound
 from appliance.storage import queries, store
 from appliance.storage.models import TrainingJob
+from appliance.workflows.runs import project_file
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -27,14 +27,7 @@ def job_public(row: TrainingJob) -> JobPublic:
 
 
 def _submit(appliance: AppDep, kind: str, params: dict[str, Any], actor: str) -> JobPublic:
-    job_id = jobs.submit(
-        appliance.engine,
-        kind=kind,
-        params=params,
-        actor=actor,
-        db_url=appliance.settings.db_url,
-        data_dir=appliance.data,
-    )
+    job_id = appliance.job_runner.submit(kind=kind, params=params, actor=actor)
     return job_public(queries.job(appliance.engine, job_id=job_id))
 
 
@@ -43,12 +36,14 @@ def create_retraining_job(body: RetrainIn, appliance: AppDep, actor: Engineer) -
     """Retrain the active detector on new normal data in a worker process; yields a candidate."""
     for name in body.datasets:
         dataset_dir(appliance.data, name, must_exist=True)
+    appliance.active_model()  # there must be a model to retrain
     return _submit(appliance, "retrain", body.model_dump(), actor.name)
 
 
 @router.post("/project", status_code=202)
 def create_project_job(body: ProjectJobIn, appliance: AppDep, actor: Engineer) -> JobPublic:
     """Run a project file (under the data directory's projects/) as a training job."""
+    project_file(appliance.data, body.model_dump())  # refused now when there is no such file
     return _submit(appliance, "project", body.model_dump(), actor.name)
 
 
@@ -56,6 +51,7 @@ def create_project_job(body: ProjectJobIn, appliance: AppDep, actor: Engineer) -
 def create_search_job(body: SearchJobIn, appliance: AppDep, actor: Engineer) -> JobPublic:
     """Run a structure search over a project's network (under projects/) as a job; the result
     lists every trial with its error, multiply-adds and Pareto flag."""
+    project_file(appliance.data, body.model_dump())
     return _submit(appliance, "search", body.model_dump(), actor.name)
 
 
