@@ -83,7 +83,7 @@ def _describe(error: ValidationError) -> str:
 
 
 # APPLIANCE_* variables that are not settings: the console's and the tests' own
-OTHER_VARIABLES = {"APPLIANCE_TOKEN", "APPLIANCE_API_URL", "APPLIANCE_TEST_PG"}
+OTHER_VARIABLES = {"APPLIANCE_TOKEN", "APPLIANCE_API_URL", "APPLIANCE_TEST_PG", "APPLIANCE_CONSOLE_IDLE_MINUTES"}
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:

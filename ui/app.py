@@ -15,11 +15,14 @@ import streamlit as st
 from ui import session
 
 st.set_page_config(page_title="Anomaly appliance", page_icon=":material/search:", layout="wide")
+session.check_idle()
 session.from_environment()
 
 
 def login_page() -> None:
     st.title("Anomaly appliance console")
+    if "idle_signed_out" in st.session_state:
+        st.info(f"signed out after {st.session_state['idle_signed_out']:g} minutes without activity")
     if "env_error" in st.session_state:
         st.warning(f"the token from APPLIANCE_TOKEN was refused: {st.session_state['env_error']}")
     with st.form("login"):

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
+import time
 
 import streamlit as st
 
 from ui.client import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# minutes without a click before the console signs out (0: never); live-view refreshes do not count
+IDLE_MINUTES = float(os.environ.get("APPLIANCE_CONSOLE_IDLE_MINUTES", "30"))
+
+
+def check_idle(now: float | None = None) -> None:
+    """Sign out a session idle for IDLE_MINUTES; otherwise note this run as activity."""
+    now = time.time() if now is None else now
+    last = st.session_state.get("last_active")
+    if "client" in st.session_state and last is not None and IDLE_MINUTES and now - last > IDLE_MINUTES * 60:
+        sign_out()
+        st.session_state["idle_signed_out"] = IDLE_MINUTES
+    st.session_state["last_active"] = now
 
 
 def sign_in(url: str, token: str) -> str | None:

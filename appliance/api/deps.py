@@ -3,6 +3,7 @@ bearer token with a role: viewer < operator < engineer < admin)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.engine import Engine
 
 from appliance.runtime import Appliance
-from appliance.storage import store
+from appliance.storage import queries, store
 
 
 def get_appliance(request: Request) -> Appliance:
@@ -25,9 +26,13 @@ AppDep = Annotated[Appliance, Depends(get_appliance)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who calls: the token's role, and how the audit log names it (never the whole token)."""
+    """Who calls: the token's role, and its name (what the audit log, alerts and MQTT show)."""
 
     role: str
     name: str
@@ -44,13 +49,14 @@ def role_at_least(minimum: str):
     """A dependency that admits tokens of ``minimum`` or a higher role and gives their Actor."""
 
     def check(request: Request, engine: EngineDep) -> Actor:
-        token = _bearer(request)
-        role = store.token_role(engine, token=token)
-        if role is None:
+        row = queries.token(engine, token=_bearer(request))
+        if row is None or row.revoked:
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
-        if store.ROLES.index(role) < store.ROLES.index(minimum):
-            raise HTTPException(403, f"this needs the {minimum} role; the token has {role}")
-        return Actor(role=role, name=f"token:{token[:6]}…")
+        if row.expires_at is not None and _aware(row.expires_at) <= dt.datetime.now(dt.UTC):
+            raise HTTPException(401, f"token expired at {_aware(row.expires_at).isoformat(timespec='seconds')}")
+        if store.ROLES.index(row.role) < store.ROLES.index(minimum):
+            raise HTTPException(403, f"this needs the {minimum} role; the token has {row.role}")
+        return Actor(role=row.role, name=row.name)  # the audit log and alerts name the token, never show it
 
     return check
 

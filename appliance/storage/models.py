@@ -93,6 +93,7 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(index=True, unique=True, max_length=64)
     created_at: dt.datetime = Field(default_factory=utcnow)
     revoked: bool = False
+    expires_at: dt.datetime | None = None  # None: until revoked
 
 
 class ModelVersion(SQLModel, table=True):

@@ -171,7 +171,15 @@ def list_tokens(engine: Engine) -> list[dict[str, Any]]:
     with Session(engine) as session:
         rows = session.exec(select(ApiToken).order_by(ApiToken.id)).all()
     return [
-        {"id": r.id, "name": r.name, "role": r.role, "created_at": r.created_at, "revoked": r.revoked} for r in rows
+        {
+            "id": r.id,
+            "name": r.name,
+            "role": r.role,
+            "created_at": r.created_at,
+            "expires_at": r.expires_at,
+            "revoked": r.revoked,
+        }
+        for r in rows
     ]
 
 
@@ -204,3 +212,16 @@ def queued_jobs(engine: Engine) -> list[TrainingJob]:
     with Session(engine) as session:
         query = select(TrainingJob).where(TrainingJob.status == "queued").order_by(TrainingJob.id)
         return list(session.exec(query).all())
+
+
+def token_digest(token: str) -> str:
+    """What is stored of a token: its SHA-256."""
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token(engine: Engine, *, token: str) -> ApiToken | None:
+    """The stored token a bearer token is (revoked and expired ones included: the caller says why)."""
+    with Session(engine) as session:
+        return session.exec(select(ApiToken).where(ApiToken.token_hash == token_digest(token))).first()

@@ -25,6 +25,7 @@ from appliance.storage.models import (
     TrainingJob,
     utcnow,
 )
+from appliance.storage.queries import token_digest
 from models.decision import is_flagged
 
 
@@ -113,9 +114,8 @@ def outbox_backlog(engine: Engine) -> int:
 ROLES = ("viewer", "operator", "engineer", "admin")  # each role can do what the ones before it can
 
 
-def create_token(engine: Engine, *, name: str, role: str) -> str:
+def create_token(engine: Engine, *, name: str, role: str, expires_at: dt.datetime | None = None) -> str:
     """A new bearer token (returned once; only its hash is stored)."""
-    import hashlib
     import secrets
 
     if role not in ROLES:
@@ -123,18 +123,9 @@ def create_token(engine: Engine, *, name: str, role: str) -> str:
         raise ValueError(msg)
     token = secrets.token_urlsafe(32)
     with Session(engine) as session:
-        session.add(ApiToken(name=name, role=role, token_hash=hashlib.sha256(token.encode()).hexdigest()))
+        session.add(ApiToken(name=name, role=role, token_hash=token_digest(token), expires_at=expires_at))
         session.commit()
     return token
-
-
-def token_role(engine: Engine, *, token: str) -> str | None:
-    import hashlib
-
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    with Session(engine) as session:
-        row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
-        return None if row is None or row.revoked else row.role
 
 
 def audit(engine: Engine, *, actor: str, action: str, new: Any = None, old: Any = None, reason: str = "") -> None:

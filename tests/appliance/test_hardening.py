@@ -247,3 +247,23 @@ def test_jobs_wait_for_a_free_slot_and_their_workers_are_reaped(running):
     assert wait_for(lambda: job(first["id"])["status"] == "cancelled", timeout=60)
     assert wait_for(lambda: not app.job_runner.processes, timeout=10)  # the ended worker is reaped
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("job-")]
+
+
+def test_actors_are_named_by_their_token_and_line_tokens_expire(running):
+    import time
+
+    app, client, tokens, _, _ = running
+    alert = client.get("/alerts", params={"state": "open"}, headers=auth(tokens, "viewer")).json()["data"][0]
+    acked = client.post(f"/alerts/{alert['id']}/acknowledge", headers=auth(tokens, "operator")).json()
+    assert acked["acknowledged_by"] == "operator"  # the token's name, no fragment of the secret
+    assert all(tokens["operator"][:6] not in v for v in map(str, acked.values()))
+    admin = auth(tokens, "admin")
+    line = client.post("/tokens", json={"name": "line 3 tablet", "role": "operator"}, headers=admin).json()
+    days = (dt.datetime.fromisoformat(line["expires_at"]) - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+    assert 29.9 < days <= 30  # operators' tokens expire by default
+    brief = client.post("/tokens", json={"name": "brief", "role": "viewer", "expires_in_days": 2e-5}, headers=admin)
+    bearer = {"Authorization": f"Bearer {brief.json()['token']}"}
+    assert client.get("/me", headers=bearer).status_code == 200
+    time.sleep(2.0)
+    expired = client.get("/me", headers=bearer)
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]

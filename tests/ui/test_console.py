@@ -349,3 +349,11 @@ def test_a_cancelled_search_job_keeps_its_finished_trials(appliance):
     assert job["status"] == "cancelled"
     run = Path(job["result"]["run"])
     assert list(run.glob("trials/*/trial.json")) and (run / "search.json").is_file()  # resumable
+
+
+def test_an_idle_console_signs_out(console):
+    at = console("operator", "alerts")
+    at.session_state["last_active"] = time.time() - 31 * 60  # 31 minutes without a click
+    at.run()
+    assert "client" not in at.session_state
+    assert any("without activity" in i.value for i in at.info)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter
 
 from appliance.api.deps import Admin, AppDep, EngineDep, Engineer
-from appliance.api.schemas import RowId, TokenIn
+from appliance.api.schemas import DEFAULT_TOKEN_DAYS, RowId, TokenIn
 from appliance.errors import NotFound
 from appliance.storage import queries, store
 
@@ -21,11 +22,15 @@ def read_tokens(engine: EngineDep, _: Admin) -> list[dict[str, Any]]:
 
 
 @router.post("/tokens", status_code=201)
-def create_api_token(body: TokenIn, engine: EngineDep, actor: Admin) -> dict[str, str]:
-    """Create a token with a role; the token is in this answer only."""
-    token = store.create_token(engine, name=body.name, role=body.role)
-    store.audit(engine, actor=actor.name, action="token.create", new={"name": body.name, "role": body.role})
-    return {"name": body.name, "role": body.role, "token": token}
+def create_api_token(body: TokenIn, engine: EngineDep, actor: Admin) -> dict[str, Any]:
+    """Create a token with a role and an expiry (30 days for viewers and operators unless set);
+    the token is in this answer only."""
+    days = body.expires_in_days or DEFAULT_TOKEN_DAYS.get(body.role)
+    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days else None
+    token = store.create_token(engine, name=body.name, role=body.role, expires_at=expires_at)
+    new = {"name": body.name, "role": body.role, "expires_at": expires_at.isoformat() if expires_at else None}
+    store.audit(engine, actor=actor.name, action="token.create", new=new)
+    return {**new, "token": token}
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
