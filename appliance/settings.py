@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     sources: list[str] = Field(default_factory=lambda: ["synth:line?fps=10&defect_rate=0.05"])
     queue_size: int = Field(32, ge=1)
     max_jobs: int = Field(1, ge=1, le=16)  # training jobs at once; each takes every core it gets
+    allowed_paths: list[Path] = Field(default_factory=list)  # where API-added file sources may read, beside data_dir
     debounce: tuple[int, int] | None = None  # (N, M): NG only if N of the last M are NG
     keep_ok_images: float = Field(0.02, ge=0, le=1)  # share of OK images kept for review
     inspections_per_second: float = Field(0.0, ge=0)  # >0: summaries on …/inspections (QoS 0), at most this often
@@ -61,6 +62,11 @@ class Settings(BaseSettings):
     api_url: str = ""  # public base URL used in alert links; default http://api_host:api_port
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+
+    @property
+    def source_roots(self) -> list[Path]:
+        """Where file, folder and CSV sources added through the API may read."""
+        return [self.data_dir, *self.allowed_paths]
 
     @property
     def db_url(self) -> str:

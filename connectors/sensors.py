@@ -83,8 +83,13 @@ class CsvSensorSource(Source):
             if self.period:
                 time.sleep(self.period)
             try:
-                window = self.windower.push([float(v) for v in row])
-            except (ValueError, SourceError) as exc:
+                values = [float(v) for v in row]
+            except ValueError:  # the message would quote the cell: never echo a file's contents
+                self._fail(f"line {line}: a cell is not a number")
+                continue
+            try:
+                window = self.windower.push(values)
+            except SourceError as exc:
                 self._fail(f"line {line}: {exc}")
                 continue
             if window is not None:

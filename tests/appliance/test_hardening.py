@@ -267,3 +267,20 @@ def test_actors_are_named_by_their_token_and_line_tokens_expire(running):
     time.sleep(2.0)
     expired = client.get("/me", headers=bearer)
     assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+
+
+def test_file_sources_from_the_api_stay_inside_the_allowed_folders(running):
+    app, client, tokens, _, tmp = running
+    h = auth(tokens)
+    for url in ("csv:/etc/passwd?rate=5", f"folder:{tmp}?state_file=/tmp/elsewhere.json", "file:/etc/hostname"):
+        for route in ("/sources", "/sources/test"):
+            refused = client.post(route, json={"url": url}, headers=h)
+            assert refused.status_code == 400 and "allowed_paths" in refused.json()["detail"], (route, url)
+    readings = tmp / "readings.csv"
+    readings.write_text("a,b\n1,2\nsecret-content,3\n4,5\n")
+    added = client.post("/sources", json={"url": f"csv:{readings}?window=2&hop=1", "source_id": "r"}, headers=h)
+    assert added.status_code == 201
+    assert wait_for(lambda: app.pipeline.status()["r"]["errors"] >= 1)
+    error = app.pipeline.status()["r"]["last_error"]
+    assert "line 3" in error and "secret-content" not in error  # says where, never what the file holds
+    client.delete("/sources/r", headers=h)

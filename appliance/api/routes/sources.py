@@ -12,7 +12,7 @@ from appliance.api.deps import AppDep, Engineer, Operator, Viewer
 from appliance.api.schemas import SourceIn
 from appliance.errors import NotFound
 from appliance.images import overlay
-from appliance.sources import try_source
+from appliance.sources import check_paths, try_source
 from connectors.factory import open_source
 
 router = APIRouter(prefix="/sources", tags=["sources"])
@@ -26,7 +26,9 @@ def read_sources(appliance: AppDep, _: Viewer) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 def create_source(body: SourceIn, appliance: AppDep, actor: Engineer) -> dict[str, Any]:
-    """Add and start a source from its source string; it is kept across restarts."""
+    """Add and start a source from its source string; it is kept across restarts. Files and
+    folders must be inside the data folder or the configured ``allowed_paths``."""
+    check_paths(body.url, appliance.settings.source_roots)
     source = open_source(body.url, body.source_id)
     appliance.pipeline.add_source(source)
     appliance.sources.save(source_id=source.source_id, url=body.url, actor=actor.name)
@@ -34,8 +36,9 @@ def create_source(body: SourceIn, appliance: AppDep, actor: Engineer) -> dict[st
 
 
 @router.post("/test")
-def create_source_test(body: SourceIn, _: Engineer) -> dict[str, Any]:
+def create_source_test(body: SourceIn, appliance: AppDep, _: Engineer) -> dict[str, Any]:
     """Open a source string, read one sample within 5 s and close it; nothing is added."""
+    check_paths(body.url, appliance.settings.source_roots)
     return try_source(body.url, body.source_id)
 
 
