@@ -49,7 +49,8 @@ def token_create(args: argparse.Namespace) -> int:
 
     engine = make_engine(load_settings(args.config).db_url)
     init_db(engine)
-    print(store.create_token(engine, name=args.name, role=args.role))
+    expires_at = store.token_expiry(args.role, args.expires_in_days)
+    print(store.create_token(engine, name=args.name, role=args.role, expires_at=expires_at))
     return 0
 
 
@@ -227,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_tc.add_argument("--role", required=True, choices=("viewer", "operator", "engineer", "admin"))
     p_tc.add_argument("--name", required=True)
     p_tc.add_argument("--config", help="settings file (YAML)")
+    p_tc.add_argument("--expires-in-days", type=float, help="default: 30 for viewer and operator, never for the others")
     p_tc.set_defaults(func=token_create)
 
     p_net = sub.add_parser("network", help="network specs and the model zoo")

@@ -242,7 +242,7 @@ class Appliance:
     def _first_admin_token(self) -> None:
         if queries.has_tokens(self.engine):
             return
-        token = store.create_token(self.engine, name="first-start admin", role="admin")
+        token = store.create_token(self.engine, name="first-start admin", role="admin", expires_at=None)
         path = self.data / "admin-token"
         path.touch(mode=0o600)
         path.chmod(0o600)  # readable by its owner only

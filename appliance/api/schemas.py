@@ -183,9 +183,6 @@ class SampleIn(BaseModel):
     sample: Literal["digits", "digits_4or9", "digits_4or9_anomaly", "iris"]
 
 
-DEFAULT_TOKEN_DAYS = {"viewer": 30.0, "operator": 30.0}  # line tokens expire; engineer/admin ones on request
-
-
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["viewer", "operator", "engineer", "admin"]

@@ -114,10 +114,22 @@ def outbox_backlog(engine: Engine) -> int:
 ROLES = ("viewer", "operator", "engineer", "admin")  # each role can do what the ones before it can
 
 
-def create_token(engine: Engine, *, name: str, role: str, expires_at: dt.datetime | None = None) -> str:
-    """A new bearer token (returned once; only its hash is stored)."""
+DEFAULT_TOKEN_DAYS = {"viewer": 30.0, "operator": 30.0}  # line tokens expire; engineer and admin ones on request
+
+
+def token_expiry(role: str, days: float | None = None) -> dt.datetime | None:
+    """When a new token of ``role`` expires: after ``days``, else the role's default (or never)."""
+    days = days or DEFAULT_TOKEN_DAYS.get(role)
+    return utcnow() + dt.timedelta(days=days) if days else None
+
+
+def create_token(engine: Engine, *, name: str, role: str, expires_at: dt.datetime | None | str = "default") -> str:
+    """A new bearer token (returned once; only its hash is stored), expiring at ``expires_at``
+    (``"default"``: the role's default, see :func:`token_expiry`; None: never)."""
     import secrets
 
+    if expires_at == "default":
+        expires_at = token_expiry(role)
     if role not in ROLES:
         msg = f"role {role!r} is not one of {', '.join(ROLES)}"
         raise ValueError(msg)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter
 
 from appliance.api.deps import Admin, AppDep, EngineDep, Engineer
-from appliance.api.schemas import DEFAULT_TOKEN_DAYS, RowId, TokenIn
+from appliance.api.schemas import RowId, TokenIn
 from appliance.errors import NotFound
 from appliance.storage import queries, store
 
@@ -25,8 +24,7 @@ def read_tokens(engine: EngineDep, _: Admin) -> list[dict[str, Any]]:
 def create_api_token(body: TokenIn, engine: EngineDep, actor: Admin) -> dict[str, Any]:
     """Create a token with a role and an expiry (30 days for viewers and operators unless set);
     the token is in this answer only."""
-    days = body.expires_in_days or DEFAULT_TOKEN_DAYS.get(body.role)
-    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days else None
+    expires_at = store.token_expiry(body.role, body.expires_in_days)
     token = store.create_token(engine, name=body.name, role=body.role, expires_at=expires_at)
     new = {"name": body.name, "role": body.role, "expires_at": expires_at.isoformat() if expires_at else None}
     store.audit(engine, actor=actor.name, action="token.create", new=new)
