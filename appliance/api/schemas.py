@@ -12,6 +12,7 @@ from appliance.storage.models import InspectionBase
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
+TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="token id")]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
 
 

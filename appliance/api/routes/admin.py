@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from appliance.api.deps import Admin, AppDep, EngineDep, Engineer
-from appliance.api.schemas import RowId, TokenIn
+from appliance.api.schemas import TokenId, TokenIn
 from appliance.errors import NotFound
 from appliance.storage import queries, store
 
@@ -32,7 +32,7 @@ def create_api_token(body: TokenIn, engine: EngineDep, actor: Admin) -> dict[str
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def delete_api_token(token_id: RowId, engine: EngineDep, actor: Admin) -> None:
+def delete_api_token(token_id: TokenId, engine: EngineDep, actor: Admin) -> None:
     """Revoke a token: it stops working at once."""
     if not store.revoke_token(engine, token_id=token_id):
         msg = f"no token {token_id}"
