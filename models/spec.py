@@ -19,7 +19,9 @@ spec whose shapes do not fit is refused with the layer's path (``layers[3] (Affi
 
 from __future__ import annotations
 
+import contextvars
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +213,50 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def build(source: str | Path | Mapping[str, Any]) -> Network:
-    """Build an engine network from a spec, inferring every shape without data."""
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("parameter_budget", default=None)
+
+
+def _parameters_of(kind: str, p: dict, shape: Shape) -> int:
+    """A layer's parameter count from its spec, before anything is allocated (0 where small)."""
+    try:
+        if kind == "Affine":
+            outs = p["n_outmaps"]
+            n_out = math.prod(outs) if isinstance(outs, Sequence) else int(outs)
+            return math.prod(shape) * n_out + n_out
+        if kind in ("Convolution", "Deconvolution"):
+            kernel = p["kernel"]
+            k = math.prod(kernel) if isinstance(kernel, Sequence) else int(kernel) ** (len(shape) - 1)
+            return shape[0] // int(p.get("group", 1)) * int(p["outmaps"]) * k + int(p["outmaps"])
+        if kind == "DepthwiseConvolution":
+            kernel = p["kernel"]
+            k = math.prod(kernel) if isinstance(kernel, Sequence) else int(kernel) ** (len(shape) - 1)
+            return shape[0] * int(p.get("multiplier", 1)) * k
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0  # malformed: the layer's builder names what is wrong
+    return 0
+
+
+def _charge(kind: str, p: dict, shape: Shape, label: str) -> None:
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget[0] -= _parameters_of(kind, p, shape)
+    if budget[0] < 0:
+        msg = f"{label}: the network would have more than {budget[1]:,} parameters, the limit here"
+        raise SpecError(msg)
+
+
+def build(source: str | Path | Mapping[str, Any], max_parameters: int | None = None) -> Network:
+    """Build an engine network from a spec, inferring every shape without data. With
+    ``max_parameters``, a network over that size is refused before its weights are allocated."""
+    token = _budget.set(None if max_parameters is None else [max_parameters, max_parameters])
+    try:
+        return _build(source)
+    finally:
+        _budget.reset(token)
+
+
+def _build(source: str | Path | Mapping[str, Any]) -> Network:
     spec = load_spec(source)
     unknown = set(spec) - {"name", "input", "layers", "description"}
     if unknown:
@@ -283,6 +327,7 @@ def _build_layer(item: Any, shape: Shape, path: str, built: list[BuiltLayer]) ->
     if kind not in BUILDERS:
         msg = f"{path}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"
         raise SpecError(msg)
+    _charge(kind, params, shape, label)
     try:
         module = BUILDERS[kind](params, shape)
         _no_leftovers(params)

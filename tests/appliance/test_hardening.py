@@ -284,3 +284,14 @@ def test_file_sources_from_the_api_stay_inside_the_allowed_folders(running):
     error = app.pipeline.status()["r"]["last_error"]
     assert "line 3" in error and "secret-content" not in error  # says where, never what the file holds
     client.delete("/sources/r", headers=h)
+
+
+def test_a_viewer_cannot_make_the_server_allocate_a_huge_network(running):
+    _, client, tokens, _, _ = running
+    h = auth(tokens, "viewer")
+    wide = {"input": [8000], "layers": [{"type": "Affine", "n_outmaps": 8000}]}
+    refused = client.post("/networks/stats", json={"spec": wide}, headers=h)
+    assert refused.status_code == 422 and "50,000,000 parameters" in refused.json()["detail"]
+    huge_input = client.post("/networks/stats", json={"zoo": "lenet", "input": [1, 100000, 100000]}, headers=h)
+    assert huge_input.status_code == 422 and "parameters" in huge_input.json()["detail"]
+    assert client.post("/networks/stats", json={"zoo": "lenet"}, headers=h).status_code == 200

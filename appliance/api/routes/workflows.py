@@ -23,6 +23,7 @@ from models.stats import stats_json
 from models.zoo import ZOO, get_spec, list_models
 
 router = APIRouter(tags=["workflows"])
+MAX_STATS_PARAMETERS = 50_000_000  # what a viewer's statistics request may make the server allocate (200 MB)
 
 
 @router.get("/networks")
@@ -36,9 +37,10 @@ def read_networks(_: Viewer) -> list[dict[str, Any]]:
 
 @router.post("/networks/stats")
 def create_network_stats(body: NetworkStatsIn, _: Viewer) -> dict[str, Any]:
-    """NNC's per-layer statistics of a zoo network or a spec: shapes, parameters, multiply-adds."""
+    """NNC's per-layer statistics of a zoo network or a spec: shapes, parameters, multiply-adds
+    (networks of up to 50 million parameters)."""
     spec = body.spec if body.spec is not None else get_spec(body.zoo or "", body.input, **body.options)
-    return stats_json(build(spec))
+    return stats_json(build(spec, max_parameters=MAX_STATS_PARAMETERS))
 
 
 @router.get("/projects")
