@@ -93,11 +93,15 @@ class JobRunner:
         return job_id
 
     def _run(self) -> None:
+        failing = False
         while not self.stopping.is_set():
             try:
                 self.step()
-            except Exception:  # a database hiccup must not end job scheduling
-                log.exception("job scheduling failed; trying again")
+                failing = False
+            except Exception:  # a database outage must not end job scheduling; said once per outage
+                if not failing:
+                    log.exception("job scheduling failed; trying again")
+                failing = True
             self.wake.wait(self.every)
             self.wake.clear()
 

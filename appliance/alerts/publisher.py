@@ -112,6 +112,7 @@ class AlertPublisher:
         self._last_summary = 0.0
         self.inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox id, payload), sender thread only
         self.sent = 0
+        self.outbox_failing = False  # the database did not answer the last outbox poll
         self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
 
     def start(self) -> AlertPublisher:
@@ -187,10 +188,15 @@ class AlertPublisher:
                     continue
                 busy = {outbox_id for outbox_id, _ in self.inflight.values()}
                 pending = store.pending_messages(self.engine, limit=100, exclude=busy)
-            except Exception:  # database briefly unavailable: try again
-                log.exception("outbox access failed")
+            except Exception:  # database briefly unavailable: try again, say so once per outage
+                if not self.outbox_failing:
+                    log.exception("outbox access failed; retrying every second until the database answers")
+                self.outbox_failing = True
                 self.stopping.wait(1.0)
                 continue
+            if self.outbox_failing:
+                log.warning("outbox reachable again")
+                self.outbox_failing = False
             for message in pending:
                 if not self.connected.is_set():
                     break

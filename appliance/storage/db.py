@@ -29,7 +29,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # a database that went away must fail fast (readiness, the pipeline), not hang for minutes
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 3})
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -225,3 +225,16 @@ def token(engine: Engine, *, token: str) -> ApiToken | None:
     """The stored token a bearer token is (revoked and expired ones included: the caller says why)."""
     with Session(engine) as session:
         return session.exec(select(ApiToken).where(ApiToken.token_hash == token_digest(token))).first()
+
+
+def database_problem(engine: Engine) -> str | None:
+    """None when the database answers a trivial query, else what went wrong (no connection details)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return f"database not reachable ({type(getattr(exc, 'orig', None) or exc).__name__})"
+    return None

@@ -295,3 +295,50 @@ def test_a_viewer_cannot_make_the_server_allocate_a_huge_network(running):
     huge_input = client.post("/networks/stats", json={"zoo": "lenet", "input": [1, 100000, 100000]}, headers=h)
     assert huge_input.status_code == 422 and "parameters" in huge_input.json()["detail"]
     assert client.post("/networks/stats", json={"zoo": "lenet"}, headers=h).status_code == 200
+
+
+def test_a_database_outage_is_reported_and_counted_and_the_line_keeps_deciding(tmp_path, broker):
+    """Issue 14 item 1, in part: what is not stored during an outage is still lost, but counted."""
+    from fastapi.testclient import TestClient
+    from sqlmodel import Session, func, select
+
+    from appliance.api import create_app
+    from appliance.runtime import Appliance
+    from appliance.settings import load_settings
+    from tests.helpers.appliance import SMALL
+    from tests.helpers.database import postgres_database
+    from tests.helpers.proxy import Proxy
+
+    with postgres_database("appliance_outage") as url:
+        proxy = Proxy(5432)
+        settings = load_settings(
+            data_dir=tmp_path,
+            database_url=url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
+            detector=SMALL,
+            api_port=0,
+            sources=["synth:line?size=64&fps=20&defect_rate=0.3&seed=5"],
+            mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "outage"},
+        )
+        app = Appliance(settings, log=lambda line: None).start()
+        source = settings.sources[0]
+        status = lambda: app.pipeline.status()[source]  # noqa: E731
+        try:
+            client = TestClient(create_app(app))
+            assert wait_for(lambda: status()["scored"] >= 20, timeout=60)
+            assert wait_for(lambda: client.get("/health/ready").status_code == 200, timeout=10)
+            proxy.cut()
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503 and "database not reachable" in ready.json()["detail"]
+            scored = status()["scored"]
+            assert wait_for(lambda: status()["store_failed"] > 0, timeout=20)
+            assert wait_for(lambda: status()["scored"] > scored + 20, timeout=20)  # still inspecting and deciding
+            proxy.restore()
+            assert wait_for(lambda: client.get("/health/ready").status_code == 200, timeout=20)
+            with Session(app.engine) as session:
+                stored = session.exec(select(func.count()).select_from(Inspection)).one()
+            assert wait_for(lambda: status()["scored"] > scored + 60, timeout=20)
+            with Session(app.engine) as session:
+                assert session.exec(select(func.count()).select_from(Inspection)).one() > stored  # storing again
+        finally:
+            app.stop()
+            proxy.close()

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from appliance.api.deps import AppDep, Viewer
 from appliance.api.schemas import MePublic
+from appliance.storage import queries
 
 router = APIRouter(tags=["health"])
 
@@ -34,8 +35,8 @@ def read_health(appliance: AppDep) -> dict[str, Any]:
 
 @router.get("/health/ready")
 def read_readiness(appliance: AppDep) -> dict[str, Any]:
-    """Readiness, naming what is not ready (model, broker, sources)."""
-    problems = []
+    """Readiness, naming what is not ready (database, model, broker, sources)."""
+    problems = [p for p in (queries.database_problem(appliance.engine),) if p]
     if appliance.slot.get() is None:
         problems.append("no active model")
     if not appliance.publisher.connected.is_set():
