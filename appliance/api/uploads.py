@@ -7,6 +7,7 @@ import io
 import cv2
 import numpy as np
 from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from appliance.errors import TooLarge, Unreadable
 
@@ -45,9 +46,13 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
 async def read_image(file: UploadFile) -> np.ndarray:
     """An uploaded image (PNG, JPEG, BMP, TIFF; 8 or 16 bit, grey or colour)."""
     data = await read_upload(file, MAX_UPLOAD_BYTES)
-    check_dimensions(data, file.filename or "upload")
+    return await run_in_threadpool(decode_image, data, file.filename or "upload")  # off the event loop
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    check_dimensions(data, name)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
-        msg = f"{file.filename or 'upload'} is not a readable image"
+        msg = f"{name} is not a readable image"
         raise Unreadable(msg)
     return image

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, UploadFile
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from appliance.api.deps import AppDep, Engineer, Viewer
 from appliance.api.schemas import DatasetIn, SampleIn
@@ -54,7 +55,9 @@ async def create_dataset_from_zip(
     folder = lib.dataset_dir(appliance.data, name)
     archive = lib.open_archive(await read_upload(file, MAX_BUNDLE_BYTES), file.filename or "upload")
     fmt = ImageFormat(channels, width, height) if layout == "classes" else None
-    return lib.dataset_from_zip(archive, folder, max_member=MAX_UPLOAD_BYTES, fmt=fmt, train_percent=train_percent)
+    return await run_in_threadpool(  # decoding and resizing every image: off the event loop
+        lib.dataset_from_zip, archive, folder, max_member=MAX_UPLOAD_BYTES, fmt=fmt, train_percent=train_percent
+    )
 
 
 @router.post("/sample", status_code=201)

@@ -7,6 +7,7 @@ import zipfile
 
 from fastapi import APIRouter, UploadFile
 from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from appliance import registry
 from appliance.api.deps import AppDep, EngineDep, Engineer, Viewer
@@ -32,7 +33,7 @@ def read_models(engine: EngineDep, _: Viewer) -> list[ModelPublic]:
 async def create_model(file: UploadFile, appliance: AppDep, _: Engineer) -> ModelPublic:
     """Upload a model bundle (.zip); it is checked, loaded once, and registered as a candidate."""
     data = await read_upload(file, MAX_BUNDLE_BYTES)
-    version = registry.upload(appliance.engine, appliance.models_dir, data)
+    version = await run_in_threadpool(registry.upload, appliance.engine, appliance.models_dir, data)  # off the loop
     return model_public(queries.model(appliance.engine, version=version))
 
 
