@@ -145,6 +145,7 @@ class Pipeline:
         if source.source_id in self.workers:
             msg = f"source {source.source_id!r} exists already"
             raise SourceError(msg)
+        source.start()  # idempotent: open_source() may have started it
         worker = SourceWorker(source, self.queue_size, self.wake)
         self.workers[source.source_id] = worker
         self.metrics.setdefault(source.source_id, SourceMetrics())

@@ -32,7 +32,7 @@ from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
 from appliance.trigger import TriggerListener
 from connectors.base import redact
-from connectors.factory import open_source
+from connectors.factory import build_source
 from connectors.synthetic import SyntheticLine
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch
@@ -218,11 +218,11 @@ class Appliance:
 
     def _open_sources(self) -> None:
         for url in self.settings.sources:
-            self.pipeline.add_source(open_source(url))
+            self.pipeline.add_source(build_source(url))
         for source_id, url in self.sources.saved():  # added through the API earlier
             if source_id not in self.pipeline.workers:
                 try:
-                    self.pipeline.add_source(open_source(url, source_id))
+                    self.pipeline.add_source(build_source(url, source_id))
                 except ValueError as exc:  # e.g. a folder that is gone: say so, keep the rest running
                     self.log(f"stored source {source_id} cannot start: {exc}")
 

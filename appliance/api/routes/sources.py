@@ -13,7 +13,7 @@ from appliance.api.schemas import SourceIn
 from appliance.errors import NotFound
 from appliance.images import overlay
 from appliance.sources import check_paths, try_source
-from connectors.factory import open_source
+from connectors.factory import build_source
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 
@@ -29,7 +29,7 @@ def create_source(body: SourceIn, appliance: AppDep, actor: Engineer) -> dict[st
     """Add and start a source from its source string; it is kept across restarts. Files and
     folders must be inside the data folder or the configured ``allowed_paths``."""
     check_paths(body.url, appliance.settings.source_roots)
-    source = open_source(body.url, body.source_id)
+    source = build_source(body.url, body.source_id)  # started by the pipeline once it is accepted
     appliance.pipeline.add_source(source)
     appliance.sources.save(source_id=source.source_id, url=body.url, actor=actor.name)
     return source.status()
