@@ -20,19 +20,21 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from appliance.alerts.schema import Topics, alert_message
 from appliance.errors import NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.storage import store
 from appliance.storage.models import Alert, Inspection
+from appliance.storage.spool import Spool
 from connectors.base import Backoff, Sample, Source, SourceError, SourceFailure
 from models.decision import Debounce, is_flagged
 from models.inference import Inferencer
@@ -125,6 +127,7 @@ class Pipeline:
         batch_size: int = 8,
         debounce: tuple[int, int] | None = None,
         keep_ok_images: float = 0.02,
+        spool: Spool | None = None,
     ) -> None:
         self.engine, self.slot, self.topics, self.images, self.api_url = engine, slot, topics, images, api_url
         self.queue_size, self.batch_size, self.debounce, self.keep_ok = queue_size, batch_size, debounce, keep_ok_images
@@ -139,6 +142,7 @@ class Pipeline:
         self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection]] = {}
         self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
         self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
+        self.spool: Spool | None = spool  # where batches wait while the database is away
 
     # -- sources ------------------------------------------------------------------------
     def add_source(self, source: Source) -> None:
@@ -223,7 +227,8 @@ class Pipeline:
                     heatmap_ref=heat_ref,
                 )
             )
-        stored = self._store([(i, r.thresholds.t2) for i, r in zip(inspections, results, strict=True)])
+        event_ids = [str(uuid.uuid4()) if is_flagged(i.decision) else None for i in inspections]  # kept if spooled
+        stored = self._store([(i, r.thresholds.t2, e) for i, r, e in zip(inspections, results, event_ids, strict=True)])
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
@@ -240,20 +245,21 @@ class Pipeline:
             m.decision_ms.append((decided - inspection.t_capture).total_seconds() * 1000)
         return inspections
 
-    def _store(self, decided: list[tuple[Inspection, float]]) -> list[tuple[Inspection, Alert | None]]:
-        """The batch in one transaction; when that fails, each item on its own, so one item that
-        cannot be stored never loses the others. What fails is counted per source and logged once."""
-
-        def record(items: list[tuple[Inspection, float]]) -> list[tuple[Inspection, Alert | None]]:
-            return store.record_inspections(
-                self.engine,
-                inspections=items,
-                alert_topic=self.topics.alerts,
-                build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
-            )
-
+    def _store(self, decided: list[tuple[Inspection, float, str | None]]) -> list[tuple[Inspection, Alert | None]]:
+        """The batch in one transaction. While the database is unreachable (or items wait in the
+        spool, whose order must hold) the batch goes to the spool, to be written back later; when
+        the database refuses an item, each is stored on its own, so one item that cannot be
+        stored never loses the others. What is lost is counted per source and logged once."""
+        if self.spool is not None and len(self.spool):
+            return self._spool(decided)
         try:
-            return record(decided)
+            return self._record(decided)
+        except OperationalError:  # unreachable, or locked: nothing of the batch is stored
+            if self.spool is not None:
+                return self._spool(decided)
+            for item in decided:
+                self._count_store_failure(item[0])
+            return []
         except SQLAlchemyError:
             if len(decided) == 1:
                 self._count_store_failure(decided[0][0])
@@ -261,10 +267,45 @@ class Pipeline:
         stored = []
         for item in decided:
             try:
-                stored += record([item])
+                stored += self._record([item])
             except SQLAlchemyError:
                 self._count_store_failure(item[0])
         return stored
+
+    def _record(self, items: list[tuple[Inspection, float, str | None]]) -> list[tuple[Inspection, Alert | None]]:
+        return store.record_inspections(
+            self.engine,
+            inspections=items,
+            alert_topic=self.topics.alerts,
+            build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
+        )
+
+    def _spool(self, decided: list[tuple[Inspection, float, str | None]]) -> list[tuple[Inspection, Alert | None]]:
+        for inspection, _, _ in self.spool.put(decided):  # what did not fit: the spool is full
+            self._count_store_failure(inspection)
+        return []
+
+    def drain_spool(self, batch: int = 200) -> int:
+        """Write spooled items back in order while the database takes them; returns how many.
+        An item whose alert is stored already (a replay after a crash) is skipped."""
+        done = 0
+        while self.spool is not None and len(self.spool):
+            entries = self.spool.peek(batch)
+            try:
+                self._record([item for _, item in entries])
+            except IntegrityError:
+                for row_id, item in entries:
+                    try:
+                        self._record([item])
+                    except IntegrityError:
+                        pass  # stored before the spool could forget it
+                    self.spool.remove([row_id])
+            else:
+                self.spool.remove([row_id for row_id, _ in entries])
+            done += len(entries)
+            if self.alerts_waiting is not None:
+                self.alerts_waiting.set()
+        return done
 
     def _count_store_failure(self, inspection: Inspection) -> None:
         m = self.metrics.get(inspection.source_id)
@@ -362,5 +403,10 @@ class Pipeline:
                     quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
                     labels = f'source="{prometheus_label(sid)}",path="{path[:-3]}",quantile="{quantile}"'
                     lines.append(f"appliance_latency_ms{{{labels}}} {value:.3f}")
-        lines.append(f"appliance_outbox_backlog {store.outbox_backlog(self.engine)}")
+        try:
+            backlog: float = store.outbox_backlog(self.engine)
+        except SQLAlchemyError:  # the database is away: say so rather than fail the scrape
+            backlog = float("nan")
+        lines.append(f"appliance_outbox_backlog {backlog}")
+        lines.append(f"appliance_spool_backlog {len(self.spool) if self.spool is not None else 0}")
         return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from appliance.sources import SourceBook
 from appliance.storage import queries, store
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
+from appliance.storage.spool import Spool
 from appliance.trigger import TriggerListener
 from connectors.base import redact
 from connectors.factory import build_source
@@ -168,6 +169,7 @@ class Appliance:
             s.queue_size,
             debounce=s.debounce,
             keep_ok_images=s.keep_ok_images,
+            spool=Spool(self.data / "spool.db", s.spool_max_items),
         )
         self.publisher = AlertPublisher(self.engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
         self.pipeline.alerts_waiting = self.publisher.wake
@@ -179,6 +181,7 @@ class Appliance:
         self._serve_api()
         self._loop("retention", 600.0, self._prune)
         self._loop("source-states", 1.0, self._announce_source_states)
+        self._loop("spool", 1.0, self.pipeline.drain_spool)  # what waited for the database, in order
         self._say_started(model, inferencer, broker)
         return self
 
@@ -193,6 +196,8 @@ class Appliance:
             self.trigger.stop()
         if self.pipeline:
             self.pipeline.stop()
+            if self.pipeline.spool is not None:
+                self.pipeline.spool.close()
         if self.publisher:
             self.publisher.stop()
         if self.broker:
@@ -292,9 +297,9 @@ class Appliance:
         """Announce each source's state on MQTT (retained) whenever it changes."""
         for sid, st in self.pipeline.status().items():
             if self._last_states.get(sid) != st["state"]:
-                self._last_states[sid] = st["state"]
                 payload = {k: st.get(k) for k in SOURCE_STATE_KEYS} | {"ts": dt.datetime.now(dt.UTC).isoformat()}
                 store.queue_message(self.engine, topic=self.topics.source_state(sid), payload=payload, retain=True)
+                self._last_states[sid] = st["state"]  # only once queued: a database outage delays it, never loses it
                 self.publisher.wake.set()
 
     def _serve_api(self) -> None:

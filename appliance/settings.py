@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///<data_dir>/appliance.db
     sources: list[str] = Field(default_factory=lambda: ["synth:line?fps=10&defect_rate=0.05"])
     queue_size: int = Field(32, ge=1)
+    spool_max_items: int = Field(200_000, ge=0)  # inspections kept on local disk while the database is away
     max_jobs: int = Field(1, ge=1, le=16)  # training jobs at once; each takes every core it gets
     allowed_paths: list[Path] = Field(default_factory=list)  # where API-added file sources may read, beside data_dir
     debounce: tuple[int, int] | None = None  # (N, M): NG only if N of the last M are NG

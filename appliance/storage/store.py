@@ -40,28 +40,29 @@ def record_inspection(
     """Store an inspection; for review / NG decisions also its alert and the alert's MQTT message,
     all in one transaction (an alert is never stored without its message, nor sent without its row)."""
     return record_inspections(
-        engine, inspections=[(inspection, threshold)], alert_topic=alert_topic, build_message=build_message
+        engine, inspections=[(inspection, threshold, None)], alert_topic=alert_topic, build_message=build_message
     )[0]
 
 
 def record_inspections(
     engine: Engine,
     *,
-    inspections: list[tuple[Inspection, float]],
+    inspections: list[tuple[Inspection, float, str | None]],
     alert_topic: str,
     build_message: Callable[[Alert, Inspection], dict[str, Any]],
 ) -> list[tuple[Inspection, Alert | None]]:
-    """A batch of (inspection, the T2 its decision used) with their alerts and messages, in one
-    transaction."""
+    """A batch of (inspection, the T2 its decision used, its alert's event id or None for a new
+    one) with their alerts and messages, in one transaction. An event id stored already makes
+    the whole batch fail (IntegrityError): that is how a replay is recognised."""
     with Session(engine, expire_on_commit=False) as session:
-        session.add_all([inspection for inspection, _ in inspections])
+        session.add_all([inspection for inspection, _, _ in inspections])
         session.flush()
         out = []
-        for inspection, threshold in inspections:
+        for inspection, threshold, event_id in inspections:
             alert = None
             if is_flagged(inspection.decision):
                 alert = Alert(
-                    event_id=str(uuid.uuid4()),
+                    event_id=event_id or str(uuid.uuid4()),
                     inspection_id=inspection.id,
                     source_id=inspection.source_id,
                     decision=inspection.decision,

@@ -37,6 +37,9 @@ def read_health(appliance: AppDep) -> dict[str, Any]:
 def read_readiness(appliance: AppDep) -> dict[str, Any]:
     """Readiness, naming what is not ready (database, model, broker, sources)."""
     problems = [p for p in (queries.database_problem(appliance.engine),) if p]
+    spool = appliance.pipeline.spool
+    if spool is not None and len(spool):
+        problems.append(f"{len(spool)} inspections wait on local disk for the database")
     if appliance.slot.get() is None:
         problems.append("no active model")
     if not appliance.publisher.connected.is_set():
