@@ -293,6 +293,8 @@ class Pipeline:
             entries = self.spool.peek(batch)
             try:
                 self._record([item for _, item in entries])
+            except OperationalError:  # still away: try again at the next call
+                return done
             except IntegrityError:
                 for row_id, item in entries:
                     try:
