@@ -110,7 +110,7 @@ class JobRunner:
         for job_id, process in list(self.processes.items()):
             if not process.is_alive():  # is_alive() reaps the ended process: no zombie stays
                 self.processes.pop(job_id)
-                store.fail_job_if_unfinished(
+                store.fail_unfinished_jobs(
                     self.engine,
                     job_id=job_id,
                     message=f"the job's worker ended unexpectedly (exit code {process.exitcode})",

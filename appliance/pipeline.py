@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from appliance.alerts.schema import Topics, alert_message
 from appliance.errors import NotFound, Unavailable
 from appliance.images import ImageStore
+from appliance.metrics import prometheus_text
 from appliance.storage import store
 from appliance.storage.models import Alert, Inspection
 from appliance.storage.spool import Spool
@@ -57,11 +58,6 @@ class ModelSlot:
         with self._lock:
             old, self._inferencer = self._inferencer, inferencer
         return old
-
-
-def prometheus_label(value: str) -> str:
-    """Escape a label value for the Prometheus text format."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def percentiles(values: deque[float]) -> dict[str, float]:
@@ -379,36 +375,9 @@ class Pipeline:
         return out
 
     def prometheus(self) -> str:
-        lines = ["# HELP appliance_frames_total Frames per source and stage.", "# TYPE appliance_frames_total counter"]
-        status = self.status()
-        for sid, s in status.items():
-            label = prometheus_label(sid)
-            for stage, value in (
-                ("in", s.get("frames_in", 0)),
-                ("scored", s["scored"]),
-                ("dropped", s["queue_dropped"] + s.get("frames_dropped", 0)),
-            ):
-                lines.append(f'appliance_frames_total{{source="{label}",stage="{stage}"}} {value}')
-        lines += ["# HELP appliance_decisions_total Decisions per source.", "# TYPE appliance_decisions_total counter"]
-        for sid, s in status.items():
-            for decision, value in s["decisions"].items():
-                lines.append(
-                    f'appliance_decisions_total{{source="{prometheus_label(sid)}",decision="{decision}"}} {value}'
-                )
-        lines += [
-            "# HELP appliance_latency_ms Latency percentiles over recent items.",
-            "# TYPE appliance_latency_ms gauge",
-        ]
-        for sid, s in status.items():
-            for path in ("capture_to_decision_ms", "capture_to_alert_published_ms"):
-                for q, value in s[path].items():
-                    quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
-                    labels = f'source="{prometheus_label(sid)}",path="{path[:-3]}",quantile="{quantile}"'
-                    lines.append(f"appliance_latency_ms{{{labels}}} {value:.3f}")
+        """The Prometheus text of every running source, the outbox and the spool."""
         try:
             backlog: float = store.outbox_backlog(self.engine)
         except SQLAlchemyError:  # the database is away: say so rather than fail the scrape
             backlog = float("nan")
-        lines.append(f"appliance_outbox_backlog {backlog}")
-        lines.append(f"appliance_spool_backlog {len(self.spool) if self.spool is not None else 0}")
-        return "\n".join(lines) + "\n"
+        return prometheus_text(self.status(), backlog, len(self.spool) if self.spool is not None else 0)

@@ -38,6 +38,7 @@ from connectors.synthetic import SyntheticLine
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch
 
+INTERRUPTED = "interrupted: the appliance stopped while the job ran; start it again"
 SOURCE_STATE_KEYS = (
     "source_id",
     "state",
@@ -150,7 +151,7 @@ class Appliance:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.migrate()
         self._first_admin_token()
-        if store.fail_interrupted_jobs(self.engine):
+        if store.fail_unfinished_jobs(self.engine, message=INTERRUPTED):
             self.log("jobs interrupted by the last stop were marked failed")
         self.job_runner.start()
         if store.active_model(self.engine) is None:

@@ -378,25 +378,15 @@ def request_cancel(engine: Engine, *, job_id: int) -> None:
             session.commit()
 
 
-def fail_interrupted_jobs(engine: Engine) -> int:
-    """Jobs left queued or running by a previous process will never finish: say so."""
+def fail_unfinished_jobs(engine: Engine, *, message: str, job_id: int | None = None) -> int:
+    """Mark failed, with ``message``, the queued or running jobs that will never finish: one whose
+    worker ended without finishing it (``job_id``), or all that a previous process left."""
     with Session(engine) as session:
-        stale = session.exec(select(TrainingJob).where(col(TrainingJob.status).in_(("queued", "running")))).all()
+        query = select(TrainingJob).where(col(TrainingJob.status).in_(("queued", "running")))
+        stale = session.exec(query if job_id is None else query.where(TrainingJob.id == job_id)).all()
         for job in stale:
-            job.status, job.finished_at = "failed", utcnow()
-            job.message = "interrupted: the appliance stopped while the job ran; start it again"
-            job.log += f"{job.message}\n"
-            session.add(job)
-        session.commit()
-        return len(stale)
-
-
-def fail_job_if_unfinished(engine: Engine, *, job_id: int, message: str) -> None:
-    """A job whose worker ended without finishing it (killed, out of memory) says so."""
-    with Session(engine) as session:
-        job = session.get(TrainingJob, job_id)
-        if job is not None and job.status in ("queued", "running"):
             job.status, job.finished_at, job.message = "failed", utcnow(), message
             job.log += f"{message}\n"
             session.add(job)
-            session.commit()
+        session.commit()
+        return len(stale)

@@ -1,0 +1,38 @@
+"""The Prometheus text format of the pipeline's counters (``GET /metrics``)."""
+
+from __future__ import annotations
+
+
+def prometheus_label(value: str) -> str:
+    """Escape a label value for the Prometheus text format."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(status: dict[str, dict], outbox_backlog: float, spool_backlog: int) -> str:
+    """Frames, decisions and latency percentiles per source; the outbox and spool backlogs."""
+    lines = ["# HELP appliance_frames_total Frames per source and stage.", "# TYPE appliance_frames_total counter"]
+    for sid, s in status.items():
+        label = prometheus_label(sid)
+        for stage, value in (
+            ("in", s.get("frames_in", 0)),
+            ("scored", s["scored"]),
+            ("dropped", s["queue_dropped"] + s.get("frames_dropped", 0)),
+        ):
+            lines.append(f'appliance_frames_total{{source="{label}",stage="{stage}"}} {value}')
+    lines += ["# HELP appliance_decisions_total Decisions per source.", "# TYPE appliance_decisions_total counter"]
+    for sid, s in status.items():
+        for decision, value in s["decisions"].items():
+            lines.append(f'appliance_decisions_total{{source="{prometheus_label(sid)}",decision="{decision}"}} {value}')
+    lines += [
+        "# HELP appliance_latency_ms Latency percentiles over recent items.",
+        "# TYPE appliance_latency_ms gauge",
+    ]
+    for sid, s in status.items():
+        for path in ("capture_to_decision_ms", "capture_to_alert_published_ms"):
+            for q, value in s[path].items():
+                quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
+                labels = f'source="{prometheus_label(sid)}",path="{path[:-3]}",quantile="{quantile}"'
+                lines.append(f"appliance_latency_ms{{{labels}}} {value:.3f}")
+    lines.append(f"appliance_outbox_backlog {outbox_backlog}")
+    lines.append(f"appliance_spool_backlog {spool_backlog}")
+    return "\n".join(lines) + "\n"
