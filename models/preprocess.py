@@ -36,9 +36,12 @@ class InputSpec:
         if self.kind == "image" and self.channels not in (1, 3):
             msg = f"image channels must be 1 or 3, got {self.channels}"
             raise PreprocessError(msg)
-        self.size = tuple(self.size) if self.size else None
-        self.shape = tuple(self.shape) if self.shape else None
-        self.roi = tuple(self.roi) if self.roi else None
+        self.size = _positive_ints("size", self.size, 2)
+        self.shape = _positive_ints("shape", self.shape)
+        self.roi = _positive_ints("roi", self.roi, 4, allow_zero=True)
+        if self.kind == "image" and self.size is None:
+            msg = "an image input spec needs 'size' (height, width)"
+            raise PreprocessError(msg)
 
     @property
     def tensor_shape(self) -> tuple[int, ...]:
@@ -57,6 +60,21 @@ class InputSpec:
             msg = f"input spec has unknown key {sorted(unknown)[0]!r}"
             raise PreprocessError(msg)
         return cls(**data)
+
+
+def _positive_ints(key: str, value: Any, n: int | None = None, allow_zero: bool = False) -> tuple[int, ...] | None:
+    """A shape-like value of the input spec, checked: a list of ``n`` whole numbers above 0."""
+    if value is None or (isinstance(value, list | tuple) and not value):
+        return None
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value
+    ):
+        msg = f"input spec '{key}' has value {value!r}. Not a list of whole numbers."
+        raise PreprocessError(msg)
+    if (n is not None and len(value) != n) or any(v < (0 if allow_zero else 1) for v in value):
+        msg = f"input spec '{key}' has value {list(value)!r}. Needs {n or 'some'} numbers above 0."
+        raise PreprocessError(msg)
+    return tuple(int(v) for v in value)
 
 
 def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -353,3 +353,11 @@ def test_a_database_outage_loses_nothing(tmp_path, broker):
         assert captured == sorted(captured)  # written back in order
         assert event_ids and wait_for(lambda: {a["event_id"] for a in alerts.alerts()} >= event_ids, timeout=20)
         alerts.close()
+
+
+def test_a_bundle_with_a_malformed_input_spec_is_refused(running):
+    app, client, tokens, _, _ = running
+    active = next(app.models_dir.glob("detector-*.zip"))
+    data = bundle_with(active, **{"version": "bad-input-size", "input.size": 5})
+    refused = client.post("/models", files={"file": ("b.zip", data, "application/zip")}, headers=auth(tokens))
+    assert refused.status_code == 422 and "'size'" in refused.json()["detail"]
