@@ -68,11 +68,14 @@ class Subscriber:
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
+        self.subscribed = threading.Event()  # the broker acknowledged the subscriptions
         self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 1)
         self.client.connect("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
+        self.subscribed.wait(5)  # messages published from now on reach this consumer
 
     def _on_message(self, client, userdata, message) -> None:
         with self.lock:
