@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
 from appliance.images import ImageStore
-from appliance.storage.models import Alert, Inspection, utcnow
+from appliance.storage.models import Alert, Inspection, as_utc, utcnow
 
 RESOLVED = ("confirmed", "false_positive")
 
@@ -53,11 +53,7 @@ def prune(engine: Engine, images: ImageStore, *, max_age: dt.timedelta, max_byte
         def deletable(row: Inspection) -> bool:
             return row.decision == "ok" or alert_state.get(row.id) in RESOLVED
 
-        def captured(row: Inspection) -> dt.datetime:
-            t = row.t_capture
-            return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-        doomed = [r for r in rows if r.decision == "ok" and captured(r) < cutoff]
+        doomed = [r for r in rows if r.decision == "ok" and as_utc(r.t_capture) < cutoff]
         chosen = {r.id for r in doomed}
         freed = sum(sizes[ref] for r in doomed for ref in _refs(r))
         for tier in (lambda r: r.decision == "ok", lambda r: r.decision != "ok" and deletable(r)):

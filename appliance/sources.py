@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from appliance.storage import queries, store
 from connectors.base import SourceError, redact
-from connectors.factory import open_source
+from connectors.factory import file_paths, open_source
 
 
 class SourceBook:
@@ -57,18 +56,12 @@ class SourceBook:
         return [(sid, secrets.get(sid, url)) for sid, url in queries.saved_sources(self.engine)]
 
 
-FILE_SCHEMES = ("folder", "file", "csv")
-
-
 def check_paths(url: str, roots: list[Path]) -> None:
     """A source string from the API may read (and, for a folder's state file, write) only inside
     the data folder and the configured ``allowed_paths``."""
-    scheme, _, rest = url.partition(":")
-    path, _, query = rest.partition("?")
-    paths = [path] if scheme in FILE_SCHEMES else []
-    paths += [v for k, vals in urllib.parse.parse_qs(query).items() if k == "state_file" for v in vals]
+    scheme = url.partition(":")[0]
     resolved = [r.resolve() for r in roots]
-    for p in paths:
+    for p in file_paths(url):
         target = Path(p).resolve()
         if not any(target.is_relative_to(r) for r in resolved):
             msg = f"{scheme}: sources may use files only inside the data folder and the folders in 'allowed_paths'"

@@ -35,6 +35,14 @@ MODBUS_OPTIONS = {
 VIDEO_OPTIONS = {"live": int, "loop": int, "backoff": float, "max_backoff": float, "max_retries": int}
 
 
+def file_paths(url: str) -> list[str]:
+    """The files a source string reads (file, folder, CSV) and the state file it writes."""
+    scheme, _, rest = url.partition(":")
+    path, _, query = rest.partition("?")
+    paths = [path] if scheme in ("folder", "file", "csv") else []
+    return paths + urllib.parse.parse_qs(query).get("state_file", [])
+
+
 def open_source(url: str, source_id: str | None = None) -> Source:
     """Build the source a string names and start it (see the module docstring)."""
     return build_source(url, source_id).start()

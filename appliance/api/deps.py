@@ -3,7 +3,6 @@ bearer token with a role: viewer < operator < engineer < admin)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from appliance.runtime import Appliance
 from appliance.storage import queries, store
+from appliance.storage.models import as_utc, utcnow
 
 
 def get_appliance(request: Request) -> Appliance:
@@ -24,10 +24,6 @@ def get_engine(request: Request) -> Engine:
 
 AppDep = Annotated[Appliance, Depends(get_appliance)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -52,8 +48,8 @@ def role_at_least(minimum: str):
         row = queries.token(engine, token=_bearer(request))
         if row is None or row.revoked:
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
-        if row.expires_at is not None and _aware(row.expires_at) <= dt.datetime.now(dt.UTC):
-            raise HTTPException(401, f"token expired at {_aware(row.expires_at).isoformat(timespec='seconds')}")
+        if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
+            raise HTTPException(401, f"token expired at {as_utc(row.expires_at).isoformat(timespec='seconds')}")
         if store.ROLES.index(row.role) < store.ROLES.index(minimum):
             raise HTTPException(403, f"this needs the {minimum} role; the token has {row.role}")
         return Actor(role=row.role, name=row.name)  # the audit log and alerts name the token, never show it

@@ -21,6 +21,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(t: dt.datetime | None) -> dt.datetime | None:
+    """A time without a zone is UTC (SQLite returns them so, and users type them so)."""
+    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
 class InspectionBase(SQLModel):
     source_id: str = Field(index=True, max_length=200)
     t_capture: dt.datetime = Field(index=True)

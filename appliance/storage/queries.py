@@ -11,7 +11,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from appliance.errors import NotFound
-from appliance.storage.models import Alert, ApiToken, AuditLog, Inspection, ModelVersion, SourceConfig, TrainingJob
+from appliance.storage.models import (
+    Alert,
+    ApiToken,
+    AuditLog,
+    Inspection,
+    ModelVersion,
+    SourceConfig,
+    TrainingJob,
+    as_utc,
+)
 
 ALERT_STATES = ("open", "acknowledged", "confirmed", "false_positive")
 
@@ -32,7 +41,7 @@ def inspections(
     limit: int = 50,
 ) -> tuple[list[Inspection], int]:
     """A page of inspections, newest first, and how many match (times without a zone are UTC)."""
-    since, until = (t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (since, until))
+    since, until = as_utc(since), as_utc(until)
     query = select(Inspection)
     if source_id:
         query = query.where(Inspection.source_id == source_id)
@@ -102,9 +111,7 @@ def first_capture(engine: Engine, *, since: dt.datetime) -> dt.datetime | None:
     """The first capture time in the window (so a young appliance's rates use its real age)."""
     with Session(engine) as session:
         first = session.exec(select(func.min(Inspection.t_capture)).where(col(Inspection.t_capture) >= since)).one()
-    if first is not None and first.tzinfo is None:
-        first = first.replace(tzinfo=dt.UTC)
-    return first
+    return as_utc(first)
 
 
 def image_refs(

@@ -12,9 +12,8 @@ from sqlmodel import SQLModel
 
 from appliance.api import create_app
 from appliance.runtime import Appliance
-from appliance.settings import load_settings
 from appliance.storage import store
-from tests.helpers.appliance import SMALL
+from tests.helpers.appliance import appliance_settings
 from tests.helpers.broker import Subscriber
 from tests.helpers.waiting import wait_for
 
@@ -31,14 +30,8 @@ def database_text(engine) -> str:
 def test_source_credentials_never_leave_the_appliance(tmp_path, db_url, broker, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     lines: list[str] = []
-    settings = load_settings(
-        data_dir=tmp_path,
-        database_url=db_url,
-        detector=SMALL,
-        api_port=0,
-        sources=["synth:line?size=64&fps=20&defect_rate=0.5&seed=4"],
-        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "cred"},
-    )
+    line = "synth:line?size=64&fps=20&defect_rate=0.5&seed=4"
+    settings = appliance_settings(tmp_path, broker.port, line, "cred", database_url=db_url)
     everything = Subscriber(broker.port, ["#"])
     app = Appliance(settings, log=lines.append).start()
     try:

@@ -306,24 +306,18 @@ def test_a_database_outage_loses_nothing(tmp_path, broker):
 
     from appliance.api import create_app
     from appliance.runtime import Appliance
-    from appliance.settings import load_settings
     from appliance.storage.db import make_engine
     from appliance.storage.models import Alert
-    from tests.helpers.appliance import SMALL
+    from tests.helpers.appliance import appliance_settings
     from tests.helpers.broker import Subscriber
     from tests.helpers.database import postgres_database
     from tests.helpers.proxy import Proxy
 
     with postgres_database("appliance_outage") as url:
         proxy = Proxy(5432)
-        settings = load_settings(
-            data_dir=tmp_path,
-            database_url=url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
-            detector=SMALL,
-            api_port=0,
-            sources=["synth:line?size=64&fps=20&defect_rate=0.3&seed=5"],
-            mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "outage"},
-        )
+        proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        line = "synth:line?size=64&fps=20&defect_rate=0.3&seed=5"
+        settings = appliance_settings(tmp_path, broker.port, line, "outage", database_url=proxied)
         app = Appliance(settings, log=lambda line: None).start()
         alerts = Subscriber(broker.port, [app.topics.alerts])
         source = settings.sources[0]

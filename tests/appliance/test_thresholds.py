@@ -65,18 +65,11 @@ def test_thresholds_an_engineer_sets_survive_a_restart_and_a_swap(tmp_path, brok
 
     from appliance.api import create_app
     from appliance.runtime import Appliance
-    from appliance.settings import load_settings
-    from tests.helpers.appliance import SMALL
+    from tests.helpers.appliance import appliance_settings
     from tests.helpers.broker import Subscriber
     from tests.helpers.waiting import wait_for
 
-    settings = load_settings(
-        data_dir=tmp_path,
-        detector=SMALL,
-        api_port=0,
-        sources=["synth:line?size=64&fps=5&seed=3"],
-        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "thr"},
-    )
+    settings = appliance_settings(tmp_path, broker.port, "synth:line?size=64&fps=5&seed=3", "thr")
     app = Appliance(settings, log=lambda line: None).start()
     retained = Subscriber(broker.port, [app.topics.threshold])
     try:

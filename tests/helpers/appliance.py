@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from appliance.api import create_app
 from appliance.runtime import Appliance
-from appliance.settings import load_settings
+from appliance.settings import Settings, load_settings
 from appliance.storage import store
 from tests.helpers.broker import Broker
 from tests.helpers.database import postgres_database
@@ -34,6 +34,18 @@ class RunningAppliance:
         return iter((self.app, self.client, self.tokens, self.broker, self.folder))
 
 
+def appliance_settings(folder: Path, broker_port: int, source: str, appliance_id: str, **extra) -> Settings:
+    """Settings of a test appliance: the small detector, a free API port, one source, a private broker."""
+    return load_settings(
+        data_dir=folder,
+        detector=SMALL,
+        api_port=0,
+        sources=[source],
+        mqtt={"host": "127.0.0.1", "port": broker_port, "appliance_id": appliance_id},
+        **extra,
+    )
+
+
 @contextlib.contextmanager
 def database(kind: str, folder: Path) -> Iterator[str]:
     """A fresh database URL: a SQLite file in ``folder`` or a new PostgreSQL database."""
@@ -51,14 +63,7 @@ def running_appliance(folder: Path, db_kind: str, source: str, min_scored: int =
     broker.start()
     try:
         with database(db_kind, folder) as db:
-            settings = load_settings(
-                data_dir=folder,
-                database_url=db,
-                detector=SMALL,
-                api_port=0,
-                sources=[source],
-                mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "api"},
-            )
+            settings = appliance_settings(folder, broker.port, source, "api", database_url=db)
             app = Appliance(settings, log=lambda line: None).start()
             try:
                 tokens = {role: store.create_token(app.engine, name=role, role=role) for role in store.ROLES}
