@@ -202,6 +202,8 @@ def search_export_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from appliance.cli_detector import add_detector_commands
+
     parser = argparse.ArgumentParser(prog="appliance", description="Industrial anomaly-detection appliance")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('anomaly-appliance')}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -302,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_fwd.add_argument("-d", "--dataset", required=True)
     p_fwd.add_argument("-o", "--output", required=True)
     p_fwd.set_defaults(func=forward_command)
+    add_detector_commands(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ def domain_errors() -> dict[type[Exception], int]:
     """Every domain error with its HTTP status (most specific first). The CLI treats the 4xx ones
     as user errors: one line on stderr, exit 2."""
     from appliance.datasets.create import CreateError
+    from appliance.datasets.images import ImageFolderError
     from appliance.datasets.nnc import DatasetError
     from appliance.project import ProjectError
     from appliance.settings import SettingsError
@@ -64,6 +65,7 @@ def domain_errors() -> dict[type[Exception], int]:
         BundleError: 422,
         CalibrationError: 422,
         CreateError: 422,
+        ImageFolderError: 422,
         DatasetError: 422,
         EvaluateError: 422,
         PreprocessError: 422,

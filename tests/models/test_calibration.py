@@ -63,3 +63,21 @@ def test_max_f1_with_labelled_defects():
 def test_bad_calibration_input(scores, kwargs, message):
     with pytest.raises(CalibrationError, match=message):
         calibrate(scores, **kwargs)
+
+
+def test_aupro_is_one_for_a_perfect_map_about_half_max_fpr_for_noise_and_zero_inverted() -> None:
+    from models.metrics import aupro
+
+    masks = np.zeros((3, 16, 16))
+    masks[0, 2:5, 2:5] = 1
+    masks[1, 10:14, 1:3] = 1  # two regions of different sizes weigh the same
+    masks[1, 1:2, 12:13] = 1
+    noise = np.random.default_rng(0).random(masks.shape)
+    assert aupro(masks, masks) == pytest.approx(1.0)
+    many = np.zeros((40, 32, 32))
+    many[:, 10:16, 8:14] = 1
+    assert aupro(np.random.default_rng(1).random(many.shape), many) == pytest.approx(0.15, abs=0.02)
+    assert aupro(-masks + 0.01 * noise, masks) == pytest.approx(0.0, abs=1e-9)
+    assert aupro(np.zeros(masks.shape), masks) == pytest.approx(0.15)  # one threshold: as good as chance
+    with pytest.raises(ValueError, match="at least one defect region"):
+        aupro(noise, np.zeros(masks.shape))

@@ -1,0 +1,101 @@
+"""``appliance detector fit | test | predict``: commissioning a part from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def fit_command(args: argparse.Namespace) -> int:
+    from appliance.workflows.detector import FitOptions, fit, parse_roi
+
+    options = FitOptions(
+        size=args.size,
+        channels=args.channels,
+        roi=parse_roi(args.roi),
+        epochs=args.epochs,
+        false_alarm_rate=args.false_alarm_rate,
+        method=args.method,
+        seed=args.seed,
+        name=args.name or "",
+    )
+    fit(args.normal, args.output, options, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def test_command(args: argparse.Namespace) -> int:
+    from appliance.workflows.detector import detector_report
+
+    report = detector_report(args.model, args.data, args.out, log=lambda line: print(line, flush=True))
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    for name, path in report.get("files", {}).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"model {report['model_version']} on {report['data']}: {report['good_images']} good, "
+        f"{report['defect_images']} defective images",
+        f"image AUROC {_num(report['image_auroc'])}   pixel AUROC {_num(report['pixel_auroc'])}   "
+        f"AUPRO (FPR<=0.3) {_num(report['aupro'])}",
+        f"false alarms on good parts at T2: {_pct(report['false_alarm_rate'])} "
+        f"(nominal {_pct(report['nominal_false_alarm_rate'])}); review {_pct(report['review_rate_good'])}",
+        f"defects flagged (review or NG): {_pct(report['defects_flagged'])}; NG {_pct(report['defects_ng'])}",
+    ]
+    if report["per_defect"]:
+        lines.append(f"  {'defect':<20} {'images':>6} {'AUROC':>7} {'flagged':>8} {'NG':>6}")
+        for kind, row in report["per_defect"].items():
+            lines.append(
+                f"  {kind:<20} {row['images']:>6} {_num(row['image_auroc']):>7} {_pct(row['flagged']):>8} "
+                f"{_pct(row['ng']):>6}"
+            )
+    return "\n".join(lines)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from appliance.workflows.detector import predict
+
+    predict(args.model, args.inputs, args.output)
+    return 0
+
+
+def add_detector_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detector", help="commission a part: fit a detector on good images, test it, predict")
+    verbs = p.add_subparsers(dest="detector_command", required=True)
+    p_fit = verbs.add_parser("fit", help="train a NEW detector from scratch on a folder of good images")
+    p_fit.add_argument("--normal", required=True, help="folder of good images (any depth, png/jpg/bmp/tif)")
+    p_fit.add_argument("--size", type=int, default=128, help="network input size in pixels (multiple of 8)")
+    p_fit.add_argument("--channels", type=int, choices=(1, 3), default=1)
+    p_fit.add_argument("--roi", help="region of interest x,y,width,height in source pixels")
+    p_fit.add_argument("--epochs", type=int, default=30)
+    p_fit.add_argument("--false-alarm-rate", type=float, default=0.01, help="calibrated NG rate on good parts")
+    p_fit.add_argument("--method", choices=("draem", "autoencoder"), default="draem")
+    p_fit.add_argument("--seed", type=int, default=0)
+    p_fit.add_argument("--name", help="model name (default: the folder's name)")
+    p_fit.add_argument("-o", "--output", required=True, help="bundle file to write (.zip)")
+    p_fit.set_defaults(func=fit_command)
+    p_test = verbs.add_parser("test", help="test report on the MVTec AD layout (test/good, test/<defect>/, masks)")
+    p_test.add_argument("model", help="detector bundle (.zip)")
+    p_test.add_argument("--data", required=True, help="root of the MVTec AD layout")
+    p_test.add_argument("--json", help="write the report as JSON here")
+    p_test.add_argument("--out", help="folder for the histogram, ROC / PR curves and the gallery")
+    p_test.set_defaults(func=test_command)
+    p_pred = verbs.add_parser("predict", help="score images: predictions.csv and heat-map overlays")
+    p_pred.add_argument("model", help="detector bundle (.zip)")
+    p_pred.add_argument("inputs", nargs="+", help="images or folders of images")
+    p_pred.add_argument("-o", "--output", required=True, help="output folder")
+    p_pred.set_defaults(func=predict_command)

@@ -1,0 +1,103 @@
+"""Image folders as a line engineer has them: any depth, png/jpg/bmp/tif, 8 or 16 bit, grey or
+colour; and the MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>/``,
+``ground_truth/<defect>/<name>_mask.png``, masks optional)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from connectors.base import IMAGE_SUFFIXES
+
+
+class ImageFolderError(ValueError):
+    """A folder of images cannot be used: missing, too few images, unreadable files."""
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (any depth), sorted; hidden files and folders skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        msg = f"{root} is not a folder"
+        raise ImageFolderError(msg)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image as stored (uint8 or uint16, H×W or H×W×C, BGR); ImageFolderError when it cannot be."""
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None or image.size == 0:
+        msg = f"{path}: cannot be decoded as an image"
+        raise ImageFolderError(msg)
+    if image.dtype not in (np.uint8, np.uint16):
+        image = cv2.normalize(image, None, 0, 65535, cv2.NORM_MINMAX).astype(np.uint16)
+    return image
+
+
+def read_all(paths: Sequence[Path], batch: int = 32) -> Iterator[tuple[list[Path], list[np.ndarray]]]:
+    """Batches of (paths, images) of the readable files; once all are read, refuses the lot when
+    any file was unreadable, naming them (the first ten): nothing is trained or reported on a
+    folder that is not what its owner thinks."""
+    bad: list[Path] = []
+    for i in range(0, len(paths), batch):
+        chunk, images = [], []
+        for path in paths[i : i + batch]:
+            try:
+                images.append(read_image(path))
+                chunk.append(path)
+            except ImageFolderError:
+                bad.append(path)
+        if chunk:
+            yield chunk, images
+    if bad:
+        names = ", ".join(str(p) for p in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        msg = f"{len(bad)} of {len(paths)} images cannot be read: {names}"
+        raise ImageFolderError(msg)
+
+
+@dataclass
+class TestItem:
+    path: Path
+    defect: str  # "good" for a defect-free part
+    mask: Path | None  # the ground-truth mask, where the layout has one
+
+
+@dataclass
+class MVTecLayout:
+    root: Path
+    train: list[Path]
+    test: list[TestItem]
+
+    @property
+    def defects(self) -> list[str]:
+        return sorted({i.defect for i in self.test} - {"good"})
+
+
+def mvtec_layout(root: str | Path) -> MVTecLayout:
+    """Read the MVTec AD layout under ``root``; ``train/good`` may be missing (test only)."""
+    root = Path(root)
+    test_dir = root / "test"
+    if not test_dir.is_dir():
+        msg = f"{root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>/)"
+        raise ImageFolderError(msg)
+    items = []
+    for folder in sorted(d for d in test_dir.iterdir() if d.is_dir()):
+        for path in find_images(folder):
+            mask = root / "ground_truth" / folder.name / f"{path.stem}_mask.png"
+            items.append(TestItem(path, folder.name, mask if mask.is_file() else None))
+    if not any(i.defect == "good" for i in items):
+        msg = f"{test_dir / 'good'} holds no images: the false-alarm rate needs defect-free test parts"
+        raise ImageFolderError(msg)
+    train_dir = root / "train" / "good"
+    return MVTecLayout(root, find_images(train_dir) if train_dir.is_dir() else [], items)

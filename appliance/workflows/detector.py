@@ -1,0 +1,420 @@
+"""Detector workflows, anomalib's verbs: ``fit`` a new detector from scratch on a folder of good
+parts, test it on the MVTec AD layout (``detector_report``) (the report engineers judge a model by), ``predict``
+images into a CSV with heat-map overlays.
+
+Scoring in ``test`` and ``predict`` goes through the serving path (the bundle's ONNX graph in
+onnxruntime, the bundle's preprocessing), so the report describes what the line will do.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.datasets.images import ImageFolderError, MVTecLayout, find_images, mvtec_layout, read_all
+from appliance.errors import InvalidInput
+from appliance.images import overlay
+from engine.training import Callback
+from models import metrics
+from models.calibration import holdout_split
+from models.decision import is_flagged
+from models.detector.model import Detector, DetectorConfig
+from models.inference import Inferencer, Result
+from models.preprocess import InputSpec, preprocess_image
+
+Log = Callable[[str], None]
+GALLERY = 8  # worst-scored good parts and best-hidden defects shown
+
+
+@dataclass
+class FitOptions:
+    size: int = 128
+    channels: int = 1
+    roi: tuple[int, int, int, int] | None = None
+    epochs: int = 30
+    false_alarm_rate: float = 0.01
+    method: str = "draem"
+    batch_size: int = 16
+    seed: int = 0
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # further DetectorConfig fields
+
+    def config(self) -> DetectorConfig:
+        return DetectorConfig(
+            method=self.method,
+            size=self.size,
+            channels=self.channels,
+            epochs=self.epochs,
+            false_alarm_rate=self.false_alarm_rate,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            **self.extra,
+        )
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(kind="image", channels=self.channels, size=(self.size, self.size), roi=self.roi)
+
+
+def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    """``x,y,w,h`` in source-image pixels."""
+    if not text:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        msg = f"--roi must be x,y,width,height in whole pixels, got {text!r}"
+        raise ImageFolderError(msg) from None
+    if min(x, y) < 0 or min(w, h) < 1:
+        msg = f"--roi {text!r}: x and y must be >= 0, width and height >= 1"
+        raise ImageFolderError(msg)
+    return x, y, w, h
+
+
+def load_images(paths: Sequence[Path], spec: InputSpec) -> np.ndarray:
+    """The images as the network sees them (N, C, H, W), read in batches (never all at full size)."""
+    out = []
+    for chunk, images in read_all(paths):
+        for path, image in zip(chunk, images, strict=True):
+            try:
+                out.append(preprocess_image(image, spec))
+            except ValueError as exc:  # e.g. the ROI lies outside this image
+                msg = f"{path}: {exc}"
+                raise ImageFolderError(msg) from exc
+    return np.stack(out)
+
+
+def folder_digest(root: Path, paths: Sequence[Path]) -> str:
+    """SHA-256 over the relative names and contents of the training images (provenance)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.relative_to(root)).encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+class _Progress(Callback):
+    """epoch k/N, cost, seconds per epoch, time left; ``check`` may raise to cancel."""
+
+    def __init__(self, epochs: int, log: Log, check: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.epochs, self.log, self.check, self.start = epochs, log, check, time.perf_counter()
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
+        done = int(record["epoch"])
+        per_epoch = (time.perf_counter() - self.start) / done
+        left = per_epoch * (self.epochs - done)
+        line = f"epoch {done}/{self.epochs}: cost {record['cost']:.4f}, {per_epoch:.1f} s/epoch, {_duration(left)} left"
+        self.log(line)
+        if self.check is not None:
+            self.check({"epoch": done, "epochs": self.epochs, "message": line, "curve": trainer.history})
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def fit(
+    normal: str | Path,
+    out: str | Path,
+    options: FitOptions,
+    log: Log = print,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train a new detector from scratch on the good images under ``normal``, calibrate T1/T2 on
+    a held-out share of them (images it never trained on), save the bundle to ``out``."""
+    root = Path(normal)
+    try:
+        config = options.config()  # refuses a bad size / method before any image is read
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    paths = find_images(root)
+    min_needed = 20 + config.batch_size  # holdout_split's minimum: 20 held out, one batch trained on
+    if len(paths) < min_needed:
+        msg = (
+            f"{root} holds {len(paths)} images (png/jpg/bmp/tif, any depth); a detector needs at least "
+            f"{min_needed}: 20 or more held out for calibration and one batch of {config.batch_size} to train on"
+        )
+        raise ImageFolderError(msg)
+    spec = options.input_spec()
+    log(f"reading {len(paths)} good images from {root}")
+    x = load_images(paths, spec)
+    held, train = holdout_split(len(x), config.holdout, config.batch_size, config.seed)
+    log(
+        f"training a {config.method} detector from scratch: {len(train)} images for training, {len(held)} held out "
+        f"for calibration, {options.size}x{options.size}, {options.channels} channel(s), {config.epochs} epochs"
+    )
+    detector = Detector(config)
+    summary = detector.fit(x, callbacks=(_Progress(config.epochs, log, on_epoch),))
+    provenance = {
+        "dataset": str(root),
+        "dataset_digest": folder_digest(root, paths),
+        "normal_images": len(x),
+        "fit": {"train_images": summary["train_images"], "holdout_images": summary["holdout_images"]},
+    }
+    bundle = detector.to_bundle(spec, provenance=provenance, name=options.name or root.name or "detector")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bundle.save(out)
+    cal = summary["calibration"]
+    log(
+        f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images: "
+        f"T1={cal['t1']:.5f} T2={cal['t2']:.5f} (false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']})"
+    )
+    log(f"wrote {out} (version {bundle.version})")
+    return {"path": str(out), "version": bundle.version, **summary}
+
+
+# -- scoring through the serving path ---------------------------------------------------------
+@dataclass
+class Scored:
+    paths: list[Path]
+    results: list[Result]
+    views: list[np.ndarray]  # what the network saw, as uint8 (for the gallery)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([r.score for r in self.results], np.float64)
+
+    @property
+    def maps(self) -> np.ndarray:
+        return np.stack([r.anomaly_map for r in self.results]).astype(np.float32)
+
+
+def _view(x: np.ndarray) -> np.ndarray:
+    img = np.clip(x.transpose(1, 2, 0) * 255, 0, 255).astype(np.uint8)
+    return img[:, :, 0] if img.shape[2] == 1 else img
+
+
+def score_images(model: Inferencer, paths: Sequence[Path], batch: int = 16) -> Scored:
+    if model.input_spec.kind != "image":
+        msg = f"model {model.version!r} takes {model.input_spec.kind}s, not images"
+        raise ImageFolderError(msg)
+    scored = Scored([], [], [])
+    for chunk, images in read_all(paths, batch):
+        try:
+            results = model.predict_batch(images)
+        except ValueError as exc:
+            msg = f"{chunk[0].parent}: {exc}"
+            raise ImageFolderError(msg) from exc
+        scored.paths += chunk
+        scored.results += results
+        scored.views += [_view(preprocess_image(img, model.input_spec)) for img in images]
+    return scored
+
+
+def _mask(path: Path | None, spec: InputSpec) -> np.ndarray:
+    """A ground-truth mask in the model's view (ROI, size); all-clear without a mask file."""
+    h, w = spec.size
+    if path is None:
+        return np.zeros((h, w), bool)
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        msg = f"{path}: the mask cannot be decoded as an image"
+        raise ImageFolderError(msg)
+    if spec.roi is not None:
+        x, y, rw, rh = spec.roi
+        mask = mask[y : y + rh, x : x + rw]
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def detector_report(
+    model_path: str | Path, data: str | Path, out: str | Path | None = None, log: Log = print
+) -> dict[str, Any]:
+    """The test report of a detector on the MVTec AD layout under ``data``: image AUROC, pixel
+    AUROC and AUPRO (FPR ≤ 0.3) where masks exist, the false-alarm rate on ``test/good`` at the
+    calibrated T2 next to the nominal rate, the share of defects flagged, a per-defect table; with
+    ``out``, plots and a gallery."""
+    model = Inferencer(model_path)
+    layout = mvtec_layout(data)
+    log(f"scoring {len(layout.test)} test images of {layout.root} ({', '.join(['good', *layout.defects])})")
+    scored = score_images(model, [i.path for i in layout.test])
+    by_path = {i.path: i for i in layout.test}
+    items = [by_path[p] for p in scored.paths]
+    report = _report(model, layout, items, scored)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        report["files"] = _write_report_files(out, report, items, scored, model)
+    return report
+
+
+def _report(model: Inferencer, layout: MVTecLayout, items: list[Any], scored: Scored) -> dict[str, Any]:
+    scores, decisions = scored.scores, [r.decision for r in scored.results]
+    defect = np.array([i.defect != "good" for i in items])
+    flagged = np.array([is_flagged(d) for d in decisions])
+    ng = np.array([d == "ng" for d in decisions])
+    t1, t2 = model.thresholds
+    cal = model.meta.get("postprocess", {}).get("calibration", {})
+    has_mask = np.array([i.mask is not None for i in items])
+    with_masks = ~defect | has_mask  # good parts are defect-free everywhere
+    pixel_auroc = aupro = None
+    if (defect & has_mask).any():
+        masks = np.stack([_mask(i.mask, model.input_spec) for i, m in zip(items, with_masks, strict=True) if m])
+        maps = scored.maps[with_masks]
+        pixel_auroc = metrics.pixel_auroc(maps, masks)
+        aupro = metrics.aupro(maps, masks, max_fpr=0.3)
+    per_defect = {}
+    for kind in layout.defects:
+        sel = np.array([i.defect == kind for i in items])
+        per_defect[kind] = {
+            "images": int(sel.sum()),
+            "image_auroc": metrics.image_auroc(scores[sel | ~defect], defect[sel | ~defect]) if sel.any() else None,
+            "flagged": float(flagged[sel].mean()) if sel.any() else None,
+            "ng": float(ng[sel].mean()) if sel.any() else None,
+            "mean_score": float(scores[sel].mean()) if sel.any() else None,
+        }
+    return {
+        "model_version": model.version,
+        "data": str(layout.root),
+        "images": len(items),
+        "good_images": int((~defect).sum()),
+        "defect_images": int(defect.sum()),
+        "image_auroc": metrics.image_auroc(scores, defect) if defect.any() else None,
+        "pixel_auroc": pixel_auroc,
+        "aupro": aupro,
+        "false_alarm_rate": float(ng[~defect].mean()),
+        "review_rate_good": float((flagged & ~ng)[~defect].mean()),
+        "nominal_false_alarm_rate": cal.get("false_alarm_rate"),
+        "defects_flagged": float(flagged[defect].mean()) if defect.any() else None,
+        "defects_ng": float(ng[defect].mean()) if defect.any() else None,
+        "t1": t1,
+        "t2": t2,
+        "per_defect": per_defect,
+    }
+
+
+def _write_report_files(
+    out: Path, report: dict[str, Any], items: list[Any], scored: Scored, model: Inferencer
+) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    scores = scored.scores
+    defect = np.array([i.defect != "good" for i in items])
+    files = {}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.histogram_bin_edges(scores, 50)
+    ax.hist(scores[~defect], bins, alpha=0.6, label=f"good ({(~defect).sum()})", color="tab:blue")
+    if defect.any():
+        ax.hist(scores[defect], bins, alpha=0.6, label=f"defective ({defect.sum()})", color="tab:red")
+    for t, name in ((report["t1"], "T1 review"), (report["t2"], "T2 NG")):
+        ax.axvline(t, ls="--", color="k" if name.startswith("T2") else "grey", label=f"{name} {t:.4g}")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    files["histogram"] = str(out / "score_histogram.png")
+    fig.savefig(files["histogram"], dpi=100)
+    plt.close(fig)
+    if defect.any():
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        fpr, tpr, _ = roc_curve(defect, scores)
+        left.plot(fpr, tpr, label=f"AUROC {report['image_auroc']:.3f}")
+        left.plot([0, 1], [0, 1], ls=":", color="grey")
+        left.set_xlabel("false-positive rate")
+        left.set_ylabel("true-positive rate")
+        left.set_title("ROC (image level)")
+        left.legend()
+        precision, recall, _ = precision_recall_curve(defect, scores)
+        right.plot(recall, precision)
+        right.set_xlabel("recall")
+        right.set_ylabel("precision")
+        right.set_title("precision-recall (image level)")
+        fig.tight_layout()
+        files["curves"] = str(out / "roc_pr.png")
+        fig.savefig(files["curves"], dpi=100)
+        plt.close(fig)
+    good_idx = np.flatnonzero(~defect)
+    worst_good = good_idx[np.argsort(-scores[good_idx])][:GALLERY]
+    defect_idx = np.flatnonzero(defect)
+    hidden_defects = defect_idx[np.argsort(scores[defect_idx])][:GALLERY]
+    files["gallery"] = str(out / "gallery.png")
+    _gallery(Path(files["gallery"]), scored, items, worst_good, hidden_defects, model)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    files["report"] = str(out / "report.json")
+    return files
+
+
+def _gallery(path: Path, scored: Scored, items: list[Any], good: np.ndarray, defects: np.ndarray, model: Any) -> None:
+    """Two rows of heat-map overlays: the worst-scored good parts, the best-hidden defects."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("worst-scored good parts", good), ("best-hidden defects", defects)]
+    rows = [(title, idx) for title, idx in rows if len(idx)]
+    cols = max(len(idx) for _, idx in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.6 * len(rows)), squeeze=False)
+    for r, (title, idx) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(idx):
+                continue
+            i = idx[c]
+            res = scored.results[i]
+            ax.imshow(cv2.cvtColor(overlay(scored.views[i], res.anomaly_map), cv2.COLOR_BGR2RGB))
+            ax.set_title(f"{items[i].defect}/{scored.paths[i].name}\n{res.score:.4g} {res.decision}", fontsize=7)
+        axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right")
+    fig.suptitle(f"model {model.version}: T2 = {model.thresholds[1]:.4g}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path, log: Log = print) -> Path:
+    """Score images and folders of images: ``predictions.csv`` (path, score, norm_score, decision,
+    defect type where trained) and one overlay PNG per image in ``out/overlays``."""
+    model = Inferencer(model_path)
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += find_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            msg = f"{item}: no such image or folder"
+            raise ImageFolderError(msg)
+    if not paths:
+        msg = f"no images (png/jpg/bmp/tif) in {', '.join(map(str, inputs))}"
+        raise ImageFolderError(msg)
+    out = Path(out)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    rows, names = [], set()
+    for chunk, images in read_all(paths, 16):
+        for path, image, res in zip(chunk, images, model.predict_batch(images), strict=True):
+            name = _unique(path, names)
+            roi = model.input_spec.roi
+            seen = image if roi is None else image[roi[1] : roi[1] + roi[3], roi[0] : roi[0] + roi[2]]
+            cv2.imwrite(str(out / "overlays" / name), overlay(seen, res.anomaly_map))
+            rows.append([str(path), f"{res.score:.6g}", f"{res.norm_score:.4f}", res.decision, res.label or ""])
+    csv_path = out / "predictions.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "score", "norm_score", "decision", "defect_type"])
+        writer.writerows(rows)
+    counts = {d: sum(r[3] == d for r in rows) for d in ("ok", "review", "ng")}
+    log(f"{len(rows)} images: {counts['ok']} ok, {counts['review']} review, {counts['ng']} ng; wrote {csv_path}")
+    return csv_path
+
+
+def _unique(path: Path, taken: set[str]) -> str:
+    name, n = f"{path.stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{path.stem}-{n}.png"
+    taken.add(name)
+    return name

@@ -1,0 +1,141 @@
+"""``appliance detector fit | test | predict`` on a folder of real-looking parts (tests/helpers/parts)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.cli import main
+from models import bundle as bundle_io
+from tests.helpers.parts import make_parts
+
+REPORT_KEYS = {
+    "image_auroc",
+    "pixel_auroc",
+    "aupro",
+    "false_alarm_rate",
+    "nominal_false_alarm_rate",
+    "defects_flagged",
+    "per_defect",
+}
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_parts(tmp_path_factory.mktemp("parts") / "washer", train=60, test_good=24, per_defect=8, size=64)
+
+
+@pytest.fixture(scope="module")
+def fitted(parts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "washer.zip"
+    args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "64", "--epochs", "60"]
+    assert main([*args, "--method", "autoencoder", "-o", str(out)]) == 0
+    return out
+
+
+def test_fit_trains_from_scratch_on_nested_mixed_format_images_and_calibrates_on_held_out_ones(
+    fitted: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = bundle_io.load(fitted)
+    prov = bundle.meta["provenance"]
+    assert prov["normal_images"] == 60  # png, jpg and 16-bit tif under three subfolders
+    assert prov["fit"]["train_images"] + prov["fit"]["holdout_images"] == 60
+    assert prov["fit"]["holdout_images"] >= 20
+    assert len(prov["dataset_digest"]) == 64
+    assert "retrained_from" not in prov and "synth" not in prov["dataset"]
+    cal = bundle.meta["postprocess"]["calibration"]
+    assert cal["n"] == prov["fit"]["holdout_images"]  # calibrated on the held-out images only
+    assert np.isfinite([cal["t1"], cal["t2"]]).all() and cal["t1"] <= cal["t2"]
+    assert bundle.meta["input"]["size"] == [64, 64]
+
+
+def test_test_report_on_the_mvtec_layout(fitted: Path, parts: Path, tmp_path: Path) -> None:
+    report_path, out = tmp_path / "report.json", tmp_path / "plots"
+    args = ["--data", str(parts), "--json", str(report_path), "--out", str(out)]
+    assert main(["detector", "test", str(fitted), *args]) == 0
+    report = json.loads(report_path.read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["good_images"] == 24 and report["defect_images"] == 24
+    assert report["image_auroc"] > 0.8  # the autoencoder sees dark dents, scratches and chips
+    assert 0 < report["pixel_auroc"] <= 1 and 0 < report["aupro"] <= 1
+    assert report["nominal_false_alarm_rate"] == pytest.approx(0.01)
+    assert report["false_alarm_rate"] <= 0.15  # 24 good parts: at 1 % nominal, more than 3 would be a fault
+    assert report["defects_flagged"] > 0.4
+    assert set(report["per_defect"]) == {"scratch", "dent", "chip"}
+    assert all(row["images"] == 8 for row in report["per_defect"].values())
+    for name in ("score_histogram.png", "roc_pr.png", "gallery.png"):
+        image = cv2.imread(str(out / name))
+        assert image is not None and image.shape[0] > 100, name
+
+
+def test_test_report_without_masks_gives_image_metrics_only(fitted: Path, parts: Path, tmp_path: Path) -> None:
+    root = tmp_path / "nomasks"
+    for sub in ("test/good", "test/dent"):
+        (root / sub).mkdir(parents=True)
+        for f in sorted((parts / sub).iterdir())[:6]:
+            (root / sub / f.name).write_bytes(f.read_bytes())
+    assert main(["detector", "test", str(fitted), "--data", str(root), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["pixel_auroc"] is None and report["aupro"] is None
+    assert report["image_auroc"] is not None
+
+
+def test_predict_writes_a_csv_and_overlays(fitted: Path, parts: Path, tmp_path: Path) -> None:
+    inputs = [str(parts / "test" / "dent"), str(parts / "test" / "good" / "000.png")]
+    assert main(["detector", "predict", str(fitted), *inputs, "-o", str(tmp_path / "pred")]) == 0
+    with (tmp_path / "pred" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9
+    assert set(rows[0]) == {"path", "score", "norm_score", "decision", "defect_type"}
+    assert {r["decision"] for r in rows} <= {"ok", "review", "ng"}
+    assert rows[-1]["path"].endswith("good/000.png")
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 9
+
+
+def test_fit_names_the_unreadable_files(parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for f in sorted((parts / "train" / "good").rglob("*.*")):
+        (folder / f"{f.parent.name}-{f.name}").write_bytes(f.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "empty.jpg").write_bytes(b"")
+    code = main(["detector", "fit", "--normal", str(folder), "--size", "32", "-o", str(tmp_path / "m.zip")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "broken.png" in err and "empty.jpg" in err and "cannot be read" in err
+    assert not (tmp_path / "m.zip").exists()
+
+
+def test_fit_refuses_too_few_images_and_a_bad_size(parts: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for f in sorted((parts / "test" / "good").iterdir())[:5]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    assert main(["detector", "fit", "--normal", str(folder), "-o", str(tmp_path / "m.zip")]) == 2
+    assert "holds 5 images" in capsys.readouterr().err
+    assert main(["detector", "fit", "--normal", str(folder), "--size", "30", "-o", str(tmp_path / "m.zip")]) == 2
+    assert "size 30 must be divisible" in capsys.readouterr().err
+    assert main(["detector", "fit", "--normal", str(tmp_path / "nope"), "-o", str(tmp_path / "m.zip")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_roi_and_colour_are_stored_and_applied(parts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "roi.zip"
+    args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--channels", "3"]
+    assert main([*args, "--roi", "8,8,48,48", "--epochs", "2", "--method", "autoencoder", "-o", str(out)]) == 0
+    with zipfile.ZipFile(out) as zf:
+        spec = json.loads(zf.read("model.json"))["input"]
+    assert spec["roi"] == [8, 8, 48, 48] and spec["channels"] == 3
+    one = str(parts / "test" / "good" / "000.png")
+    assert main(["detector", "predict", str(out), one, "-o", str(tmp_path / "p")]) == 0
+    overlay = cv2.imread(str(tmp_path / "p" / "overlays" / "000.png"))
+    assert overlay.shape[:2] == (48, 48)  # the heat map covers the region the model judged
+    bad = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--roi", "60,60,50,50"]
+    assert main([*bad, "-o", str(tmp_path / "x.zip")]) == 2
+    assert main([*bad[:-2], "--roi", "1,2,3", "-o", str(tmp_path / "x.zip")]) == 2
