@@ -100,6 +100,7 @@ class Source:
     ``start()``."""
 
     kind = "source"
+    payload = "image"  # what its samples hold: "image" (H×W[×C]) or "vector" (a reading or window)
     backpressure = False  # True: the reader waits when the pipeline's queue is full (nothing dropped)
 
     def __init__(self, source_id: str, url: str) -> None:

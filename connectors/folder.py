@@ -63,7 +63,7 @@ class FolderSource(Source):
                 if image is None:
                     self._fail(f"{path.name}: not a readable image, skipped")
                     continue
-                return Sample(self.source_id, stamp, image, {"file": path.name})
+                return Sample(self.source_id, stamp, image, {"file": path.name, "item": path.name})
             if time.monotonic() >= deadline:
                 return None
             time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())))

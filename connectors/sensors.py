@@ -30,6 +30,7 @@ class Windower:
         self.channels, self.length, self.hop = channels, length, hop
         self.buffer: deque[np.ndarray] = deque(maxlen=length)
         self.since = 0
+        self.pushed = 0  # readings so far: the newest reading's number names the window
 
     def push(self, reading: Any) -> np.ndarray | None:
         values = np.asarray(reading, dtype=np.float32).reshape(-1)
@@ -38,6 +39,7 @@ class Windower:
             raise SourceError(msg)
         self.buffer.append(values)
         self.since += 1
+        self.pushed += 1
         if len(self.buffer) == self.length and (self.since >= self.hop or len(self.buffer) == self.since):
             self.since = 0
             return np.stack(self.buffer, axis=1)
@@ -49,6 +51,7 @@ class CsvSensorSource(Source):
     windows; rows that are not numbers are counted as errors and skipped."""
 
     kind = "csv"
+    payload = "vector"
     backpressure = True
 
     def __init__(
@@ -93,12 +96,14 @@ class CsvSensorSource(Source):
                 self._fail(f"line {line}: {exc}")
                 continue
             if window is not None:
-                return Sample(self.source_id, now(), window, {"channels": self.channels, "line": line})
+                return Sample(self.source_id, now(), window, {"channels": self.channels, "line": line, "item": f"line {line}"})
         return None
 
 
 class QueuedSource(Source):
     """A source fed by a background thread or callback: windows wait in a bounded queue."""
+
+    payload = "vector"
 
     def _setup_queue(self, size: int = 1024) -> None:
         self.samples: deque[Sample] = deque(maxlen=size)
@@ -209,7 +214,7 @@ class MqttSensorSource(QueuedSource):
             self._fail(f"bad reading on {message.topic}: {exc}")
             return
         if window is not None:
-            self._push(Sample(self.source_id, stamp, window, {"channels": list(self.names)}))
+            self._push(Sample(self.source_id, stamp, window, {"channels": list(self.names), "item": f"reading {self.windower.pushed}"}))
 
     def close(self) -> None:
         super().close()
@@ -290,7 +295,7 @@ class ModbusSource(QueuedSource):
             self.backoff.reset()
             window = self.windower.push(values)
             if window is not None:
-                self._push(Sample(self.source_id, now(), window, {"registers": self.address}))
+                self._push(Sample(self.source_id, now(), window, {"registers": self.address, "item": f"poll {self.windower.pushed}"}))
             self.stopping.wait(self.interval)
 
     def close(self) -> None:

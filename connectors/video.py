@@ -47,6 +47,7 @@ class VideoSource(Source):
         self.frames: deque[tuple[dt.datetime, np.ndarray]] = deque(maxlen=1 if live else 64)
         self.ready = threading.Condition()
         self.stopping = threading.Event()
+        self.delivered = 0  # frames handed to the pipeline: names the item
         self.state = "reconnecting"
         self.thread = threading.Thread(target=self._run, name=f"video-{source_id}", daemon=True)
 
@@ -111,7 +112,8 @@ class VideoSource(Source):
                 return None
             stamp, frame = self.frames.popleft()
             self.ready.notify_all()
-        return Sample(self.source_id, stamp, frame, {})
+            self.delivered += 1
+        return Sample(self.source_id, stamp, frame, {"item": f"frame {self.delivered}"})
 
     def close(self) -> None:
         self.stopping.set()
