@@ -3,9 +3,11 @@ storage → alerts (through the outbox).
 
 - One reader thread per source fills a bounded queue; when full, the oldest sample is dropped and
   counted.
-- One inspector thread takes what is waiting across sources and scores it as one batch.
-- Model hot swap: each batch takes the current model once, so a swap lands between samples and no
-  sample sees a half-loaded model; every result records its model version.
+- One inspector thread takes what is waiting across sources and scores it, grouped by recipe
+  (appliance.recipes: each source's model and thresholds). A source without one is in teach
+  mode: its frames are kept for teaching (appliance.teach), nothing is decided or alerted.
+- Model hot swap: each batch reads the recipe map once, so a swap lands between samples and no
+  sample sees a half-loaded model; every result records its model version and thresholds.
 - Optional debounce (N of M): an NG stays NG only when N of the source's last M items were NG;
   otherwise it is stored as review.
 - Metrics per source: frames in, scored, dropped; latency p50/p95/p99 capture → decision and
@@ -19,7 +21,6 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -33,31 +34,25 @@ from appliance.alerts.schema import Topics, alert_message
 from appliance.errors import NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.metrics import prometheus_text
+from appliance.recipes import Recipe, Recipes
 from appliance.storage import store
 from appliance.storage.models import Alert, Inspection
 from appliance.storage.spool import Spool
+from appliance.teach import TeachFrames
 from connectors.base import Backoff, Sample, Source, SourceError, SourceFailure
-from models.decision import Debounce, is_flagged
-from models.inference import Inferencer
+from models.decision import Debounce, Thresholds, is_flagged
 
 log = logging.getLogger(__name__)
 
 
-class ModelSlot:
-    """The active model; ``swap`` replaces it atomically."""
+def _item(sample: Sample) -> str | None:
+    item = sample.meta.get("item")
+    return None if item is None else str(item)[:300]
 
-    def __init__(self, inferencer: Inferencer | None = None) -> None:
-        self._inferencer = inferencer
-        self._lock = threading.Lock()
 
-    def get(self) -> Inferencer | None:
-        with self._lock:
-            return self._inferencer
-
-    def swap(self, inferencer: Inferencer) -> Inferencer | None:
-        with self._lock:
-            old, self._inferencer = self._inferencer, inferencer
-        return old
+def _crossed(inspection: Inspection) -> float:
+    """The threshold an alert crossed: T2 for NG, T1 for review."""
+    return inspection.t2 if inspection.decision == "ng" else inspection.t1
 
 
 def percentiles(values: deque[float]) -> dict[str, float]:
@@ -74,6 +69,7 @@ class SourceMetrics:
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     published_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     store_failed: int = 0  # inspections that could not be stored (counted, logged once per kind)
+    teach_frames: int = 0  # frames seen in teach mode
 
 
 class SourceWorker:
@@ -115,7 +111,7 @@ class Pipeline:
     def __init__(
         self,
         engine: Engine,
-        slot: ModelSlot,
+        recipes: Recipes,
         topics: Topics,
         images: ImageStore,
         api_url: str = "",
@@ -124,8 +120,10 @@ class Pipeline:
         debounce: tuple[int, int] | None = None,
         keep_ok_images: float = 0.02,
         spool: Spool | None = None,
+        teach: TeachFrames | None = None,
     ) -> None:
-        self.engine, self.slot, self.topics, self.images, self.api_url = engine, slot, topics, images, api_url
+        self.engine, self.recipes, self.topics, self.images, self.api_url = engine, recipes, topics, images, api_url
+        self.teach = teach
         self.queue_size, self.batch_size, self.debounce, self.keep_ok = queue_size, batch_size, debounce, keep_ok_images
         self.wake = threading.Condition()
         self.workers: dict[str, SourceWorker] = {}
@@ -134,8 +132,8 @@ class Pipeline:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
-        # the newest frame of each source with its anomaly map and decision, for the live view
-        self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection]] = {}
+        # the newest frame of each source with its anomaly map and decision (None: teach mode), for the live view
+        self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection | None]] = {}
         self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
         self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
         self.spool: Spool | None = spool  # where batches wait while the database is away
@@ -189,18 +187,35 @@ class Pipeline:
             batch = self._take()
             if not batch:
                 continue
-            model = self.slot.get()  # one model for the whole batch: swaps land between batches
-            if model is None:
-                time.sleep(0.1)
-                continue
             try:
-                self.inspect(batch, model)
+                self.process(batch)
             except Exception:
                 log.exception("inspection of a batch failed")
 
-    def inspect(self, batch: list[Sample], model: Inferencer) -> list[Inspection]:
+    def process(self, batch: list[Sample]) -> list[Inspection]:
+        """Inspect a batch, one group per recipe (read once: swaps land between batches); frames
+        of sources in teach mode are kept for teaching."""
+        groups: dict[tuple[int, Thresholds], tuple[Recipe, list[Sample]]] = {}
+        for sample in batch:
+            recipe = self.recipes.get(sample.source_id)
+            if recipe is None:
+                self._teach(sample)
+            else:
+                groups.setdefault((id(recipe.model), recipe.thresholds), (recipe, []))[1].append(sample)
+        return [i for recipe, samples in groups.values() for i in self.inspect(samples, recipe)]
+
+    def _teach(self, sample: Sample) -> None:
+        m = self.metrics.get(sample.source_id)
+        if m is not None:
+            m.teach_frames += 1
+        if sample.payload.ndim >= 2:
+            self.latest[sample.source_id] = (sample.payload, None, None)
+        if self.teach is not None:
+            self.teach.offer(sample)
+
+    def inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
         debounce = [self._debouncer(s.source_id) for s in batch]
-        results = model.predict_batch([s.payload for s in batch], debounce)
+        results = recipe.model.predict_batch([s.payload for s in batch], debounce, recipe.thresholds)
         inspections = []
         for sample, result in zip(batch, results, strict=True):
             decision = result.decision
@@ -221,10 +236,13 @@ class Pipeline:
                     latency_ms=result.latency_ms,
                     image_ref=image_ref,
                     heatmap_ref=heat_ref,
+                    item=_item(sample),
+                    t1=result.thresholds.t1,
+                    t2=result.thresholds.t2,
                 )
             )
         event_ids = [str(uuid.uuid4()) if is_flagged(i.decision) else None for i in inspections]  # kept if spooled
-        stored = self._store([(i, r.thresholds.t2, e) for i, r, e in zip(inspections, results, event_ids, strict=True)])
+        stored = self._store([(i, _crossed(i), e) for i, e in zip(inspections, event_ids, strict=True)])
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
@@ -324,17 +342,19 @@ class Pipeline:
                 msg = f"source {source_id!r} delivered no frame within {timeout} s"
                 raise Unavailable(msg)
             sample = worker.queue.popleft()
-        model = self.slot.get()
-        if model is None:
-            msg = "no active model"
+        recipe = self.recipes.get(source_id)
+        if recipe is None:
+            self._teach(sample)
+            msg = f"source {source_id!r} is in teach mode: no model judges it yet (the frame was kept for teaching)"
             raise Unavailable(msg)
-        inspection = self.inspect([sample], model)[0]
+        inspection = self.inspect([sample], recipe)[0]
         return {
             "decision": inspection.decision,
             "score": inspection.score,
             "norm_score": inspection.norm_score,
             "inspection_id": inspection.id,
             "model_version": inspection.model_version,
+            "item": inspection.item,
         }
 
     def _debouncer(self, source_id: str) -> Debounce | None:
@@ -362,8 +382,15 @@ class Pipeline:
         out = {}
         for source_id, worker in list(self.workers.items()):
             m = self.metrics.get(source_id) or SourceMetrics()
+            recipe = self.recipes.get(source_id)
             out[source_id] = {
                 **worker.source.status(),
+                "mode": "teach" if recipe is None else "inspecting",
+                "model_version": None if recipe is None else recipe.version,
+                "own_model": recipe is not None and recipe.own,
+                "t1": None if recipe is None else recipe.thresholds.t1,
+                "t2": None if recipe is None else recipe.thresholds.t2,
+                "teach_frames": m.teach_frames,
                 "queued": len(worker.queue),
                 "queue_dropped": worker.dropped,
                 "store_failed": m.store_failed,

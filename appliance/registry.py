@@ -4,6 +4,7 @@ then swaps it into the running line between two samples."""
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from pathlib import Path
@@ -84,15 +85,18 @@ def check_version(version: str) -> str:
 
 
 def load_for_line(engine: Engine, models_dir: Path, version: str) -> Inferencer:
-    """Load a registered version, refusing one that cannot judge a line, with the thresholds an
-    engineer set for it (else its bundle's calibration)."""
-    row = queries.model(engine, version=version)
+    """Load a registered version, refusing one that cannot judge a line (the thresholds it runs
+    with are the recipe's: see appliance.recipes)."""
     inferencer = Inferencer(model_path(engine, models_dir, version))
     if inferencer.kind not in LINE_KINDS:
         msg = f"model {version!r} is a {inferencer.kind}; the line runs anomaly models (detector or autoencoder)"
         raise BundleError(msg)
-    if row.t1 is not None and row.t2 is not None:
-        inferencer.set_thresholds(row.t1, row.t2)
+    if not all(math.isfinite(t) for t in inferencer.calibrated.as_tuple()):
+        msg = (
+            f"model {version!r} has no calibrated thresholds, so it would pass every part: train detectors with "
+            "`appliance detector fit` (or a teach job), which calibrate T1/T2 on held-out good parts"
+        )
+        raise BundleError(msg)
     return inferencer
 
 

@@ -1,9 +1,11 @@
 """``appliance run``: the appliance's main job.
 
 On embedded defaults (``make run``): SQLite under the data directory, an embedded MQTT broker on
-loopback, a synthetic production line. On first start it trains the default detector on normal
-images from the configured line, saves and activates it, then inspects continuously, storing
-every result and sending alerts through the durable outbox.
+loopback, a synthetic production line. On first start with a synthetic source it trains the
+default detector on normal parts of the synthetic line (it judges synthetic sources only), saves
+and activates it, then inspects continuously, storing every result and sending alerts through the
+durable outbox. Any other source without a model of its own is in teach mode until one is
+promoted for it.
 """
 
 from __future__ import annotations
@@ -21,18 +23,21 @@ from appliance import jobs, registry
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
 from appliance.alerts.schema import Topics
 from appliance.broker import EmbeddedBroker, pick_port
-from appliance.errors import Unavailable
+from appliance.errors import Conflict, NotFound, Unavailable
 from appliance.images import ImageStore
-from appliance.pipeline import ModelSlot, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.recipes import SYNTHETIC_SCOPE, Recipe, Recipes
 from appliance.retention import prune
 from appliance.settings import Settings
 from appliance.sources import SourceBook
 from appliance.storage import queries, store
+from appliance.storage import recipes as recipes_db
 from appliance.storage.db import init_db, make_engine
-from appliance.storage.models import Inspection
+from appliance.storage.models import Inspection, utcnow
 from appliance.storage.spool import Spool
+from appliance.teach import TeachFrames
 from appliance.trigger import TriggerListener
-from connectors.base import redact
+from connectors.base import Source
 from connectors.factory import build_source
 from connectors.synthetic import SyntheticLine
 from models.inference import Inferencer
@@ -48,6 +53,8 @@ SOURCE_STATE_KEYS = (
     "reconnects",
     "errors",
     "last_error",
+    "mode",
+    "model_version",
 )
 
 
@@ -63,7 +70,8 @@ class Appliance:
         self.engine = make_engine(settings.db_url)  # lazy: connects on first use
         self.sources = SourceBook(self.engine, self.data)
         self.images = ImageStore(self.data / "images")
-        self.slot = ModelSlot()
+        self.recipes = Recipes(self.engine, self.models_dir)
+        self.teach = TeachFrames(self.data / "teach", settings.teach_keep_frames, settings.teach_interval_s)
         self.broker: EmbeddedBroker | None = None
         self.publisher: AlertPublisher | None = None
         self.pipeline: Pipeline | None = None
@@ -75,6 +83,7 @@ class Appliance:
         self._threads: list[threading.Thread] = []
         self._db_ready = False
         self._last_states: dict[str, str] = {}
+        self._announced: dict[str, tuple[str | None, float | None, float | None]] = {}  # retained thresholds
         self.loop_errors: dict[str, int] = {}  # background loop name → failed steps
 
     def migrate(self) -> None:
@@ -83,14 +92,32 @@ class Appliance:
             init_db(self.engine)
             self._db_ready = True
 
-    # -- the model ------------------------------------------------------------------------
-    def active_model(self) -> Inferencer:
-        """The model judging the line now."""
-        model = self.slot.get()
-        if model is None:
-            msg = "no active model"
+    # -- models and recipes ---------------------------------------------------------------------
+    def recipe_for(self, source_id: str | None = None) -> Recipe:
+        """What judges ``source_id`` (None: the default model, with its every-source thresholds)."""
+        if source_id is None:
+            if self.recipes.default is None:
+                msg = "no active model: every source is in teach mode until a model is promoted"
+                raise Unavailable(msg)
+            return self.recipes.default
+        if source_id not in self.pipeline.workers:
+            msg = f"no source {source_id!r}; sources: {sorted(self.pipeline.workers)}"
+            raise NotFound(msg)
+        recipe = self.recipes.get(source_id)
+        if recipe is None:
+            msg = f"source {source_id!r} is in teach mode: no model judges it yet"
             raise Unavailable(msg)
-        return model
+        return recipe
+
+    def active_model(self) -> Inferencer:
+        """The default model (the active one in the registry)."""
+        return self.recipe_for(None).model
+
+    def refresh_recipes(self) -> None:
+        """Re-read every source's recipe from the database, swap it in, announce what changed."""
+        workers = {} if self.pipeline is None else dict(self.pipeline.workers)
+        self.recipes.refresh({sid: w.source for sid, w in workers.items()})
+        self._announce_thresholds(list(workers))
 
     def register(self, path: Path) -> str:
         """Add a bundle file in the models folder to the registry; returns its version."""
@@ -100,12 +127,34 @@ class Appliance:
     def activate(self, path: Path, actor: str = "appliance", reason: str = "first start") -> None:
         store.activate_model(self.engine, version=self.register(path), actor=actor, reason=reason)
 
-    def promote(self, version: str, actor: str, reason: str) -> Inferencer:
-        """Load the version's bundle (refusing a broken one), record it as active, swap it in."""
-        inferencer = registry.load_for_line(self.engine, self.models_dir, version)  # before anything changes
-        store.activate_model(self.engine, version=version, actor=actor, reason=reason)
-        self.slot.swap(inferencer)
-        return inferencer
+    def promote(self, version: str, actor: str, reason: str, source_id: str | None = None) -> Recipe:
+        """Load the version's bundle (refusing a broken one) before anything changes; then make it
+        the default model, or bind it to ``source_id`` (its recipe); swap it in, audited."""
+        self.recipes.model(version)
+        if source_id is None:
+            store.activate_model(self.engine, version=version, actor=actor, reason=reason)
+        else:
+            self.recipe_source(source_id)
+            recipes_db.bind(self.engine, source_id=source_id, version=version, actor=actor, reason=reason)
+        self.refresh_recipes()
+        return self.recipe_for(source_id)
+
+    def rollback(self, actor: str, reason: str, source_id: str | None = None) -> Recipe:
+        """Back to the model that judged before: the default's, or the source's own."""
+        if source_id is None:
+            return self.promote(registry.previous_version(self.engine), actor, reason)
+        self.recipe_source(source_id)
+        previous = recipes_db.previous_binding(self.engine, source_id)
+        if previous is None:
+            msg = f"source {source_id!r} had no model of its own before this one"
+            raise Conflict(msg)
+        return self.promote(previous, actor, reason, source_id)
+
+    def recipe_source(self, source_id: str) -> None:
+        """A source a recipe can be bound to: one that runs here."""
+        if source_id not in self.pipeline.workers:
+            msg = f"no source {source_id!r}; sources: {sorted(self.pipeline.workers)}"
+            raise NotFound(msg)
 
     def train_default(self) -> Path:
         """Train the default detector on normal parts from the synthetic line."""
@@ -133,9 +182,8 @@ class Appliance:
 
         summary = detector.fit(preprocess_batch(frames, spec), callbacks=(Progress(),))
         bar.close()
-        bundle = detector.to_bundle(
-            spec, provenance={"dataset": "synth:line normal parts, seed 12345"}, name="default-detector"
-        )
+        provenance = {"dataset": "synth:line normal parts, seed 12345", "scope": SYNTHETIC_SCOPE}
+        bundle = detector.to_bundle(spec, provenance=provenance, name="default-detector")
         path = self.models_dir / f"detector-{bundle.version}.zip"
         bundle.save(path)
         cal = summary["calibration"]
@@ -154,16 +202,13 @@ class Appliance:
         if store.fail_unfinished_jobs(self.engine, message=INTERRUPTED):
             self.log("jobs interrupted by the last stop were marked failed")
         self.job_runner.start()
-        if store.active_model(self.engine) is None:
-            self.activate(self.train_default())
-        version, filename = store.active_model(self.engine)
-        model = self.models_dir / filename
-        inferencer = registry.load_for_line(self.engine, self.models_dir, version)  # with its set thresholds
-        self.slot.swap(inferencer)
+        sources = self._build_sources()
+        if store.active_model(self.engine) is None and any(src.kind == "synthetic" for src in sources):
+            self.activate(self.train_default())  # the synthetic line's model: it judges synthetic sources only
         broker = self._broker_settings()
         self.pipeline = Pipeline(
             self.engine,
-            self.slot,
+            self.recipes,
             self.topics,
             self.images,
             s.public_url,
@@ -171,19 +216,22 @@ class Appliance:
             debounce=s.debounce,
             keep_ok_images=s.keep_ok_images,
             spool=Spool(self.data / "spool.db", s.spool_max_items),
+            teach=self.teach,
         )
         self.publisher = AlertPublisher(self.engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
         self.pipeline.alerts_waiting = self.publisher.wake
         if s.inspections_per_second > 0:
             self.pipeline.on_inspected = self._publish_inspection
         self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()
-        self._open_sources()
+        for source in sources:
+            self.pipeline.add_source(source)
+        self.refresh_recipes()  # before the first frame is inspected
         self.pipeline.start()
         self._serve_api()
         self._loop("retention", 600.0, self._prune)
         self._loop("source-states", 1.0, self._announce_source_states)
         self._loop("spool", 1.0, self.pipeline.drain_spool)  # what waited for the database, in order
-        self._say_started(model, inferencer, broker)
+        self._say_started(broker)
         return self
 
     def stop(self) -> None:
@@ -222,24 +270,47 @@ class Appliance:
             protocol="3.1.1" if self.broker else s.mqtt.protocol,  # amqtt speaks 3.1.1 only
         )
 
-    def _open_sources(self) -> None:
-        for url in self.settings.sources:
-            self.pipeline.add_source(build_source(url))
-        for source_id, url in self.sources.saved():  # added through the API earlier
-            if source_id not in self.pipeline.workers:
+    def _build_sources(self) -> list[Source]:
+        """The configured sources, then those added through the API earlier (not started yet)."""
+        sources = [build_source(url) for url in self.settings.sources]
+        ids = {src.source_id for src in sources}
+        for source_id, url in self.sources.saved():
+            if source_id not in ids:
                 try:
-                    self.pipeline.add_source(build_source(url, source_id))
+                    sources.append(build_source(url, source_id))
+                    ids.add(source_id)
                 except ValueError as exc:  # e.g. a folder that is gone: say so, keep the rest running
                     self.log(f"stored source {source_id} cannot start: {exc}")
+        return sources
 
-    def _say_started(self, model: Path, inferencer: Inferencer, broker: BrokerSettings) -> None:
+    def _announce_thresholds(self, source_ids: list[str]) -> None:
+        """Publish (retained) the model and thresholds each source is judged with, and the
+        default's, whenever they change: the topics always say what the pipeline uses."""
+        scopes: list[tuple[str, str, Recipe | None]] = [("", self.topics.threshold, self.recipes.default)]
+        scopes += [(sid, self.topics.source_threshold(sid), self.recipes.get(sid)) for sid in source_ids]
+        for key, topic, recipe in scopes:
+            now = (None, None, None) if recipe is None else (recipe.version, *recipe.thresholds.as_tuple())
+            if self._announced.get(key) == now:
+                continue
+            payload = {"source_id": key or None, "model_version": now[0], "t1": now[1], "t2": now[2]}
+            payload["mode"] = "teach" if recipe is None else "inspecting"
+            store.queue_message(self.engine, topic=topic, payload=payload | {"ts": utcnow().isoformat()}, retain=True)
+            self._announced[key] = now
+        if self.publisher is not None:
+            self.publisher.wake.set()
+
+    def _say_started(self, broker: BrokerSettings) -> None:
         s = self.settings
         self.log(f"database: {self.engine.url.render_as_string(hide_password=True)}")
+        default = self.recipes.default
         self.log(
-            f"model: {model.name} (version {inferencer.version}, T1={inferencer.thresholds[0]:.4f}, "
-            f"T2={inferencer.thresholds[1]:.4f})"
+            "default model: none (sources without a model of their own are in teach mode)"
+            if default is None
+            else f"default model: {default.version} (T1={default.thresholds.t1:.4f}, T2={default.thresholds.t2:.4f})"
         )
-        self.log(f"sources: {', '.join(redact(url) for url in s.sources)}")
+        for sid, st in self.pipeline.status().items():
+            judged = "teach mode" if st["mode"] == "teach" else f"model {st['model_version']}, T2={st['t2']:.4f}"
+            self.log(f"source {sid}: {st['url']} ({judged})")
         kind = "embedded broker" if self.broker else "broker"
         self.log(f"MQTT {kind}: {broker.host}:{broker.port}; alerts on {self.topics.alerts}")
         self.log(f"  subscribe: mosquitto_sub -h {broker.host} -p {broker.port} -t '{self.topics.alerts}' -v")
@@ -295,12 +366,14 @@ class Appliance:
         )
 
     def _announce_source_states(self) -> None:
-        """Announce each source's state on MQTT (retained) whenever it changes."""
+        """Announce each source's state, mode (teach / inspecting) and model on MQTT (retained)
+        whenever one changes."""
         for sid, st in self.pipeline.status().items():
-            if self._last_states.get(sid) != st["state"]:
+            now = f"{st['state']} {st['mode']} {st['model_version']}"
+            if self._last_states.get(sid) != now:
                 payload = {k: st.get(k) for k in SOURCE_STATE_KEYS} | {"ts": dt.datetime.now(dt.UTC).isoformat()}
                 store.queue_message(self.engine, topic=self.topics.source_state(sid), payload=payload, retain=True)
-                self._last_states[sid] = st["state"]  # only once queued: a database outage delays it, never loses it
+                self._last_states[sid] = now  # only once queued: a database outage delays it, never loses it
                 self.publisher.wake.set()
 
     def _serve_api(self) -> None:

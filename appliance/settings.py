@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     allowed_paths: list[Path] = Field(default_factory=list)  # where API-added file sources may read, beside data_dir
     debounce: tuple[int, int] | None = None  # (N, M): NG only if N of the last M are NG
     keep_ok_images: float = Field(0.02, ge=0, le=1)  # share of OK images kept for review
+    teach_keep_frames: int = Field(1000, ge=0)  # newest frames kept per source in teach mode
+    teach_interval_s: float = Field(0.5, ge=0)  # at most one teach frame per source per this many seconds
     inspections_per_second: float = Field(0.0, ge=0)  # >0: summaries on …/inspections (QoS 0), at most this often
     retention_days: float = Field(30, gt=0)  # OK images older than this are deleted
     retention_max_gb: float = Field(10, gt=0)  # then the oldest OK, then resolved NG images, over this size

@@ -18,19 +18,26 @@ SHIFT_HOURS = 8
 
 
 def preview(
-    engine: Engine, *, thresholds: Thresholds, hours: float, debounce: tuple[int, int] | None = None
+    engine: Engine,
+    *,
+    thresholds: Thresholds,
+    hours: float,
+    debounce: tuple[int, int] | None = None,
+    scope: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """Replay the stored scores of the last ``hours``: alerts per hour and per shift the candidate
-    thresholds would have raised, and the confirmed defects they would have missed."""
+    """Replay the stored scores of the last ``hours`` (of one source and model version, with
+    ``scope``): alerts per hour and per shift the candidate thresholds would have raised, and the
+    confirmed defects they would have missed."""
     since = utcnow() - dt.timedelta(hours=hours)
+    scope = scope or {}
     states: dict[str, Debounce] = {}
     counts = {"ok": 0, "review": 0, "ng": 0}
-    replayed = queries.scores_in_order(engine, since=since)
+    replayed = queries.scores_in_order(engine, since=since, **scope)
     for source_id, score in replayed:
         state = states.setdefault(source_id, Debounce(*debounce)) if debounce else None
         counts[decide(score, thresholds, state)] += 1
-    confirmed = [s for s, _ in queries.alert_scores(engine, since=since, states=("confirmed",))]
-    first = queries.first_capture(engine, since=since)
+    confirmed = [s for s, _ in queries.alert_scores(engine, since=since, states=("confirmed",), **scope)]
+    first = queries.first_capture(engine, since=since, **scope)
     span = max((utcnow() - first).total_seconds() / 3600, 1 / 60) if first else hours
     flagged = counts["ng"] + counts["review"]
     return {
@@ -45,12 +52,16 @@ def preview(
     }
 
 
-def score_sets(engine: Engine, *, hours: float, limit: int) -> dict[str, list[float]]:
-    """Recent scores: ``normal`` (OK decisions, alerts judged false positive), ``flagged`` (alerts
-    not judged yet) and ``confirmed`` (alerts confirmed as defects)."""
+def score_sets(
+    engine: Engine, *, hours: float, limit: int, scope: dict[str, str | None] | None = None
+) -> dict[str, list[float]]:
+    """Recent scores (of one source and model version, with ``scope``): ``normal`` (OK decisions,
+    alerts judged false positive), ``flagged`` (alerts not judged yet) and ``confirmed`` (alerts
+    confirmed as defects)."""
     since = utcnow() - dt.timedelta(hours=hours)
-    rows = queries.recent_scores(engine, since=since, limit=limit)
-    judged = queries.alert_scores(engine, since=since)
+    scope = scope or {}
+    rows = queries.recent_scores(engine, since=since, limit=limit, **scope)
+    judged = queries.alert_scores(engine, since=since, **scope)
     return {
         "normal": [s for s, d in rows if d == "ok"] + [s for s, st in judged if st == "false_positive"],
         "flagged": [s for s, st in judged if st in ("open", "acknowledged")],

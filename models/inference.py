@@ -68,10 +68,11 @@ class Inferencer:
         self.median = float(cal.get("median", 0.0))
         self._lock = threading.Lock()
         try:
-            self._thresholds = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
+            self.calibrated = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))
         except (ThresholdError, TypeError, ValueError) as exc:  # NaN or unordered: it would never alert
             msg = f"{where}: the calibrated thresholds cannot decide ({exc})"
             raise bundle_io.BundleError(msg) from exc
+        self._thresholds = self.calibrated  # the bundle's own; set_thresholds changes them
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property
@@ -88,15 +89,19 @@ class Inferencer:
         return self.predict_batch([sample])[0]
 
     def predict_batch(
-        self, samples: Sequence[np.ndarray], debounce: Sequence[Debounce | None] | None = None
+        self,
+        samples: Sequence[np.ndarray],
+        debounce: Sequence[Debounce | None] | None = None,
+        thresholds: Thresholds | None = None,
     ) -> list[Result]:
-        """Score and decide a batch; ``debounce`` gives each sample its source's N-of-M state."""
+        """Score and decide a batch; ``debounce`` gives each sample its source's N-of-M state,
+        ``thresholds`` the T1/T2 to decide with (default: this inferencer's)."""
         start = time.perf_counter()
         x = preprocess_batch(samples, self.input_spec)
         outputs = dict(zip(self.output_names, self.session.run(None, {"input": x}), strict=True))
         scores, maps, labels, raw = self._postprocess(x, outputs)
         latency = (time.perf_counter() - start) * 1000
-        thresholds = self._thresholds  # one read: the whole batch is decided with the same pair
+        thresholds = thresholds or self._thresholds  # one read: the whole batch is decided with the same pair
         t2 = thresholds.t2
         norm = normalize(scores, self.median, t2) if np.isfinite(t2) else np.clip(scores, 0, 1)
         states = debounce if debounce is not None else [None] * len(scores)

@@ -47,6 +47,11 @@ class Topics:
         safe = "".join("_" if c in "/+#" else c for c in source_id)
         return f"{self.base}/sources/{safe}/state"
 
+    def source_threshold(self, source_id: str) -> str:
+        """Retained model and thresholds of one source (``config/threshold``: the default's)."""
+        safe = "".join("_" if c in "/+#" else c for c in source_id)
+        return f"{self.base}/config/threshold/{safe}"
+
     @property
     def trigger(self) -> str:
         return f"{self.base}/cmd/trigger"

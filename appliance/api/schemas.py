@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path, Query
 from pydantic import BaseModel, Field
 
+from appliance.recipes import Recipe
 from appliance.storage.models import InspectionBase
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
@@ -64,18 +65,27 @@ class ThresholdsIn(BaseModel):
     t1: float = Field(ge=0, allow_inf_nan=False)  # anomaly scores are never negative
     t2: float = Field(ge=0, allow_inf_nan=False)
     reason: str = Field(min_length=3, max_length=500)
+    source_id: str | None = Field(None, min_length=1, max_length=200)  # None: the default model, every source
 
 
 class ThresholdsPublic(BaseModel):
     t1: float
     t2: float
     model_version: str
+    source_id: str | None = None  # None: the default model's every-source thresholds
+    own_model: bool = False  # the source is bound to a model of its own
+
+    @classmethod
+    def of(cls, recipe: Recipe, source_id: str | None) -> ThresholdsPublic:
+        t1, t2 = recipe.thresholds.as_tuple()
+        return cls(t1=t1, t2=t2, model_version=recipe.version, source_id=source_id, own_model=recipe.own)
 
 
 class PreviewIn(BaseModel):
     t1: float = Field(ge=0, allow_inf_nan=False)
     t2: float = Field(ge=0, allow_inf_nan=False)
     hours: float = Field(24.0, gt=0, le=24 * 90)
+    source_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 class PreviewPublic(BaseModel):
@@ -107,6 +117,11 @@ class ModelPublic(BaseModel):
 
 class PromoteIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
+    source_id: str | None = Field(None, min_length=1, max_length=200)  # bind to this source (its recipe)
+
+
+class TeachRejectIn(BaseModel):
+    names: list[str] = Field(min_length=1, max_length=10_000)
 
 
 class RetrainIn(BaseModel):
@@ -169,6 +184,7 @@ class ScoresPublic(BaseModel):
     t1: float
     t2: float
     model_version: str
+    source_id: str | None = None
     presets: dict[str, dict[str, float]]
 
 

@@ -1,11 +1,12 @@
-"""Tables (SQLModel): inspections, alerts, the MQTT outbox, the audit log."""
+"""Tables (SQLModel): inspections, alerts, the MQTT outbox, the audit log, the model registry, jobs,
+sources, recipes (a source's model) and thresholds."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Integer
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # 64-bit ids: a line at 100 items/s passes 2^31 in under a year. SQLite keeps INTEGER so that the
@@ -37,6 +38,9 @@ class InspectionBase(SQLModel):
     latency_ms: float
     image_ref: str | None = Field(default=None, max_length=200)
     heatmap_ref: str | None = Field(default=None, max_length=200)
+    item: str | None = Field(default=None, max_length=300)  # the source's name for it: file, part, frame, line
+    t1: float | None = None  # the thresholds it was decided with
+    t2: float | None = None
 
 
 class Inspection(InspectionBase, table=True):
@@ -52,6 +56,7 @@ class AlertBase(SQLModel):
     norm_score: float
     threshold: float
     model_version: str = Field(max_length=100)
+    item: str | None = Field(default=None, max_length=300)
     state: str = Field(default="open", index=True, max_length=20)  # open | acknowledged | confirmed | false_positive
 
 
@@ -113,8 +118,6 @@ class ModelVersion(SQLModel, table=True):
     metrics: str = "{}"
     created_at: dt.datetime = Field(default_factory=utcnow)
     activated_at: dt.datetime | None = None
-    t1: float | None = None  # thresholds an engineer set for this version (None: its bundle's calibration)
-    t2: float | None = None
 
 
 class TrainingJob(SQLModel, table=True):
@@ -143,3 +146,29 @@ class SourceConfig(SQLModel, table=True):
     url: str = Field(max_length=500)
     created_at: dt.datetime = Field(default_factory=utcnow)
     created_by: str = Field(default="", max_length=100)
+
+
+class SourceModel(SQLModel, table=True):
+    """A source's own model (its recipe), one row per change: the newest row of a source binds it
+    (``model_version`` "" unbinds it: the default model, or teach mode). Rollback walks back."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(index=True, max_length=200)
+    model_version: str = Field(max_length=100)
+    bound_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    bound_by: str = Field(default="", max_length=100)
+    reason: str = ""
+
+
+class ThresholdSetting(SQLModel, table=True):
+    """T1/T2 an engineer set for a model version on one source (``source_id`` "": on every source
+    the version judges without a setting of its own). Without a row, the bundle's calibration."""
+
+    __table_args__ = (UniqueConstraint("source_id", "model_version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(max_length=200)
+    model_version: str = Field(index=True, max_length=100)
+    t1: float
+    t2: float
+    set_at: dt.datetime = Field(default_factory=utcnow)
+    set_by: str = Field(default="", max_length=100)

@@ -75,22 +75,40 @@ def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: 
         return _page(session, query, [col(Alert.state) != "open", col(Alert.id).desc()], offset, limit)
 
 
-def scores_in_order(engine: Engine, *, since: dt.datetime) -> list[tuple[str, float]]:
+def _scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:
+    """Only the rows of one source and / or one model version (thresholds are tuned per both)."""
+    if source_id is not None:
+        query = query.where(table.source_id == source_id)
+    if model_version is not None:
+        query = query.where(table.model_version == model_version)
+    return query
+
+
+def scores_in_order(
+    engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
+) -> list[tuple[str, float]]:
     """(source, score) of every inspection captured since ``since``, in capture order (a replay)."""
-    query = (
-        select(Inspection.source_id, Inspection.score)
-        .where(col(Inspection.t_capture) >= since)
-        .order_by(Inspection.t_capture, Inspection.id)
-    )
+    query = _scoped(
+        select(Inspection.source_id, Inspection.score).where(col(Inspection.t_capture) >= since),
+        Inspection,
+        source_id,
+        model_version,
+    ).order_by(Inspection.t_capture, Inspection.id)
     with Session(engine) as session:
         return [(sid, float(score)) for sid, score in session.exec(query).all()]
 
 
-def recent_scores(engine: Engine, *, since: dt.datetime, limit: int) -> list[tuple[float, str]]:
+def recent_scores(
+    engine: Engine, *, since: dt.datetime, limit: int, source_id: str | None = None, model_version: str | None = None
+) -> list[tuple[float, str]]:
     """(score, decision) of the newest ``limit`` inspections since ``since``."""
     query = (
-        select(Inspection.score, Inspection.decision)
-        .where(col(Inspection.t_capture) >= since)
+        _scoped(
+            select(Inspection.score, Inspection.decision).where(col(Inspection.t_capture) >= since),
+            Inspection,
+            source_id,
+            model_version,
+        )
         .order_by(col(Inspection.id).desc())
         .limit(limit)
     )
@@ -99,18 +117,36 @@ def recent_scores(engine: Engine, *, since: dt.datetime, limit: int) -> list[tup
 
 
 def alert_scores(
-    engine: Engine, *, since: dt.datetime, states: tuple[str, ...] = ALERT_STATES
+    engine: Engine,
+    *,
+    since: dt.datetime,
+    states: tuple[str, ...] = ALERT_STATES,
+    source_id: str | None = None,
+    model_version: str | None = None,
 ) -> list[tuple[float, str]]:
     """(score, state) of the alerts raised since ``since`` in the given states."""
-    query = select(Alert.score, Alert.state).where(col(Alert.state).in_(states), col(Alert.created_at) >= since)
+    query = _scoped(
+        select(Alert.score, Alert.state).where(col(Alert.state).in_(states), col(Alert.created_at) >= since),
+        Alert,
+        source_id,
+        model_version,
+    )
     with Session(engine) as session:
         return [(float(score), state) for score, state in session.exec(query).all()]
 
 
-def first_capture(engine: Engine, *, since: dt.datetime) -> dt.datetime | None:
+def first_capture(
+    engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
+) -> dt.datetime | None:
     """The first capture time in the window (so a young appliance's rates use its real age)."""
+    query = _scoped(
+        select(func.min(Inspection.t_capture)).where(col(Inspection.t_capture) >= since),
+        Inspection,
+        source_id,
+        model_version,
+    )
     with Session(engine) as session:
-        first = session.exec(select(func.min(Inspection.t_capture)).where(col(Inspection.t_capture) >= since)).one()
+        first = session.exec(query).one()
     return as_utc(first)
 
 

@@ -51,8 +51,8 @@ def record_inspections(
     alert_topic: str,
     build_message: Callable[[Alert, Inspection], dict[str, Any]],
 ) -> list[tuple[Inspection, Alert | None]]:
-    """A batch of (inspection, the T2 its decision used, its alert's event id or None for a new
-    one) with their alerts and messages, in one transaction. An event id stored already makes
+    """A batch of (inspection, the threshold its alert crossed, its alert's event id or None for a
+    new one) with their alerts and messages, in one transaction. An event id stored already makes
     the whole batch fail (IntegrityError): that is how a replay is recognised."""
     with Session(engine, expire_on_commit=False) as session:
         session.add_all([inspection for inspection, _, _ in inspections])
@@ -70,6 +70,7 @@ def record_inspections(
                     norm_score=inspection.norm_score,
                     threshold=threshold,
                     model_version=inspection.model_version,
+                    item=inspection.item,
                     created_at=utcnow(),
                 )
                 session.add(alert)
@@ -167,50 +168,6 @@ def revoke_token(engine: Engine, *, token_id: int) -> bool:
         session.add(row)
         session.commit()
     return True
-
-
-def set_thresholds(
-    engine: Engine,
-    *,
-    version: str,
-    t1: float,
-    t2: float,
-    old: tuple[float, float],
-    actor: str,
-    reason: str,
-    topic: str,
-) -> None:
-    """Keep a model version's new thresholds (they outlive restarts and swaps), audit the change
-    and queue its retained MQTT announcement, in one transaction."""
-    new = {"t1": t1, "t2": t2}
-    with Session(engine) as session:
-        row = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
-        if row is None:
-            msg = f"no model version {version!r}"
-            raise NotFound(msg)
-        row.t1, row.t2 = t1, t2
-        session.add(row)
-        session.add(
-            AuditLog(
-                actor=actor,
-                action="set_thresholds",
-                old=json.dumps({"t1": old[0], "t2": old[1]}),
-                new=json.dumps(new),
-                reason=reason,
-            )
-        )
-        session.add(
-            OutboxMessage(
-                event_id=str(uuid.uuid4()),
-                topic=topic,
-                retain=True,
-                qos=1,
-                payload=json.dumps(
-                    {**new, "model_version": version, "changed_by": actor, "reason": reason, "ts": utcnow().isoformat()}
-                ),
-            )
-        )
-        session.commit()
 
 
 def register_model(

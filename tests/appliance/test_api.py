@@ -123,10 +123,12 @@ def test_thresholds_set_audit_publish_and_preview(running):
         current = client.get("/thresholds", headers=auth(tokens, "viewer")).json()
         new = {"t1": current["t1"] * 1.5, "t2": current["t2"] * 2, "reason": "fewer false alarms on night shift"}
         assert client.put("/thresholds", json=new, headers=auth(tokens, "engineer")).status_code == 200
-        assert app.slot.get().thresholds == (new["t1"], new["t2"])
+        assert app.recipe_for(None).thresholds.as_tuple() == (new["t1"], new["t2"])
         audit = client.get("/audit", headers=auth(tokens, "engineer")).json()[0]
         assert audit["action"] == "set_thresholds" and audit["reason"] == new["reason"]
-        assert audit["old"] == {"t1": current["t1"], "t2": current["t2"]}
+        scope = {"source_id": None, "model_version": current["model_version"]}
+        assert audit["old"] == {"t1": current["t1"], "t2": current["t2"], **scope}
+        assert audit["new"] == {"t1": new["t1"], "t2": new["t2"], **scope}
         assert wait_for(lambda: sub.payloads("/config/threshold"))
         import json
 
@@ -185,7 +187,7 @@ def test_model_registry_upload_promote_rollback_download(running, tmp_path):
     promoted = client.post(
         f"/models/{version}/promote", json={"reason": "retrained on new normal data"}, headers=headers
     )
-    assert promoted.status_code == 200 and app.slot.get().version == version
+    assert promoted.status_code == 200 and app.recipe_for(None).version == version
     assert wait_for(
         lambda: (
             client.get("/inspections", params={"limit": 1}, headers=headers).json()["data"][0]["model_version"]
@@ -196,7 +198,7 @@ def test_model_registry_upload_promote_rollback_download(running, tmp_path):
     assert statuses[version] == "active" and statuses[original] == "retired"
     rolled = client.post("/models/rollback", json={"reason": "too many false alarms"}, headers=headers)
     assert rolled.status_code == 200 and rolled.json()["model_version"] == original
-    assert app.slot.get().version == original
+    assert app.recipe_for(None).version == original
     audit = client.get("/audit", headers=headers).json()
     assert [a["action"] for a in audit[:2]] == ["activate_model", "activate_model"]
     download = client.get(f"/models/{version}/download", headers=headers)
@@ -381,7 +383,7 @@ def test_a_classifier_bundle_cannot_run_the_line(running, tmp_path):
     ).json()["version"]
     refused = client.post(f"/models/{version}/promote", json={"reason": "test"}, headers=headers)
     assert refused.status_code == 422 and "anomaly models" in refused.json()["detail"]
-    assert app.slot.get().kind in ("detector", "autoencoder")
+    assert app.recipe_for(None).model.kind in ("detector", "autoencoder")
 
 
 def test_nul_characters_are_refused_by_name(running):

@@ -14,9 +14,11 @@ from sqlmodel import Session, select
 
 from appliance.alerts.schema import Topics
 from appliance.images import ImageStore
-from appliance.pipeline import ModelSlot, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.recipes import Recipes
 from appliance.runtime import Appliance
 from appliance.settings import load_settings
+from appliance.storage import store
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
 from connectors.factory import open_source
@@ -80,18 +82,29 @@ def test_appliance_inspects_stores_and_alerts(tmp_path, db_url, broker, trained_
 
 
 def test_model_swap_lands_between_samples(tmp_path, trained_model):
+    from appliance import registry
+    from models import bundle as bundle_io
+
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     init_db(engine)
-    first = Inferencer(trained_model)
-    second = Inferencer(trained_model)
-    second.version = "swapped"
-    slot = ModelSlot(first)
-    pipeline = Pipeline(engine, slot, Topics(), ImageStore(tmp_path / "img"), queue_size=8, batch_size=4)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    first = registry.register(engine, models_dir / trained_model.name)
+    swapped = bundle_io.load(trained_model)
+    swapped.meta["version"] = "swapped"
+    swapped.save(models_dir / "swapped.zip")
+    second = registry.register(engine, models_dir / "swapped.zip")
+    store.activate_model(engine, version=first, actor="test", reason="first")
+    recipes = Recipes(engine, models_dir)
+    pipeline = Pipeline(engine, recipes, Topics(), ImageStore(tmp_path / "img"), queue_size=8, batch_size=4)
     pipeline.add_source(open_source("synth:line?size=64&fps=100&defect_rate=0.2", "s"))
+    recipes.refresh(pipeline_sources(pipeline))
     pipeline.start()
     try:
         assert wait_for(lambda: pipeline.metrics["s"].scored >= 20)
-        slot.swap(second)
+        store.activate_model(engine, version=second, actor="test", reason="swap")
+        recipes.refresh(pipeline_sources(pipeline))
         done = pipeline.metrics["s"].scored
         assert wait_for(lambda: pipeline.metrics["s"].scored >= done + 20)
     finally:
@@ -99,13 +112,19 @@ def test_model_swap_lands_between_samples(tmp_path, trained_model):
     with Session(engine) as session:
         versions = [r.model_version for r in session.exec(select(Inspection).order_by(Inspection.id))]
     switch = versions.index("swapped")
-    assert set(versions[:switch]) == {first.version} and set(versions[switch:]) == {"swapped"}
+    assert set(versions[:switch]) == {first} and set(versions[switch:]) == {"swapped"}
+
+
+def pipeline_sources(pipeline):
+    return {sid: w.source for sid, w in pipeline.workers.items()}
 
 
 def test_full_queue_drops_the_oldest_and_counts(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     init_db(engine)
-    pipeline = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"), queue_size=3)
+    pipeline = Pipeline(
+        engine, Recipes(engine, tmp_path / "models"), Topics(), ImageStore(tmp_path / "img"), queue_size=3
+    )
     pipeline.add_source(open_source("synth:line?size=32&fps=200", "fast"))
     try:
         assert wait_for(lambda: pipeline.workers["fast"].dropped >= 5)
@@ -117,7 +136,9 @@ def test_full_queue_drops_the_oldest_and_counts(tmp_path):
 
 def test_debounce_needs_n_of_m(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
-    pipeline = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"), debounce=(2, 3))
+    pipeline = Pipeline(
+        engine, Recipes(engine, tmp_path / "models"), Topics(), ImageStore(tmp_path / "img"), debounce=(2, 3)
+    )
     decisions = [pipeline._debounced("s", d) for d in ["ng", "ok", "ng", "ng", "ok", "ok", "ng"]]
     assert decisions == ["review", "ok", "ng", "ng", "ok", "ok", "review"]
 
@@ -282,7 +303,7 @@ def test_sources_added_through_the_api_survive_a_restart(tmp_path, broker, train
 
 def test_published_hook_ignores_non_alert_messages(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
-    pipeline = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"))
+    pipeline = Pipeline(engine, Recipes(engine, tmp_path / "models"), Topics(), ImageStore(tmp_path / "img"))
     pipeline.on_published('{"state": "online", "source_id": "cam"}')  # a source-state announcement
     pipeline.on_published('{"event_id": "e", "source_id": "cam", "t_capture": "2026-01-01T00:00:00+00:00"}')
     assert len(pipeline.metrics["cam"].published_ms) == 1

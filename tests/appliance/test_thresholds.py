@@ -6,7 +6,8 @@ import datetime as dt
 
 from appliance.alerts.schema import Topics, alert_message
 from appliance.images import ImageStore
-from appliance.pipeline import ModelSlot, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.recipes import Recipes
 from appliance.storage import store
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
@@ -48,7 +49,9 @@ def test_preview_counts_what_the_line_would_decide_with_and_without_debounce(tmp
     ng = sum(s >= 0.8 for s in SCORES)
     assert round(plain["ng_per_hour"] * plain["hours"]) == ng
     # the pipeline's own debounce on the same sequence: what the line would have stored
-    line = Pipeline(engine, ModelSlot(None), Topics(), ImageStore(tmp_path / "img"), debounce=(2, 3))
+    line = Pipeline(
+        engine, Recipes(engine, tmp_path / "models"), Topics(), ImageStore(tmp_path / "img"), debounce=(2, 3)
+    )
     raw = ["ng" if s >= 0.8 else "review" if s >= 0.5 else "ok" for s in SCORES]
     debounced = [line._debounced("cam", d) for d in raw]
     replay = preview(engine, thresholds=candidate, hours=1, debounce=(2, 3))
@@ -87,8 +90,8 @@ def test_thresholds_an_engineer_sets_survive_a_restart_and_a_swap(tmp_path, brok
         retained.close()
     again = Appliance(settings, log=lambda line: None).start()
     try:
-        assert again.slot.get().thresholds == (body["t1"], body["t2"])  # not the bundle's calibration
+        assert again.recipe_for(None).thresholds.as_tuple() == (body["t1"], body["t2"])  # not the bundle's calibration
         again.promote(first["model_version"], actor="test", reason="swap in again")
-        assert again.slot.get().thresholds == (body["t1"], body["t2"])
+        assert again.recipe_for(None).thresholds.as_tuple() == (body["t1"], body["t2"])
     finally:
         again.stop()

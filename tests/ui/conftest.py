@@ -63,7 +63,9 @@ def appliance(tmp_path_factory) -> Running:
     candidate = app.register(second)
     app.start()
     tokens = {role: store.create_token(app.engine, name=f"test {role}", role=role) for role in store.ROLES}
-    running = Running(app, f"http://127.0.0.1:{app.api_port}", tokens, source, (app.slot.get().version, candidate))
+    running = Running(
+        app, f"http://127.0.0.1:{app.api_port}", tokens, source, (app.recipe_for(None).version, candidate)
+    )
     with running.api() as api:
         deadline = time.monotonic() + 60
         while api.get("/inspections", params={"limit": 1}).json()["count"] < PARTS:

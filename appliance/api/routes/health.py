@@ -26,6 +26,8 @@ def read_health(appliance: AppDep) -> dict[str, Any]:
     hold camera credentials; see /sources with a token)."""
     status = appliance.pipeline.status().values()
     totals = {k: sum(st.get(k, 0) for st in status) for k in ("frames_in", "scored", "queue_dropped")}
+    teach = sum(st["mode"] == "teach" for st in status)
+    totals |= {"sources_inspecting": len(status) - teach, "sources_in_teach_mode": teach}
     worst = {
         path: max((st[path]["p99"] for st in status), default=0.0)
         for path in ("capture_to_decision_ms", "capture_to_alert_published_ms")
@@ -35,13 +37,12 @@ def read_health(appliance: AppDep) -> dict[str, Any]:
 
 @router.get("/health/ready")
 def read_readiness(appliance: AppDep) -> dict[str, Any]:
-    """Readiness, naming what is not ready (database, model, broker, sources)."""
+    """Readiness, naming what is not ready (database, broker, sources). A source in teach mode is
+    ready: it streams and keeps frames for teaching, as it should before its model exists."""
     problems = [p for p in (queries.database_problem(appliance.engine),) if p]
     spool = appliance.pipeline.spool
     if spool is not None and len(spool):
         problems.append(f"{len(spool)} inspections wait on local disk for the database")
-    if appliance.slot.get() is None:
-        problems.append("no active model")
     if not appliance.publisher.connected.is_set():
         problems.append("MQTT broker not connected")
     problems += [

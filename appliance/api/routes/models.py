@@ -37,22 +37,19 @@ async def create_model(file: UploadFile, appliance: AppDep, _: Engineer) -> Mode
     return model_public(queries.model(appliance.engine, version=version))
 
 
-def _promote(appliance: AppDep, version: str, actor: str, reason: str) -> ThresholdsPublic:
-    inferencer = appliance.promote(version, actor=actor, reason=reason)
-    t1, t2 = inferencer.thresholds
-    return ThresholdsPublic(t1=t1, t2=t2, model_version=inferencer.version)
-
-
 @router.post("/rollback")
 def rollback_model(body: PromoteIn, appliance: AppDep, actor: Engineer) -> ThresholdsPublic:
-    """Return to the model that was active before the current one."""
-    return _promote(appliance, registry.previous_version(appliance.engine), actor.name, body.reason)
+    """Return to the model that judged before: the default's, or (``source_id``) that source's own."""
+    recipe = appliance.rollback(actor.name, body.reason, body.source_id)
+    return ThresholdsPublic.of(recipe, body.source_id)
 
 
 @router.post("/{version}/promote")
 def promote_model(version: str, body: PromoteIn, appliance: AppDep, actor: Engineer) -> ThresholdsPublic:
-    """Make a registered version the active model: swapped between two samples, audited."""
-    return _promote(appliance, version, actor.name, body.reason)
+    """Make a registered version the default model, or (``source_id``) that source's own model (its
+    recipe): loaded and checked first, swapped in between two samples, audited. A model without
+    finite, ordered calibrated thresholds is refused."""
+    return ThresholdsPublic.of(appliance.promote(version, actor.name, body.reason, body.source_id), body.source_id)
 
 
 @router.post("/{version}/discard")

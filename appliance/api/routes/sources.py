@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from appliance.api.deps import AppDep, Engineer, Operator, Viewer
-from appliance.api.schemas import SourceIn
+from appliance.api.schemas import SourceIn, TeachRejectIn
 from appliance.errors import NotFound
 from appliance.images import overlay
 from appliance.sources import check_paths, try_source
@@ -32,7 +32,8 @@ def create_source(body: SourceIn, appliance: AppDep, actor: Engineer) -> dict[st
     source = build_source(body.url, body.source_id)  # started by the pipeline once it is accepted
     appliance.pipeline.add_source(source)
     appliance.sources.save(source_id=source.source_id, url=body.url, actor=actor.name)
-    return source.status()
+    appliance.refresh_recipes()  # its own model, the default, or teach mode
+    return appliance.pipeline.status()[source.source_id]
 
 
 @router.post("/test")
@@ -47,6 +48,7 @@ def delete_source(source_id: str, appliance: AppDep, _: Engineer) -> None:
     """Stop and remove a source."""
     appliance.pipeline.remove_source(source_id)
     appliance.sources.delete(source_id=source_id)
+    appliance.refresh_recipes()
 
 
 @router.get("/{source_id:path}/frame", response_class=Response)
@@ -58,12 +60,34 @@ def read_source_frame(source_id: str, appliance: AppDep, _: Viewer, heatmap: boo
         raise NotFound(msg)
     image, anomaly_map, inspection = latest
     _, data = cv2.imencode(".png", overlay(image, anomaly_map if heatmap else None))
+    if inspection is None:  # teach mode: a frame, nothing decided
+        return Response(data.tobytes(), media_type="image/png", headers={"X-Decision": "teach"})
     headers = {
         "X-Score": f"{inspection.score:.6g}",
         "X-Decision": inspection.decision,
         "X-Captured": inspection.t_capture.isoformat(),
     }
     return Response(data.tobytes(), media_type="image/png", headers=headers)
+
+
+@router.get("/{source_id:path}/teach")
+def read_teach_frames(source_id: str, appliance: AppDep, _: Viewer) -> dict[str, Any]:
+    """The frames kept while the source is in teach mode (newest last), to review before teaching."""
+    appliance.recipe_source(source_id)
+    frames = appliance.teach.frames(source_id)
+    return {"source_id": source_id, "count": len(frames), "frames": [p.name for p in frames]}
+
+
+@router.get("/{source_id:path}/teach/{name}", response_class=Response)
+def read_teach_frame(source_id: str, name: str, appliance: AppDep, _: Viewer) -> Response:
+    """One kept teach frame (PNG)."""
+    return Response(appliance.teach.frame(source_id, name).read_bytes(), media_type="image/png")
+
+
+@router.post("/{source_id:path}/teach/reject")
+def create_teach_rejection(source_id: str, body: TeachRejectIn, appliance: AppDep, _: Operator) -> dict[str, Any]:
+    """Remove frames that are not good parts, so the source's detector never learns them."""
+    return {"rejected": appliance.teach.reject(source_id, body.names)}
 
 
 @router.post("/{source_id:path}/trigger")

@@ -10,44 +10,61 @@ from fastapi import APIRouter, Query
 from appliance import thresholds
 from appliance.api.deps import AppDep, EngineDep, Engineer, Viewer
 from appliance.api.schemas import PreviewIn, PreviewPublic, ScoresPublic, ThresholdsIn, ThresholdsPublic
-from appliance.storage import queries, store
+from appliance.recipes import Recipe
+from appliance.storage import queries
+from appliance.storage import recipes as recipes_db
 from models.decision import Thresholds
 
 router = APIRouter(tags=["thresholds"])
 
 
+SourceQuery = Query(None, min_length=1, max_length=200, description="a source (default: the default model)")
+
+
+def _scope(recipe: Recipe, source_id: str | None) -> dict[str, str | None]:
+    """The stored scores thresholds are tuned on: the source's (or every source's) under this model."""
+    return {"source_id": source_id, "model_version": recipe.version}
+
+
 @router.get("/thresholds")
-def read_thresholds(appliance: AppDep, _: Viewer) -> ThresholdsPublic:
-    """The active model's thresholds T1 (review) and T2 (NG)."""
-    model = appliance.active_model()
-    return ThresholdsPublic(t1=model.thresholds[0], t2=model.thresholds[1], model_version=model.version)
+def read_thresholds(appliance: AppDep, _: Viewer, source_id: str | None = SourceQuery) -> ThresholdsPublic:
+    """T1 (review) and T2 (NG) a source is judged with, or the default model's every-source pair."""
+    return ThresholdsPublic.of(appliance.recipe_for(source_id), source_id)
 
 
 @router.put("/thresholds")
 def update_thresholds(body: ThresholdsIn, appliance: AppDep, actor: Engineer) -> ThresholdsPublic:
-    """Set T1/T2 with a reason: applied at once, audited, published retained on config/threshold."""
-    model = appliance.active_model()
-    old = model.thresholds
-    model.set_thresholds(body.t1, body.t2)
-    store.set_thresholds(
+    """Set T1/T2 with a reason, for one source's model (``source_id``) or for the default model on
+    every source without a setting of its own: kept in the database (restarts, promotions and
+    rollbacks keep them), applied at once, audited, published retained on config/threshold."""
+    new = Thresholds.checked(body.t1, body.t2)
+    recipe = appliance.recipe_for(body.source_id)
+    recipes_db.set_thresholds(
         appliance.engine,
-        version=model.version,
-        t1=body.t1,
-        t2=body.t2,
-        old=old,
+        source_id=body.source_id or recipes_db.ALL_SOURCES,
+        version=recipe.version,
+        t1=new.t1,
+        t2=new.t2,
+        old=recipe.thresholds.as_tuple(),
         actor=actor.name,
         reason=body.reason,
-        topic=appliance.topics.threshold,
     )
-    return ThresholdsPublic(t1=body.t1, t2=body.t2, model_version=model.version)
+    appliance.refresh_recipes()
+    return ThresholdsPublic.of(appliance.recipe_for(body.source_id), body.source_id)
 
 
 @router.post("/thresholds/preview")
 def create_threshold_preview(body: PreviewIn, appliance: AppDep, _: Viewer) -> PreviewPublic:
-    """Replay stored scores: alerts a candidate T1/T2 would have raised, confirmed defects it would miss."""
+    """Replay stored scores of the source (or all) under its current model: alerts a candidate
+    T1/T2 would have raised, confirmed defects it would miss."""
     candidate = Thresholds.checked(body.t1, body.t2)
+    recipe = appliance.recipe_for(body.source_id)
     replay = thresholds.preview(
-        appliance.engine, thresholds=candidate, hours=body.hours, debounce=appliance.settings.debounce
+        appliance.engine,
+        thresholds=candidate,
+        hours=body.hours,
+        debounce=appliance.settings.debounce,
+        scope=_scope(recipe, body.source_id),
     )
     return PreviewPublic(**replay)
 
@@ -56,17 +73,27 @@ def create_threshold_preview(body: PreviewIn, appliance: AppDep, _: Viewer) -> P
 def read_threshold_scores(
     appliance: AppDep,
     _: Viewer,
+    source_id: str | None = SourceQuery,
     hours: float = Query(24.0, gt=0, le=24 * 90),
     limit: int = Query(20_000, ge=10, le=200_000),
     false_alarm_rate: float = Query(0.01, gt=0, lt=0.5),
 ) -> ScoresPublic:
-    """Recent scores for the threshold histogram (OK items, unjudged flags, confirmed defects) with
-    presets: T2 at a target false-alarm rate on the normal scores, and max-F1 where defects are labelled."""
-    model = appliance.active_model()
-    current = Thresholds(*model.thresholds)
-    sets = thresholds.score_sets(appliance.engine, hours=hours, limit=limit)
+    """Recent scores of the source (or all) under its current model, for the threshold histogram
+    (OK items, unjudged flags, confirmed defects), with presets: T2 at a target false-alarm rate
+    on the normal scores, and max-F1 where defects are labelled."""
+    recipe = appliance.recipe_for(source_id)
+    current = recipe.thresholds
+    sets = thresholds.score_sets(appliance.engine, hours=hours, limit=limit, scope=_scope(recipe, source_id))
     presets = thresholds.presets(sets["normal"], sets["confirmed"], current, false_alarm_rate)
-    return ScoresPublic(hours=hours, **sets, t1=current.t1, t2=current.t2, model_version=model.version, presets=presets)
+    return ScoresPublic(
+        hours=hours,
+        **sets,
+        t1=current.t1,
+        t2=current.t2,
+        model_version=recipe.version,
+        source_id=source_id,
+        presets=presets,
+    )
 
 
 @router.get("/audit")
