@@ -75,6 +75,7 @@ def alert_message(alert: Alert, inspection: Inspection, topics: Topics, api_url:
         "decision": alert.decision,
         "threshold": alert.threshold,
         "label": inspection.label,
+        "item": inspection.item,  # the source's name for the part: file name, frame, trigger id
         "model_version": alert.model_version,
         "image_url": f"{base}/inspections/{inspection.id}/image" if inspection.image_ref else None,
         "heatmap_url": f"{base}/inspections/{inspection.id}/heatmap" if inspection.heatmap_ref else None,

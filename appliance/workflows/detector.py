@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from appliance.datasets.images import ImageFolderError, MVTecLayout, find_images, mvtec_layout, read_all
 from appliance.errors import InvalidInput
 from appliance.images import overlay
+from appliance.registry import safe_name
 from engine.training import Callback
 from models import metrics
 from models.calibration import holdout_split
@@ -160,7 +162,11 @@ def fit(
         "normal_images": len(x),
         "fit": {"train_images": summary["train_images"], "holdout_images": summary["holdout_images"]},
     }
-    bundle = detector.to_bundle(spec, provenance=provenance, name=options.name or root.name or "detector")
+    generic = {"good", "normal", "ok", "train", "training", "images", ""}
+    name = options.name or next((p.name for p in (root, *root.parents) if p.name.lower() not in generic), "detector")
+    bundle = detector.to_bundle(spec, provenance=provenance, name=name)
+    # unique even for two fits in the same second: the registry keys models by version
+    bundle.meta["version"] = f"{safe_name(name)[:60]}-{bundle.meta['version']}-{uuid.uuid4().hex[:6]}"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bundle.save(out)

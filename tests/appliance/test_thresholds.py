@@ -82,8 +82,8 @@ def test_thresholds_an_engineer_sets_survive_a_restart_and_a_swap(tmp_path, brok
         first = client.get("/thresholds", headers=h).json()
         body = {"t1": first["t1"] * 1.5, "t2": first["t2"] * 2, "reason": "commissioning"}
         assert client.put("/thresholds", json=body, headers=h).status_code == 200
-        assert wait_for(lambda: retained.payloads("threshold"))
-        announced = json.loads(retained.payloads("threshold")[-1])
+        assert wait_for(lambda: any(json.loads(p)["t2"] == body["t2"] for p in retained.payloads("threshold")))
+        announced = json.loads(retained.payloads("threshold")[-1])  # the newest retained: what the line uses
         assert announced["model_version"] == first["model_version"] and announced["t2"] == body["t2"]
     finally:
         app.stop()

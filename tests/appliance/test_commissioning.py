@@ -1,0 +1,183 @@
+"""Commissioning a real line, as a line engineer does it: a folder source with no model (teach
+mode, no synthetic training), a detector fitted from scratch on good parts with the CLI and its
+test report, promoted to that source through the API, alerts for the defective parts only, the
+operator's thresholds and a rollback surviving restarts, and two recipes side by side."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from appliance.api import create_app
+from appliance.cli import main
+from appliance.runtime import Appliance
+from appliance.storage import store
+from appliance.storage.models import Alert, Inspection
+from tests.helpers.appliance import appliance_settings
+from tests.helpers.broker import Subscriber
+from tests.helpers.parts import make_parts
+from tests.helpers.waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def washer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The parts (MVTec layout), and two detectors fitted on them with the CLI."""
+    root = make_parts(tmp_path_factory.mktemp("parts") / "washer", train=60, test_good=24, per_defect=8, size=64)
+    models = tmp_path_factory.mktemp("models")
+    fit = ["detector", "fit", "--normal", str(root / "train" / "good"), "--size", "64", "--method", "autoencoder"]
+    assert main([*fit, "--epochs", "60", "-o", str(models / "a.zip")]) == 0
+    assert main([*fit, "--epochs", "30", "--seed", "1", "--name", "washer-b", "-o", str(models / "b.zip")]) == 0
+    report = models / "report.json"
+    assert main(["detector", "test", str(models / "a.zip"), "--data", str(root), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["image_auroc"] > 0.8  # proven before it goes live
+    return root, models / "a.zip", models / "b.zip"
+
+
+def drop(images: list[Path], folder: Path, prefix: str = "") -> list[str]:
+    """Copy parts into a watched folder as a camera would; returns their names there."""
+    names = []
+    for image in images:
+        name = f"{prefix}{image.parent.name}-{image.name}"
+        shutil.copy(image, folder / name)
+        names.append(name)
+    return names
+
+
+def upload(client: TestClient, h: dict[str, str], bundle: Path) -> str:
+    with bundle.open("rb") as f:
+        r = client.post("/models", files={"file": ("m.zip", f, "application/zip")}, headers=h)
+    assert r.status_code == 201, r.text
+    return r.json()["version"]
+
+
+def test_commission_a_folder_source_from_teach_mode_to_alerts_and_keep_what_the_engineer_set(
+    tmp_path: Path, broker, washer
+) -> None:
+    root, model_a, model_b = washer
+    line = tmp_path / "line"
+    line.mkdir()
+    drop(sorted((root / "test" / "good").glob("*.png"))[:3], line, "teach-")
+    settings = appliance_settings(tmp_path, broker.port, f"folder:{line}", "commission", teach_interval_s=0)
+    app = Appliance(settings, log=lambda line: None).start()
+    sid = next(iter(app.pipeline.workers))
+    state_topic = app.topics.source_state(sid)
+    sub = Subscriber(broker.port, [state_topic, app.topics.alerts, app.topics.source_threshold(sid)])
+    try:
+        assert store.active_model(app.engine) is None  # nothing trained on the synthetic line
+        assert not list(app.models_dir.glob("*.zip"))
+        token = store.create_token(app.engine, name="commissioning engineer", role="engineer")
+        client, h = TestClient(create_app(app)), {"Authorization": f"Bearer {token}"}
+        assert wait_for(lambda: client.get("/sources", headers=h).json()[sid]["teach_frames"] == 3)
+        health = client.get("/health").json()
+        assert health["sources_in_teach_mode"] == 1 and health["sources_inspecting"] == 0
+        assert client.get("/health/ready").status_code == 200  # teach mode is a proper state
+        assert client.get("/sources", headers=h).json()[sid]["mode"] == "teach"
+        assert wait_for(lambda: any(json.loads(p)["mode"] == "teach" for p in sub.payloads("/state")))
+        assert len(client.get(f"/sources/{sid}/teach", headers=h).json()["frames"]) == 3
+        assert client.get("/thresholds", params={"source_id": sid}, headers=h).status_code == 503
+        with Session(app.engine) as session:
+            assert not session.exec(select(Inspection)).all() and not session.exec(select(Alert)).all()
+
+        # promote the fitted detector to this source: its recipe
+        version = upload(client, h, model_a)
+        r = client.post(f"/models/{version}/promote", json={"reason": "commissioning", "source_id": sid}, headers=h)
+        assert r.status_code == 200 and r.json()["own_model"] and r.json()["model_version"] == version
+        status = client.get("/sources", headers=h).json()[sid]
+        assert status["mode"] == "inspecting" and status["model_version"] == version
+        good = drop(sorted((root / "test" / "good").glob("*.png")), line)
+        bad = drop(sorted((root / "test").glob("[!g]*/*.png")), line)
+        assert wait_for(lambda: app.pipeline.status()[sid]["scored"] >= len(good) + len(bad), timeout=60)
+        with Session(app.engine) as session:
+            inspections = {i.item: i for i in session.exec(select(Inspection)).all()}
+            alerts = session.exec(select(Alert)).all()
+        assert set(inspections) == set(good) | set(bad)  # every part matched to its file
+        flagged = {a.item for a in alerts}
+        assert len(flagged & set(bad)) >= 0.5 * len(bad)  # most defects alert
+        assert len(flagged & set(good)) <= 2  # 24 held-out good parts at a 1 % nominal rate
+        assert {a.model_version for a in alerts} == {version}
+        assert all(i.t1 is not None and i.t2 == r.json()["t2"] for i in inspections.values())
+        assert wait_for(lambda: len(sub.payloads("/alerts")) == len(alerts))
+        assert {json.loads(p)["item"] for p in sub.payloads("/alerts")} == flagged
+
+        # the operator's thresholds for this source and model
+        chosen = {"t1": r.json()["t1"] * 1.1, "t2": r.json()["t2"] * 1.3, "reason": "fewer reviews", "source_id": sid}
+        assert client.put("/thresholds", json=chosen, headers=h).status_code == 200
+        assert client.get("/thresholds", headers=h).status_code == 503  # no default model: nothing changed there
+        version_b = upload(client, h, model_b)
+        body = {"reason": "try b", "source_id": sid}
+        assert client.post(f"/models/{version_b}/promote", json=body, headers=h).json()["model_version"] == version_b
+    finally:
+        app.stop()
+        sub.close()
+
+    def decided_with(appliance: Appliance) -> tuple[str, float, float]:
+        recipe = appliance.recipes.get(sid)
+        return recipe.version, recipe.thresholds.t1, recipe.thresholds.t2
+
+    again = Appliance(settings, log=lambda line: None).start()
+    sub = Subscriber(broker.port, [again.topics.source_threshold(sid)])
+    try:
+        assert decided_with(again)[0] == version_b  # the restart keeps the source's recipe
+        client = TestClient(create_app(again))
+        r = client.post("/models/rollback", json={"reason": "b is worse", "source_id": sid}, headers=h)
+        assert r.status_code == 200 and r.json()["model_version"] == version
+        assert (r.json()["t1"], r.json()["t2"]) == (chosen["t1"], chosen["t2"])  # A with the operator's pair
+        assert decided_with(again) == (version, chosen["t1"], chosen["t2"])
+        assert client.post("/models/rollback", json={"reason": "again", "source_id": "nope"}, headers=h).status_code == 404
+    finally:
+        again.stop()
+        sub.close()
+    third = Appliance(settings, log=lambda line: None).start()
+    sub = Subscriber(broker.port, [third.topics.source_threshold(sid)])
+    try:
+        assert decided_with(third) == (version, chosen["t1"], chosen["t2"])
+        client = TestClient(create_app(third))
+        shown = client.get("/thresholds", params={"source_id": sid}, headers=h).json()
+        assert (shown["model_version"], shown["t1"], shown["t2"]) == decided_with(third)
+        topic = third.topics.source_threshold(sid)
+        assert wait_for(lambda: sub.payloads(topic))
+        retained = json.loads(sub.payloads(topic)[-1])  # what a PLC subscribing now receives
+        assert (retained["model_version"], retained["t1"], retained["t2"]) == decided_with(third)
+        drop(sorted((root / "test" / "dent").glob("*.png"))[:2], line, "after-restart-")
+        assert wait_for(lambda: third.pipeline.status()[sid]["scored"] >= 2, timeout=30)
+        with Session(third.engine) as session:
+            latest = session.exec(select(Inspection).where(Inspection.item.startswith("after-restart-"))).all()
+        assert {(i.model_version, i.t1, i.t2) for i in latest} == {decided_with(third)}
+    finally:
+        third.stop()
+        sub.close()
+
+
+def test_two_sources_with_two_recipes_run_side_by_side(tmp_path: Path, broker, washer) -> None:
+    root, model_a, model_b = washer
+    folders = {name: tmp_path / name for name in ("left", "right")}
+    for folder in folders.values():
+        folder.mkdir()
+    settings = appliance_settings(tmp_path, broker.port, f"folder:{folders['left']}", "two")
+    app = Appliance(settings, log=lambda line: None).start()
+    try:
+        token = store.create_token(app.engine, name="engineer", role="engineer")
+        client, h = TestClient(create_app(app)), {"Authorization": f"Bearer {token}"}
+        r = client.post("/sources", json={"url": f"folder:{folders['right']}", "source_id": "right"}, headers=h)
+        assert r.status_code == 201 and r.json()["mode"] == "teach"
+        left = next(s for s in app.pipeline.workers if s != "right")
+        versions = {left: upload(client, h, model_a), "right": upload(client, h, model_b)}
+        for sid, version in versions.items():
+            body = {"reason": "commissioning", "source_id": sid}
+            assert client.post(f"/models/{version}/promote", json=body, headers=h).status_code == 200
+        parts = sorted((root / "test").glob("*/*.png"))[::3]
+        for folder in folders.values():
+            drop(parts, folder)
+        assert wait_for(lambda: all(st["scored"] >= len(parts) for st in app.pipeline.status().values()), timeout=60)
+        with Session(app.engine) as session:
+            used = {(i.source_id, i.model_version) for i in session.exec(select(Inspection)).all()}
+            alerts = {(a.source_id, a.model_version) for a in session.exec(select(Alert)).all()}
+        assert used == set(versions.items())
+        assert alerts <= used and {s for s, _ in alerts} == set(versions)  # each alert names its source's model
+    finally:
+        app.stop()
