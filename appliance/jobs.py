@@ -50,8 +50,9 @@ def runners() -> dict[str, Callable[[JobContext, Engine, Path, dict[str, Any]], 
     """The work of each job kind (imported in the worker only: it needs the engine)."""
     from appliance.workflows.retrain import retrain
     from appliance.workflows.runs import project_run, search_run
+    from appliance.workflows.teach import model_report, teach
 
-    return {"retrain": retrain, "project": project_run, "search": search_run}
+    return {"retrain": retrain, "project": project_run, "search": search_run, "teach": teach, "test": model_report}
 
 
 def run_job(job_id: int, db_url: str, data_dir: str) -> None:

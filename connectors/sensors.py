@@ -96,7 +96,9 @@ class CsvSensorSource(Source):
                 self._fail(f"line {line}: {exc}")
                 continue
             if window is not None:
-                return Sample(self.source_id, now(), window, {"channels": self.channels, "line": line, "item": f"line {line}"})
+                return Sample(
+                    self.source_id, now(), window, {"channels": self.channels, "line": line, "item": f"line {line}"}
+                )
         return None
 
 
@@ -214,7 +216,14 @@ class MqttSensorSource(QueuedSource):
             self._fail(f"bad reading on {message.topic}: {exc}")
             return
         if window is not None:
-            self._push(Sample(self.source_id, stamp, window, {"channels": list(self.names), "item": f"reading {self.windower.pushed}"}))
+            self._push(
+                Sample(
+                    self.source_id,
+                    stamp,
+                    window,
+                    {"channels": list(self.names), "item": f"reading {self.windower.pushed}"},
+                )
+            )
 
     def close(self) -> None:
         super().close()
@@ -295,7 +304,14 @@ class ModbusSource(QueuedSource):
             self.backoff.reset()
             window = self.windower.push(values)
             if window is not None:
-                self._push(Sample(self.source_id, now(), window, {"registers": self.address, "item": f"poll {self.windower.pushed}"}))
+                self._push(
+                    Sample(
+                        self.source_id,
+                        now(),
+                        window,
+                        {"registers": self.address, "item": f"poll {self.windower.pushed}"},
+                    )
+                )
             self.stopping.wait(self.interval)
 
     def close(self) -> None:

@@ -220,4 +220,9 @@ class SyntheticSource(Source):
         self.next_due = max(self.next_due + self.period, time.monotonic() - self.period)
         stamp = now()
         part = self.line.next()
-        return Sample(self.source_id, stamp, part.image, {"defect": part.defect, "index": part.index, "item": f"part {part.index}"})
+        return Sample(
+            self.source_id,
+            stamp,
+            part.image,
+            {"defect": part.defect, "index": part.index, "item": f"part {part.index}"},
+        )

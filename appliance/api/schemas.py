@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, Field
 
 from appliance.recipes import Recipe
-from appliance.storage.models import InspectionBase
+from appliance.storage.models import InspectionBase, TrainingJob
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
@@ -120,6 +121,27 @@ class PromoteIn(BaseModel):
     source_id: str | None = Field(None, min_length=1, max_length=200)  # bind to this source (its recipe)
 
 
+class TeachIn(BaseModel):
+    """A new detector for one source, from its good parts; tested on held-out ones and known-bad ones."""
+
+    source_id: str = Field(min_length=1, max_length=200)
+    source: Literal["live", "dataset", "folder"] = "live"  # its teach frames, an uploaded dataset, a server folder
+    dataset: str | None = Field(None, max_length=100)
+    folder: str | None = Field(None, max_length=500)
+    known_bad: str | None = Field(None, max_length=100)  # an uploaded dataset in the MVTec AD layout
+    size: int = Field(128, ge=16, le=512, multiple_of=8)
+    channels: Literal[1, 3] = 1
+    roi: tuple[int, int, int, int] | None = None  # x, y, width, height in source pixels
+    epochs: int = Field(30, ge=1, le=1000)
+    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
+    method: Literal["draem", "autoencoder"] = "draem"
+    test_share: float = Field(0.2, gt=0, lt=0.6)
+
+
+class ModelTestIn(BaseModel):
+    dataset: str = Field(min_length=1, max_length=100)  # an uploaded dataset in the MVTec AD layout
+
+
 class TeachRejectIn(BaseModel):
     names: list[str] = Field(min_length=1, max_length=10_000)
 
@@ -159,6 +181,11 @@ class JobPublic(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: TrainingJob) -> JobPublic:
+        data = row.model_dump()
+        return cls(**(data | {"params": json.loads(row.params or "{}"), "result": json.loads(row.result or "{}")}))
 
 
 class DatasetIn(BaseModel):

@@ -84,8 +84,9 @@ class MVTecLayout:
         return sorted({i.defect for i in self.test} - {"good"})
 
 
-def mvtec_layout(root: str | Path) -> MVTecLayout:
-    """Read the MVTec AD layout under ``root``; ``train/good`` may be missing (test only)."""
+def mvtec_layout(root: str | Path, need_good: bool = True) -> MVTecLayout:
+    """Read the MVTec AD layout under ``root``; ``train/good`` may be missing (test only), and
+    with ``need_good`` False so may ``test/good`` (a set of known-bad parts)."""
     root = Path(root)
     test_dir = root / "test"
     if not test_dir.is_dir():
@@ -96,7 +97,10 @@ def mvtec_layout(root: str | Path) -> MVTecLayout:
         for path in find_images(folder):
             mask = root / "ground_truth" / folder.name / f"{path.stem}_mask.png"
             items.append(TestItem(path, folder.name, mask if mask.is_file() else None))
-    if not any(i.defect == "good" for i in items):
+    if not items:
+        msg = f"{test_dir} holds no images in its subfolders (test/good, test/<defect>/)"
+        raise ImageFolderError(msg)
+    if need_good and not any(i.defect == "good" for i in items):
         msg = f"{test_dir / 'good'} holds no images: the false-alarm rate needs defect-free test parts"
         raise ImageFolderError(msg)
     train_dir = root / "train" / "good"

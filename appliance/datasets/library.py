@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from appliance.datasets.create import ImageFormat, create_image_dataset
+from appliance.datasets.images import ImageFolderError, mvtec_layout
 from appliance.datasets.nnc import write_csv
 from appliance.errors import Conflict, InvalidInput, NotFound, TooLarge
 from connectors.base import IMAGE_SUFFIXES
@@ -136,15 +137,19 @@ def dataset_from_zip(
     max_member: int,
     fmt: ImageFormat | None = None,
     train_percent: float = 80.0,
+    layout: str = "normal",
 ) -> dict[str, Any]:
-    """A dataset from a zip: normal images (``fmt`` None), or class folders resized to ``fmt``.
+    """A dataset from a zip: normal images, class folders resized to ``fmt`` (``classes``), or the
+    MVTec AD layout kept as it is (``mvtec``: known-good and known-bad parts with masks).
     It is built in a staging folder and moved into place only when complete, so a refused upload
     leaves nothing behind (and an existing dataset of that name is replaced only on success)."""
     members = image_members(archive, max_member)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         staging = pathlib.Path(tmp) / "dataset"
-        if fmt is None:
+        if layout == "mvtec":
+            summary = _mvtec_dataset(archive, members, staging)
+        elif fmt is None:
             summary = _normal_dataset(archive, members, staging)
         else:
             summary = _classes_dataset(archive, members, staging, pathlib.Path(tmp) / "unpacked", fmt, train_percent)
@@ -163,6 +168,28 @@ def _normal_dataset(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], st
         rows.append([f"images/{target.name}"])
     write_csv(staging / "training.csv", ["x:image"], rows)
     return {"images": len(rows)}
+
+
+def _mvtec_dataset(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], staging: pathlib.Path) -> dict[str, Any]:
+    """Unpack as it is (one common top folder, e.g. the category's name, dropped); must hold test/."""
+    paths = [pathlib.PurePosixPath(info.filename) for info in members]
+    tops = {p.parts[0] for p in paths}
+    strip = 1 if len(tops) == 1 and all(len(p.parts) > 1 for p in paths) and "test" not in tops else 0
+    for info, path in zip(members, paths, strict=True):
+        target = staging.joinpath(*path.parts[strip:])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_member(archive, info))
+    try:
+        layout = mvtec_layout(staging, need_good=False)
+    except ImageFolderError as exc:
+        raise InvalidInput(str(exc)) from exc
+    kinds = ["good", *layout.defects]
+    return {
+        "layout": "mvtec",
+        "train_good": len(layout.train),
+        "test": {k: sum(i.defect == k for i in layout.test) for k in kinds},
+        "masks": sum(i.mask is not None for i in layout.test),
+    }
 
 
 def _classes_dataset(

@@ -128,7 +128,9 @@ def test_commission_a_folder_source_from_teach_mode_to_alerts_and_keep_what_the_
         assert r.status_code == 200 and r.json()["model_version"] == version
         assert (r.json()["t1"], r.json()["t2"]) == (chosen["t1"], chosen["t2"])  # A with the operator's pair
         assert decided_with(again) == (version, chosen["t1"], chosen["t2"])
-        assert client.post("/models/rollback", json={"reason": "again", "source_id": "nope"}, headers=h).status_code == 404
+        assert (
+            client.post("/models/rollback", json={"reason": "again", "source_id": "nope"}, headers=h).status_code == 404
+        )
     finally:
         again.stop()
         sub.close()
@@ -179,5 +181,83 @@ def test_two_sources_with_two_recipes_run_side_by_side(tmp_path: Path, broker, w
             alerts = {(a.source_id, a.model_version) for a in session.exec(select(Alert)).all()}
         assert used == set(versions.items())
         assert alerts <= used and {s for s, _ in alerts} == set(versions)  # each alert names its source's model
+    finally:
+        app.stop()
+
+
+def zipped(root: Path, kinds: list[str]) -> bytes:
+    """An MVTec-layout zip of the parts' test images and masks of ``kinds`` (under a category folder)."""
+    import io
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as zf:
+        for kind in kinds:
+            for sub in ("test", "ground_truth"):
+                for f in sorted((root / sub / kind).glob("*.png")) if (root / sub / kind).is_dir() else []:
+                    zf.write(f, f"washer/{sub}/{kind}/{f.name}")
+    return data.getvalue()
+
+
+def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, broker, washer) -> None:
+    root, _, _ = washer
+    line = tmp_path / "line"
+    line.mkdir()
+    settings = appliance_settings(tmp_path, broker.port, f"folder:{line}", "teach", teach_interval_s=0)
+    app = Appliance(settings, log=lambda line: None).start()
+    try:
+        sid = next(iter(app.pipeline.workers))
+        token = store.create_token(app.engine, name="engineer", role="engineer")
+        client, h = TestClient(create_app(app)), {"Authorization": f"Bearer {token}"}
+        drop(sorted((root / "train" / "good").rglob("*.png")), line)  # 20 good parts
+        assert wait_for(lambda: client.get(f"/sources/{sid}/teach", headers=h).json()["count"] == 20)
+        body = {"source_id": sid, "size": 64, "method": "autoencoder", "epochs": 120}
+        few = client.post("/jobs/teach", json=body, headers=h)
+        assert few.status_code == 422 and "20 good images" in few.json()["detail"]  # refused before queueing
+        drop(sorted((root / "train" / "good").rglob("*.[jt]*")), line)  # 40 more (JPEG, 16-bit TIFF)
+        drop(sorted((root / "test" / "scratch").glob("*.png"))[:2], line, "oops-")  # not good parts
+        assert wait_for(lambda: client.get(f"/sources/{sid}/teach", headers=h).json()["count"] == 62)
+        frames = client.get(f"/sources/{sid}/teach", headers=h).json()["frames"]
+        assert client.get(f"/sources/{sid}/teach/{frames[-1]}", headers=h).content[:4] == b"\x89PNG"
+        assert client.post(f"/sources/{sid}/teach/reject", json={"names": frames[-2:]}, headers=h).json() == {
+            "rejected": 2
+        }
+        upload = client.post(
+            "/datasets/upload",
+            params={"name": "washer-bad", "layout": "mvtec"},
+            files={"file": ("bad.zip", zipped(root, ["dent", "chip"]), "application/zip")},
+            headers=h,
+        )
+        assert upload.status_code == 201 and upload.json()["test"] == {"good": 0, "chip": 8, "dent": 8}
+        job = client.post("/jobs/teach", json=body | {"known_bad": "washer-bad"}, headers=h)
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+        assert wait_for(
+            lambda: client.get(f"/jobs/{job_id}", headers=h).json()["status"] in ("succeeded", "failed"), 120
+        )
+        done = client.get(f"/jobs/{job_id}", headers=h).json()
+        assert done["status"] == "succeeded", done["message"]
+        report, version = done["result"]["report"], done["result"]["candidate_version"]
+        assert report["good_images"] == 12 and report["defect_images"] == 16  # held out: 20 % of 60
+        assert done["result"]["train_images"] == 48 and report["image_auroc"] > 0.7
+        assert set(report["per_defect"]) == {"chip", "dent"} and report["aupro"] is not None
+        gallery = client.get(f"/jobs/{job_id}/files/gallery.png", headers=h)
+        assert gallery.status_code == 200 and gallery.content[:4] == b"\x89PNG"
+        assert client.get(f"/jobs/{job_id}/files/..%2Fsecret", headers=h).status_code == 404
+        promote = client.post(f"/models/{version}/promote", json={"reason": "taught", "source_id": sid}, headers=h)
+        assert promote.status_code == 200 and client.get("/sources", headers=h).json()[sid]["mode"] == "inspecting"
+        full = client.post(
+            "/datasets/upload",
+            params={"name": "washer-test", "layout": "mvtec"},
+            files={"file": ("all.zip", zipped(root, ["good", "scratch"]), "application/zip")},
+            headers=h,
+        )
+        assert full.status_code == 201
+        test = client.post(f"/models/{version}/test", json={"dataset": "washer-test"}, headers=h)
+        assert test.status_code == 202
+        tid = test.json()["id"]
+        assert wait_for(lambda: client.get(f"/jobs/{tid}", headers=h).json()["status"] == "succeeded", 60)
+        assert client.get(f"/jobs/{tid}", headers=h).json()["result"]["report"]["good_images"] == 24
+        assert client.post(f"/models/{version}/test", json={"dataset": "washer-bad"}, headers=h).status_code == 422
     finally:
         app.stop()

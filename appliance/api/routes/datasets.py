@@ -43,20 +43,28 @@ async def create_dataset_from_zip(
     file: UploadFile,
     appliance: AppDep,
     _: Engineer,
-    layout: Literal["normal", "classes"] = "normal",
+    layout: Literal["normal", "classes", "mvtec"] = "normal",
     channels: int = Query(1, ge=1, le=3, description="1 (grey) or 3 (colour)"),
     width: int = Query(28, ge=4, le=1024),
     height: int = Query(28, ge=4, le=1024),
     train_percent: float = Query(80.0, gt=0, le=100),
 ) -> dict[str, Any]:
-    """Upload a zip as a named dataset: normal images (``normal``: retraining data), or one folder
-    per class (``classes``: NNC training/validation CSVs, images resized to width × height).
+    """Upload a zip as a named dataset: normal images (``normal``: retraining data), one folder
+    per class (``classes``: NNC training/validation CSVs, images resized to width × height), or
+    the MVTec AD layout (``mvtec``: test/good, test/<defect>/, ground_truth/: known-bad parts to
+    test a detector on).
     Paths cannot leave the dataset folder."""
     folder = lib.dataset_dir(appliance.data, name)
     archive = lib.open_archive(await read_upload(file, MAX_BUNDLE_BYTES), file.filename or "upload")
     fmt = ImageFormat(channels, width, height) if layout == "classes" else None
     return await run_in_threadpool(  # decoding and resizing every image: off the event loop
-        lib.dataset_from_zip, archive, folder, max_member=MAX_UPLOAD_BYTES, fmt=fmt, train_percent=train_percent
+        lib.dataset_from_zip,
+        archive,
+        folder,
+        max_member=MAX_UPLOAD_BYTES,
+        fmt=fmt,
+        train_percent=train_percent,
+        layout=layout,
     )
 
 

@@ -11,8 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance import registry
 from appliance.api.deps import AppDep, EngineDep, Engineer, Viewer
-from appliance.api.schemas import ModelPublic, PromoteIn, ThresholdsPublic
+from appliance.api.schemas import JobPublic, ModelPublic, ModelTestIn, PromoteIn, ThresholdsPublic
 from appliance.api.uploads import MAX_BUNDLE_BYTES, read_upload
+from appliance.datasets.images import mvtec_layout
+from appliance.datasets.library import dataset_dir
 from appliance.storage import queries, store
 from appliance.storage.models import ModelVersion
 
@@ -50,6 +52,19 @@ def promote_model(version: str, body: PromoteIn, appliance: AppDep, actor: Engin
     recipe): loaded and checked first, swapped in between two samples, audited. A model without
     finite, ordered calibrated thresholds is refused."""
     return ThresholdsPublic.of(appliance.promote(version, actor.name, body.reason, body.source_id), body.source_id)
+
+
+@router.post("/{version}/test", status_code=202)
+def create_model_test(version: str, body: ModelTestIn, appliance: AppDep, actor: Engineer) -> JobPublic:
+    """Test a registered detector on an uploaded dataset in the MVTec AD layout, as a job: image
+    and pixel AUROC, AUPRO, the false-alarm rate at T2 against the nominal one, defects flagged,
+    per defect; plots and gallery at ``/jobs/{id}/files/...``."""
+    registry.model_path(appliance.engine, appliance.models_dir, version)  # registered, on disk
+    mvtec_layout(dataset_dir(appliance.data, body.dataset, must_exist=True))
+    job_id = appliance.job_runner.submit(
+        kind="test", params={"version": version, **body.model_dump()}, actor=actor.name
+    )
+    return JobPublic.of(queries.job(appliance.engine, job_id=job_id))
 
 
 @router.post("/{version}/discard")

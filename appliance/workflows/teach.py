@@ -1,0 +1,161 @@
+"""Teach jobs: a new detector for one source from its good parts, proven before promotion.
+
+Good parts come from the source's teach frames (what an operator kept), an uploaded dataset or
+a folder on the server. A share of them is held out as the test set's good parts (the detector
+neither trains nor calibrates on them); known-bad parts (an uploaded dataset in the MVTec AD
+layout) join the test set. The result is a registered candidate and its test report, with plots
+and gallery; promoting it to the source is the engineer's decision.
+
+``model_report`` jobs give the same report for any registered detector on an uploaded MVTec-layout set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from appliance import registry
+from appliance.datasets.images import find_images, mvtec_layout, read_image
+from appliance.datasets.library import dataset_dir
+from appliance.errors import InvalidInput
+from appliance.jobs import JobContext
+from appliance.storage import store
+from appliance.teach import TeachFrames
+from appliance.workflows.detector import FitOptions, detector_report, fit
+from models import bundle as bundle_io
+
+MIN_TEST_GOOD = 10
+MIN_FIT = 36  # what detector fit needs: 20 held out for calibration, one batch of 16 to train on
+REPORT_FILES = ("score_histogram.png", "roc_pr.png", "gallery.png", "report.json")
+
+
+def job_dir(data_dir: Path, job_id: int) -> Path:
+    return Path(data_dir) / "jobs" / str(job_id)
+
+
+def good_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
+    """The good parts a teach job learns from (``source``: live, dataset or folder)."""
+    origin = params.get("source", "live")
+    if origin == "live":
+        return TeachFrames(Path(data_dir) / "teach").frames(params["source_id"])
+    if origin == "dataset":
+        folder = dataset_dir(data_dir, params["dataset"], must_exist=True)
+        train_good = folder / "train" / "good"
+        return find_images(train_good if train_good.is_dir() else folder)
+    return find_images(params["folder"])
+
+
+def split(paths: list[Path], share: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """(for the detector, held out as the test set's good parts)."""
+    n_test = max(MIN_TEST_GOOD, round(share * len(paths)))
+    if len(paths) - n_test < MIN_FIT:
+        msg = (
+            f"{len(paths)} good images: teaching needs at least {MIN_FIT + MIN_TEST_GOOD} "
+            f"({MIN_FIT} to train and calibrate on, {MIN_TEST_GOOD} or more held out to test on)"
+        )
+        raise InvalidInput(msg)
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return [paths[i] for i in order[n_test:]], [paths[i] for i in order[:n_test]]
+
+
+def check(data_dir: Path, params: dict[str, Any]) -> int:
+    """Refuse a teach job before it is queued: too few good images, a known-bad set that is not
+    in the MVTec layout. Returns the number of good images."""
+    paths = good_images(data_dir, params)
+    split(paths, params.get("test_share", 0.2))
+    if params.get("roi"):
+        x, y, w, h = params["roi"]
+        height, width = read_image(paths[0]).shape[:2]
+        if x + w > width or y + h > height:
+            msg = f"region of interest {list(params['roi'])} lies outside the {width}×{height} frames"
+            raise InvalidInput(msg)
+    if params.get("known_bad"):
+        mvtec_layout(dataset_dir(data_dir, params["known_bad"], must_exist=True), need_good=False)
+    return len(paths)
+
+
+def _place(paths: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(paths):
+        target = folder / f"{i:05d}{path.suffix.lower()}"
+        try:
+            os.link(path, target)  # no copy where the file system allows it
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def _known_bad(data_dir: Path, name: str, work: Path) -> None:
+    """The known-bad parts (and their masks) of an MVTec-layout dataset into the test set."""
+    layout = mvtec_layout(dataset_dir(data_dir, name, must_exist=True), need_good=False)
+    for item in layout.test:
+        if item.defect == "good":
+            continue  # the source's own held-out good parts are the good side of the test
+        target = work / "test" / item.defect / item.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(item.path, target)
+        if item.mask is not None:
+            mask = work / "ground_truth" / item.defect / f"{target.stem}_mask.png"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item.mask, mask)
+
+
+def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    source_id = params["source_id"]
+    train, held = split(good_images(data_dir, params), params.get("test_share", 0.2))
+    work = job_dir(data_dir, ctx.job_id)
+    if work.exists():
+        shutil.rmtree(work)
+    _place(train, work / "train" / "good")
+    _place(held, work / "test" / "good")
+    if params.get("known_bad"):
+        _known_bad(data_dir, params["known_bad"], work)
+    ctx.update(message=f"teaching {source_id}: {len(train)} good parts, {len(held)} held out to test", progress=0.02)
+    options = FitOptions(
+        size=params.get("size", 128),
+        channels=params.get("channels", 1),
+        roi=tuple(params["roi"]) if params.get("roi") else None,
+        epochs=params.get("epochs", 30),
+        false_alarm_rate=params.get("false_alarm_rate", 0.01),
+        method=params.get("method", "draem"),
+        name=f"teach-{source_id}",
+    )
+
+    def on_epoch(progress: dict[str, Any]) -> None:
+        ctx.check_cancel()
+        ctx.update(progress=0.05 + 0.8 * progress["epoch"] / progress["epochs"], message=progress["message"])
+
+    models_dir = Path(data_dir) / "models"
+    path = models_dir / f"teach-{ctx.job_id}.zip"
+    summary = fit(work / "train" / "good", path, options, log=lambda line: None, on_epoch=on_epoch)
+    ctx.update(message="testing on held-out good parts" + (" and known-bad parts" if params.get("known_bad") else ""))
+    report = detector_report(path, work, out=work / "report", log=lambda line: None)
+    version = summary["version"]
+    store.register_model(
+        engine,
+        version=version,
+        filename=path.name,
+        digest=bundle_io.file_digest(path),
+        kind=bundle_io.load(path).kind,
+        metrics={"calibration": summary["calibration"], "report": _brief(report), "taught_for": source_id},
+    )
+    ctx.update(message=f"candidate {version} registered; promote it to {source_id} to go live", progress=0.98)
+    return {"candidate_version": version, "source_id": source_id, "report": report, "train_images": len(train)}
+
+
+def _brief(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("image_auroc", "pixel_auroc", "aupro", "false_alarm_rate", "nominal_false_alarm_rate", "defects_flagged")
+    return {k: report.get(k) for k in keys}
+
+
+def model_report(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The test report of a registered detector on an uploaded MVTec-layout dataset."""
+    path = registry.model_path(engine, Path(data_dir) / "models", params["version"])
+    folder = dataset_dir(data_dir, params["dataset"], must_exist=True)
+    ctx.update(message=f"testing {params['version']} on {params['dataset']}", progress=0.05)
+    report = detector_report(path, folder, out=job_dir(data_dir, ctx.job_id) / "report", log=lambda line: None)
+    return {"version": params["version"], "dataset": params["dataset"], "report": report}
