@@ -50,6 +50,7 @@ else:
     }
     if session.can("engineer"):
         pages["Models"][:0] = [
+            st.Page("views/teach.py", title="Teach a source", icon=":material/school:"),
             st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:"),
             st.Page("views/train/page.py", title="Train & evaluate", icon=":material/science:"),
         ]

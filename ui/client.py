@@ -119,18 +119,22 @@ class Client:
     def verdict(self, alert_id: int, verdict: str) -> dict[str, Any]:
         return self._json("POST", f"/alerts/{alert_id}/verdict", json={"verdict": verdict})
 
-    # -- thresholds
-    def thresholds(self) -> dict[str, Any]:
-        return self._json("GET", "/thresholds")
+    # -- thresholds (``source_id`` None: the default model's, on every source without its own)
+    def thresholds(self, source_id: str | None = None) -> dict[str, Any]:
+        return self._json("GET", "/thresholds", params=_source(source_id))
 
-    def scores(self, hours: float = 24, false_alarm_rate: float = 0.01) -> dict[str, Any]:
-        return self._json("GET", "/thresholds/scores", params={"hours": hours, "false_alarm_rate": false_alarm_rate})
+    def scores(self, hours: float = 24, false_alarm_rate: float = 0.01, source_id: str | None = None) -> dict[str, Any]:
+        params = {"hours": hours, "false_alarm_rate": false_alarm_rate, **_source(source_id)}
+        return self._json("GET", "/thresholds/scores", params=params)
 
-    def preview(self, t1: float, t2: float, hours: float = 24) -> dict[str, Any]:
-        return self._json("POST", "/thresholds/preview", json={"t1": t1, "t2": t2, "hours": hours})
+    def preview(self, t1: float, t2: float, hours: float = 24, source_id: str | None = None) -> dict[str, Any]:
+        return self._json(
+            "POST", "/thresholds/preview", json={"t1": t1, "t2": t2, "hours": hours, **_source(source_id)}
+        )
 
-    def set_thresholds(self, t1: float, t2: float, reason: str) -> dict[str, Any]:
-        return self._json("PUT", "/thresholds", json={"t1": t1, "t2": t2, "reason": reason})
+    def set_thresholds(self, t1: float, t2: float, reason: str, source_id: str | None = None) -> dict[str, Any]:
+        body = {"t1": t1, "t2": t2, "reason": reason, **_source(source_id)}
+        return self._json("PUT", "/thresholds", json=body)
 
     def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._json("GET", "/audit", params={"limit": limit})
@@ -139,11 +143,33 @@ class Client:
     def models(self) -> list[dict[str, Any]]:
         return self._json("GET", "/models")
 
-    def promote(self, version: str, reason: str) -> dict[str, Any]:
-        return self._json("POST", f"/models/{_part(version)}/promote", json={"reason": reason})
+    def promote(self, version: str, reason: str, source_id: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason, **_source(source_id)}
+        return self._json("POST", f"/models/{_part(version)}/promote", json=body)
 
-    def rollback(self, reason: str) -> dict[str, Any]:
-        return self._json("POST", "/models/rollback", json={"reason": reason})
+    def rollback(self, reason: str, source_id: str | None = None) -> dict[str, Any]:
+        return self._json("POST", "/models/rollback", json={"reason": reason, **_source(source_id)})
+
+    def test_model(self, version: str, dataset: str) -> dict[str, Any]:
+        return self._json("POST", f"/models/{_part(version)}/test", json={"dataset": dataset})
+
+    # -- teaching a source
+    def teach_frames(self, source_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/sources/{_part(source_id)}/teach")
+
+    def teach_frame(self, source_id: str, name: str) -> bytes | None:
+        response = self._optional("GET", f"/sources/{_part(source_id)}/teach/{_part(name)}")
+        return None if response is None else response.content
+
+    def reject_frames(self, source_id: str, names: list[str]) -> dict[str, Any]:
+        return self._json("POST", f"/sources/{_part(source_id)}/teach/reject", json={"names": names})
+
+    def teach(self, **params: Any) -> dict[str, Any]:
+        return self._json("POST", "/jobs/teach", json=params)
+
+    def job_file(self, job_id: int, name: str) -> bytes | None:
+        response = self._optional("GET", f"/jobs/{job_id}/files/{_part(name)}")
+        return None if response is None else response.content
 
     def discard(self, version: str, reason: str) -> dict[str, Any]:
         return self._json("POST", f"/models/{_part(version)}/discard", json={"reason": reason})
@@ -232,6 +258,10 @@ class Client:
 
     def revoke_token(self, token_id: int) -> None:
         self._call("DELETE", f"/tokens/{token_id}")
+
+
+def _source(source_id: str | None) -> dict[str, str]:
+    return {"source_id": source_id} if source_id else {}
 
 
 def _part(text: str) -> str:

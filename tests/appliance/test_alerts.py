@@ -75,6 +75,7 @@ def test_alerts_reach_a_subscriber_on_the_system_broker_with_the_documented_sche
             "decision",
             "threshold",
             "label",
+            "item",
             "model_version",
             "image_url",
             "heatmap_url",

@@ -15,7 +15,9 @@ import pytest
 
 from appliance.runtime import Appliance
 from appliance.settings import load_settings
+from appliance.storage import recipes as recipes_db
 from appliance.storage import store
+from connectors.factory import build_source
 from connectors.synthetic import SyntheticLine
 from tests.helpers.appliance import SMALL
 from tests.helpers.broker import free_port, port_open
@@ -52,12 +54,16 @@ def appliance(tmp_path_factory) -> Running:
         sources=[source],
         api_port=free_port(),
         keep_ok_images=1.0,  # every image kept, so verdicts and retraining have images to use
+        teach_interval_s=0,  # a source in teach mode keeps every frame (the teach tests add one)
         mqtt={"host": "127.0.0.1", "port": 1883, "appliance_id": f"console-{uuid.uuid4().hex[:6]}"},
     )
     app = Appliance(settings, log=lambda line: None)
     app.models_dir.mkdir(parents=True)
     first = app.train_default()
     app.activate(first)
+    # the first-start model judges synthetic sources only; these parts are synthetic, in a folder
+    sid = build_source(source).source_id
+    recipes_db.bind(app.engine, source_id=sid, version=app.register(first), actor="test", reason="synthetic parts")
     time.sleep(1.1)  # versions are stamped to the second
     second = app.train_default()
     candidate = app.register(second)

@@ -1,6 +1,7 @@
 """End to end in headless Chromium (Debian's chromium + chromium-driver, which `make test` installs):
 the console served by `appliance console` against the running appliance; Live → Alerts → Threshold
-tuning, with a screenshot of each page (kept in var/screenshots/ to look at)."""
+tuning, and the teach flow (collected frames → train → report → promote), with a screenshot of
+each page (kept in var/screenshots/ to look at)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "var" / "screenshots"
 
 
-@pytest.fixture
-def console_server(appliance, tmp_path):
+@pytest.fixture(params=["operator"])
+def console_server(appliance, request):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "console", "--api-url", appliance.url]
-        + ["--token", appliance.tokens["operator"], "--port", str(port)],
+        + ["--token", appliance.tokens[request.param], "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -91,4 +92,64 @@ def test_click_through_live_alerts_and_threshold_tuning(console_server, applianc
     finally:
         driver.quit()
     for shot in ("1-live.png", "2-alerts.png", "3-threshold.png"):
+        assert (SHOTS / shot).stat().st_size > 20_000, shot
+
+
+@pytest.mark.parametrize("console_server", ["engineer"], indirect=True)
+def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.helpers.parts import make_parts
+    from tests.helpers.waiting import wait_for
+
+    parts = make_parts(tmp_path / "washer", train=60, test_good=0, per_defect=0, size=64)
+    line = appliance.app.data / "washer-line"  # inside the data folder: a source the API accepts
+    line.mkdir()
+    with appliance.api("engineer") as api:
+        added = api.post("/sources", json={"url": f"folder:{line}", "source_id": "washer"})
+        assert added.status_code == 201 and added.json()["mode"] == "teach"
+        for i, f in enumerate(sorted((parts / "train" / "good").rglob("*.png")) * 3):
+            shutil.copy(f, line / f"{i:03d}.png")
+        assert wait_for(lambda: api.get("/sources/washer/teach").json()["count"] == 60, timeout=60)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver = browser()
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(console_server)
+        wait.until(ec.presence_of_element_located((By.XPATH, "//h1[contains(., 'Live')]")))
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'Teach mode')]")))
+        link = "//a[@data-testid='stSidebarNavLink'][.//span[@label='Teach a source']]"
+        wait.until(ec.element_to_be_clickable((By.XPATH, link))).click()
+        wait.until(ec.presence_of_element_located((By.XPATH, "//h1[contains(., 'Teach a source')]")))
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'washer — teach mode')]")))
+        wait.until(ec.presence_of_element_located((By.XPATH, "//div[@data-testid='stImage']//img")))
+        time.sleep(1)
+        driver.save_screenshot(str(SHOTS / "4-teach-frames.png"))
+        start = "//button[.//p[text()='Train a detector for this source']]"
+        wait.until(ec.element_to_be_clickable((By.XPATH, start))).click()
+        report = WebDriverWait(driver, 240).until(
+            ec.presence_of_element_located((By.XPATH, "//div[@data-testid='stMetric'][.//p[text()='Image AUROC']]"))
+        )
+        driver.execute_script("arguments[0].scrollIntoView();", report)
+        time.sleep(2)
+        driver.save_screenshot(str(SHOTS / "5-teach-report.png"))
+        confirm = "//label[.//p[starts-with(., 'I have read the report')]]"
+        wait.until(ec.element_to_be_clickable((By.XPATH, confirm))).click()
+        promote = "//button[.//p[text()='Promote to the source']]"
+        wait.until(ec.element_to_be_clickable((By.XPATH, promote))).click()
+        done = wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'washer is now judged by')]")))
+        driver.execute_script("arguments[0].scrollIntoView();", done)
+        time.sleep(1)
+        driver.save_screenshot(str(SHOTS / "6-teach-promoted.png"))
+        page = driver.page_source
+        assert "stException" not in page and "Traceback" not in page
+    finally:
+        driver.quit()
+        with appliance.api("engineer") as api:
+            status = api.get("/sources").json()["washer"]
+            api.delete("/sources/washer")
+    assert status["mode"] == "inspecting" and status["own_model"]
+    for shot in ("4-teach-frames.png", "5-teach-report.png", "6-teach-promoted.png"):
         assert (SHOTS / shot).stat().st_size > 20_000, shot

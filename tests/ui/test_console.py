@@ -78,8 +78,10 @@ def test_threshold_preview_matches_the_api(console, appliance):
     with appliance.api("viewer") as api:
         scores = api.get("/thresholds/scores").json()
         low, high = np.quantile(scores["normal"], [0.5, 0.9])
-        at.slider(key="thr_candidate").set_value((float(low), float(high))).run()
-        t1, t2 = at.slider(key="thr_candidate").value
+        at.number_input(key="thr_t2").set_value(float(high)).run()
+        at.number_input(key="thr_t1").set_value(float(low)).run()
+        t1, t2 = at.number_input(key="thr_t1").value, at.number_input(key="thr_t2").value
+        assert (t1, t2) == (float(low), float(high))  # exactly what was entered, no grid
         expected = api.post("/thresholds/preview", json={"t1": t1, "t2": t2, "hours": 24}).json()
     assert (
         metric(at, "Confirmed defects missed")
@@ -91,22 +93,26 @@ def test_threshold_preview_matches_the_api(console, appliance):
         assert float(metric(at, label)) == pytest.approx(expected[key], rel=0.01)
     at.button(key="thr_p_rate").click().run()  # the false-alarm preset moves the candidate to the API's values
     preset = scores["presets"]["false_alarm_rate"]
-    assert at.slider(key="thr_candidate").value == pytest.approx((preset["t1"], preset["t2"]), rel=1e-9)
+    chosen = (at.number_input(key="thr_t1").value, at.number_input(key="thr_t2").value)
+    assert chosen == pytest.approx((preset["t1"], preset["t2"]), rel=1e-9)
 
 
 def test_applying_thresholds_is_audited_with_the_reason(console, appliance):
     at = console("engineer", "thresholds")
     with appliance.api() as api:
-        before = api.get("/thresholds").json()
+        scope = {"source_id": appliance.source_id}  # the page starts on the first source it judges
+        before = api.get("/thresholds", params=scope).json()
         t1, t2 = before["t1"] * 0.99, before["t2"] * 1.01
-        at.slider(key="thr_candidate").set_value((t1, t2)).run()
+        at.number_input(key="thr_t2").set_value(t2).run()
+        at.number_input(key="thr_t1").set_value(t1).run()
         at.text_input(key="thr_reason").input("tuned in the console test")
         next(b for b in at.button if b.label == "Apply candidate thresholds").click().run()
         assert at.success and "applied" in at.success[0].value
-        now = api.get("/thresholds").json()
+        now = api.get("/thresholds", params=scope).json()
         audit = api.get("/audit", params={"limit": 5}).json()
-        api.put("/thresholds", json={**{k: before[k] for k in ("t1", "t2")}, "reason": "restore after test"})
-    assert (now["t1"], now["t2"]) == pytest.approx((t1, t2), rel=1e-3)
+        restore = {**{k: before[k] for k in ("t1", "t2")}, "reason": "restore after test", **scope}
+        api.put("/thresholds", json=restore)
+    assert (now["t1"], now["t2"]) == (t1, t2)  # applied exactly
     assert any(a["reason"] == "tuned in the console test" for a in audit)
 
 

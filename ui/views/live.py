@@ -1,5 +1,6 @@
-"""Live: per source the newest frame with its heat map, score against T1/T2, decision, state,
-and a rolling score chart; refreshes itself every few seconds without reloading the page."""
+"""Live: per source the newest frame with its heat map, score against the source's T1/T2, decision,
+state, the model judging it (or teach mode), and a rolling score chart; refreshes itself every few
+seconds without reloading the page."""
 
 from __future__ import annotations
 
@@ -39,30 +40,48 @@ def score_chart(rows: list[dict], t1: float, t2: float) -> alt.LayerChart:
 def live() -> None:
     try:
         sources = client.sources()
-        thresholds = client.thresholds()
         health = client.health()
     except ApiError as exc:
         st.error(exc.message)
         return
-    t1, t2 = thresholds["t1"], thresholds["t2"]
-    st.caption(f"model **{thresholds['model_version']}** · T1 (review) {t1:.4g} · T2 (NG) {t2:.4g}")
-    top = st.columns(3)
+    top = st.columns(4)
     top[0].metric("Frames scored", f"{health['scored']:,}")
     top[1].metric("Dropped from queues", f"{health['queue_dropped']:,}")
     top[2].metric("Worst p99 capture→decision", f"{health['worst_p99_ms']['capture_to_decision_ms']:.0f} ms")
+    top[3].metric("Sources in teach mode", health.get("sources_in_teach_mode", 0))
     if not sources:
         st.info("No sources. An engineer adds them under Settings.")
         return
     for source_id, status in sources.items():
         try:
-            show_source(source_id, status, t1, t2)
+            if status.get("mode") == "teach":
+                show_teaching(source_id, status)
+            else:
+                show_source(source_id, status, status["t1"], status["t2"])
         except ApiError as exc:
             st.error(f"{source_id}: {exc.message}")
+
+
+def show_teaching(source_id: str, status: dict) -> None:
+    """A source no model judges yet: its frames stream and are kept for teaching, nothing alerts."""
+    with st.container(border=True):
+        st.subheader(source_id)
+        left, right = st.columns([1, 2])
+        frame = client.frame(source_id, heatmap=False)
+        if frame is not None:
+            left.image(frame[0], caption="teach mode: not inspected", use_container_width=True)
+        right.warning(
+            "**Teach mode**: no model judges this source yet, so it raises no alerts. "
+            f"{status.get('teach_frames', 0):,} frames seen; an engineer teaches it on the Teach page."
+        )
+        right.metric("State", status.get("state", "?"))
 
 
 def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
     with st.container(border=True):
         st.subheader(source_id)
+        own = "its own model" if status.get("own_model") else "the default model"
+        st.caption(f"{own} **{status.get('model_version')}** · T1 (review) {t1:.4g} · T2 (NG) {t2:.4g}")
         left, right = st.columns([1, 2])
         frame = client.frame(source_id, heatmap=show_heatmap)
         history = client.inspections(source_id=source_id, limit=200)["data"]

@@ -1,6 +1,7 @@
 """Threshold tuning on the real score histograms: current and candidate T1/T2 drawn on the recent
 scores of OK items and confirmed defects; the API replays the stored scores to say what the
-candidate would have raised and missed; presets; apply with a reason (audited)."""
+candidate would have raised and missed; presets; apply with a reason (audited). Per source and
+model version: thresholds belong to the model that judges a source, and only its scores count."""
 
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ from ui.client import ApiError
 client, role = session.current()
 st.title("Threshold tuning")
 
+try:
+    sources = client.sources()
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+DEFAULT = "(the default model, on every source without thresholds of its own)"
+judged = [sid for sid, s in sources.items() if s.get("mode") != "teach"]
+scope = st.selectbox("Source", [*judged, DEFAULT], key="thr_source", help="sources in teach mode have no thresholds")
+source_id = None if scope == DEFAULT else scope
 c1, c2 = st.columns(2)
 hours = c1.selectbox(
     "Scores from the last", [1, 8, 24, 72, 168, 720], index=2, format_func=lambda h: f"{h} h", key="thr_hours"
 )
 rate = c2.number_input("Target false-alarm rate (preset)", 0.0001, 0.4, 0.01, step=0.005, format="%.4f", key="thr_rate")
 try:
-    data = client.scores(hours=hours, false_alarm_rate=rate)
+    data = client.scores(hours=hours, false_alarm_rate=rate, source_id=source_id)
 except ApiError as exc:
     st.error(exc.message)
     st.stop()
@@ -31,26 +41,36 @@ if not normal and not confirmed:
     st.stop()
 everything = normal + confirmed + flagged + [data["t1"], data["t2"]]
 low, high = float(min(everything)), float(max(everything)) * 1.05
-if "thr_candidate" not in st.session_state or st.session_state.get("thr_model") != data["model_version"]:
-    st.session_state["thr_candidate"] = (float(data["t1"]), float(data["t2"]))
-    st.session_state["thr_model"] = data["model_version"]
+current_key = (source_id, data["model_version"], data["t1"], data["t2"])
+
+
+def choose(t1: float, t2: float) -> None:
+    st.session_state["thr_t1"], st.session_state["thr_t2"] = float(t1), float(t2)
+
+
+if st.session_state.get("thr_current") != current_key:  # another source or model, or applied: start from it
+    choose(data["t1"], data["t2"])
+    st.session_state["thr_current"] = current_key
 
 presets = data["presets"]
 p1, p2, p3 = st.columns(3)
 if p1.button("Preset: target false-alarm rate", disabled="false_alarm_rate" not in presets, key="thr_p_rate"):
-    st.session_state["thr_candidate"] = (presets["false_alarm_rate"]["t1"], presets["false_alarm_rate"]["t2"])
+    choose(presets["false_alarm_rate"]["t1"], presets["false_alarm_rate"]["t2"])
 if p2.button(
     "Preset: max F1", disabled="max_f1" not in presets, key="thr_p_f1", help="needs confirmed defects in the window"
 ):
-    st.session_state["thr_candidate"] = (presets["max_f1"]["t1"], presets["max_f1"]["t2"])
+    choose(presets["max_f1"]["t1"], presets["max_f1"]["t2"])
 if p3.button("Back to current", key="thr_p_current"):
-    st.session_state["thr_candidate"] = (float(data["t1"]), float(data["t2"]))
-lo_c, hi_c = st.session_state["thr_candidate"]
-low, high = min(low, lo_c), max(high, hi_c)
-st.session_state["thr_candidate"] = (min(max(lo_c, low), high), min(max(hi_c, low), high))
-t1, t2 = st.slider(
-    "Candidate T1 (review) … T2 (NG)", low, high, key="thr_candidate", step=(high - low) / 500, format="%.4f"
-)
+    choose(data["t1"], data["t2"])
+# exact values, never snapped to a grid: what is applied is what the operator typed or picked
+step = max((high - low) / 200, 1e-6)
+n1, n2 = st.columns(2)
+t1 = n1.number_input("Candidate T1 (review)", min_value=0.0, step=step, format="%.6f", key="thr_t1")
+t2 = n2.number_input("Candidate T2 (NG)", min_value=0.0, step=step, format="%.6f", key="thr_t2")
+if t1 > t2:
+    st.error("T1 (review) must not exceed T2 (NG)")
+    st.stop()
+low, high = min(low, t1), max(high, t2)
 
 frames = [pd.DataFrame({"score": normal, "kind": "OK / false positive"})]
 if confirmed:
@@ -91,8 +111,8 @@ st.caption(
 )
 
 try:
-    preview = client.preview(t1, t2, hours)
-    current = client.preview(data["t1"], data["t2"], hours)
+    preview = client.preview(t1, t2, hours, source_id=source_id)
+    current = client.preview(data["t1"], data["t2"], hours, source_id=source_id)
 except ApiError as exc:
     st.error(exc.message)
     st.stop()
@@ -131,8 +151,11 @@ if session.can("engineer"):
         reason = st.text_input("Reason (kept in the audit log)", key="thr_reason")
         if st.form_submit_button("Apply candidate thresholds"):
             try:
-                applied = client.set_thresholds(t1, t2, reason)
-                st.success(f"applied T1 {applied['t1']:.4g}, T2 {applied['t2']:.4g} to {applied['model_version']}")
+                applied = client.set_thresholds(t1, t2, reason, source_id=source_id)
+                where = f"source {source_id}" if source_id else "every source the default model judges"
+                st.success(
+                    f"applied T1 {applied['t1']:.6g}, T2 {applied['t2']:.6g} to {applied['model_version']} on {where}"
+                )
             except ApiError as exc:
                 st.error(exc.message)
     with st.expander("Audit log"):
