@@ -30,7 +30,6 @@ def project(tmp_path_factory) -> Path:
         "dataset: {training: digits/training.csv, validation: digits/validation.csv}\n"
         "config: {max_epoch: 6, batch_size: 64, solver: {type: Adam, lr: 0.001}}\n"
         "search: {max_trials: 12, workers: 1, method: bayes}\n"  # one worker: proposals in a fixed order
-
     )
     return path
 
