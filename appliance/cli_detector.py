@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
+def _readings(path: str) -> bool:
+    """A CSV of sensor readings (else images)."""
+    return Path(path).suffix.lower() == ".csv"
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def fit_command(args: argparse.Namespace) -> int:
+    from appliance.workflows import sensor_detector
     from appliance.workflows.detector import FitOptions, fit, parse_roi
+
+    if _readings(args.normal):
+        hop = args.hop or max(1, args.window // 2)
+        sensor_detector.fit(
+            args.normal,
+            args.output,
+            window=args.window,
+            hop=hop,
+            epochs=args.epochs,
+            false_alarm_rate=args.false_alarm_rate,
+            log=_say,
+        )
+        return 0
 
     options = FitOptions(
         size=args.size,
@@ -20,14 +44,18 @@ def fit_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name or "",
     )
-    fit(args.normal, args.output, options, log=lambda line: print(line, flush=True))
+    fit(args.normal, args.output, options, log=_say)
     return 0
 
 
 def test_command(args: argparse.Namespace) -> int:
+    from appliance.workflows import sensor_detector
     from appliance.workflows.detector import detector_report
 
-    report = detector_report(args.model, args.data, args.out, log=lambda line: print(line, flush=True))
+    if _readings(args.data):
+        report = sensor_detector.report(args.model, args.data, log=_say)
+    else:
+        report = detector_report(args.model, args.data, args.out, log=_say)
     print(format_report(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -67,9 +95,17 @@ def format_report(report: dict) -> str:
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    from appliance.workflows import sensor_detector
     from appliance.workflows.detector import predict
 
-    predict(args.model, args.inputs, args.output)
+    readings = [i for i in args.inputs if _readings(i)]
+    if readings and len(args.inputs) > 1:
+        print("error: give one readings CSV, or images and folders", file=sys.stderr)
+        return 2
+    if readings:
+        sensor_detector.predict(args.model, readings[0], args.output, log=_say)
+    else:
+        predict(args.model, args.inputs, args.output, log=_say)
     return 0
 
 
@@ -77,7 +113,11 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detector", help="commission a part: fit a detector on good images, test it, predict")
     verbs = p.add_subparsers(dest="detector_command", required=True)
     p_fit = verbs.add_parser("fit", help="train a NEW detector from scratch on a folder of good images")
-    p_fit.add_argument("--normal", required=True, help="folder of good images (any depth, png/jpg/bmp/tif)")
+    p_fit.add_argument(
+        "--normal",
+        required=True,
+        help="folder of good images (any depth, png/jpg/bmp/tif), or a CSV of normal readings",
+    )
     p_fit.add_argument("--size", type=int, default=128, help="network input size in pixels (multiple of 8)")
     p_fit.add_argument("--channels", type=int, choices=(1, 3), default=1)
     p_fit.add_argument("--roi", help="region of interest x,y,width,height in source pixels")
@@ -85,17 +125,19 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
     p_fit.add_argument("--false-alarm-rate", type=float, default=0.01, help="calibrated NG rate on good parts")
     p_fit.add_argument("--method", choices=("draem", "autoencoder"), default="draem")
     p_fit.add_argument("--seed", type=int, default=0)
+    p_fit.add_argument("--window", type=int, default=64, help="readings: rows per window (as the csv: source)")
+    p_fit.add_argument("--hop", type=int, default=0, help="readings: rows between windows (default window/2)")
     p_fit.add_argument("--name", help="model name (default: the folder's name)")
     p_fit.add_argument("-o", "--output", required=True, help="bundle file to write (.zip)")
     p_fit.set_defaults(func=fit_command)
     p_test = verbs.add_parser("test", help="test report on the MVTec AD layout (test/good, test/<defect>/, masks)")
     p_test.add_argument("model", help="detector bundle (.zip)")
-    p_test.add_argument("--data", required=True, help="root of the MVTec AD layout")
+    p_test.add_argument("--data", required=True, help="root of the MVTec AD layout, or a labelled readings CSV")
     p_test.add_argument("--json", help="write the report as JSON here")
     p_test.add_argument("--out", help="folder for the histogram, ROC / PR curves and the gallery")
     p_test.set_defaults(func=test_command)
     p_pred = verbs.add_parser("predict", help="score images: predictions.csv and heat-map overlays")
     p_pred.add_argument("model", help="detector bundle (.zip)")
-    p_pred.add_argument("inputs", nargs="+", help="images or folders of images")
+    p_pred.add_argument("inputs", nargs="+", help="images or folders of images, or one readings CSV")
     p_pred.add_argument("-o", "--output", required=True, help="output folder")
     p_pred.set_defaults(func=predict_command)

@@ -16,13 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from appliance import jobs, registry
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
 from appliance.alerts.schema import Topics
-from appliance.broker import EmbeddedBroker, pick_port
+from appliance.broker import EmbeddedBroker, pick_port, port_free
 from appliance.errors import Conflict, NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.pipeline import Pipeline
@@ -73,6 +74,7 @@ class Appliance:
         self.recipes = Recipes(self.engine, self.models_dir)
         self.teach = TeachFrames(self.data / "teach", settings.teach_keep_frames, settings.teach_interval_s)
         self.broker: EmbeddedBroker | None = None
+        self.broker_settings: BrokerSettings | None = None  # the broker in use, once started
         self.publisher: AlertPublisher | None = None
         self.pipeline: Pipeline | None = None
         self.trigger: TriggerListener | None = None
@@ -150,6 +152,15 @@ class Appliance:
             raise Conflict(msg)
         return self.promote(previous, actor, reason, source_id)
 
+    def _switch_recipe(self, source_id: str, version: str) -> dict[str, Any]:
+        """A recipe switch requested over MQTT (a PLC's sub-configuration signal)."""
+        recipe = self.promote(version, "PLC over MQTT", "recipe switch on cmd/recipe", source_id)
+        return {
+            "source_id": source_id,
+            "model_version": recipe.version,
+            **dict(zip(("t1", "t2"), recipe.thresholds.as_tuple(), strict=True)),
+        }
+
     def recipe_source(self, source_id: str) -> None:
         """A source a recipe can be bound to: one that runs here."""
         if source_id not in self.pipeline.workers:
@@ -222,7 +233,9 @@ class Appliance:
         self.pipeline.alerts_waiting = self.publisher.wake
         if s.inspections_per_second > 0:
             self.pipeline.on_inspected = self._publish_inspection
-        self.trigger = TriggerListener(broker, self.topics, self.pipeline.capture_and_inspect).start()
+        self.trigger = TriggerListener(
+            broker, self.topics, self.pipeline.capture_and_inspect, self._switch_recipe
+        ).start()
         for source in sources:
             self.pipeline.add_source(source)
         self.refresh_recipes()  # before the first frame is inspected
@@ -258,9 +271,14 @@ class Appliance:
         s = self.settings
         host, port = s.mqtt.host, s.mqtt.port
         if host is None:
-            self.broker = EmbeddedBroker(s.mqtt.embedded_port).start()
+            # the port of the last run when the configured one is taken, so subscribers keep working
+            remembered = self.data / "embedded-broker-port"
+            last = int(remembered.read_text()) if remembered.is_file() and remembered.read_text().isdigit() else 0
+            preferred = s.mqtt.embedded_port if port_free(s.mqtt.embedded_port) else last
+            self.broker = EmbeddedBroker(preferred or s.mqtt.embedded_port).start()
+            remembered.write_text(str(self.broker.port))
             host, port = "127.0.0.1", self.broker.port
-        return BrokerSettings(
+        self.broker_settings = BrokerSettings(
             host=host,
             port=port,
             username=s.mqtt.username,
@@ -269,6 +287,7 @@ class Appliance:
             ca_file=s.mqtt.ca_file,
             protocol="3.1.1" if self.broker else s.mqtt.protocol,  # amqtt speaks 3.1.1 only
         )
+        return self.broker_settings
 
     def _build_sources(self) -> list[Source]:
         """The configured sources, then those added through the API earlier (not started yet)."""

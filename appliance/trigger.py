@@ -6,6 +6,11 @@ one frame of that source, answers ``{"request_id", "state": "result", "decision"
 "inspection_id"}``, and waits for the PLC's ``{"request_id"}`` on ``…/cmd/trigger/ack`` (logged).
 A bad request gets ``{"request_id", "state": "error", "error": "..."}``. The subscription is made
 in ``on_connect``, so a reconnect resubscribes.
+
+Recipe switch (the "sub-configuration" signal): ``{"request_id", "source_id", "model_version"}``
+on ``…/cmd/recipe`` binds that registered model to the source (audited, as a promotion through the
+API); the next frame is judged by it. The answer on ``…/recipe/response`` is ``{"request_id",
+"state": "result", "source_id", "model_version", "t1", "t2"}`` or an error.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class TriggerListener:
-    def __init__(self, settings: BrokerSettings, topics: Topics, inspect_one: Callable[[str], dict[str, Any]]) -> None:
-        self.topics, self.inspect_one = topics, inspect_one
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        topics: Topics,
+        inspect_one: Callable[[str], dict[str, Any]],
+        switch_recipe: Callable[[str, str], dict[str, Any]] | None = None,
+    ) -> None:
+        self.topics, self.inspect_one, self.switch_recipe = topics, inspect_one, switch_recipe
         self.client = new_client(settings, f"{topics.appliance_id}-trigger", protocol_for(settings))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -47,7 +58,7 @@ class TriggerListener:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
-            client.subscribe([(self.topics.trigger, 1), (f"{self.topics.trigger}/ack", 1)])
+            client.subscribe([(self.topics.trigger, 1), (f"{self.topics.trigger}/ack", 1), (self.topics.recipe, 1)])
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -56,7 +67,11 @@ class TriggerListener:
                 msg = "payload must be a JSON object with a string request_id"
                 raise ValueError(msg)
         except (ValueError, UnicodeDecodeError) as exc:
-            self._reply({"request_id": None, "state": "error", "error": f"bad trigger message: {exc}"})
+            topic = self.recipe_response_topic if message.topic == self.topics.recipe else self.response_topic
+            self._reply({"request_id": None, "state": "error", "error": f"bad message: {exc}"}, topic)
+            return
+        if message.topic == self.topics.recipe:
+            threading.Thread(target=self._switch, args=(request,), daemon=True).start()
             return
         if message.topic.endswith("/ack"):
             self.acks.append(request["request_id"])
@@ -75,5 +90,24 @@ class TriggerListener:
             return
         self._reply({"request_id": rid, "state": "result", **result})
 
-    def _reply(self, payload: dict[str, Any]) -> None:
-        self.client.publish(self.response_topic, json.dumps(payload), qos=1)
+    @property
+    def recipe_response_topic(self) -> str:
+        return f"{self.topics.base}/recipe/response"
+
+    def _switch(self, request: dict[str, Any]) -> None:
+        rid, topic = request["request_id"], self.recipe_response_topic
+        source_id, version = request.get("source_id"), request.get("model_version")
+        if self.switch_recipe is None or not isinstance(source_id, str) or not isinstance(version, str):
+            self._reply(
+                {"request_id": rid, "state": "error", "error": "needs string source_id and model_version"}, topic
+            )
+            return
+        try:
+            result = self.switch_recipe(source_id, version)
+        except (LookupError, Unavailable, ValueError) as exc:  # unknown source or model, a broken bundle
+            self._reply({"request_id": rid, "state": "error", "error": str(exc)}, topic)
+            return
+        self._reply({"request_id": rid, "state": "result", **result}, topic)
+
+    def _reply(self, payload: dict[str, Any], topic: str | None = None) -> None:
+        self.client.publish(topic or self.response_topic, json.dumps(payload), qos=1)

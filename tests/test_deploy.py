@@ -89,8 +89,8 @@ def test_acl_topics_follow_the_topic_layout():
 
     t = Topics("appliance", "s", "l", "a")
     acl = (DEPLOY / "mosquitto" / "acl").read_text()
-    for suffix in ("alerts", "status", "inspections", "config/threshold", "cmd/trigger"):
+    names = {"config/threshold": "threshold", "cmd/trigger": "trigger", "cmd/recipe": "recipe"}
+    for suffix in ("alerts", "status", "inspections", "config/threshold", "cmd/trigger", "cmd/recipe"):
         assert f"appliance/+/+/+/{suffix}" in acl
-        assert getattr(t, {"config/threshold": "threshold", "cmd/trigger": "trigger"}.get(suffix, suffix)).endswith(
-            suffix
-        )
+        assert getattr(t, names.get(suffix, suffix)).endswith(suffix)
+    assert t.source_threshold("cam").startswith(t.threshold + "/")  # covered by config/threshold/#

@@ -56,6 +56,11 @@ class Topics:
     def trigger(self) -> str:
         return f"{self.base}/cmd/trigger"
 
+    @property
+    def recipe(self) -> str:
+        """Subscribed: a PLC switches a source's model (its recipe)."""
+        return f"{self.base}/cmd/recipe"
+
 
 def alert_message(alert: Alert, inspection: Inspection, topics: Topics, api_url: str = "") -> dict[str, Any]:
     """The payload consumers receive; ``event_id`` is their de-duplication key."""

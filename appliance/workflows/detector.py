@@ -94,6 +94,13 @@ def load_images(paths: Sequence[Path], spec: InputSpec) -> np.ndarray:
     return np.stack(out)
 
 
+def unique_version(bundle: Any) -> Any:
+    """``<name>-<time>-<random>``: unique even for two fits in the same second (the registry keys
+    models by version) and telling which part it is for."""
+    bundle.meta["version"] = f"{safe_name(bundle.meta['name'])[:60]}-{bundle.meta['version']}-{uuid.uuid4().hex[:6]}"
+    return bundle
+
+
 def folder_digest(root: Path, paths: Sequence[Path]) -> str:
     """SHA-256 over the relative names and contents of the training images (provenance)."""
     h = hashlib.sha256()
@@ -164,9 +171,7 @@ def fit(
     }
     generic = {"good", "normal", "ok", "train", "training", "images", ""}
     name = options.name or next((p.name for p in (root, *root.parents) if p.name.lower() not in generic), "detector")
-    bundle = detector.to_bundle(spec, provenance=provenance, name=name)
-    # unique even for two fits in the same second: the registry keys models by version
-    bundle.meta["version"] = f"{safe_name(name)[:60]}-{bundle.meta['version']}-{uuid.uuid4().hex[:6]}"
+    bundle = unique_version(detector.to_bundle(spec, provenance=provenance, name=name))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bundle.save(out)

@@ -9,8 +9,10 @@ import json
 import shutil
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session, select
 
 from appliance.api import create_app
@@ -181,6 +183,26 @@ def test_two_sources_with_two_recipes_run_side_by_side(tmp_path: Path, broker, w
             alerts = {(a.source_id, a.model_version) for a in session.exec(select(Alert)).all()}
         assert used == set(versions.items())
         assert alerts <= used and {s for s, _ in alerts} == set(versions)  # each alert names its source's model
+        # a PLC switches the right-hand source to the left's recipe (the sub-configuration signal)
+        sub = Subscriber(broker.port, [f"{app.topics.base}/recipe/response"])
+        plc = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        plc.connect("127.0.0.1", broker.port)
+        plc.loop_start()
+        try:
+            switch = {"request_id": "r-7", "source_id": "right", "model_version": versions[left]}
+            plc.publish(app.topics.recipe, json.dumps(switch), qos=1)
+            plc.publish(app.topics.recipe, json.dumps(switch | {"request_id": "r-8", "model_version": "nope"}), qos=1)
+            assert wait_for(lambda: len(sub.payloads("/recipe/response")) == 2)
+        finally:
+            plc.loop_stop()
+            plc.disconnect()
+            sub.close()
+        replies = {r["request_id"]: r for r in map(json.loads, sub.payloads("/recipe/response"))}
+        assert replies["r-7"]["state"] == "result" and replies["r-7"]["model_version"] == versions[left]
+        assert replies["r-8"]["state"] == "error" and "nope" in replies["r-8"]["error"]
+        assert app.recipes.get("right").version == versions[left]  # the next frame uses it
+        audit = client.get("/audit", headers=h).json()
+        assert any(a["action"] == "bind_model" and a["actor"] == "PLC over MQTT" for a in audit)
     finally:
         app.stop()
 

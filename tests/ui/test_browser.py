@@ -123,7 +123,7 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         link = "//a[@data-testid='stSidebarNavLink'][.//span[@label='Teach a source']]"
         wait.until(ec.element_to_be_clickable((By.XPATH, link))).click()
         wait.until(ec.presence_of_element_located((By.XPATH, "//h1[contains(., 'Teach a source')]")))
-        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'washer — teach mode')]")))
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'This source is in')]")))
         wait.until(ec.presence_of_element_located((By.XPATH, "//div[@data-testid='stImage']//img")))
         time.sleep(1)
         driver.save_screenshot(str(SHOTS / "4-teach-frames.png"))
@@ -146,6 +146,7 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         page = driver.page_source
         assert "stException" not in page and "Traceback" not in page
     finally:
+        driver.save_screenshot(str(SHOTS / "teach-last.png"))  # where it stopped, when it fails
         driver.quit()
         with appliance.api("engineer") as api:
             status = api.get("/sources").json()["washer"]

@@ -363,3 +363,10 @@ def test_an_idle_console_signs_out(console):
     at.run()
     assert "client" not in at.session_state
     assert any("without activity" in i.value for i in at.info)
+
+
+def test_the_solvers_offered_are_the_engines():
+    from engine.solvers import SOLVERS
+    from ui.views.train.run import SOLVERS as OFFERED
+
+    assert {s.lower() for s in OFFERED} <= set(SOLVERS)

@@ -61,17 +61,22 @@ if chosen:
             st.download_button("Model bundle (.zip)", files[1], f"{version}.zip", "application/zip", key="models_zip")
             st.download_button("ONNX graph", files[2], f"{version}.onnx", "application/octet-stream", key="models_onnx")
         if session.can("engineer"):
-            st.subheader("Change the active model")
+            st.subheader("Change the model that judges")
+            default = "(the default model: sources without one of their own)"
+            scopes = [default, *client.sources()]
+            scope = st.selectbox("For", scopes, key="models_scope", help="a source's own model is its recipe")
+            source_id = None if scope == default else scope
+            where = f"on {source_id}" if source_id else "as the default"
             reason = st.text_input("Reason (audited)", key="models_reason")
 
             def change(action: str) -> None:
                 try:
                     if action == "promote":
-                        out = client.promote(version, reason)
-                        st.session_state["models_notice"] = f"{out['model_version']} is active"
+                        out = client.promote(version, reason, source_id=source_id)
+                        st.session_state["models_notice"] = f"{out['model_version']} is active {where}"
                     elif action == "rollback":
-                        out = client.rollback(reason)
-                        st.session_state["models_notice"] = f"rolled back: {out['model_version']} is active"
+                        out = client.rollback(reason, source_id=source_id)
+                        st.session_state["models_notice"] = f"rolled back: {out['model_version']} is active {where}"
                     else:
                         client.discard(version, reason)
                         st.session_state["models_notice"] = f"{version} discarded"

@@ -61,7 +61,8 @@ if origin == "live":
         with cols[i % 6]:
             data = client.teach_frame(source_id, name)
             if data is not None:
-                st.image(data, caption=name[9:15], use_container_width=True)
+                stamp = f"{name[9:11]}:{name[11:13]}:{name[13:15]}.{name[16:19]}"  # 20261202T101530.123456.png
+                st.image(data, caption=stamp, use_container_width=True)
             if st.checkbox("reject", key=f"teach_rej_{name}"):
                 rejected.append(name)
     if rejected and st.button(f"Reject {len(rejected)} frame(s)", key="teach_reject"):

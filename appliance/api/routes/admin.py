@@ -47,9 +47,9 @@ def read_settings(appliance: AppDep, _: Engineer) -> dict[str, Any]:
     return {
         "site": s.mqtt.site,
         "line": s.mqtt.line,
-        "mqtt": {
-            "host": s.mqtt.host or "embedded broker",
-            "port": s.mqtt.port,
+        "mqtt": {  # the broker in use: an embedded one listens where it could (see README)
+            "host": s.mqtt.host or "embedded broker on 127.0.0.1",
+            "port": appliance.broker_settings.port if appliance.broker_settings else s.mqtt.port,
             "tls": bool(s.mqtt.tls),
             "username": s.mqtt.username,
         },

@@ -10,7 +10,19 @@ from ui.client import ApiError, Client
 from ui.components.jobs import pick_job, watch_job
 from ui.views.train.network import NetworkChoice
 
-SOLVERS = ["Adam", "AdamW", "Momentum", "Sgd", "RMSprop", "AdaBelief"]
+SOLVERS = [
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Nesterov",
+    "SGD",
+    "RMSprop",
+    "AdaGrad",
+    "AdaDelta",
+    "Adamax",
+    "AMSGrad",
+    "AdaBound",
+]
 
 
 def render(client: Client, datasets: list[dict], choice: NetworkChoice) -> None:
