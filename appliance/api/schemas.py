@@ -36,8 +36,9 @@ class AlertPublic(BaseModel):
     decision: str
     score: float
     norm_score: float
-    threshold: float
+    threshold: float  # the one crossed: T2 for ng, T1 for review
     model_version: str
+    item: str | None = None  # the source's name for the part
     state: str
     created_at: dt.datetime
     acknowledged_by: str | None = None

@@ -53,17 +53,22 @@ for alert in shown:
         f"#{alert['id']} · {alert['source_id']} · {alert['decision'].upper()} · score {alert['score']:.4g} "
         f"· {STATES[alert['state']]} · {alert['created_at'][:19]}"
     )
-    with st.expander(title, expanded=alert["state"] == "open" and alert is shown[0]):
+    first = alert is shown[0]
+    with st.expander(title, expanded=alert["state"] == "open" and first):
         left, middle, right = st.columns([1, 1, 1])
-        image = client.inspection_image(alert["inspection_id"])
-        heat = client.inspection_image(alert["inspection_id"], heatmap=True)
-        if image:
-            left.image(image, caption="image", use_container_width=True)
-        if heat:
-            middle.image(heat, caption="heat map", use_container_width=True)
+        # images only where asked for (Streamlit renders collapsed expanders too): the first alert's at once
+        if left.toggle("Image and heat map", value=first, key=f"img-{alert['id']}"):
+            image = client.inspection_image(alert["inspection_id"])
+            heat = client.inspection_image(alert["inspection_id"], heatmap=True)
+            if image:
+                left.image(image, caption="image", use_container_width=True)
+            if heat:
+                middle.image(heat, caption="heat map", use_container_width=True)
+        crossed = "T2" if alert["decision"] == "ng" else "T1"
         right.markdown(
-            f"**Score** {alert['score']:.4g} (T2 {alert['threshold']:.4g}, normalised {alert['norm_score']:.2f})  \n"
-            f"**Model** {alert['model_version']}  \n**Inspection** {alert['inspection_id']}  \n"
+            f"**Score** {alert['score']:.4g} ({crossed} {alert['threshold']:.4g}, normalised {alert['norm_score']:.2f})"
+            + (f"  \n**Part** {alert['item']}" if alert.get("item") else "")
+            + f"  \n**Model** {alert['model_version']}  \n**Inspection** {alert['inspection_id']}  \n"
             f"**Event** `{alert['event_id']}`"
             + (f"  \n**Acknowledged by** {alert['acknowledged_by']}" if alert.get("acknowledged_by") else "")
             + (f"  \n**Judged by** {alert['verdict_by']}" if alert.get("verdict_by") else "")
