@@ -63,6 +63,11 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     ctx.update(message=f"retraining {active[0]} on {len(files)} normal images", progress=0.02)
     images = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files) if img is not None]
     x = preprocess_batch(images, spec)
+    total = len(x)
+    # a share the candidate never sees (neither trained nor calibrated on): where both models are compared
+    order = np.random.default_rng(0).permutation(len(x))
+    n_compare = max(0, min(round(0.2 * len(x)), len(x) - 36))  # the detector needs 36 to train and calibrate
+    x, held_out = x[order[n_compare:]], x[order[:n_compare]]
     detector = Detector.from_bundle(bundle)
     detector.config.epochs = int(params.get("epochs", 10))
 
@@ -78,14 +83,14 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     summary = detector.fit(x, callbacks=(Progress(),))
     candidate = detector.to_bundle(
         spec,
-        provenance={"retrained_from": active[0], "normal_images": len(x), "job": ctx.job_id},
+        provenance={"retrained_from": active[0], "normal_images": total, "job": ctx.job_id},
         name="retrained-detector",
     )
     version = candidate.meta["version"] = f"{candidate.meta['version']}-job{ctx.job_id}"
     path = models_dir / f"detector-{version}.zip"
     candidate.save(path)
     comparison = compare(
-        Inferencer(models_dir / active[1]), Inferencer(path), x, confirmed_defect_images(engine, data_dir)
+        Inferencer(models_dir / active[1]), Inferencer(path), held_out, confirmed_defect_images(engine, data_dir)
     )
     store.register_model(
         engine,
@@ -98,7 +103,7 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     ctx.update(message=f"candidate {candidate.meta['version']} registered; promote it to use it", progress=0.98)
     return {
         "candidate_version": candidate.meta["version"],
-        "normal_images": len(x),
+        "normal_images": total,
         "comparison": comparison,
         "train_seconds": summary["train_seconds"],
         "curve": detector.history,
@@ -106,8 +111,9 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
 
 
 def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[Path]) -> dict[str, Any]:
-    """Both models on the same normal images (false-alarm rate at each one's T2) and, where
-    confirmed defects exist, their AUROC."""
+    """Both models on the same held-out normal images, which the candidate never trained on
+    (false-alarm rate at each one's T2) and, where confirmed defects exist, their AUROC. For a
+    named test set, test both versions with ``POST /models/{version}/test``."""
     from models.metrics import image_auroc
 
     def scores(model: Any, batch: list[np.ndarray]) -> np.ndarray:
@@ -116,7 +122,7 @@ def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[
     # the normal images arrive preprocessed (float in [0, 1]): back to 8-bit, as a camera gives them
     normal_images_u8 = [np.clip(img[0] * 255, 0, 255).astype(np.uint8) for img in normal]
     defects = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in defect_files) if img is not None]
-    out: dict[str, Any] = {"normal_images": len(normal_images_u8), "confirmed_defects": len(defects)}
+    out: dict[str, Any] = {"held_out_normal_images": len(normal_images_u8), "confirmed_defects": len(defects)}
     for name, model in (("active", active), ("candidate", candidate)):
         s_normal, s_defect = scores(model, normal_images_u8), scores(model, defects)
         entry = {

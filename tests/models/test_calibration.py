@@ -81,3 +81,13 @@ def test_aupro_is_one_for_a_perfect_map_about_half_max_fpr_for_noise_and_zero_in
     assert aupro(np.zeros(masks.shape), masks) == pytest.approx(0.15)  # one threshold: as good as chance
     with pytest.raises(ValueError, match="at least one defect region"):
         aupro(noise, np.zeros(masks.shape))
+
+
+def test_max_f1_never_flags_most_normal_items_even_when_defects_outnumber_them() -> None:
+    rng = np.random.default_rng(0)
+    normal, defects = rng.normal(0, 1, 90), rng.normal(0.3, 1, 360)  # a weak model, 80 % defects
+    t, f1 = max_f1_threshold(normal, defects)
+    assert np.mean(normal >= t) <= 0.5  # not the "everything is a defect" trap (F1 0.89 there)
+    assert 0 < f1 <= 1
+    clean_t, clean_f1 = max_f1_threshold([0.1, 0.2, 0.3], [0.8, 0.9])
+    assert 0.3 < clean_t <= 0.8 and clean_f1 == 1.0

@@ -85,7 +85,8 @@ def show_comparison(job: dict) -> None:
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
     st.caption(
-        f"{comparison.get('normal_images', 0)} normal images, "
+        f"compared on {comparison.get('held_out_normal_images', 0)} held-out normal images (the candidate never "
+        "trained on them), "
         f"{comparison.get('confirmed_defects', 0)} confirmed defects; "
         f"trained in {result.get('train_seconds', 0):.0f} s"
     )
