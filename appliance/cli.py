@@ -123,7 +123,12 @@ def dataset_sample(args: argparse.Namespace) -> int:
 def train_command(args: argparse.Namespace) -> int:
     from appliance.workflows import train
 
-    lines = _stderr_line if args.no_progress and not args.quiet else None  # the bar shows the same figures
+    every_line = args.no_progress and not args.quiet  # else the bar shows the same figures
+
+    def lines(line: str) -> None:
+        if every_line or line.startswith("warning:"):  # warnings always reach the engineer
+            _stderr_line(line)
+
     result = train(
         args.project, args.output, resume=args.resume, log=lines, progress=not (args.quiet or args.no_progress)
     )

@@ -396,3 +396,24 @@ def test_regression_reports_mae_rmse_r2(tmp_path):
     assert cli("evaluate", tmp_path / "run", "--dataset", tmp_path / "validation.csv") == 0
     report = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
     assert report["r2"] > 0.95 and report["rmse"] < 0.3 and report["mae"] < report["rmse"] + 1e-9
+
+
+def test_an_autoencoder_that_can_copy_anything_is_named_when_training_starts(tmp_path, samples, capsys):
+    project = write_project(
+        samples / "wide_ae.yaml",
+        "{zoo: conv_autoencoder}",  # 28×28 → 7×7×32: a bottleneck wider than the image
+        "digits_4or9_anomaly",
+        1,
+        "task: autoencoder\n",
+    )
+    assert cli("train", project, "-o", tmp_path / "wide", "--quiet") == 0
+    assert "can learn to copy anomalies too" in capsys.readouterr().err
+    narrow = write_project(
+        samples / "narrow_ae.yaml",
+        "{zoo: conv_autoencoder, options: {code: 16}}",
+        "digits_4or9_anomaly",
+        1,
+        "task: autoencoder\n",
+    )
+    assert cli("train", narrow, "-o", tmp_path / "narrow", "--quiet") == 0
+    assert "copy anomalies" not in capsys.readouterr().err
