@@ -75,6 +75,7 @@ class Appliance:
         self.teach = TeachFrames(self.data / "teach", settings.teach_keep_frames, settings.teach_interval_s)
         self.broker: EmbeddedBroker | None = None
         self.broker_settings: BrokerSettings | None = None  # the broker in use, once started
+        self.first_training: dict[str, Any] | None = None  # the first-start model's training progress
         self.publisher: AlertPublisher | None = None
         self.pipeline: Pipeline | None = None
         self.trigger: TriggerListener | None = None
@@ -186,13 +187,17 @@ class Appliance:
         )
         bar = tqdm(total=d.epochs, desc="training detector", unit="epoch")
 
+        progress = self.first_training = {"state": "training", "epoch": 0, "epochs": d.epochs, "cost": None}
+
         class Progress(Callback):
             def on_epoch_end(self, trainer, record):
                 bar.set_postfix_str(f"cost={record['cost']:.4f}")
                 bar.update(1)
+                progress.update(epoch=int(record["epoch"]), cost=float(record["cost"]))  # on /health and the console
 
         summary = detector.fit(preprocess_batch(frames, spec), callbacks=(Progress(),))
         bar.close()
+        progress["state"] = "done"
         provenance = {"dataset": "synth:line normal parts, seed 12345", "scope": SYNTHETIC_SCOPE}
         bundle = detector.to_bundle(spec, provenance=provenance, name="default-detector")
         path = self.models_dir / f"detector-{bundle.version}.zip"
@@ -204,8 +209,22 @@ class Appliance:
         )
         return path
 
+    def _first_model(self) -> None:
+        """First start on a synthetic line: train its model while the API, the console and the line
+        run (the synthetic sources wait in teach mode meanwhile), then put it to work."""
+        try:
+            self.activate(self.train_default())  # the synthetic line's model: it judges synthetic sources only
+            self.refresh_recipes()
+        except Exception as exc:  # the appliance keeps running, in teach mode, and says why
+            logging.getLogger(__name__).exception("first-start training failed")
+            self.first_training = {**(self.first_training or {}), "state": f"failed: {type(exc).__name__}: {exc}"}
+        finally:
+            self.pipeline.teach = self.teach  # not while training: no teach frames of the synthetic line
+
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> Appliance:
+    def start(self, wait_for_first_model: bool = True) -> Appliance:
+        """Start everything; on a first start with a synthetic source, its model is trained with
+        the API already serving (``wait_for_first_model`` False: return while it trains)."""
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.migrate()
@@ -214,8 +233,7 @@ class Appliance:
             self.log("jobs interrupted by the last stop were marked failed")
         self.job_runner.start()
         sources = self._build_sources()
-        if store.active_model(self.engine) is None and any(src.kind == "synthetic" for src in sources):
-            self.activate(self.train_default())  # the synthetic line's model: it judges synthetic sources only
+        first_model = store.active_model(self.engine) is None and any(src.kind == "synthetic" for src in sources)
         broker = self._broker_settings()
         self.pipeline = Pipeline(
             self.engine,
@@ -227,7 +245,7 @@ class Appliance:
             debounce=s.debounce,
             keep_ok_images=s.keep_ok_images,
             spool=Spool(self.data / "spool.db", s.spool_max_items),
-            teach=self.teach,
+            teach=None if first_model else self.teach,
         )
         self.publisher = AlertPublisher(self.engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
         self.pipeline.alerts_waiting = self.publisher.wake
@@ -244,7 +262,14 @@ class Appliance:
         self._loop("retention", 600.0, self._prune)
         self._loop("source-states", 1.0, self._announce_source_states)
         self._loop("spool", 1.0, self.pipeline.drain_spool)  # what waited for the database, in order
-        self._say_started(broker)
+        self._say_started(broker, training=first_model)
+        if first_model:
+            d = s.detector
+            self.first_training = {"state": "training", "epoch": 0, "epochs": d.epochs, "cost": None}
+            thread = threading.Thread(target=self._first_model, name="first-model", daemon=True)
+            thread.start()
+            if wait_for_first_model:
+                thread.join()
         return self
 
     def stop(self) -> None:
@@ -318,12 +343,14 @@ class Appliance:
         if self.publisher is not None:
             self.publisher.wake.set()
 
-    def _say_started(self, broker: BrokerSettings) -> None:
+    def _say_started(self, broker: BrokerSettings, training: bool = False) -> None:
         s = self.settings
         self.log(f"database: {self.engine.url.render_as_string(hide_password=True)}")
         default = self.recipes.default
         self.log(
-            "default model: none (sources without a model of their own are in teach mode)"
+            "default model: training on the synthetic line now (progress on /health and the console's Live page)"
+            if training
+            else "default model: none (sources without a model of their own are in teach mode)"
             if default is None
             else f"default model: {default.version} (T1={default.thresholds.t1:.4f}, T2={default.thresholds.t2:.4f})"
         )
@@ -444,7 +471,7 @@ def run(
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
-    appliance = Appliance(settings, log).start()
+    appliance = Appliance(settings, log).start(wait_for_first_model=False)  # API and console up at once
     console_process = None
     if console is not None:
         from appliance.console import start_console

@@ -315,3 +315,24 @@ def test_status_lines_come_every_report_interval():
     assert next_pause(None, 10.0, elapsed=500.0) == 10.0  # a long run keeps its rhythm
     assert next_pause(30.0, 10.0, elapsed=25.0) == 5.0
     assert next_pause(30.0, 10.0, elapsed=31.0) == 0.1
+
+
+def test_the_api_serves_while_the_first_model_trains(tmp_path, broker):
+    from fastapi.testclient import TestClient
+
+    from appliance.api import create_app
+    from tests.helpers.appliance import appliance_settings
+
+    settings = appliance_settings(tmp_path, broker.port, "synth:line?size=64&fps=10", "first")
+    settings = settings.model_copy(update={"detector": settings.detector.model_copy(update={"epochs": 20})})
+    app = Appliance(settings, log=lambda line: None).start(wait_for_first_model=False)
+    try:
+        client = TestClient(create_app(app))
+        health = client.get("/health").json()  # answered at once, during training
+        assert health["first_start_training"]["state"] == "training" and health["sources_in_teach_mode"] == 1
+        assert wait_for(lambda: client.get("/health").json()["first_start_training"]["state"] == "done", timeout=120)
+        assert wait_for(lambda: client.get("/health").json()["sources_inspecting"] == 1)
+        assert wait_for(lambda: app.pipeline.status()["synth:line?size=64&fps=10"]["scored"] > 0)
+        assert not app.teach.frames("synth:line?size=64&fps=10")  # the synthetic line is never taught
+    finally:
+        app.stop()

@@ -44,6 +44,15 @@ def live() -> None:
     except ApiError as exc:
         st.error(exc.message)
         return
+    training = health.get("first_start_training")
+    if training and training["state"] == "training":
+        done = training["epoch"] / max(training["epochs"], 1)
+        st.progress(
+            done,
+            text=f"first start: training the synthetic line's model, epoch {training['epoch']} of {training['epochs']}",
+        )
+    elif training and training["state"].startswith("failed"):
+        st.error(f"first-start training {training['state']}")
     top = st.columns(4)
     top[0].metric("Frames scored", f"{health['scored']:,}")
     top[1].metric("Dropped from queues", f"{health['queue_dropped']:,}")

@@ -32,7 +32,10 @@ def read_health(appliance: AppDep) -> dict[str, Any]:
         path: max((st[path]["p99"] for st in status), default=0.0)
         for path in ("capture_to_decision_ms", "capture_to_alert_published_ms")
     }
-    return {"status": "alive", "sources": len(status), **totals, "worst_p99_ms": worst}
+    out = {"status": "alive", "sources": len(status), **totals, "worst_p99_ms": worst}
+    if appliance.first_training is not None:  # epoch k of n while the first-start model trains
+        out["first_start_training"] = appliance.first_training
+    return out
 
 
 @router.get("/health/ready")
