@@ -258,49 +258,58 @@ def detector_report(
     return report
 
 
-def _report(model: Inferencer, layout: MVTecLayout, items: list[Any], scored: Scored) -> dict[str, Any]:
-    scores, decisions = scored.scores, [r.decision for r in scored.results]
-    defect = np.array([i.defect != "good" for i in items])
-    flagged = np.array([is_flagged(d) for d in decisions])
-    ng = np.array([d == "ng" for d in decisions])
-    t1, t2 = model.thresholds
-    cal = model.meta.get("postprocess", {}).get("calibration", {})
-    has_mask = np.array([i.mask is not None for i in items])
-    with_masks = ~defect | has_mask  # good parts are defect-free everywhere
-    pixel_auroc = aupro = None
-    if (defect & has_mask).any():
-        masks = np.stack([_mask(i.mask, model.input_spec) for i, m in zip(items, with_masks, strict=True) if m])
-        maps = scored.maps[with_masks]
-        pixel_auroc = metrics.pixel_auroc(maps, masks)
-        aupro = metrics.aupro(maps, masks, max_fpr=0.3)
+def item_report(model: Inferencer, data: str, kinds: np.ndarray, results: Sequence[Result]) -> dict[str, Any]:
+    """The report's figures from each item's kind ("good" or the defect's name) and result: for
+    images and for sensor windows alike (pixel metrics are added where masks exist)."""
+    scores = np.array([r.score for r in results], np.float64)
+    defect = kinds != "good"
+    flagged = np.array([is_flagged(r.decision) for r in results])
+    ng = np.array([r.decision == "ng" for r in results])
+    if defect.all():
+        msg = f"{data}: every item is defective; the false-alarm rate needs good ones"
+        raise ImageFolderError(msg)
     per_defect = {}
-    for kind in layout.defects:
-        sel = np.array([i.defect == kind for i in items])
+    for kind in sorted(set(kinds.tolist()) - {"good"}):
+        sel = kinds == kind
         per_defect[kind] = {
             "images": int(sel.sum()),
-            "image_auroc": metrics.image_auroc(scores[sel | ~defect], defect[sel | ~defect]) if sel.any() else None,
-            "flagged": float(flagged[sel].mean()) if sel.any() else None,
-            "ng": float(ng[sel].mean()) if sel.any() else None,
-            "mean_score": float(scores[sel].mean()) if sel.any() else None,
+            "image_auroc": metrics.image_auroc(scores[sel | ~defect], defect[sel | ~defect]),
+            "flagged": float(flagged[sel].mean()),
+            "ng": float(ng[sel].mean()),
+            "mean_score": float(scores[sel].mean()),
         }
+    t1, t2 = model.thresholds
     return {
         "model_version": model.version,
-        "data": str(layout.root),
-        "images": len(items),
+        "data": data,
+        "images": len(results),
         "good_images": int((~defect).sum()),
         "defect_images": int(defect.sum()),
         "image_auroc": metrics.image_auroc(scores, defect) if defect.any() else None,
-        "pixel_auroc": pixel_auroc,
-        "aupro": aupro,
+        "pixel_auroc": None,
+        "aupro": None,
         "false_alarm_rate": float(ng[~defect].mean()),
         "review_rate_good": float((flagged & ~ng)[~defect].mean()),
-        "nominal_false_alarm_rate": cal.get("false_alarm_rate"),
+        "nominal_false_alarm_rate": model.meta.get("postprocess", {}).get("calibration", {}).get("false_alarm_rate"),
         "defects_flagged": float(flagged[defect].mean()) if defect.any() else None,
         "defects_ng": float(ng[defect].mean()) if defect.any() else None,
         "t1": t1,
         "t2": t2,
         "per_defect": per_defect,
     }
+
+
+def _report(model: Inferencer, layout: MVTecLayout, items: list[Any], scored: Scored) -> dict[str, Any]:
+    report = item_report(model, str(layout.root), np.array([i.defect for i in items]), scored.results)
+    defect = np.array([i.defect != "good" for i in items])
+    has_mask = np.array([i.mask is not None for i in items])
+    with_masks = ~defect | has_mask  # good parts are defect-free everywhere
+    if (defect & has_mask).any():
+        masks = np.stack([_mask(i.mask, model.input_spec) for i, m in zip(items, with_masks, strict=True) if m])
+        maps = scored.maps[with_masks]
+        report["pixel_auroc"] = metrics.pixel_auroc(maps, masks)
+        report["aupro"] = metrics.aupro(maps, masks, max_fpr=0.3)
+    return report
 
 
 def _write_report_files(

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from appliance.datasets.images import ImageFolderError
-from appliance.workflows.detector import unique_version
-from models import metrics
+from appliance.workflows.detector import item_report, unique_version
 from models.decision import is_flagged
 from models.detector.vector import VectorDetector, VectorDetectorConfig
 from models.inference import Inferencer
@@ -129,43 +128,8 @@ def report(model_path: str | Path, data: str | Path, log: Log) -> dict[str, Any]
     for s in starts:
         bad = [lab for lab in labels[s : s + length] if lab not in NORMAL_LABELS]
         kinds.append(bad[0] if bad else "good")
-    kinds = np.array(kinds)
-    scores = np.array([r.score for r in results])
-    defect, flagged = kinds != "good", np.array([is_flagged(r.decision) for r in results])
-    ng = np.array([r.decision == "ng" for r in results])
-    if defect.all():
-        msg = f"{data}: every window holds an anomaly; the false-alarm rate needs normal windows"
-        raise ReadingsError(msg)
-    per_defect = {
-        kind: {
-            "images": int((kinds == kind).sum()),
-            "image_auroc": metrics.image_auroc(scores[(kinds == kind) | ~defect], defect[(kinds == kind) | ~defect]),
-            "flagged": float(flagged[kinds == kind].mean()),
-            "ng": float(ng[kinds == kind].mean()),
-            "mean_score": float(scores[kinds == kind].mean()),
-        }
-        for kind in sorted(set(kinds) - {"good"})
-    }
-    cal = model.meta.get("postprocess", {}).get("calibration", {})
     log(f"scored {len(results)} windows of {data}")
-    return {
-        "model_version": model.version,
-        "data": str(data),
-        "images": len(results),
-        "good_images": int((~defect).sum()),
-        "defect_images": int(defect.sum()),
-        "image_auroc": metrics.image_auroc(scores, defect) if defect.any() else None,
-        "pixel_auroc": None,
-        "aupro": None,
-        "false_alarm_rate": float(ng[~defect].mean()),
-        "review_rate_good": float((flagged & ~ng)[~defect].mean()),
-        "nominal_false_alarm_rate": cal.get("false_alarm_rate"),
-        "defects_flagged": float(flagged[defect].mean()) if defect.any() else None,
-        "defects_ng": float(ng[defect].mean()) if defect.any() else None,
-        "t1": model.thresholds[0],
-        "t2": model.thresholds[1],
-        "per_defect": per_defect,
-    }
+    return item_report(model, str(data), np.array(kinds), results)
 
 
 def predict(model_path: str | Path, readings: str | Path, out: str | Path, log: Log) -> Path:
