@@ -14,6 +14,8 @@ client, role = session.current()
 st.title("Retrain")
 
 st.subheader("1 · New normal data")
+if notice := st.session_state.pop("rt_notice", None):
+    st.success(notice)
 c1, c2, c3 = st.columns(3)
 include_ok = c1.checkbox("Recent OK items", value=True, key="rt_ok")
 include_fp = c2.checkbox("Items marked false positive", value=True, key="rt_fp")
@@ -35,7 +37,8 @@ with st.expander("Upload a folder of normal images (zip)"):
     if st.button("Upload", key="rt_upload_go", disabled=not (name and upload)):
         try:
             out = client.upload_dataset(name, upload.name, upload.getvalue())
-            st.success(f"dataset {out['name']}: {out['images']} images")
+            st.session_state["rt_notice"] = f"dataset {out['name']}: {out['images']} images"
+            st.rerun()  # the picker above lists it at once
         except ApiError as exc:
             st.error(exc.message)
 

@@ -10,6 +10,8 @@ SAMPLES = ["iris", "digits", "digits_4or9", "digits_4or9_anomaly"]
 
 
 def render(client: Client, datasets: list[dict]) -> None:
+    if notice := st.session_state.pop("tr_ds_notice", None):
+        st.success(notice)
     create_from_zip(client)
     with st.expander("Or a sample dataset (scikit-learn's digits images or iris vectors)"):
         create_sample(client)
@@ -23,9 +25,11 @@ def render(client: Client, datasets: list[dict]) -> None:
 def _say(call) -> None:
     try:
         out = call()
-        st.success(", ".join(f"{k} {v}" for k, v in out.items()))
     except ApiError as exc:
         st.error(exc.message)
+        return
+    st.session_state["tr_ds_notice"] = ", ".join(f"{k} {v}" for k, v in out.items())
+    st.rerun()  # every dataset picker on the page lists the new one at once
 
 
 def create_from_zip(client: Client) -> None:
