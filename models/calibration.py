@@ -126,9 +126,7 @@ def normalize(score: Any, median: float, t2: float) -> np.ndarray:
     return np.where(s <= t2, below, above)
 
 
-def max_f1_threshold(
-    normal_scores: Any, defect_scores: Any, max_normal_flagged: float = 0.5
-) -> tuple[float, float]:
+def max_f1_threshold(normal_scores: Any, defect_scores: Any, max_normal_flagged: float = 0.5) -> tuple[float, float]:
     """The threshold maximising F1 (defects positive) among those that flag at most
     ``max_normal_flagged`` of the normal items, and that F1.
 

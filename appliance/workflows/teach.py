@@ -131,7 +131,13 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
 
     models_dir = Path(data_dir) / "models"
     path = models_dir / f"teach-{ctx.job_id}.zip"
-    summary = fit(work / "train" / "good", path, options, log=lambda line: None, on_epoch=on_epoch)
+    warnings: list[str] = []
+
+    def keep_warnings(line: str) -> None:
+        if line.startswith("warning:"):
+            warnings.append(line)
+
+    summary = fit(work / "train" / "good", path, options, log=keep_warnings, on_epoch=on_epoch)
     ctx.update(message="testing on held-out good parts" + (" and known-bad parts" if params.get("known_bad") else ""))
     report = detector_report(path, work, out=work / "report", log=lambda line: None)
     version = summary["version"]
@@ -144,7 +150,13 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         metrics={"calibration": summary["calibration"], "report": _brief(report), "taught_for": source_id},
     )
     ctx.update(message=f"candidate {version} registered; promote it to {source_id} to go live", progress=0.98)
-    return {"candidate_version": version, "source_id": source_id, "report": report, "train_images": len(train)}
+    return {
+        "candidate_version": version,
+        "source_id": source_id,
+        "report": report,
+        "train_images": len(train),
+        "warnings": warnings,
+    }
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,8 @@ def show(job: dict) -> None:
         st.error(job["message"])
     if not report:
         return
+    for warning in result.get("warnings", []):
+        st.warning(warning)
     m = st.columns(5)
     fmt = lambda v, p=False: "n/a" if v is None else (f"{v:.1%}" if p else f"{v:.3f}")  # noqa: E731
     m[0].metric("Image AUROC", fmt(report["image_auroc"]))
