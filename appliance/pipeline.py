@@ -50,11 +50,6 @@ def _item(sample: Sample) -> str | None:
     return None if item is None else str(item)[:300]
 
 
-def _crossed(inspection: Inspection) -> float:
-    """The threshold an alert crossed: T2 for NG, T1 for review."""
-    return inspection.t2 if inspection.decision == "ng" else inspection.t1
-
-
 def percentiles(values: deque[float]) -> dict[str, float]:
     if not values:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
@@ -242,7 +237,8 @@ class Pipeline:
                 )
             )
         event_ids = [str(uuid.uuid4()) if is_flagged(i.decision) else None for i in inspections]  # kept if spooled
-        stored = self._store([(i, _crossed(i), e) for i, e in zip(inspections, event_ids, strict=True)])
+        crossed = [r.thresholds.crossed(i.decision) for i, r in zip(inspections, results, strict=True)]
+        stored = self._store(list(zip(inspections, crossed, event_ids, strict=True)))
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll

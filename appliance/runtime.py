@@ -103,9 +103,7 @@ class Appliance:
                 msg = "no active model: every source is in teach mode until a model is promoted"
                 raise Unavailable(msg)
             return self.recipes.default
-        if source_id not in self.pipeline.workers:
-            msg = f"no source {source_id!r}; sources: {sorted(self.pipeline.workers)}"
-            raise NotFound(msg)
+        self.recipe_source(source_id)
         recipe = self.recipes.get(source_id)
         if recipe is None:
             msg = f"source {source_id!r} is in teach mode: no model judges it yet"
@@ -187,7 +185,7 @@ class Appliance:
         )
         bar = tqdm(total=d.epochs, desc="training detector", unit="epoch")
 
-        progress = self.first_training = {"state": "training", "epoch": 0, "epochs": d.epochs, "cost": None}
+        progress = self.first_training = training_progress(d.epochs)
 
         class Progress(Callback):
             def on_epoch_end(self, trainer, record):
@@ -264,8 +262,7 @@ class Appliance:
         self._loop("spool", 1.0, self.pipeline.drain_spool)  # what waited for the database, in order
         self._say_started(broker, training=first_model)
         if first_model:
-            d = s.detector
-            self.first_training = {"state": "training", "epoch": 0, "epochs": d.epochs, "cost": None}
+            self.first_training = training_progress(s.detector.epochs)  # on /health before training begins
             thread = threading.Thread(target=self._first_model, name="first-model", daemon=True)
             thread.start()
             if wait_for_first_model:
@@ -432,6 +429,11 @@ class Appliance:
         self.server = uvicorn.Server(config)
         thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         thread.start()
+
+
+def training_progress(epochs: int) -> dict[str, Any]:
+    """The first-start model's progress as /health and the console show it."""
+    return {"state": "training", "epoch": 0, "epochs": epochs, "cost": None}
 
 
 def status_lines(status: dict[str, dict], alerts_sent: int) -> list[str]:

@@ -42,6 +42,10 @@ class Thresholds:
     def as_tuple(self) -> tuple[float, float]:
         return (self.t1, self.t2)
 
+    def crossed(self, decision: str) -> float:
+        """The threshold a flagged item crossed: T2 for NG, T1 for review."""
+        return self.t2 if decision == "ng" else self.t1
+
 
 class Debounce:
     """N of M: an NG stays NG only when N of the source's last M items were NG; otherwise it is

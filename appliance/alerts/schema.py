@@ -15,6 +15,11 @@ from appliance.storage.models import Alert, Inspection
 ALERT_SCHEMA_VERSION = 1
 
 
+def topic_safe(source_id: str) -> str:
+    """A source id as one topic level: MQTT wildcards and separators become '_'."""
+    return "".join("_" if c in "/+#" else c for c in source_id)
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str = "appliance"
@@ -43,14 +48,12 @@ class Topics:
         return f"{self.base}/config/threshold"
 
     def source_state(self, source_id: str) -> str:
-        """Retained state of one source; MQTT wildcards and separators in the id become '_'."""
-        safe = "".join("_" if c in "/+#" else c for c in source_id)
-        return f"{self.base}/sources/{safe}/state"
+        """Retained state of one source."""
+        return f"{self.base}/sources/{topic_safe(source_id)}/state"
 
     def source_threshold(self, source_id: str) -> str:
         """Retained model and thresholds of one source (``config/threshold``: the default's)."""
-        safe = "".join("_" if c in "/+#" else c for c in source_id)
-        return f"{self.base}/config/threshold/{safe}"
+        return f"{self.base}/config/threshold/{topic_safe(source_id)}"
 
     @property
     def trigger(self) -> str:
