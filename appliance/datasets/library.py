@@ -181,8 +181,8 @@ def _mvtec_dataset(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], sta
         target.write_bytes(read_member(archive, info))
     try:
         layout = mvtec_layout(staging, need_good=False)
-    except ImageFolderError as exc:
-        raise InvalidInput(str(exc)) from exc
+    except ImageFolderError as exc:  # named inside the archive, never by a server path
+        raise InvalidInput(str(exc).replace(str(staging), "the archive")) from exc
     kinds = ["good", *layout.defects]
     return {
         "layout": "mvtec",

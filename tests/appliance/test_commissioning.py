@@ -283,3 +283,21 @@ def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, bro
         assert client.post(f"/models/{version}/test", json={"dataset": "washer-bad"}, headers=h).status_code == 422
     finally:
         app.stop()
+
+
+def test_an_mvtec_upload_without_test_folder_is_named_inside_the_archive(tmp_path: Path, broker, washer) -> None:
+    root, _, _ = washer
+    settings = appliance_settings(tmp_path, broker.port, f"folder:{tmp_path}", "badzip")
+    app = Appliance(settings, log=lambda line: None).start()
+    try:
+        token = store.create_token(app.engine, name="engineer", role="engineer")
+        client, h = TestClient(create_app(app)), {"Authorization": f"Bearer {token}"}
+        data = zipped(root, ["dent"]).replace(b"washer/test/", b"washer/tset/")  # a misspelt layout
+        r = client.post(
+            "/datasets/upload", params={"name": "bad", "layout": "mvtec"}, files={"file": ("b.zip", data)}, headers=h
+        )
+        assert r.status_code == 422 and "the archive has no test/ folder" in r.json()["detail"]
+        assert str(tmp_path) not in r.json()["detail"]  # no server path
+        assert not (tmp_path / "datasets" / "bad").exists()
+    finally:
+        app.stop()
