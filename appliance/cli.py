@@ -208,6 +208,8 @@ def search_export_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from appliance.cli_detector import add_detector_commands
+    from appliance.cli_nnc import add_nnc_commands
+    from appliance.datasets.create import SAMPLES
 
     parser = argparse.ArgumentParser(prog="appliance", description="Industrial anomaly-detection appliance")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('anomaly-appliance')}")
@@ -267,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_create.add_argument("--mvtec", action="store_true", help="source is an MVTec AD category folder")
     p_create.set_defaults(func=dataset_create)
     p_sample = data_sub.add_parser("sample", help="write a ready dataset made from data inside scikit-learn")
-    p_sample.add_argument("name", choices=("digits_4or9", "digits", "digits_4or9_anomaly", "iris"))
+    p_sample.add_argument("name", choices=SAMPLES)
     p_sample.add_argument("out")
     p_sample.set_defaults(func=dataset_sample)
 
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_fwd.add_argument("-o", "--output", required=True)
     p_fwd.set_defaults(func=forward_command)
     add_detector_commands(sub)
+    add_nnc_commands(sub)
     return parser
 
 

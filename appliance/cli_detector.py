@@ -20,7 +20,14 @@ def _say(line: str) -> None:
 def fit_command(args: argparse.Namespace) -> int:
     from appliance.workflows import sensor_detector
     from appliance.workflows.detector import FitOptions, fit, parse_roi
+    from models.detector.model import METHODS as IMAGE_METHODS
 
+    method = args.method or (sensor_detector.DEFAULT_METHOD if _readings(args.normal) else "draem")
+    kinds = sensor_detector.METHODS if _readings(args.normal) else IMAGE_METHODS
+    if method not in kinds:
+        what = "readings" if _readings(args.normal) else "images"
+        print(f"error: --method {method} does not fit {what}; use one of {', '.join(kinds)}", file=sys.stderr)
+        return 2
     if _readings(args.normal):
         hop = args.hop or max(1, args.window // 2)
         sensor_detector.fit(
@@ -28,8 +35,10 @@ def fit_command(args: argparse.Namespace) -> int:
             args.output,
             window=args.window,
             hop=hop,
-            epochs=args.epochs,
+            epochs=args.epochs or 30,
             false_alarm_rate=args.false_alarm_rate,
+            method=method,
+            score=args.score,
             log=_say,
         )
         return 0
@@ -40,7 +49,7 @@ def fit_command(args: argparse.Namespace) -> int:
         roi=parse_roi(args.roi),
         epochs=args.epochs,
         false_alarm_rate=args.false_alarm_rate,
-        method=args.method,
+        method=method,
         seed=args.seed,
         name=args.name or "",
     )
@@ -81,7 +90,8 @@ def format_report(report: dict) -> str:
         f"image AUROC {_num(report['image_auroc'])}   pixel AUROC {_num(report['pixel_auroc'])}   "
         f"AUPRO (FPR<=0.3) {_num(report['aupro'])}",
         f"false alarms on good parts at T2: {_pct(report['false_alarm_rate'])} "
-        f"(nominal {_pct(report['nominal_false_alarm_rate'])}); review {_pct(report['review_rate_good'])}",
+        f"(nominal {_pct(report['nominal_false_alarm_rate'])}, T1/T2 rest on {report.get('calibrated_on')} good "
+        f"items never trained on); review {_pct(report['review_rate_good'])}",
         f"defects flagged (review or NG): {_pct(report['defects_flagged'])}; NG {_pct(report['defects_ng'])}",
     ]
     if report["per_defect"]:
@@ -121,9 +131,22 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
     p_fit.add_argument("--size", type=int, default=128, help="network input size in pixels (multiple of 8)")
     p_fit.add_argument("--channels", type=int, choices=(1, 3), default=1)
     p_fit.add_argument("--roi", help="region of interest x,y,width,height in source pixels")
-    p_fit.add_argument("--epochs", type=int, default=30)
+    p_fit.add_argument(
+        "--epochs",
+        type=int,
+        help="images: default enough for 1500 optimiser steps, at least 30; readings (autoencoders): 30",
+    )
     p_fit.add_argument("--false-alarm-rate", type=float, default=0.01, help="calibrated NG rate on good parts")
-    p_fit.add_argument("--method", choices=("draem", "autoencoder"), default="draem")
+    p_fit.add_argument(
+        "--method",
+        help="images: draem (default) | autoencoder; readings: kde (default) | knn | gauss | ensemble | dense | conv1d",
+    )
+    p_fit.add_argument(
+        "--score",
+        choices=("mean", "max"),
+        default="mean",
+        help="readings, autoencoders: mean squared error of a window, or its largest error over time",
+    )
     p_fit.add_argument("--seed", type=int, default=0)
     p_fit.add_argument("--window", type=int, default=64, help="readings: rows per window (as the csv: source)")
     p_fit.add_argument("--hop", type=int, default=0, help="readings: rows between windows (default window/2)")

@@ -41,7 +41,11 @@ def domain_errors() -> dict[type[Exception], int]:
     as user errors: one line on stderr, exit 2."""
     from appliance.datasets.create import CreateError
     from appliance.datasets.images import ImageFolderError
+    from appliance.datasets.nnabla_proto import ProtoError
     from appliance.datasets.nnc import DatasetError
+    from appliance.datasets.nnc_graph import GraphError
+    from appliance.datasets.nnp import NnpError
+    from appliance.datasets.sdcproj_graph import SdcprojError
     from appliance.project import ProjectError
     from appliance.settings import SettingsError
     from appliance.workflows.evaluate import EvaluateError
@@ -67,6 +71,10 @@ def domain_errors() -> dict[type[Exception], int]:
         CreateError: 422,
         ImageFolderError: 422,
         DatasetError: 422,
+        GraphError: 422,
+        NnpError: 422,
+        ProtoError: 422,
+        SdcprojError: 422,
         EvaluateError: 422,
         PreprocessError: 422,
         ProjectError: 422,

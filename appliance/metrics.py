@@ -8,8 +8,11 @@ def prometheus_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def prometheus_text(status: dict[str, dict], outbox_backlog: float, spool_backlog: int) -> str:
-    """Frames, decisions and latency percentiles per source; the outbox and spool backlogs."""
+def prometheus_text(
+    status: dict[str, dict], outbox_backlog: float, spool_backlog: int, cpu: dict[str, float] | None = None
+) -> str:
+    """Frames, decisions and latency percentiles per source; the outbox and spool backlogs; the
+    inspector's CPU seconds per stage."""
     lines = ["# HELP appliance_frames_total Frames per source and stage.", "# TYPE appliance_frames_total counter"]
     for sid, s in status.items():
         label = prometheus_label(sid)
@@ -33,6 +36,11 @@ def prometheus_text(status: dict[str, dict], outbox_backlog: float, spool_backlo
                 quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
                 labels = f'source="{prometheus_label(sid)}",path="{path[:-3]}",quantile="{quantile}"'
                 lines.append(f"appliance_latency_ms{{{labels}}} {value:.3f}")
+    lines += [
+        "# HELP appliance_inspector_cpu_seconds_total The inspector thread's CPU time per stage.",
+        "# TYPE appliance_inspector_cpu_seconds_total counter",
+    ]
+    lines += [f'appliance_inspector_cpu_seconds_total{{stage="{k}"}} {v:.6f}' for k, v in sorted((cpu or {}).items())]
     lines.append(f"appliance_outbox_backlog {outbox_backlog}")
     lines.append(f"appliance_spool_backlog {spool_backlog}")
     return "\n".join(lines) + "\n"

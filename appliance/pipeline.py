@@ -21,10 +21,12 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -36,11 +38,14 @@ from appliance.images import ImageStore
 from appliance.metrics import prometheus_text
 from appliance.recipes import Recipe, Recipes
 from appliance.storage import store
-from appliance.storage.models import Alert, Inspection
+from appliance.storage.models import Alert, Inspection, as_utc
 from appliance.storage.spool import Spool
 from appliance.teach import TeachFrames
 from connectors.base import Backoff, Sample, Source, SourceError, SourceFailure
 from models.decision import Debounce, Thresholds, is_flagged
+
+if TYPE_CHECKING:
+    from appliance.alerts.publisher import Doorbell
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +128,15 @@ class Pipeline:
         self.wake = threading.Condition()
         self.workers: dict[str, SourceWorker] = {}
         self.metrics: dict[str, SourceMetrics] = {}
+        # the inspector thread's CPU seconds per stage (preprocess, inference, scoring, image writes, storage)
+        self.cpu: defaultdict[str, float] = defaultdict(float)
         self.debouncers: dict[str, Debounce] = {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
         # the newest frame of each source with its anomaly map and decision (None: teach mode), for the live view
         self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection | None]] = {}
-        self.alerts_waiting: threading.Event | None = None  # set by the runtime: the publisher's wake-up
+        self.alerts_waiting: Doorbell | None = None  # set by the runtime: the publisher's wake-up
         self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
         self.spool: Spool | None = spool  # where batches wait while the database is away
 
@@ -210,15 +217,18 @@ class Pipeline:
 
     def inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
         debounce = [self._debouncer(s.source_id) for s in batch]
-        results = recipe.model.predict_batch([s.payload for s in batch], debounce, recipe.thresholds)
+        cpu = self.cpu  # this thread's CPU seconds per stage, for /metrics and pipeline_bench
+        results = recipe.model.predict_batch([s.payload for s in batch], debounce, recipe.thresholds, cpu)
         inspections = []
         for sample, result in zip(batch, results, strict=True):
             decision = result.decision
             keep_image = is_flagged(decision) or self._random.random() < self.keep_ok
+            started = time.thread_time()
             image_ref = self.images.put(sample.payload) if keep_image and sample.payload.ndim >= 2 else None
             heat_ref = (
                 self.images.heatmap(result.anomaly_map) if keep_image and result.anomaly_map is not None else None
             )
+            cpu["image_writes"] += time.thread_time() - started
             inspections.append(
                 Inspection(
                     source_id=sample.source_id,
@@ -238,7 +248,9 @@ class Pipeline:
             )
         event_ids = [str(uuid.uuid4()) if is_flagged(i.decision) else None for i in inspections]  # kept if spooled
         crossed = [r.thresholds.crossed(i.decision) for i, r in zip(inspections, results, strict=True)]
+        started = time.thread_time()
         stored = self._store(list(zip(inspections, crossed, event_ids, strict=True)))
+        cpu["storage"] += time.thread_time() - started
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
@@ -282,38 +294,61 @@ class Pipeline:
                 self._count_store_failure(item[0])
         return stored
 
-    def _record(self, items: list[tuple[Inspection, float, str | None]]) -> list[tuple[Inspection, Alert | None]]:
+    def _record(
+        self, items: list[tuple[Inspection, float, str | None]], published: set[str] | None = None
+    ) -> list[tuple[Inspection, Alert | None]]:
         return store.record_inspections(
             self.engine,
             inspections=items,
             alert_topic=self.topics.alerts,
-            build_message=lambda a, i: alert_message(a, i, self.topics, self.api_url),
+            build_message=self._alert_message,
+            published=published,
         )
 
     def _spool(self, decided: list[tuple[Inspection, float, str | None]]) -> list[tuple[Inspection, Alert | None]]:
-        for inspection, _, _ in self.spool.put(decided):  # what did not fit: the spool is full
+        """Keep the batch on local disk, each alert with its message: the publisher sends those
+        at once, the database gets the rows when it is back."""
+        messages = [
+            (self.topics.alerts, store.encode(self._alert_message(store.new_alert(i, t, e), i))) if e else None
+            for i, t, e in decided
+        ]
+        for inspection, _, _ in self.spool.put(decided, messages):  # what did not fit: the spool is full
             self._count_store_failure(inspection)
+        if any(messages) and self.alerts_waiting is not None:
+            self.alerts_waiting.set()
         return []
+
+    def _alert_message(self, alert: Alert, inspection: Inspection) -> dict:
+        return alert_message(alert, inspection, self.topics, self.api_url)
 
     def drain_spool(self, batch: int = 200) -> int:
         """Write spooled items back in order while the database takes them; returns how many.
-        An item whose alert is stored already (a replay after a crash) is skipped."""
+        An item stored already (its batch's commit answer was lost at the cut, or a replay after
+        a crash) is skipped: its capture time within its source, or its alert's event id, names it."""
         done = 0
         while self.spool is not None and len(self.spool):
             entries = self.spool.peek(batch)
+            # alerts the broker acknowledged from the spool are stored as sent: never sent twice
+            sent = self.spool.published([row_id for row_id, _ in entries])
+            published = {item[2] for row_id, item in entries if row_id in sent}
             try:
-                self._record([item for _, item in entries])
+                stored = store.stored_captures(self.engine, inspections=[item[0] for _, item in entries])
+                fresh = [(r, i) for r, i in entries if (i[0].source_id, as_utc(i[0].t_capture)) not in stored]
+                # stored already, and sent from the spool: the stored copy's outbox row must not send it again
+                store.mark_events_sent(
+                    self.engine, event_ids={i[2] for _, i in entries if i[2] in published} - {i[2] for _, i in fresh}
+                )
+                self._record([item for _, item in fresh], published)
             except OperationalError:  # still away: try again at the next call
                 return done
             except IntegrityError:
-                for row_id, item in entries:
+                for row_id, item in fresh:
                     try:
-                        self._record([item])
+                        self._record([item], published)
                     except IntegrityError:
                         pass  # stored before the spool could forget it
                     self.spool.remove([row_id])
-            else:
-                self.spool.remove([row_id for row_id, _ in entries])
+            self.spool.remove([row_id for row_id, _ in entries])
             done += len(entries)
             if self.alerts_waiting is not None:
                 self.alerts_waiting.set()
@@ -403,4 +438,4 @@ class Pipeline:
             backlog: float = store.outbox_backlog(self.engine)
         except SQLAlchemyError:  # the database is away: say so rather than fail the scrape
             backlog = float("nan")
-        return prometheus_text(self.status(), backlog, len(self.spool) if self.spool is not None else 0)
+        return prometheus_text(self.status(), backlog, len(self.spool) if self.spool is not None else 0, dict(self.cpu))

@@ -17,6 +17,7 @@ config:
   monitor_interval: 1
   save_best: true
   seed: 0
+score: {reduce: max, name: max_se}             # optional, autoencoders: mean (default) or max squared error
 search:                                        # optional: `appliance search` (structure search)
   method: random                               # random (NNC's) | bayes (Gaussian process over network features)
   objective: error_and_madds                   # error | error_and_madds
@@ -121,9 +122,19 @@ class SearchConfig(Strict):
     seed: int = 0
 
 
+class ScoreConfig(Strict):
+    """An autoencoder's anomaly score per sample: the mean (NNC's default) or the largest squared
+    reconstruction error over its elements (NNC's sine-wave tutorial outputs ``max_se``), written
+    by ``appliance evaluate`` / ``forward`` as the column ``<name>'``."""
+
+    reduce: Literal["mean", "max"] = "mean"
+    name: str = Field("score", pattern=r"^[A-Za-z_][\w.-]{0,63}$")
+
+
 class Project(Strict):
     network: NetworkConfig
     task: Literal["classification", "regression", "autoencoder"] | None = None
+    score: ScoreConfig | None = None  # set: forward also writes the score, as NNC's side output
     dataset: DatasetConfig
     config: TrainConfig = Field(default_factory=TrainConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
@@ -193,6 +204,8 @@ def write_project(
     batch_size: int = 64,
     solver: str = "Adam",
     lr: float = 0.001,
+    score: dict[str, Any] | None = None,
+    variables: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write ``root/<name>.yaml`` for a zoo network or a spec trained on a dataset folder (its
     training.csv, and validation.csv when there is one); checked before it is stored."""
@@ -203,6 +216,7 @@ def write_project(
         msg = "give exactly one of 'zoo' or 'spec'"
         raise ProjectError(msg)
     dataset = {"training": str(data_folder / "training.csv")}
+    dataset.update({k: v for k, v in (variables or {}).items() if k in ("input", "target")})
     if (data_folder / "validation.csv").is_file():
         dataset["validation"] = str(data_folder / "validation.csv")
     project: dict[str, Any] = {
@@ -212,6 +226,8 @@ def write_project(
     }
     if task:
         project["task"] = task
+    if score:
+        project["score"] = score
     parse_project(project, "project", root)  # refuses a bad network option, solver or value, by key
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"{name}.yaml"

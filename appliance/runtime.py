@@ -245,7 +245,9 @@ class Appliance:
             spool=Spool(self.data / "spool.db", s.spool_max_items),
             teach=None if first_model else self.teach,
         )
-        self.publisher = AlertPublisher(self.engine, broker, self.topics, on_sent=self.pipeline.on_published).start()
+        self.publisher = AlertPublisher(
+            self.engine, broker, self.topics, on_sent=self.pipeline.on_published, spool=self.pipeline.spool
+        ).start()
         self.pipeline.alerts_waiting = self.publisher.wake
         if s.inspections_per_second > 0:
             self.pipeline.on_inspected = self._publish_inspection
@@ -280,10 +282,10 @@ class Appliance:
             self.trigger.stop()
         if self.pipeline:
             self.pipeline.stop()
-            if self.pipeline.spool is not None:
-                self.pipeline.spool.close()
         if self.publisher:
-            self.publisher.stop()
+            self.publisher.stop()  # before the spool closes: the publisher reads it
+        if self.pipeline and self.pipeline.spool is not None:
+            self.pipeline.spool.close()
         if self.broker:
             self.broker.stop()
         self.job_runner.stop()

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     retention_max_gb: float = Field(10, gt=0)  # then the oldest OK, then resolved NG images, over this size
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
+    # requests the API works on at once (the rest wait their turn): the line shares the interpreter
+    # with the API, and a bounded API leaves it its share however many consoles read
+    api_workers: int = Field(2, ge=1, le=64)
+    api_page_cache_s: float = Field(0.5, ge=0, le=10)  # /inspections and /alerts pages answered again within
     api_url: str = ""  # public base URL used in alert links; default http://api_host:api_port
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)

@@ -4,6 +4,7 @@ builds the source, and starts it.
 - ``synth:line?size=128&defect_rate=0.1&seed=0&fps=50``: the synthetic production line
 - ``folder:/path?poll=0.5``: new images in a folder, each processed once (restart-safe)
 - ``file:video.mp4?loop=1&live=0``, ``camera:0``, ``rtsp://…``, ``http://…``: OpenCV video
+  (``file:…?fps=100&loop=1``: a recording replayed at line speed, as a camera delivers it)
 - ``csv:readings.csv?rate=100&window=64&hop=32``: sensor readings replayed into windows
 - ``mqtt://host:port/plant/line/sensors?window=64&hop=32&channels=a,b&share=ingest``: JSON readings
 - ``modbus://host:502/100?count=3&unit=1&interval=0.1&window=32``: Modbus TCP registers, polled
@@ -32,7 +33,15 @@ MODBUS_OPTIONS = {
     "backoff": float,
     "max_backoff": float,
 }
-VIDEO_OPTIONS = {"live": int, "loop": int, "backoff": float, "max_backoff": float, "max_retries": int}
+VIDEO_OPTIONS = {
+    "live": int,
+    "loop": int,
+    "fps": float,
+    "buffer": int,
+    "backoff": float,
+    "max_backoff": float,
+    "max_retries": int,
+}
 
 
 def file_paths(url: str) -> list[str]:
@@ -87,7 +96,7 @@ def _video(sid: str, url: str, scheme: str, path: str, query: str) -> VideoSourc
         target: str | int = int(path)
     else:
         target = path if scheme == "file" else url.split("?")[0]
-    live = bool(opts.pop("live", scheme != "file"))
+    live = bool(opts.pop("live", scheme != "file" or opts.get("fps", 0) > 0))
     return VideoSource(sid, url, target, live=live, loop=bool(opts.pop("loop", 0)), **opts)
 
 

@@ -14,7 +14,9 @@ from connectors.base import IMAGE_SUFFIXES, Sample, Source, SourceError, now
 
 class FolderSource(Source):
     """Images appearing in a folder, each processed once, in order of arrival. What was processed
-    is remembered in ``.appliance-seen.json`` inside the folder, so a restart does not repeat it.
+    is remembered in ``.appliance-seen.json`` inside the folder (each name appended to its
+    ``.log`` as it is read, the two merged now and then), so a restart does not repeat it; names
+    of files that left the folder are forgotten, so memory follows the folder, not its history.
     Unreadable images are counted and skipped."""
 
     kind = "folder"
@@ -28,27 +30,40 @@ class FolderSource(Source):
             raise SourceError(msg)
         self.poll = poll
         self.state_path = Path(state_file) if state_file else self.folder / ".appliance-seen.json"
+        self.log_path = self.state_path.with_name(self.state_path.name + ".log")
         self.seen: set[str] = set()
+        self.logged = 0  # names appended since the state file was last written whole
         if self.state_path.is_file():
             try:
                 self.seen = set(json.loads(self.state_path.read_text()))
             except (ValueError, OSError) as exc:
                 self._fail(f"state file {self.state_path} unreadable, starting afresh: {exc}")
+        if self.log_path.is_file():
+            names = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            self.seen.update(n for n in names if n)
+            self.logged = len(names)
         self.pending: deque[Path] = deque()
 
     def _scan(self) -> None:
-        files = sorted(
-            (p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-            key=lambda p: (p.stat().st_mtime_ns, p.name),
-        )
+        present = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        self.seen &= {p.name for p in present}  # files moved away or rotated out are forgotten
         queued = {p.name for p in self.pending}
-        self.pending.extend(p for p in files if p.name not in self.seen and p.name not in queued)
+        fresh = [p for p in present if p.name not in self.seen and p.name not in queued and p.is_file()]
+        self.pending.extend(sorted(fresh, key=lambda p: (p.stat().st_mtime_ns, p.name)))
 
     def _mark(self, path: Path) -> None:
+        """Remember a name: one appended line (not the whole set rewritten per image); the state
+        file is written whole when the log has grown past what it holds."""
         self.seen.add(path.name)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(self.seen)))
-        tmp.replace(self.state_path)
+        with self.log_path.open("a", encoding="utf-8") as log:
+            log.write(path.name + "\n")
+        self.logged += 1
+        if self.logged > max(1000, len(self.seen)):
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(self.seen)))
+            tmp.replace(self.state_path)
+            self.log_path.unlink(missing_ok=True)
+            self.logged = 0
 
     def _read(self, timeout: float) -> Sample | None:
         deadline = time.monotonic() + timeout

@@ -1,20 +1,24 @@
 """``file:video.mp4?loop=1&live=0``, ``camera:0``, ``rtsp://…``, ``http://…``: OpenCV video.
 
-Live cameras keep only the newest frame (a reader thread overwrites a one-frame slot and counts
-what it overwrote). Dead cameras and streams reconnect with exponential back-off.
+Live cameras keep only their newest frames (a reader thread fills a small buffer, one frame by
+default, and counts what it overwrote). Dead cameras and streams reconnect with exponential
+back-off. ``file:…?fps=100`` replays a recording at that rate as a camera would deliver it: live,
+with a driver-like buffer of 4 frames (``buffer``), frames the line is too slow for dropped and
+counted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from connectors.base import Backoff, Sample, Source, now, redact
+from connectors.base import Backoff, Sample, Source, SourceError, now, redact
 
 
 class VideoSource(Source):
@@ -38,13 +42,20 @@ class VideoSource(Source):
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         max_retries: int = 0,
+        fps: float = 0.0,
+        buffer: int = 0,
     ) -> None:
         super().__init__(source_id, url)
+        if not 0 <= fps <= 10_000 or not 0 <= buffer <= 1000:
+            msg = f"options 'fps' (0 to 10000) and 'buffer' (0 to 1000) got {fps} and {buffer}"
+            raise SourceError(msg)
         self.target, self.live, self.loop = target, live, loop
+        self.period = 1.0 / fps if fps > 0 else 0.0
         self.shown = redact(target) if isinstance(target, str) else f"camera {target}"  # never the password
         self.backpressure = not live
         self.backoff, self.max_retries = Backoff(backoff, max_backoff), max_retries
-        self.frames: deque[tuple[dt.datetime, np.ndarray]] = deque(maxlen=1 if live else 64)
+        slots = buffer or (4 if fps > 0 else 1)  # a replay at line speed buffers as a camera's driver does
+        self.frames: deque[tuple[dt.datetime, np.ndarray]] = deque(maxlen=slots if live else 64)
         self.ready = threading.Condition()
         self.stopping = threading.Event()
         self.delivered = 0  # frames handed to the pipeline: names the item
@@ -88,7 +99,12 @@ class VideoSource(Source):
                 self.state = "reconnecting"
 
     def _pump(self, cap: cv2.VideoCapture) -> None:
+        due = time.monotonic()
         while not self.stopping.is_set():
+            if self.period:  # a camera's pace: late reads catch up, they do not skip frames
+                due += self.period
+                if (wait := due - time.monotonic()) > 0:
+                    self.stopping.wait(wait)
             ok, frame = cap.read()
             stamp = now()
             if not ok:

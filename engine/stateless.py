@@ -46,6 +46,8 @@ Tanh = _elementwise("Tanh", F.tanh)
 Sigmoid = _elementwise("Sigmoid", F.sigmoid)
 Softmax = _elementwise("Softmax", F.softmax)
 LogSoftmax = _elementwise("LogSoftmax", F.log_softmax)
+MulScalar = _elementwise("MulScalar", F.mul_scalar)  # value: NNC's input scaling (e.g. 0.01735)
+AddScalar = _elementwise("AddScalar", F.add_scalar)
 
 
 class Dropout(Module):
@@ -171,6 +173,58 @@ class Reshape(Module):
 
     def extra_repr(self) -> str:
         return f"{self.shape}"
+
+
+class Transpose(Module):
+    """Permute the axes after the batch axis (NNC's Transpose: ``axes`` count from 0 after it).
+
+    **Shape:** (N, *S) → (N, *S[axes])."""
+
+    def __init__(self, axes: Sequence[int]) -> None:
+        self.axes = tuple(int(a) for a in axes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.transpose(x, (0, *(a + 1 for a in self.axes)))
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if sorted(self.axes) != list(range(len(in_shape))):
+            msg = f"axes {self.axes} are not a permutation of the {len(in_shape)} axes of {tuple(in_shape)}"
+            raise ValueError(msg)
+        return tuple(in_shape[a] for a in self.axes)
+
+    def extra_repr(self) -> str:
+        return f"axes={self.axes}"
+
+
+class Slice(Module):
+    """NNC's Slice of the axes after the batch: ``start`` (inclusive), ``stop`` (exclusive) and
+    ``step`` per axis. **Shape:** (N, *S) → (N, *ceil((stop - start) / step))."""
+
+    def __init__(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int] | None = None) -> None:
+        self.start, self.stop = tuple(int(v) for v in start), tuple(int(v) for v in stop)
+        self.step = tuple(int(v) for v in step) if step else (1,) * len(self.start)
+        if not len(self.start) == len(self.stop) == len(self.step) or min(self.step, default=1) < 1:
+            msg = f"Slice needs start, stop and positive step of one length, got {self.start}, {self.stop}, {self.step}"
+            raise ValueError(msg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        index = (slice(None), *(slice(a, b, c) for a, b, c in zip(self.start, self.stop, self.step, strict=True)))
+        return F.slice(x, index)
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if len(self.start) > len(in_shape):
+            msg = f"Slice over {len(self.start)} axes of an input of shape {tuple(in_shape)}"
+            raise ValueError(msg)
+        out = list(in_shape)
+        for axis, (a, b, c) in enumerate(zip(self.start, self.stop, self.step, strict=True)):
+            if not 0 <= a < b <= in_shape[axis]:
+                msg = f"Slice {a}:{b} does not fit axis {axis} of size {in_shape[axis]}"
+                raise ValueError(msg)
+            out[axis] = -(-(b - a) // c)
+        return tuple(out)
+
+    def extra_repr(self) -> str:
+        return f"start={self.start}, stop={self.stop}, step={self.step}"
 
 
 class Identity(Module):

@@ -1,8 +1,13 @@
 """Thresholds from held-out normal data only, and a normalised score.
 
-- T2 (NG) sits at a chosen false-alarm rate on normal items: the empirical quantile when the tail
-  holds enough samples, otherwise a generalised-Pareto fit to the tail (peaks over threshold),
-  which extrapolates to rates below 1/n.
+- T2 (NG) sits at a chosen false-alarm rate on normal items, estimated honestly for the number of
+  samples: with a tail of enough samples, the order statistic that is a 90 % upper confidence
+  bound of the quantile (distribution-free, from the binomial law of order statistics); otherwise
+  a peaks-over-threshold fit of the tail, which extrapolates to rates below 1/n: the exponential
+  tail at the 90 % upper confidence bound of its scale (exact, from its chi-square law), or, where
+  the tail is heavier than exponential, the generalised-Pareto fit at the upper bound of its shape. A threshold from 40
+  scores is further above the point estimate than one from 4,000, as it should be: new good parts
+  then exceed it at most at the nominal rate in nine calibrations out of ten.
 - T1 (review) sits at a higher false-alarm rate (10× by default): OK < T1 ≤ review < T2 ≤ NG.
 - ``norm_score`` maps the normal median to 0, T2 to 0.5 and rises towards 1 above it.
 - With labelled defects, :func:`max_f1_threshold` offers the F1-optimal threshold as a preset.
@@ -20,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 MIN_TAIL = 10  # empirical quantile only when at least this many normal scores lie above it
+CONFIDENCE = 0.9  # T1 and T2 are upper confidence bounds of their quantiles at this level
 
 
 class CalibrationError(ValueError):
@@ -66,23 +72,35 @@ def _clean(scores: Any, what: str) -> np.ndarray:
     return arr
 
 
-def tail_threshold(scores: np.ndarray, rate: float) -> tuple[float, str]:
-    """Score exceeded by a fraction ``rate`` of normal items."""
+def tail_threshold(scores: np.ndarray, rate: float, confidence: float = CONFIDENCE) -> tuple[float, str]:
+    """A score that new normal items exceed at most at ``rate``, with probability ``confidence``
+    over the draw of ``scores``."""
     n = len(scores)
-    if n * rate >= MIN_TAIL:
-        return float(np.quantile(scores, 1 - rate)), "quantile"
-    tail_n = max(MIN_TAIL, min(n // 5, 50))
     ordered = np.sort(scores)
+    rank = int(stats.binom.ppf(confidence, n, 1 - rate)) + 1  # P(X_(rank) >= the (1 - rate) quantile) >= confidence
+    if n - rank + 1 >= MIN_TAIL and rank <= n:
+        return float(ordered[rank - 1]), "quantile-ucb"
+    tail_n = max(MIN_TAIL, min(n // 5, 50))
     u = ordered[-tail_n - 1]
     exceed = ordered[-tail_n:] - u
     if np.ptp(exceed) <= 0:
         return float(ordered[-1]), "max"
-    shape, _, scale = stats.genpareto.fit(exceed, floc=0)
     p_u = tail_n / n
-    value = u + stats.genpareto.ppf(1 - rate / p_u, shape, loc=0, scale=scale)
-    if not math.isfinite(value):
-        return float(ordered[-1]), "max"
-    return float(max(value, ordered[-1] if rate < 1 / n else u)), "gpd"
+    level = 1 - rate / p_u
+    if level <= 0:  # the rate lies below the tail: an order statistic of it will do
+        return float(ordered[min(n - 1, max(0, int(np.ceil((1 - rate) * n)) - 1))]), "quantile"
+    # an exponential tail's scale has a chi-square law: its upper confidence bound is exact and
+    # conservative for the light and moderate tails of scores; a heavier tail's GPD fit wins
+    k = len(exceed)
+    widen = 2 * k / stats.chi2.ppf(1 - confidence, 2 * k)  # the scale's upper bound over its estimate
+    value = u + widen * float(exceed.mean()) * math.log(1 / (1 - level))
+    shape, _, scale = stats.genpareto.fit(exceed, floc=0)
+    # the shape's upper bound from its asymptotic standard error (1 + shape) / sqrt(k)
+    shape_ucb = shape + stats.norm.ppf(confidence) * (1 + shape) / math.sqrt(k)
+    heavy = stats.genpareto.ppf(level, shape_ucb, loc=0, scale=scale)
+    if math.isfinite(heavy):
+        value = max(value, u + heavy)
+    return float(max(value, ordered[-1] if rate < 1 / n else u)), "gpd-ucb"
 
 
 def calibrate(normal_scores: Any, false_alarm_rate: float = 0.01, review_rate: float | None = None) -> Calibration:

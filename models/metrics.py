@@ -81,3 +81,54 @@ def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> float:
         y_cut = np.interp(max_fpr, fpr[i - 1 : i + 1], pro[i - 1 : i + 1])
         x, y = np.r_[x, max_fpr], np.r_[y, y_cut]
     return float(np.trapezoid(y, x) / max_fpr)
+
+
+# -- time series: per point scores from windows, range-aware PR (VUS-PR) -------------------------
+def point_scores(window_scores: np.ndarray, starts: np.ndarray, length: int, n: int) -> np.ndarray:
+    """Per point: the largest score of the windows that cover it (points no window covers get the
+    smallest score), as subsequence detectors are scored in time-series benchmarks (TSB-AD)."""
+    out = np.full(n, np.min(window_scores), np.float64)
+    for s, v in zip(starts, window_scores, strict=True):
+        out[s : s + length] = np.maximum(out[s : s + length], v)
+    return out
+
+
+def _ranges(labels: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.r_[0, labels.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))  # [start, end)
+
+
+def range_pr_auc(labels: np.ndarray, scores: np.ndarray, buffer: int, thresholds: int = 250) -> float:
+    """Range-AUC-PR (Paparrizos et al., VLDB 2022): labels get a soft margin of ``buffer`` points
+    around each anomaly (weight falling as the square root of the distance), recall counts what
+    share of the soft labels is flagged times the share of anomaly ranges hit at all, precision is
+    the soft true positives over all flagged points; the area under that PR curve."""
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, np.float64)
+    soft = labels.astype(np.float64)
+    n = len(labels)
+    for start, end in _ranges(labels):
+        if buffer:
+            after = np.arange(end, min(end + buffer // 2, n))
+            before = np.arange(max(start - buffer // 2, 0), start)
+            soft[after] = np.maximum(soft[after], np.sqrt(1 - (after - end + 1) / buffer))
+            soft[before] = np.maximum(soft[before], np.sqrt(1 - (start - before) / buffer))
+    spans = _ranges(soft > 0)
+    positives = (labels.sum() + soft.sum()) / 2
+    ordered = np.sort(scores)[::-1]
+    recall, precision = [0.0], [1.0]
+    for t in ordered[np.linspace(0, n - 1, thresholds).astype(int)]:
+        flagged = scores >= t
+        tp = float((soft * flagged).sum())
+        hit = np.mean([flagged[a:b].any() for a, b in spans]) if spans else 0.0
+        recall.append(min(tp / positives, 1.0) * hit)
+        precision.append(tp / max(flagged.sum(), 1))
+    order = np.argsort(recall, kind="stable")
+    return float(np.trapezoid(np.asarray(precision)[order], np.asarray(recall)[order]))
+
+
+def vus_pr(labels: np.ndarray, scores: np.ndarray, max_buffer: int) -> float:
+    """Volume under the range-PR surface: :func:`range_pr_auc` averaged over buffers 0..``max_buffer``
+    (the VUS-PR of TSB-UAD / TSB-AD), robust to lags between a fault and its score."""
+    buffers = np.linspace(0, max_buffer, 11).astype(int)
+    return float(np.mean([range_pr_auc(labels, scores, int(b)) for b in buffers]))

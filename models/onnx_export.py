@@ -48,6 +48,12 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
 
+    def node_outputs(self, op_type: str, inputs: Sequence[str], hints: Sequence[str], **attrs) -> list[str]:
+        """A node with several outputs (e.g. TopK's values and indices); returns their names."""
+        outs = [self.name(h) for h in hints]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=outs[0], **attrs))
+        return outs
+
 
 def _pads(pads: Sequence[tuple[int, int]]) -> list[int]:
     return [lo for lo, _ in pads] + [hi for _, hi in pads]
@@ -96,11 +102,19 @@ def _prelu(g: GraphBuilder, m: L.PReLU, x: str, rank: int) -> str:
 
 def _elementwise(g: GraphBuilder, m: Module, x: str) -> str:
     kind, cfg = type(m).__name__, getattr(m, "config", {})
+    if kind in ("MulScalar", "AddScalar"):
+        value = g.const(np.float32(cfg["value"]), "value")
+        return g.op(kind[:3], [x, value], kind.lower())
     if kind == "Swish":
         return g.op("Mul", [x, g.op("Sigmoid", [x])], "swish")
     if kind == "GELU":
         half = g.const(np.float32(0.5), "half")
         one = g.const(np.float32(1.0), "one")
+        if cfg.get("approximate") == "tanh":  # nnabla's form
+            cube = g.op("Mul", [g.op("Mul", [x, x]), x])
+            inner = g.op("Add", [x, g.op("Mul", [cube, g.const(np.float32(0.044715), "c")])])
+            t = g.op("Tanh", [g.op("Mul", [inner, g.const(np.float32(math.sqrt(2 / math.pi)), "k")])])
+            return g.op("Mul", [g.op("Mul", [x, half]), g.op("Add", [t, one])], "gelu")
         erf = g.op("Erf", [g.op("Mul", [x, g.const(np.float32(1 / math.sqrt(2)), "rsqrt2")])])
         return g.op("Mul", [g.op("Mul", [x, half]), g.op("Add", [erf, one])], "gelu")
     simple = {
@@ -187,6 +201,15 @@ def emit(g: GraphBuilder, m: Module, x: str, in_shape: tuple[int, ...]) -> str:
         L.Unpooling: lambda: _resize(g, m.kernel, x, "nearest"),
         L.Upsample: lambda: _resize(g, m.scale, x, m.mode),
         L.Flatten: lambda: g.op("Flatten", [x], axis=1),
+        L.Transpose: lambda: g.op("Transpose", [x], perm=[0, *(a + 1 for a in m.axes)]),
+        L.Slice: lambda: g.op(
+            "Slice",
+            [x, *(g.const(np.array(v, np.int64), n) for v, n in ((m.start, "starts"), (m.stop, "ends")))]
+            + [
+                g.const(np.arange(1, len(m.start) + 1, dtype=np.int64), "axes"),
+                g.const(np.array(m.step, np.int64), "steps"),
+            ],
+        ),
         L.Reshape: lambda: g.op("Reshape", [x, g.const(np.array([0, *m.shape], np.int64), "shape")]),
         L.Dropout: lambda: x,
         L.Identity: lambda: x,

@@ -48,6 +48,7 @@ class BuiltLayer:
     module: Module
     in_shape: Shape
     out_shape: Shape
+    name: str = ""  # the spec's ``name`` (NNC's layer name), when it has one
 
 
 @dataclass
@@ -168,7 +169,7 @@ BUILDERS: dict[str, Callable[[dict, Shape], Module]] = {
     "ELU": _simple(L.ELU, alpha=1.0),
     "SELU": _simple(L.SELU),
     "Swish": _simple(L.Swish),
-    "GELU": _simple(L.GELU),
+    "GELU": _simple(L.GELU, approximate="none"),
     "Tanh": _simple(L.Tanh),
     "Sigmoid": _simple(L.Sigmoid),
     "Softmax": _simple(L.Softmax, axis=1),
@@ -181,6 +182,10 @@ BUILDERS: dict[str, Callable[[dict, Shape], Module]] = {
     "Upsample": lambda p, s: L.Upsample(
         _ints(p.pop("scale", 2), _spatial(s, "Upsample"), "scale"), mode=p.pop("mode", "nearest")
     ),
+    "MulScalar": lambda p, s: L.MulScalar(value=float(p.pop("value"))),
+    "AddScalar": lambda p, s: L.AddScalar(value=float(p.pop("value"))),
+    "Transpose": lambda p, s: L.Transpose(p.pop("axes")),
+    "Slice": lambda p, s: L.Slice(p.pop("start"), p.pop("stop"), p.pop("step", None)),
     "Flatten": _simple(L.Flatten),
     "Reshape": lambda p, s: L.Reshape(tuple(p.pop("shape"))),
     "Dropout": _simple(L.Dropout, p=0.5),
@@ -278,6 +283,18 @@ def _build(source: str | Path | Mapping[str, Any]) -> Network:
     return Network(spec=spec, module=module, input_shape=tuple(raw_input), output_shape=out, layers=built)
 
 
+def output_shape(layers: list[dict[str, Any]], in_shape: Sequence[int]) -> Shape:
+    """The output shape of spec layers applied to ``in_shape`` (an importer's shape inference;
+    Affine layers are not allocated, so a large classifier head costs nothing here)."""
+    shape = tuple(in_shape)
+    for i, item in enumerate(layers):
+        if isinstance(item, dict) and item.get("type") == "Affine" and isinstance(item.get("n_outmaps"), int):
+            shape = (item["n_outmaps"],)
+            continue
+        _, shape = _build_layer(item, shape, f"layers[{i}]", [])
+    return shape
+
+
 def _build_sequence(items: Any, shape: Shape, path: str, built: list[BuiltLayer]) -> tuple[Sequential, Shape]:
     if not isinstance(items, list) or not items:
         msg = f"{path} must be a non-empty list of layers"
@@ -295,7 +312,8 @@ def _build_layer(item: Any, shape: Shape, path: str, built: list[BuiltLayer]) ->
         raise SpecError(msg)
     params = dict(item)
     kind = params.pop("type")
-    label = f"{path} ({kind}{' ' + repr(params.pop('name')) if 'name' in params else ''})"
+    name = str(params.pop("name", ""))
+    label = f"{path} ({kind}{' ' + repr(name) if name else ''})"
     if kind == "Residual":
         body, main = _build_sequence(params.pop("body", None), shape, f"{path}.body", built)
         shortcut, side = (None, shape)
@@ -307,7 +325,7 @@ def _build_layer(item: Any, shape: Shape, path: str, built: list[BuiltLayer]) ->
             msg = f"{label}: residual body gives {main} but the shortcut gives {side}"
             raise SpecError(msg)
         module = Residual(body, shortcut)
-        built.append(BuiltLayer(f"{path}.add", "Add", module, shape, main))
+        built.append(BuiltLayer(f"{path}.add", "Add", module, shape, main, name))
         return module, main
     if kind == "Concat":
         branches = params.pop("branches", None)
@@ -322,7 +340,7 @@ def _build_layer(item: Any, shape: Shape, path: str, built: list[BuiltLayer]) ->
         except ValueError as exc:
             msg = f"{label}: {exc}"
             raise SpecError(msg) from exc
-        built.append(BuiltLayer(path, "Concat", module, shape, out))
+        built.append(BuiltLayer(path, "Concat", module, shape, out, name))
         return module, out
     if kind not in BUILDERS:
         msg = f"{path}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"
@@ -338,7 +356,7 @@ def _build_layer(item: Any, shape: Shape, path: str, built: list[BuiltLayer]) ->
     except (ValueError, TypeError) as exc:
         msg = f"{label}: {exc}"
         raise SpecError(msg) from exc
-    built.append(BuiltLayer(path, kind, module, shape, out))
+    built.append(BuiltLayer(path, kind, module, shape, out, name))
     return module, out
 
 

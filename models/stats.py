@@ -31,6 +31,7 @@ class LayerStats:
     exps: int = 0
     comparisons: int = 0
     activation_bytes: int = 0
+    name: str = ""  # the layer's name in the spec (NNC's), when it has one
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -71,6 +72,8 @@ def _costs(layer: BuiltLayer) -> dict[str, int]:
         "GlobalAveragePooling": {"adds": n_in - n, "divisions": n},
         "Upsample": {"multiply_adds": 4 * n} if getattr(m, "mode", "") == "bilinear" else {},
         "Add": {"adds": n},
+        "AddScalar": {"adds": n},
+        "MulScalar": {"multiplies": n},
     }
     return table.get(kind, {})
 
@@ -88,6 +91,7 @@ def network_stats(net: Network, batch_size: int = 1, bytes_per_value: int = 4) -
                 neurons=neurons,
                 parameters=int(leaf_params),
                 activation_bytes=neurons * batch_size * bytes_per_value,
+                name=layer.name,
                 **_costs(layer),
             )
         )
@@ -116,7 +120,7 @@ def stats_table(net: Network, batch_size: int = 1) -> str:
     head = ("layer", "type", "output", "params", "mult-adds", "adds", "mults", "divs", "exps", "cmps", "act. memory")
     body = [
         (
-            r.path,
+            r.name or r.path,  # NNC shows its layer names
             r.type,
             "x".join(map(str, r.output_shape)),
             r.parameters,

@@ -234,6 +234,13 @@ class Client:
     def network_stats(self, zoo: str, input_shape: list[int] | None = None, **options: Any) -> dict[str, Any]:
         return self._json("POST", "/networks/stats", json={"zoo": zoo, "input": input_shape, "options": options})
 
+    def spec_stats(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", "/networks/stats", json={"spec": spec})
+
+    def import_nnc_project(self, filename: str, data: bytes) -> dict[str, Any]:
+        """An NNC project (.sdcproj) as a network spec, task, config and the importer's notes."""
+        return self._json("POST", "/networks/import", files={"file": (filename, data, "text/plain")})
+
     def projects(self) -> list[dict[str, Any]]:
         return self._json("GET", "/projects")
 

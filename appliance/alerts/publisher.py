@@ -1,14 +1,15 @@
-"""Durable alert delivery: the outbox table → MQTT with QoS 1.
+"""Durable alert delivery: the outbox table → MQTT with QoS 1, and, while the database is away,
+the alerts waiting in the local spool.
 
 A message is marked sent only when the broker acknowledges it (PUBACK). While the broker is
-down, messages wait in the outbox; after an outage or a process kill, everything pending is
-sent on the next connection. Consumers de-duplicate by ``event_id`` (QoS 1 is at-least-once).
+down, messages wait in the outbox (or the spool); after an outage or a process kill, everything
+pending is sent on the next connection. The spool is read whatever the database does: an NG
+alert never waits for the database. Consumers de-duplicate by ``event_id`` (QoS 1 is at-least-once).
 The retained ``status`` topic says ``online`` on connect and ``offline`` by last will.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -22,8 +23,10 @@ from sqlalchemy.engine import Engine
 
 from appliance.alerts.schema import Topics
 from appliance.storage import store
+from appliance.storage.spool import Spool
 
 log = logging.getLogger(__name__)
+PAGE = 100  # messages read from the outbox (and from the spool) at a time
 
 
 @dataclass
@@ -84,8 +87,32 @@ def make_client(settings: BrokerSettings, topics: Topics) -> mqtt.Client:
     return client
 
 
+class Doorbell:
+    """The sender thread's wake-up. ``set()`` says new messages wait (the outbox or spool is read
+    again); ``ring()`` only wakes the thread (an acknowledgement to record needs no query)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.work = True  # read the outbox on the first pass
+
+    def set(self) -> None:
+        self.work = True
+        self.event.set()
+
+    def ring(self) -> None:
+        self.event.set()
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(timeout)
+        self.event.clear()
+
+
 class AlertPublisher:
     """Sends pending outbox messages whenever connected; runs in its own thread.
+
+    The outbox is read when new messages are announced (``wake.set()``), when the last read filled
+    a page, after a reconnect, and otherwise every ``recheck`` seconds as a safety net (messages a
+    database failure left pending); an acknowledgement alone never costs a query.
 
     paho calls ``on_publish`` while holding its own message lock, so the callbacks never wait
     for anything: they only queue events (acknowledged mid, disconnected). The sender thread alone
@@ -98,9 +125,13 @@ class AlertPublisher:
         settings: BrokerSettings,
         topics: Topics,
         poll: float = 0.1,
+        recheck: float = 1.0,
         on_sent: Callable[[str], None] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.engine, self.settings, self.topics, self.poll, self.on_sent = engine, settings, topics, poll, on_sent
+        self.recheck = recheck
+        self.spool = spool
         self.client = make_client(settings, topics)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -108,9 +139,11 @@ class AlertPublisher:
         self.connected = threading.Event()
         self.stopping = threading.Event()
         self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
-        self.wake = threading.Event()  # set when new messages are in the outbox
+        self.wake = Doorbell()  # set() when new messages are in the outbox or spool
         self._last_summary = 0.0
-        self.inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox id, payload), sender thread only
+        # paho mid → (where: "outbox" | "spool", its id there, payload); the sender thread's only
+        self.inflight: dict[int, tuple[str, int, str]] = {}
+        self._outbox_retry_at = 0.0  # while the database fails, the outbox is polled once a second
         self.sent = 0
         self.outbox_failing = False  # the database did not answer the last outbox poll
         self.thread = threading.Thread(target=self._run, name="alert-publisher", daemon=True)
@@ -138,7 +171,7 @@ class AlertPublisher:
         if not self.connected.is_set() or now - self._last_summary < 1.0 / limit_per_second:
             return False
         self._last_summary = now
-        self.client.publish(self.topics.inspections, json.dumps(summary, separators=(",", ":")), qos=0)
+        self.client.publish(self.topics.inspections, store.encode(summary), qos=0)
         return True
 
     # -- paho callbacks (network thread): queue, never block ------------------------------
@@ -155,7 +188,7 @@ class AlertPublisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.events.put(("acked" if not reason_code.is_failure else "refused", mid))
-        self.wake.set()  # record the acknowledgement now, not at the next poll
+        self.wake.ring()  # record the acknowledgement now, not at the next poll
 
     # -- sender thread --------------------------------------------------------------------
     def _drain_events(self) -> None:
@@ -167,43 +200,77 @@ class AlertPublisher:
                 break
             if kind == "disconnected":
                 self.inflight.clear()  # unacknowledged: sent again after reconnecting
+                self.wake.work = True
             elif kind == "acked" and mid in self.inflight:
                 acked.append(self.inflight.pop(mid))
             else:
                 self.inflight.pop(mid, None)
         if acked:
-            store.mark_sent(self.engine, message_ids=[outbox_id for outbox_id, _ in acked])
             self.sent += len(acked)
-            for _, payload in acked if self.on_sent else ():
+            spooled = [row_id for where, row_id, _ in acked if where == "spool"]
+            if spooled:  # local: always recorded, whatever the database does
+                self.spool.mark_published(spooled)
+            for _, _, payload in acked if self.on_sent else ():
                 try:
                     self.on_sent(payload)
                 except Exception:  # a metrics hook must never hold up delivery
                     log.exception("on_sent hook failed")
+            outbox = [row_id for where, row_id, _ in acked if where == "outbox"]
+            if outbox:  # a database that fails here leaves them pending: sent again, never lost
+                store.mark_sent(self.engine, message_ids=outbox)
+
+    def _pending(self) -> list[tuple[str, int, str, str, int, bool]]:
+        """What to send next: the spool's unpublished alerts (local, always readable) and the
+        outbox's pending messages (skipped for a second after the database failed), as
+        (where, id, topic, payload, qos, retain)."""
+        busy = {(where, row_id) for where, row_id, _ in self.inflight.values()}
+        out = []
+        if self.spool is not None:
+            exclude = {row_id for where, row_id in busy if where == "spool"}
+            out += [
+                ("spool", i, topic, payload, 1, False) for i, topic, payload in self.spool.unpublished(PAGE, exclude)
+            ]
+        if time.monotonic() < self._outbox_retry_at:
+            return out
+        try:
+            exclude = {row_id for where, row_id in busy if where == "outbox"}
+            pending = store.pending_messages(self.engine, limit=PAGE, exclude=exclude)
+        except Exception:  # database briefly unavailable: try again, say so once per outage
+            if not self.outbox_failing:
+                log.exception("outbox access failed; retrying every second until the database answers")
+            self.outbox_failing = True
+            self._outbox_retry_at = time.monotonic() + 1.0
+            return out
+        if self.outbox_failing:
+            log.warning("outbox reachable again")
+            self.outbox_failing = False
+        return out + [("outbox", m.id, m.topic, m.payload, m.qos, m.retain) for m in pending]
 
     def _run(self) -> None:
+        next_check = 0.0
         while not self.stopping.is_set():
             try:
                 self._drain_events()
-                if not self.connected.wait(self.poll):
-                    continue
-                busy = {outbox_id for outbox_id, _ in self.inflight.values()}
-                pending = store.pending_messages(self.engine, limit=100, exclude=busy)
-            except Exception:  # database briefly unavailable: try again, say so once per outage
-                if not self.outbox_failing:
-                    log.exception("outbox access failed; retrying every second until the database answers")
-                self.outbox_failing = True
-                self.stopping.wait(1.0)
+            except Exception:  # acknowledgements the database could not record: those are sent again
+                log.exception("recording acknowledged messages failed; they stay pending")
+            if not self.connected.wait(self.poll):
                 continue
-            if self.outbox_failing:
-                log.warning("outbox reachable again")
-                self.outbox_failing = False
-            for message in pending:
-                if not self.connected.is_set():
-                    break
-                info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self.inflight[info.mid] = (message.id, message.payload)
-            if not pending:
-                self.wake.wait(self.poll)
-                self.wake.clear()
-        self._drain_events()
+            if self.wake.work or time.monotonic() >= next_check:
+                self.wake.work = False
+                next_check = time.monotonic() + self.recheck
+                pending = self._pending()
+                for where, row_id, topic, payload, qos, retain in pending:
+                    if not self.connected.is_set():
+                        self.wake.work = True
+                        break
+                    info = self.client.publish(topic, payload, qos=qos, retain=retain)
+                    if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                        self.inflight[info.mid] = (where, row_id, payload)
+                if len(pending) >= PAGE:
+                    self.wake.work = True  # more waiting: read the next page at once
+                    continue
+            self.wake.wait(self.poll)
+        try:
+            self._drain_events()
+        except Exception:
+            log.exception("recording acknowledged messages failed; they stay pending")

@@ -66,8 +66,11 @@ class Topics:
 
 
 def alert_message(alert: Alert, inspection: Inspection, topics: Topics, api_url: str = "") -> dict[str, Any]:
-    """The payload consumers receive; ``event_id`` is their de-duplication key."""
+    """The payload consumers receive; ``event_id`` is their de-duplication key. An alert raised
+    while the database is away is sent before its inspection is stored: ``inspection_id`` and the
+    image links are null then (``GET /alerts`` finds it by ``event_id`` once the row is written back)."""
     base = api_url.rstrip("/")
+    stored = inspection.id is not None
     return {
         "schema_version": ALERT_SCHEMA_VERSION,
         "event_id": alert.event_id,
@@ -85,6 +88,6 @@ def alert_message(alert: Alert, inspection: Inspection, topics: Topics, api_url:
         "label": inspection.label,
         "item": inspection.item,  # the source's name for the part: file name, frame, trigger id
         "model_version": alert.model_version,
-        "image_url": f"{base}/inspections/{inspection.id}/image" if inspection.image_ref else None,
-        "heatmap_url": f"{base}/inspections/{inspection.id}/heatmap" if inspection.heatmap_ref else None,
+        "image_url": f"{base}/inspections/{inspection.id}/image" if stored and inspection.image_ref else None,
+        "heatmap_url": f"{base}/inspections/{inspection.id}/heatmap" if stored and inspection.heatmap_ref else None,
     }

@@ -3,15 +3,22 @@ bearer token with a role: viewer < operator < engineer < admin)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.engine import Engine
 
+from appliance.api.pages import PageCache
 from appliance.runtime import Appliance
 from appliance.storage import queries, store
-from appliance.storage.models import as_utc, utcnow
+from appliance.storage.models import ApiToken, as_utc, utcnow
+
+TOKEN_TTL_S = 2.0  # a token's row is read again after this long: a revocation elsewhere holds within it
+_tokens: dict[tuple[int, str], tuple[float, ApiToken | None]] = {}
+_tokens_lock = threading.Lock()
 
 
 def get_appliance(request: Request) -> Appliance:
@@ -22,7 +29,12 @@ def get_engine(request: Request) -> Engine:
     return request.app.state.appliance.engine
 
 
+def get_pages(request: Request) -> PageCache:
+    return request.app.state.pages
+
+
 AppDep = Annotated[Appliance, Depends(get_appliance)]
+PagesDep = Annotated[PageCache, Depends(get_pages)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
@@ -41,11 +53,33 @@ def _bearer(request: Request) -> str:
     return token
 
 
+def stored_token(engine: Engine, token: str) -> ApiToken | None:
+    """The token's row, read at most every TOKEN_TTL_S per token (consoles poll several times a
+    second; the lookup was a tenth of the API's time under load)."""
+    key, now = (id(engine), queries.token_digest(token)), time.monotonic()
+    with _tokens_lock:
+        hit = _tokens.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    row = queries.token(engine, token=token)
+    with _tokens_lock:
+        if len(_tokens) >= 1024:  # bounded: unknown tokens are whatever a caller sends
+            _tokens.clear()
+        _tokens[key] = (now + TOKEN_TTL_S, row)
+    return row
+
+
+def forget_tokens() -> None:
+    """Read every token from the database again (after a revocation here)."""
+    with _tokens_lock:
+        _tokens.clear()
+
+
 def role_at_least(minimum: str):
     """A dependency that admits tokens of ``minimum`` or a higher role and gives their Actor."""
 
     def check(request: Request, engine: EngineDep) -> Actor:
-        row = queries.token(engine, token=_bearer(request))
+        row = stored_token(engine, _bearer(request))
         if row is None or row.revoked:
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
         if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():

@@ -6,13 +6,19 @@ Domain errors become 4xx / 5xx answers in one place (:mod:`appliance.api.errors`
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.api.errors import add_exception_handlers
+from appliance.api.pages import PageCache
 from appliance.api.routes import ROUTERS
 
 if TYPE_CHECKING:
@@ -30,31 +36,92 @@ def _refuse(detail: str, status: int = 422) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-async def refuse_unstorable_requests(request: Request, call_next: Any) -> Response:
+class RefuseUnstorableRequests:
     """Before authentication: JSON bodies over MAX_JSON_BYTES (413), and text no database can
-    store, NUL characters (PostgreSQL refuses them) and lone surrogates, as a named 422."""
-    raw = f"{request.url.path}?{request.url.query}".lower()
-    if "%00" in raw or "\x00" in raw:
-        return _refuse("NUL characters are not allowed in the path or query")
-    if request.headers.get("content-type", "").startswith("application/json"):
-        length = request.headers.get("content-length", "")
+    store, NUL characters (PostgreSQL refuses them) and lone surrogates, as a named 422.
+
+    Plain ASGI (no per-request task and body streams as with ``@app.middleware``): every request
+    passes here, and the line shares the interpreter with the API."""
+
+    def __init__(self, app: ASGIApp, pages: PageCache) -> None:
+        self.app, self.pages = app, pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):  # a write: kept pages are stale, before and after it
+            self.pages.bump()
+            try:
+                await self._checked(scope, receive, send)
+            finally:
+                self.pages.bump()
+            return
+        await self._checked(scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}".lower()
+        if "%00" in raw or "\x00" in raw:
+            await _refuse("NUL characters are not allowed in the path or query")(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not headers.get("content-type", "").startswith("application/json"):
+            await self.app(scope, receive, send)
+            return
+        length = headers.get("content-length", "")
+        too_big = _refuse(f"JSON body larger than {MAX_JSON_BYTES // (1024 * 1024)} MiB", 413)
         if length.isdigit() and int(length) > MAX_JSON_BYTES:
-            return _refuse(f"JSON body larger than {MAX_JSON_BYTES // (1024 * 1024)} MiB", 413)
-        body = await request.body()
-        if len(body) > MAX_JSON_BYTES:
-            return _refuse(f"JSON body larger than {MAX_JSON_BYTES // (1024 * 1024)} MiB", 413)
+            await too_big(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > MAX_JSON_BYTES:
+                await too_big(scope, receive, send)
+                return
+        body = b"".join(chunks)
         if b"\\u0000" in body.lower():
-            return _refuse("NUL characters are not allowed in JSON bodies")
+            await _refuse("NUL characters are not allowed in JSON bodies")(scope, receive, send)
+            return
         if LONE_SURROGATE.search(body):
-            return _refuse("JSON bodies may not hold lone UTF-16 surrogates (text that is not Unicode)")
-    return await call_next(request)
+            detail = "JSON bodies may not hold lone UTF-16 surrogates (text that is not Unicode)"
+            await _refuse(detail)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(appliance: Appliance) -> FastAPI:
     """The API of a running appliance (engine, model slot, pipeline, images, topics, publisher)."""
-    app = FastAPI(title="Anomaly appliance", version="1", description="Inspections, alerts, thresholds, sources.")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # sync routes and the work handed off the event loop share this many threads
+        anyio.to_thread.current_default_thread_limiter().total_tokens = appliance.settings.api_workers
+        yield
+
+    app = FastAPI(
+        title="Anomaly appliance",
+        version="1",
+        description="Inspections, alerts, thresholds, sources.",
+        lifespan=lifespan,
+    )
     app.state.appliance = appliance
-    app.middleware("http")(refuse_unstorable_requests)
+    app.state.pages = PageCache(appliance.settings.api_page_cache_s)
+    app.add_middleware(RefuseUnstorableRequests, pages=app.state.pages)
     add_exception_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

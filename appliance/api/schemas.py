@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.recipes import Recipe
 from appliance.storage.models import InspectionBase, TrainingJob
@@ -15,6 +15,8 @@ from appliance.storage.models import InspectionBase, TrainingJob
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
 TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="token id")]
+
+
 Offset = Annotated[int, Query(ge=0, le=10**9)]
 
 
@@ -133,7 +135,7 @@ class TeachIn(BaseModel):
     size: int = Field(128, ge=16, le=512, multiple_of=8)
     channels: Literal[1, 3] = 1
     roi: tuple[int, int, int, int] | None = None  # x, y, width, height in source pixels
-    epochs: int = Field(30, ge=1, le=1000)
+    epochs: int | None = Field(None, ge=1, le=1000)  # None: enough for the detector's minimum optimiser steps
     false_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
     method: Literal["draem", "autoencoder"] = "draem"
     test_share: float = Field(0.2, gt=0, lt=0.6)
@@ -234,6 +236,14 @@ class TokenIn(BaseModel):
     expires_in_days: float | None = Field(None, gt=0, le=3650, description="default: 30 for viewer and operator")
 
 
+class VariablesIn(BaseModel):
+    """The dataset variables a project reads (NNC's ``x`` and ``y`` unless its project names others)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str = Field("x", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    target: str | None = Field("y", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+
+
 class ProjectIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     dataset: str = Field(min_length=1, max_length=100)
@@ -245,3 +255,5 @@ class ProjectIn(BaseModel):
     batch_size: int = Field(64, ge=1, le=4096)
     solver: str = Field("Adam", max_length=40)
     lr: float = Field(0.001, gt=0, le=10)
+    score: dict[str, Any] | None = None  # an autoencoder's score: {reduce: mean|max, name}
+    variables: VariablesIn | None = None

@@ -164,7 +164,22 @@ def import_mvtec(category: str | Path, out: str | Path, fmt: ImageFormat) -> dic
     return {"train": len(train_rows), "test": len(test_rows)}
 
 
-SAMPLES = ("digits_4or9", "digits", "digits_4or9_anomaly", "iris")
+SAMPLES = ("digits_4or9", "digits", "digits_4or9_anomaly", "iris", "sine_anomaly")
+
+
+def sine_readings(n: int, rng: np.random.Generator, bursts: int = 0, period: float = 25.7) -> tuple[np.ndarray, list]:
+    """NNC's sensor tutorial as readings: a sine wave (amplitude 1, ``period`` rows, small noise)
+    and, with ``bursts``, that many short bursts of noise (4 to 12 rows, σ 0.15 to 0.4) labelled
+    ``burst`` at random places; the rest is ``ok``."""
+    t = np.arange(n)
+    wave = np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)) + 0.03 * rng.normal(size=n)
+    labels = ["ok"] * n
+    starts = rng.choice(np.arange(64, n - 64, 96), size=bursts, replace=False) if bursts else []
+    for s in starts:
+        length = int(rng.integers(4, 13))
+        wave[s : s + length] += rng.uniform(0.15, 0.4) * rng.normal(size=length)
+        labels[s : s + length] = ["burst"] * length
+    return wave, labels
 
 
 def create_sample(name: str, out: str | Path, seed: int = 0) -> dict[str, object]:
@@ -175,11 +190,21 @@ def create_sample(name: str, out: str | Path, seed: int = 0) -> dict[str, object
     - ``digits_4or9_anomaly``: training has 4s and 9s only; validation has every digit with
       y = 1 for "not 4 or 9" (the seed's autoencoder experiment)
     - ``iris``: vectors ``x__0..x__3`` with class ``y``
+    - ``sine_anomaly``: NNC's sensor tutorial as readings for ``appliance detector fit``:
+      ``normal.csv`` (a sine wave) and ``test.csv`` (the same wave with short noise bursts,
+      ``label`` = ``burst`` on their rows)
     """
     from sklearn.datasets import load_digits, load_iris
     from sklearn.model_selection import train_test_split
 
     out = Path(out)
+    if name == "sine_anomaly":
+        rng = np.random.default_rng(seed)
+        normal, _ = sine_readings(4096, rng)
+        test, labels = sine_readings(4096, rng, bursts=24)
+        write_csv(out / "normal.csv", ["wave"], [[f"{v:.5f}"] for v in normal])
+        write_csv(out / "test.csv", ["wave", "label"], [[f"{v:.5f}", lab] for v, lab in zip(test, labels, strict=True)])
+        return {"normal": len(normal), "test": len(test), "bursts": 24}
     if name == "iris":
         iris = load_iris()
         header = [f"x__{i}:{n}" for i, n in enumerate(iris.feature_names)] + ["y:label"]

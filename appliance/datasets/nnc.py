@@ -121,7 +121,7 @@ def read_file_cell(path: Path, normalize: bool) -> np.ndarray:
         return np.load(path, allow_pickle=False).astype(np.float32)
     if ext == ".csv":
         text = path.read_text(encoding="utf-8")
-        return np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float32, ndmin=1)
+        return np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float32, ndmin=2)  # rows × columns, as nnabla
     msg = f"unsupported file type {ext!r} (images, .csv or .npy)"
     raise ValueError(msg)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Integer, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # 64-bit ids: a line at 100 items/s passes 2^31 in under a year. SQLite keeps INTEGER so that the
@@ -44,6 +44,8 @@ class InspectionBase(SQLModel):
 
 
 class Inspection(InspectionBase, table=True):
+    # a source's newest first (the console's live table) without a sort
+    __table_args__ = (Index("ix_inspection_source_id_id", "source_id", "id"),)
     id: int | None = big_id()
     t_decided: dt.datetime = Field(default_factory=utcnow)
 
@@ -61,6 +63,8 @@ class AlertBase(SQLModel):
 
 
 class Alert(AlertBase, table=True):
+    # the alert list reads open ones newest first, then the rest: two index ranges, no sort
+    __table_args__ = (Index("ix_alert_state_id", "state", "id"),)
     id: int | None = big_id()
     inspection_id: int = Field(sa_column=Column(BigId, ForeignKey("inspection.id"), index=True, nullable=False))
     created_at: dt.datetime = Field(default_factory=utcnow, index=True)

@@ -25,11 +25,6 @@ from appliance.storage.models import (
 ALERT_STATES = ("open", "acknowledged", "confirmed", "false_positive")
 
 
-def _page(session: Session, query: Any, order: list[Any], offset: int, limit: int) -> tuple[list[Any], int]:
-    count = session.exec(select(func.count()).select_from(query.subquery())).one()
-    return list(session.exec(query.order_by(*order).offset(offset).limit(limit)).all()), count
-
-
 def inspections(
     engine: Engine,
     *,
@@ -39,10 +34,14 @@ def inspections(
     until: dt.datetime | None = None,
     offset: int = 0,
     limit: int = 50,
-) -> tuple[list[Inspection], int]:
-    """A page of inspections, newest first, and how many match (times without a zone are UTC)."""
+    before_id: int | None = None,
+) -> tuple[list[Any], int]:
+    """A page of inspections (rows with the table's columns as attributes), newest first, and how
+    many match (times without a zone are UTC). ``before_id`` pages by key (rows older than that id):
+    the cost of a page does not grow with how far back it is, as an offset's does. Rows, not ORM
+    objects: consoles poll this several times a second."""
     since, until = as_utc(since), as_utc(until)
-    query = select(Inspection)
+    query = select(Inspection.__table__)
     if source_id:
         query = query.where(Inspection.source_id == source_id)
     if decision:
@@ -52,7 +51,11 @@ def inspections(
     if until:
         query = query.where(col(Inspection.t_capture) < until)
     with Session(engine) as session:
-        return _page(session, query, [col(Inspection.id).desc()], offset, limit)
+        count = session.exec(select(func.count()).select_from(query.subquery())).one()
+        if before_id is not None:
+            query = query.where(col(Inspection.id) < before_id)
+        rows = session.execute(query.order_by(col(Inspection.id).desc()).offset(offset).limit(limit)).all()
+        return list(rows), count
 
 
 def _get(engine: Engine, table: type, row_id: int, what: str) -> Any:
@@ -68,11 +71,27 @@ def inspection(engine: Engine, *, inspection_id: int) -> Inspection:
     return _get(engine, Inspection, inspection_id, "inspection")
 
 
-def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Alert], int]:
-    """A page of alerts, open ones first, then newest first, and how many match."""
-    query = select(Alert) if not state else select(Alert).where(Alert.state == state)
+def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Any], int]:
+    """A page of alerts (rows), open ones first, then newest first, and how many match.
+
+    Read as two ranges of the (state, id) index, the open alerts and the others, each newest
+    first, with the counts per state from the same index: no sort of the whole table per page."""
+    newest, table = col(Alert.id).desc(), Alert.__table__
     with Session(engine) as session:
-        return _page(session, query, [col(Alert.state) != "open", col(Alert.id).desc()], offset, limit)
+        counts = dict(session.exec(select(Alert.state, func.count()).group_by(Alert.state)).all())
+        if state:
+            query = select(table).where(Alert.state == state).order_by(newest).offset(offset).limit(limit)
+            return list(session.execute(query).all()), counts.get(state, 0)
+        n_open = counts.get("open", 0)
+        rows: list[Any] = []
+        if offset < n_open:
+            query = select(table).where(Alert.state == "open").order_by(newest).offset(offset).limit(limit)
+            rows = list(session.execute(query).all())
+        if len(rows) < limit:
+            rest = select(table).where(Alert.state != "open").order_by(newest)
+            rest = rest.offset(max(0, offset - n_open)).limit(limit - len(rows))
+            rows += list(session.execute(rest).all())
+        return rows, sum(counts.values())
 
 
 def _scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:

@@ -23,6 +23,7 @@ from appliance.storage.models import (
     OutboxMessage,
     SourceConfig,
     TrainingJob,
+    as_utc,
     utcnow,
 )
 from appliance.storage.queries import token_digest
@@ -44,16 +45,55 @@ def record_inspection(
     )[0]
 
 
+def stored_captures(engine: Engine, *, inspections: list[Inspection]) -> set[tuple[str, dt.datetime]]:
+    """Which of these (source, capture time) pairs the database holds already. A batch whose
+    commit was cut off mid-answer may be stored although the caller saw an error: written back
+    from the spool, it must not be stored twice (a frame's capture time names it within its source)."""
+    if not inspections:
+        return set()
+    times = {as_utc(i.t_capture) for i in inspections}
+    query = select(Inspection.source_id, Inspection.t_capture).where(
+        col(Inspection.t_capture).in_(times), col(Inspection.source_id).in_({i.source_id for i in inspections})
+    )
+    with Session(engine) as session:
+        return {(sid, as_utc(t)) for sid, t in session.exec(query).all()}
+
+
+def encode(payload: dict[str, Any]) -> str:
+    """An outbox (and spooled) message's payload as it goes on the wire: compact JSON."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def new_alert(inspection: Inspection, threshold: float, event_id: str | None) -> Alert:
+    """The alert of a flagged inspection (its ``inspection_id`` once the inspection is stored)."""
+    return Alert(
+        event_id=event_id or str(uuid.uuid4()),
+        inspection_id=inspection.id,
+        source_id=inspection.source_id,
+        decision=inspection.decision,
+        score=inspection.score,
+        norm_score=inspection.norm_score,
+        threshold=threshold,
+        model_version=inspection.model_version,
+        item=inspection.item,
+        created_at=utcnow(),
+    )
+
+
 def record_inspections(
     engine: Engine,
     *,
     inspections: list[tuple[Inspection, float, str | None]],
     alert_topic: str,
     build_message: Callable[[Alert, Inspection], dict[str, Any]],
+    published: set[str] | None = None,
 ) -> list[tuple[Inspection, Alert | None]]:
     """A batch of (inspection, the threshold its alert crossed, its alert's event id or None for a
     new one) with their alerts and messages, in one transaction. An event id stored already makes
-    the whole batch fail (IntegrityError): that is how a replay is recognised."""
+    the whole batch fail (IntegrityError): that is how a replay is recognised. Alerts whose event
+    ids are in ``published`` were sent already (from the spool, while the database was away): their
+    outbox rows are stored as sent."""
+    published = published or set()
     with Session(engine, expire_on_commit=False) as session:
         session.add_all([inspection for inspection, _, _ in inspections])
         session.flush()
@@ -61,22 +101,15 @@ def record_inspections(
         for inspection, threshold, event_id in inspections:
             alert = None
             if is_flagged(inspection.decision):
-                alert = Alert(
-                    event_id=event_id or str(uuid.uuid4()),
-                    inspection_id=inspection.id,
-                    source_id=inspection.source_id,
-                    decision=inspection.decision,
-                    score=inspection.score,
-                    norm_score=inspection.norm_score,
-                    threshold=threshold,
-                    model_version=inspection.model_version,
-                    item=inspection.item,
-                    created_at=utcnow(),
-                )
+                alert = new_alert(inspection, threshold, event_id)
                 session.add(alert)
                 session.flush()
-                payload = json.dumps(build_message(alert, inspection), separators=(",", ":"))
-                session.add(OutboxMessage(event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1))
+                payload = encode(build_message(alert, inspection))
+                sent_at = utcnow() if alert.event_id in published else None
+                outbox = OutboxMessage(
+                    event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1, sent_at=sent_at
+                )
+                session.add(outbox)
             out.append((inspection, alert))
         session.commit()
         return out
@@ -89,6 +122,20 @@ def pending_messages(engine: Engine, *, limit: int = 100, exclude: set[int] | No
         if exclude:
             query = query.where(col(OutboxMessage.id).not_in(exclude))
         return list(session.exec(query.order_by(OutboxMessage.id).limit(limit)))
+
+
+def mark_events_sent(engine: Engine, *, event_ids: set[str]) -> None:
+    """These alerts reached the broker another way (from the spool): their outbox rows are done."""
+    if not event_ids:
+        return
+    with Session(engine) as session:
+        query = select(OutboxMessage).where(
+            col(OutboxMessage.event_id).in_(event_ids), col(OutboxMessage.sent_at).is_(None)
+        )
+        for message in session.exec(query):
+            message.sent_at = utcnow()
+            session.add(message)
+        session.commit()
 
 
 def mark_sent(engine: Engine, *, message_ids: list[int], at: dt.datetime | None = None) -> None:
@@ -228,7 +275,7 @@ def queue_message(engine: Engine, *, topic: str, payload: dict[str, Any], retain
                 topic=topic,
                 retain=retain,
                 qos=qos,
-                payload=json.dumps(payload, separators=(",", ":")),
+                payload=encode(payload),
             )
         )
         session.commit()

@@ -43,7 +43,7 @@ class FitOptions:
     size: int = 128
     channels: int = 1
     roi: tuple[int, int, int, int] | None = None
-    epochs: int = 30
+    epochs: int | None = None  # None: the detector's default (enough for its minimum optimiser steps)
     false_alarm_rate: float = 0.01
     method: str = "draem"
     batch_size: int = 16
@@ -160,16 +160,18 @@ def fit(
     held, train = holdout_split(len(x), config.holdout, config.batch_size, config.seed)
     log(
         f"training a {config.method} detector from scratch: {len(train)} images for training, {len(held)} held out "
-        f"for calibration, {options.size}x{options.size}, {options.channels} channel(s), {config.epochs} epochs"
+        f"for calibration, {options.size}x{options.size}, {options.channels} channel(s), "
+        f"{config.epochs_for(len(train))} epochs"
     )
-    steps = config.epochs * (len(train) // config.batch_size)
+    steps = config.epochs_for(len(train)) * (len(train) // config.batch_size)
     if steps < MIN_STEPS:
         log(
-            f"warning: {steps} optimiser steps ({len(train) // config.batch_size} per epoch x {config.epochs} epochs) "
+            f"warning: {steps} optimiser steps ({len(train) // config.batch_size} per epoch x "
+            f"{config.epochs_for(len(train))} epochs) "
             f"may leave the detector undertrained; {MIN_STEPS} or more is safer: raise --epochs or add good images"
         )
     detector = Detector(config)
-    summary = detector.fit(x, callbacks=(_Progress(config.epochs, log, on_epoch),))
+    summary = detector.fit(x, callbacks=(_Progress(config.epochs_for(len(train)), log, on_epoch),))
     provenance = {
         "dataset": str(root),
         "dataset_digest": folder_digest(root, paths),
@@ -286,6 +288,7 @@ def item_report(model: Inferencer, data: str, kinds: np.ndarray, results: Sequen
             "mean_score": float(scores[sel].mean()),
         }
     t1, t2 = model.thresholds
+    calibration = model.meta.get("postprocess", {}).get("calibration", {})
     return {
         "model_version": model.version,
         "data": data,
@@ -297,7 +300,9 @@ def item_report(model: Inferencer, data: str, kinds: np.ndarray, results: Sequen
         "aupro": None,
         "false_alarm_rate": float(ng[~defect].mean()),
         "review_rate_good": float((flagged & ~ng)[~defect].mean()),
-        "nominal_false_alarm_rate": model.meta.get("postprocess", {}).get("calibration", {}).get("false_alarm_rate"),
+        "nominal_false_alarm_rate": calibration.get("false_alarm_rate"),
+        "calibrated_on": calibration.get("n"),  # how many good items the thresholds rest on
+        "calibration_method": calibration.get("method"),
         "defects_flagged": float(flagged[defect].mean()) if defect.any() else None,
         "defects_ng": float(ng[defect].mean()) if defect.any() else None,
         "t1": t1,

@@ -36,6 +36,13 @@ class Loaded:
     input_variable: str
     target_variable: str | None
 
+    @property
+    def score(self) -> tuple[str, str | None]:
+        """An autoencoder's score: how it reduces the squared error, and the name of the side output
+        its project gave it (None: forward writes only the reconstruction, as nnabla_cli does)."""
+        post = self.bundle.meta.get("postprocess", {})
+        return ("max" if post.get("score") == "max" else "mean"), post.get("score_name")
+
 
 def load_model(path: str | Path) -> Loaded:
     path = Path(path)
@@ -91,8 +98,12 @@ def forward(model: str | Path, dataset: str | Path, out_dir: str | Path) -> Path
     """Run the model over a dataset; write ``out_dir/output_result.csv``."""
     loaded, out_dir = load_model(model), Path(out_dir)
     ds = NNCDataset(dataset)
-    _, out = _outputs(loaded, ds)
+    x, out = _outputs(loaded, ds)
     headers, cells = _output_cells(out, out_dir, "y'")
+    reduce, name = loaded.score
+    if loaded.task == "autoencoder" and name:  # the named side output as an extra column, as NNC writes it
+        headers.append(f"{name}'")
+        cells = [row + [float(s)] for row, s in zip(cells, anomaly_scores(out, x, reduce), strict=True)]
     path = out_dir / "output_result.csv"
     write_csv(path, ds.header + headers, [_input_cells(ds, r) + c for r, c in zip(ds.rows, cells, strict=True)])
     return path
@@ -125,8 +136,9 @@ def evaluate(model: str | Path, dataset: str | Path, out_dir: str | Path | None 
     y = ds.load(loaded.target_variable) if loaded.target_variable in ds.variables else None
     report: dict[str, Any] = {"model": str(model), "dataset": str(dataset), "task": loaded.task, "samples": len(x)}
     if loaded.task == "autoencoder":
-        scores = anomaly_scores(out, x)
-        extra_headers, extra = ["score'"], [[float(s)] for s in scores]
+        reduce, name = loaded.score
+        scores = anomaly_scores(out, x, reduce)
+        extra_headers, extra = [f"{name or 'score'}'"], [[float(s)] for s in scores]
         if x.ndim == 4:
             heat_headers, heat = _heatmaps(out, x, out_dir)
             extra_headers += heat_headers

@@ -55,6 +55,12 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     models_dir = data_dir / "models"
     bundle = bundle_io.load(models_dir / active[1])
     spec = InputSpec.from_dict(bundle.meta["input"])
+    if spec.kind != "image":
+        msg = (
+            f"model {active[0]} judges sensor vectors, and retraining learns from new normal images; "
+            "fit a new one on normal readings (appliance detector fit --normal readings.csv) and promote it"
+        )
+        raise InvalidInput(msg)
     files = normal_images(engine, data_dir, params)
     min_images = int(params.get("min_images", 40))
     if len(files) < min_images:

@@ -3,7 +3,8 @@ per row) cut into (channels, window) windows every ``hop`` rows, exactly as the 
 the other sensor sources assemble them in the line; the vector detector (a dense autoencoder on
 normal windows) scores them.
 
-- ``fit``: normal readings only; calibrated on held-out windows.
+- ``fit``: normal readings only; any model kind of :mod:`models.detector.vector` (a kernel density by default),
+  calibrated on windows it did not fit (leave-one-out, out-of-fold or held out).
 - ``report``: a labelled CSV (a ``label`` or ``anomaly`` column: 0 / ``ok`` / ``normal`` / ``good`` are normal,
   anything else names the anomaly); a window is anomalous when any of its rows is.
 - ``predict``: a CSV of readings → one row per window (first and last line, score, decision).
@@ -21,9 +22,13 @@ import numpy as np
 from appliance.datasets.images import ImageFolderError
 from appliance.workflows.detector import item_report, unique_version
 from models.decision import is_flagged
+from models.detector.vector import MODELS as METHODS
 from models.detector.vector import VectorDetector, VectorDetectorConfig
 from models.inference import Inferencer
 
+__all__ = ["DEFAULT_METHOD", "METHODS", "fit", "predict", "read_readings", "report", "windows"]
+
+DEFAULT_METHOD = VectorDetectorConfig.model
 Log = Callable[[str], None]
 LABEL_COLUMNS = ("label", "anomaly")
 NORMAL_LABELS = {"0", "ok", "normal", "good", "0.0", "false"}
@@ -84,24 +89,47 @@ def windows(data: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.nda
 
 
 def fit(
-    normal: str | Path, out: str | Path, *, window: int, hop: int, epochs: int, false_alarm_rate: float, log: Log
+    normal: str | Path,
+    out: str | Path,
+    *,
+    window: int,
+    hop: int,
+    epochs: int,
+    false_alarm_rate: float,
+    log: Log,
+    method: str = DEFAULT_METHOD,
+    score: str = "mean",
 ) -> dict[str, Any]:
     channels, data, _ = read_readings(normal)
     x, _ = windows(data, window, hop)
     log(f"{len(data)} readings of {len(channels)} channels → {len(x)} windows of {window} (every {hop})")
-    config = VectorDetectorConfig(shape=x.shape[1:], epochs=epochs, false_alarm_rate=false_alarm_rate)
-    detector = VectorDetector(config)
     try:
-        summary = detector.fit(x)
-    except ValueError as exc:  # too few windows to hold some out
+        config = VectorDetectorConfig(
+            shape=x.shape[1:], model=method, epochs=epochs, false_alarm_rate=false_alarm_rate, score=score
+        )
+        detector = VectorDetector(config)
+        summary = detector.fit(x, log=log)
+    except ValueError as exc:  # an unknown kind, or too few windows to calibrate on
         raise ReadingsError(str(exc)) from exc
-    provenance = {"dataset": str(normal), "channels": channels, "window": window, "hop": hop, "windows": len(x)}
+    provenance = {
+        "dataset": str(normal),
+        "channels": channels,
+        "window": window,
+        "hop": hop,
+        "windows": len(x),
+        "calibrated_on": summary["calibrated_on"],
+    }
     bundle = detector.to_bundle(provenance=provenance, name=Path(normal).stem)
     unique_version(bundle)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     bundle.save(out)
     cal = summary["calibration"]
-    log(f"calibrated on held-out windows: T1={cal['t1']:.5f} T2={cal['t2']:.5f}; wrote {out} ({bundle.version})")
+    if summary["warning"]:
+        log(f"warning: {summary['warning']}")
+    log(
+        f"{method}: calibrated on {summary['calibrated_on']}: T1={cal['t1']:.5g} T2={cal['t2']:.5g}; "
+        f"wrote {out} ({bundle.version})"
+    )
     return {"path": str(out), "version": bundle.version, **summary}
 
 

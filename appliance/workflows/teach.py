@@ -119,7 +119,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         size=params.get("size", 128),
         channels=params.get("channels", 1),
         roi=tuple(params["roi"]) if params.get("roi") else None,
-        epochs=params.get("epochs", 30),
+        epochs=params.get("epochs"),
         false_alarm_rate=params.get("false_alarm_rate", 0.01),
         method=params.get("method", "draem"),
         name=f"teach-{source_id}",
@@ -160,7 +160,15 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("image_auroc", "pixel_auroc", "aupro", "false_alarm_rate", "nominal_false_alarm_rate", "defects_flagged")
+    keys = (
+        "image_auroc",
+        "pixel_auroc",
+        "aupro",
+        "false_alarm_rate",
+        "nominal_false_alarm_rate",
+        "calibrated_on",
+        "defects_flagged",
+    )
     return {k: report.get(k) for k in keys}
 
 

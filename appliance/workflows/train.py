@@ -48,6 +48,7 @@ class Task:
 
     kind: str  # classification | regression | autoencoder
     outputs: int = 1
+    score: str = "mean"  # an autoencoder's anomaly score: mean or max squared error per sample
 
     def loss(self, out: Tensor, x: np.ndarray, y: np.ndarray | None) -> Tensor:
         if self.kind == "autoencoder":
@@ -70,13 +71,15 @@ class Task:
         if y is not None and len(np.unique(y)) == 2:
             from sklearn.metrics import roc_auc_score
 
-            return {"valid_auroc": float(roc_auc_score(y.reshape(-1) > 0, anomaly_scores(out, x)))}
+            return {"valid_auroc": float(roc_auc_score(y.reshape(-1) > 0, anomaly_scores(out, x, self.score)))}
         return {}
 
 
-def anomaly_scores(recon: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """NNC's autoencoder anomaly score: mean squared reconstruction error per sample."""
-    return ((recon - x) ** 2).reshape(len(x), -1).mean(axis=1)
+def anomaly_scores(recon: np.ndarray, x: np.ndarray, reduce: str = "mean") -> np.ndarray:
+    """NNC's autoencoder anomaly score: the mean squared reconstruction error per sample, or the
+    largest (``max``: NNC's sine-wave tutorial, where a short burst must not be averaged away)."""
+    errors = ((recon - x) ** 2).reshape(len(x), -1)
+    return errors.max(axis=1) if reduce == "max" else errors.mean(axis=1)
 
 
 def predict(module: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -264,7 +267,7 @@ def _train(
     cfg = project.config
     train_data = load_data(project, "training")
     valid_data = load_data(project, "validation")
-    task = Task(resolve_task(project, train_data))
+    task = Task(resolve_task(project, train_data), score=project.score.reduce if project.score else "mean")
     if task.kind in ("classification", "regression") and train_data.y is None:
         msg = f"task {task.kind} needs the target variable {project.dataset.target!r} in the training data"
         raise ProjectError(msg)
@@ -363,7 +366,9 @@ def _finish(
         "input_variable": project.dataset.input,
         "target_variable": project.dataset.target,
     }
-    post = {"score": "mean"} if task.kind == "autoencoder" else {}
+    post = {"score": task.score} if task.kind == "autoencoder" else {}
+    if task.kind == "autoencoder" and project.score:  # a named side output, as NNC's sine tutorial has
+        post["score_name"] = project.score.name
     results = run / "results"
     last = results / "last.zip"
     bundle_io.bundle_from_network(net, kind, spec.to_dict(), labels, post, provenance).save(last)

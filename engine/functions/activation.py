@@ -91,16 +91,24 @@ class Swish(Function):
 
 
 class GELU(Function):
-    """Exact GELU ``x·Φ(x)`` with the normal CDF."""
+    """GELU ``x·Φ(x)``: exact, with the normal CDF, or (``approximate="tanh"``, nnabla's and so
+    NNC's form) ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``."""
 
-    def forward(self, x):
-        self.x = x
+    def forward(self, x, *, approximate):
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            self.t = np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)).astype(x.dtype)
+            return 0.5 * x * (1 + self.t)
         self.cdf = (0.5 * (1 + special.erf(x / np.sqrt(2)))).astype(x.dtype)
         return x * self.cdf
 
     def backward(self, g):
-        pdf = np.exp(-0.5 * self.x * self.x) / np.sqrt(2 * np.pi)
-        return g * (self.cdf + self.x * pdf.astype(g.dtype))
+        x = self.x
+        if self.approximate == "tanh":
+            inner = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x * x)
+            return g * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * inner).astype(g.dtype)
+        pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+        return g * (self.cdf + x * pdf.astype(g.dtype))
 
 
 class Tanh(Function):
@@ -162,8 +170,11 @@ def swish(x: Any) -> Tensor:
     return Swish.apply(x)
 
 
-def gelu(x: Any) -> Tensor:
-    return GELU.apply(x)
+def gelu(x: Any, approximate: str = "none") -> Tensor:
+    if approximate not in ("none", "tanh"):
+        msg = f"GELU approximate must be 'none' or 'tanh', got {approximate!r}"
+        raise ValueError(msg)
+    return GELU.apply(x, approximate=approximate)
 
 
 def tanh(x: Any) -> Tensor:

@@ -34,19 +34,23 @@ from models.spec import Network, build
 from models.zoo import get_spec
 
 METHODS = ("draem", "autoencoder")
+MIN_EPOCHS = 30
 
 
 @dataclass
 class DetectorConfig:
     method: str = "draem"
     size: int = 64
-    crop: int | None = None  # train on random crops of this size (the networks are fully convolutional)
+    # train on random crops of this size when the images are larger (the networks are fully
+    # convolutional): a 128 px part trains about 4x faster a step; None trains on whole images
+    crop: int | None = 64
     channels: int = 1
     ae_widths: tuple[int, ...] = (16, 32, 64)
     clf_width: int = 16
     clf_depth: int = 2
     decoder: str = "deconv"
-    epochs: int = 30
+    epochs: int | None = None  # None: enough for min_steps optimiser steps, and at least MIN_EPOCHS
+    min_steps: int = 1500  # the brushed-metal benchmark: AUROC 0.94 after 300 steps, 0.998 after 1500
     batch_size: int = 16
     lr: float = 1e-3
     ssim_weight: float = 1.0
@@ -60,6 +64,14 @@ class DetectorConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def epochs_for(self, train_images: int) -> int:
+        """The epochs training will run on ``train_images`` images: as set, or by default as many as
+        it takes to reach ``min_steps`` optimiser steps (few images: more epochs), at least 30."""
+        if self.epochs is not None:
+            return self.epochs
+        per_epoch = max(1, train_images // self.batch_size)
+        return max(MIN_EPOCHS, -(-self.min_steps // per_epoch))
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             msg = f"method must be one of {METHODS}, got {self.method!r}"
@@ -71,10 +83,10 @@ class DetectorConfig:
             msg = f"holdout must be in (0, 1), got {self.holdout}"
             raise ValueError(msg)
         self.ae_widths = tuple(self.ae_widths)
-        if self.crop is not None and (
-            self.crop > self.size or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)
-        ):
-            msg = f"crop {self.crop} must be at most size {self.size} and divisible like it"
+        if self.crop is not None and self.crop >= self.size:
+            self.crop = None  # whole images
+        if self.crop is not None and (self.crop < 16 or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)):
+            msg = f"crop {self.crop} must be at least 16 and divisible like the size"
             raise ValueError(msg)
 
 
@@ -147,7 +159,8 @@ class Detector:
         trainer = Trainer(self.net, self.loss, Adam(self.net, lr=c.lr), callbacks=callbacks)
         monitor = [_EpochLog(log)] if log else []
         trainer.callbacks += monitor
-        self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), c.epochs)
+        epochs = c.epochs_for(len(train))
+        self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), epochs)
         train_seconds = time.perf_counter() - start
         self.calibration = calibrate(self.scores(held), c.false_alarm_rate)
         return {

@@ -20,7 +20,7 @@ from appliance.cli import main
 from appliance.runtime import Appliance
 from appliance.storage import store
 from appliance.storage.models import Alert, Inspection
-from tests.helpers.appliance import appliance_settings
+from tests.helpers.appliance import appliance_settings, upload
 from tests.helpers.broker import Subscriber
 from tests.helpers.parts import make_parts
 from tests.helpers.waiting import wait_for
@@ -48,13 +48,6 @@ def drop(images: list[Path], folder: Path, prefix: str = "") -> list[str]:
         shutil.copy(image, folder / name)
         names.append(name)
     return names
-
-
-def upload(client: TestClient, h: dict[str, str], bundle: Path) -> str:
-    with bundle.open("rb") as f:
-        r = client.post("/models", files={"file": ("m.zip", f, "application/zip")}, headers=h)
-    assert r.status_code == 201, r.text
-    return r.json()["version"]
 
 
 def test_commission_a_folder_source_from_teach_mode_to_alerts_and_keep_what_the_engineer_set(

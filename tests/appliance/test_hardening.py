@@ -8,7 +8,9 @@ import datetime as dt
 import io
 import json
 import multiprocessing
+import os
 import struct
+import time
 import zipfile
 import zlib
 
@@ -299,13 +301,16 @@ def test_a_viewer_cannot_make_the_server_allocate_a_huge_network(running):
 
 def test_a_database_outage_loses_nothing(tmp_path, broker):
     """Issue 14 item 1: the real PostgreSQL is cut off while defects keep coming; readiness names
-    the database, the line keeps deciding, what it decided waits on local disk and is written back
-    in order when the database returns; every alert is stored and published once by event_id."""
+    the database, the line keeps deciding and its NG alerts reach MQTT during the outage, what it
+    decided waits on local disk and is written back in order when the database returns; every
+    alert is stored and published once by event_id."""
     from fastapi.testclient import TestClient
     from sqlmodel import Session, select
 
+    from appliance.alerts.publisher import AlertPublisher
     from appliance.api import create_app
     from appliance.runtime import Appliance
+    from appliance.storage import store
     from appliance.storage.db import make_engine
     from appliance.storage.models import Alert
     from tests.helpers.appliance import appliance_settings
@@ -332,6 +337,9 @@ def test_a_database_outage_loses_nothing(tmp_path, broker):
             scored = status()["scored"]
             assert wait_for(lambda: len(app.pipeline.spool) >= 60, timeout=30)  # ~3 s of the line
             assert status()["scored"] > scored and "on local disk" in client.get("/health/ready").json()["detail"]
+            # NG parts do not wait for the database: their alerts are out, not yet linked to a row
+            assert wait_for(lambda: any(a["inspection_id"] is None for a in alerts.alerts()), timeout=10)
+            during = {a["event_id"] for a in alerts.alerts() if a["inspection_id"] is None}
             proxy.restore()
             assert wait_for(lambda: len(app.pipeline.spool) == 0, timeout=30)
             assert wait_for(lambda: client.get("/health/ready").status_code == 200, timeout=20)
@@ -345,7 +353,19 @@ def test_a_database_outage_loses_nothing(tmp_path, broker):
         assert failed == 0 and len(stored) + len(app.pipeline.spool) == scored  # nothing lost
         captured = [i.t_capture for i in sorted(stored, key=lambda i: i.id)]
         assert captured == sorted(captured)  # written back in order
-        assert event_ids and wait_for(lambda: {a["event_id"] for a in alerts.alerts()} >= event_ids, timeout=20)
+        # alerts decided in the last moments before stop() wait in the outbox for the next start:
+        # a publisher started on the database again (as the next start does) sends them
+        waiting = [m for m in store.pending_messages(make_engine(url), limit=10_000) if m.topic == app.topics.alerts]
+        assert len(waiting) <= 10  # at most a second or two of the line's alerts
+        publisher = AlertPublisher(make_engine(url), app.broker_settings, app.topics).start()
+        try:
+            assert event_ids and wait_for(lambda: {a["event_id"] for a in alerts.alerts()} >= event_ids, timeout=20)
+            time.sleep(1)  # a second send, if there were one, would arrive by now
+        finally:
+            publisher.stop()
+        received = [a["event_id"] for a in alerts.alerts()]
+        assert during <= event_ids  # sent during the outage, then stored under the same event id
+        assert len(received) - len(set(received)) <= 1  # QoS 1: at most one in flight at the cut repeats
         alerts.close()
 
 
@@ -355,3 +375,89 @@ def test_a_bundle_with_a_malformed_input_spec_is_refused(running):
     data = bundle_with(active, **{"version": "bad-input-size", "input.size": 5})
     refused = client.post("/models", files={"file": ("b.zip", data, "application/zip")}, headers=auth(tokens))
     assert refused.status_code == 422 and "'size'" in refused.json()["detail"]
+
+
+KILLED_DURING_OUTAGE = """
+import sys, time
+from pathlib import Path
+from appliance.runtime import Appliance
+from tests.helpers.appliance import appliance_settings
+folder, port, url = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+line = "synth:line?size=64&fps=20&defect_rate=0.3&seed=6"
+app = Appliance(appliance_settings(folder, port, line, "killed", database_url=url), log=lambda line: None).start()
+while app.pipeline.status()[line]["scored"] < 20:
+    time.sleep(0.1)
+print("inspecting", flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_appliance_killed_during_a_database_outage_loses_no_inspection_and_no_alert(tmp_path, broker):
+    """Issue 14 item 1: ``kill -9`` while the database is away and alerts wait in the spool; the
+    next start writes back every spooled inspection and every alert reaches MQTT (QoS 1: one that
+    was in flight at the kill may arrive twice, none is missing)."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sqlmodel import Session, select
+
+    from appliance.alerts.schema import Topics
+    from appliance.runtime import Appliance
+    from appliance.storage.db import make_engine
+    from appliance.storage.models import Alert
+    from tests.helpers.appliance import appliance_settings
+    from tests.helpers.broker import Subscriber
+    from tests.helpers.database import postgres_database
+    from tests.helpers.proxy import Proxy
+
+    root = Path(__file__).resolve().parents[2]
+    with postgres_database("appliance_killed") as url:
+        proxy = Proxy(5432)
+        proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        line = "synth:line?size=64&fps=20&defect_rate=0.3&seed=6"
+        m = appliance_settings(tmp_path, broker.port, line, "killed").mqtt
+        alerts = Subscriber(broker.port, [Topics(m.prefix, m.site, m.line, m.appliance_id).alerts])
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_DURING_OUTAGE, str(tmp_path), str(broker.port), proxied],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "inspecting"
+            proxy.cut()
+            spool = tmp_path / "spool.db"
+
+            def spooled() -> tuple[int, int]:  # (items, of which alerts acknowledged by the broker)
+                with sqlite3.connect(spool) as db:
+                    return db.execute("SELECT count(*), coalesce(sum(published), 0) FROM item").fetchone()
+
+            assert wait_for(lambda: spool.exists() and spooled()[1] >= 5, timeout=30)  # NG alerts went out
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            waiting, _ = spooled()
+            sent_before = {a["event_id"] for a in alerts.alerts()}
+            proxy.restore()
+            app = Appliance(
+                appliance_settings(tmp_path, broker.port, line, "killed", database_url=url), log=lambda _: None
+            )
+            app.start()
+            try:
+                assert wait_for(lambda: len(app.pipeline.spool) == 0, timeout=30)  # all written back
+            finally:
+                app.stop()
+        finally:
+            child.kill()
+            proxy.close()
+        with Session(make_engine(url)) as session:
+            event_ids = set(session.exec(select(Alert.event_id)).all())
+            stored = len(session.exec(select(Inspection)).all())
+        assert waiting > 20 and stored >= waiting  # the spooled inspections are in the database now
+        assert sent_before <= event_ids  # what went out during the outage was stored under its event id
+        assert wait_for(lambda: {a["event_id"] for a in alerts.alerts()} >= event_ids, timeout=20)
+        received = [a["event_id"] for a in alerts.alerts()]
+        assert len(received) - len(set(received)) <= 2  # at most the ones in flight at the kill
+        alerts.close()

@@ -59,10 +59,25 @@ def test_folder_processes_each_image_once_across_restarts(tmp_path):
     assert restarted.read(1.0).meta["file"] == "new.png"
 
 
+def test_a_folder_remembers_by_appending_and_forgets_files_that_left(tmp_path):
+    """Each image read appends its name (no rewrite of the whole set per image); names of files
+    moved away are forgotten, so memory follows the folder, not its history; restarts repeat nothing."""
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((8, 8), np.uint8))
+    source = open_source(f"folder:{tmp_path}?poll=0.05")
+    assert [source.read(0.5).meta["file"] for _ in range(5)] == [f"{i}.png" for i in range(5)]
+    assert (tmp_path / ".appliance-seen.json.log").read_text().split() == [f"{i}.png" for i in range(5)]
+    for i in range(3):
+        (tmp_path / f"{i}.png").unlink()  # the plant moves processed parts away
+    assert source.read(0.2) is None and source.seen == {"3.png", "4.png"}
+    restarted = open_source(f"folder:{tmp_path}?poll=0.05")
+    assert restarted.read(0.2) is None
+
+
 def write_video(path: Path, frames: int = 6) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 32))
     for i in range(frames):
-        writer.write(np.full((32, 32, 3), i * 30, np.uint8))
+        writer.write(np.full((32, 32, 3), i * 30 % 256, np.uint8))
     writer.release()
 
 
@@ -74,6 +89,23 @@ def test_video_file_frames_arrive_in_order(tmp_path):
         assert all(f is not None for f in frames)
         levels = [int(f.payload.mean()) for f in frames]
         assert levels == sorted(levels) and source.frames_dropped == 0
+    finally:
+        source.close()
+
+
+def test_a_recording_replays_at_line_speed_like_a_camera(tmp_path):
+    """``fps`` paces a file as a camera delivers frames: about that many a second, looping; a
+    consumer that stops reading loses what overflows the camera-like buffer, counted."""
+    write_video(tmp_path / "v.avi", frames=10)
+    source = open_source(f"file:{tmp_path / 'v.avi'}?fps=20&loop=1")
+    try:
+        start = time.monotonic()
+        got = [source.read(2.0) for _ in range(11)]
+        elapsed = time.monotonic() - start
+        assert all(g is not None for g in got) and 0.3 <= elapsed <= 3.0  # 10 periods of 50 ms after the first
+        time.sleep(1.0)  # the line stalls: 20 frames arrive, 4 fit the buffer
+        assert wait_for(lambda: source.frames_dropped >= 10, 5)
+        assert source.read(1.0) is not None
     finally:
         source.close()
 

@@ -31,6 +31,7 @@ UNARY = {
     "selu": (F.selu, away_from_zero),
     "swish": (F.swish, randn),
     "gelu": (F.gelu, randn),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), randn),
     "tanh": (F.tanh, randn),
     "sigmoid": (F.sigmoid, randn),
     "softmax": (lambda x: F.softmax(x, axis=min(1, x.ndim - 1)), randn),
@@ -106,6 +107,8 @@ def test_softmax_matches_scipy():
 def test_activation_formulas():
     x = np.linspace(-3, 3, 13)
     np.testing.assert_allclose(F.gelu(x).data, x * 0.5 * (1 + special.erf(x / np.sqrt(2))))
+    tanh_form = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))  # nnabla's GELU
+    np.testing.assert_allclose(F.gelu(x, approximate="tanh").data, tanh_form)
     np.testing.assert_allclose(F.swish(x).data, x / (1 + np.exp(-x)))
     np.testing.assert_allclose(F.elu(x, 1.0).data, np.where(x > 0, x, np.exp(x) - 1))
     np.testing.assert_allclose(F.leaky_relu(x).data, np.where(x > 0, x, 0.1 * x))

@@ -82,6 +82,10 @@ STATELESS = [
     L.Flatten(),
     L.Reshape((5, 3, 4)),
     L.Dropout(0.3),
+    L.MulScalar(value=0.01735),
+    L.AddScalar(value=-1.99),
+    L.Transpose((2, 0, 1)),
+    L.Slice((1, 0, 1), (3, 5, 4), (1, 2, 1)),
 ]
 
 
@@ -202,3 +206,12 @@ def test_initializer_scales():
 def test_layer_repr_shows_config():
     text = repr(Sequential(L.Convolution(1, 4, (3, 3), pad=1), L.ReLU()))
     assert "Convolution(1, 4, kernel=(3, 3)" in text and "ReLU()" in text
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [L.MulScalar(value=-2.5), L.AddScalar(value=1.5), L.Transpose((1, 2, 0)), L.Slice((0, 1, 1), (2, 4, 5), (1, 2, 1))],
+    ids=str,
+)
+def test_scalar_and_transpose_modules_pass_the_gradient_check(layer):
+    gradcheck_module(layer, RNG.standard_normal((2, 3, 4, 5)))

@@ -46,6 +46,14 @@ def appliance_settings(folder: Path, broker_port: int, source: str, appliance_id
     )
 
 
+def upload(client: TestClient, h: dict[str, str], bundle: Path) -> str:
+    """Upload a model bundle through the API; its version."""
+    with bundle.open("rb") as f:
+        r = client.post("/models", files={"file": ("m.zip", f, "application/zip")}, headers=h)
+    assert r.status_code == 201, r.text
+    return r.json()["version"]
+
+
 @contextlib.contextmanager
 def database(kind: str, folder: Path) -> Iterator[str]:
     """A fresh database URL: a SQLite file in ``folder`` or a new PostgreSQL database."""

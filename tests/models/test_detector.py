@@ -106,6 +106,62 @@ def test_synthetic_anomalies_mark_what_they_change():
     assert masks.min() == 0 and masks.max() == 1 and augmented.min() >= 0 and augmented.max() <= 1
 
 
+def test_every_mask_family_and_the_texture_source_make_anomalies():
+    """Perlin blobs, lines and patches each mark a region; every procedural texture varies and fills
+    the image's shape (colour fills tinted per channel); opacity runs from faint to opaque."""
+    from models.detector import synthetic as syn
+
+    rng = np.random.default_rng(1)
+    for make in (syn.blob_mask, syn.line_mask, syn.patch_mask):
+        masks = [make(32, 32, rng) for _ in range(20)]
+        assert all(0 < m.sum() < 32 * 32 * 0.6 and set(np.unique(m)) <= {0.0, 1.0} for m in masks), make.__name__
+    bank = syn.texture_bank(32)
+    assert len(bank) == 2 * len(syn.TEXTURES) and all(t.shape == (64, 64) and np.ptp(t) > 0.5 for t in bank)
+    grey, colour = syn.texture_fill((1, 32, 32), rng), syn.texture_fill((3, 32, 32), rng)
+    assert grey.shape == (1, 32, 32) and colour.shape == (3, 32, 32) and 0 <= colour.min() <= colour.max() <= 1
+    images = np.full((400, 1, 32, 32), 0.5, np.float32)
+    augmented, masks = synthesize(images, np.random.default_rng(2), probability=1.0)
+    change = np.array(
+        [np.abs(a - i)[m > 0].mean() for a, i, m in zip(augmented, images, masks, strict=True) if m.any()]
+    )
+    assert np.quantile(change, 0.1) < 0.06 and np.quantile(change, 0.9) > 0.18  # faint ones and strong ones
+
+
+def test_a_colour_detector_finds_a_stain_that_only_turns_the_hue():
+    """Equal brightness, another hue: a grey detector cannot see it, a colour one must."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    base = np.zeros((64, 64, 3), np.uint8)
+    base[:] = (60, 140, 200)  # an orange-ish surface (BGR)
+
+    def part(stain: bool) -> np.ndarray:
+        img = np.clip(base.astype(np.float32) + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+        if stain:
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            blob = np.zeros((64, 64), np.uint8)
+            cv2.circle(blob, (int(rng.integers(16, 48)), int(rng.integers(16, 48))), 9, 1, -1)
+            hsv[..., 0] = np.where(blob > 0, (hsv[..., 0].astype(int) + 60) % 180, hsv[..., 0])
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+            grey_change = np.abs(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(int) - 136)[blob > 0].mean()
+            assert grey_change < 25  # hardly visible in grey
+        return img
+
+    normal = [part(False) for _ in range(60)]
+    test = [part(False) for _ in range(20)] + [part(True) for _ in range(20)]
+    truth = np.r_[np.zeros(20), np.ones(20)]
+    from sklearn.metrics import roc_auc_score
+
+    aurocs = {}
+    for channels in (1, 3):
+        spec = InputSpec(kind="image", channels=channels, size=(SIZE, SIZE))
+        config = DetectorConfig(size=SIZE, channels=channels, ae_widths=(8, 16), clf_width=8, clf_depth=1, epochs=25)
+        detector = Detector(config)
+        detector.fit(preprocess_batch(normal, spec))
+        aurocs[channels] = roc_auc_score(truth, detector.scores(preprocess_batch(test, spec)))
+    assert aurocs[3] >= 0.9 and aurocs[3] > aurocs[1] + 0.15, aurocs
+
+
 # -- sensor vectors and windows ------------------------------------------------------------------
 def sensor_windows(n: int, rng: np.random.Generator, anomalous: bool = False) -> np.ndarray:
     """Three correlated channels over 32 steps: a sine, its phase-shifted copy, their sum."""
@@ -119,7 +175,17 @@ def sensor_windows(n: int, rng: np.random.Generator, anomalous: bool = False) ->
     return w.astype(np.float32)
 
 
-@pytest.mark.parametrize("model,shape", [("conv1d", (3, 32)), ("dense", (96,))])
+VECTOR_KINDS = [
+    ("kde", (3, 32)),
+    ("knn", (96,)),
+    ("gauss", (96,)),
+    ("ensemble", (3, 32)),
+    ("conv1d", (3, 32)),
+    ("dense", (96,)),
+]
+
+
+@pytest.mark.parametrize("model,shape", VECTOR_KINDS)
 def test_vector_detector_flags_broken_correlations(tmp_path, model, shape):
     from models.detector.vector import VectorDetector, VectorDetectorConfig
     from models.metrics import image_auroc
@@ -127,7 +193,8 @@ def test_vector_detector_flags_broken_correlations(tmp_path, model, shape):
     rng = np.random.default_rng(0)
     normal = sensor_windows(400, rng).reshape(-1, *shape)
     detector = VectorDetector(VectorDetectorConfig(shape=shape, model=model, epochs=40))
-    detector.fit(normal)
+    summary = detector.fit(normal)
+    assert summary["calibration"]["n"] >= 80  # leave-one-out / out-of-fold: every window, or the held-out 20 %
     test_normal, test_bad = (
         sensor_windows(100, rng).reshape(-1, *shape),
         sensor_windows(100, rng, True).reshape(-1, *shape),
@@ -136,10 +203,58 @@ def test_vector_detector_flags_broken_correlations(tmp_path, model, shape):
     detector.to_bundle().save(path)
     inferencer = Inferencer(path)
     served = [r.score for r in inferencer.predict_batch(list(np.r_[test_normal, test_bad]))]
-    np.testing.assert_allclose(served, detector.scores(np.r_[test_normal, test_bad]), rtol=1e-4, atol=1e-6)
+    engine = detector.scores(np.r_[test_normal, test_bad])
+    # float32 distances in the graph against float64 here: within a thousandth of the scores' spread
+    np.testing.assert_allclose(served, engine, rtol=1e-3, atol=1e-3 * np.std(engine))
     assert image_auroc(np.array(served), np.r_[np.zeros(100), np.ones(100)]) > 0.95
     false_alarms = np.mean([r.decision == "ng" for r in inferencer.predict_batch(list(test_normal))])
     assert false_alarms <= 0.06  # calibrated at 1 %; 100 fresh normal windows
+
+
+@pytest.mark.parametrize("model,shape", VECTOR_KINDS)
+def test_every_vector_kind_calibrates_on_20_normal_samples_and_refuses_fewer(tmp_path, model, shape):
+    from models.calibration import CalibrationError
+    from models.detector.vector import VectorDetector, VectorDetectorConfig
+
+    rng = np.random.default_rng(1)
+    config = VectorDetectorConfig(shape=shape, model=model, epochs=20)
+    summary = VectorDetector(config).fit(sensor_windows(20, rng).reshape(-1, *shape))
+    assert summary["calibration"]["n"] == 20  # the threshold rests on all 20, none of them fitted
+    assert summary["calibrated_on"].startswith("20 ")
+    assert "extrapolated" in summary["warning"]  # 1 % lies below what 20 scores can show (1/21)
+    with pytest.raises(CalibrationError, match="at least 20 normal samples"):
+        VectorDetector(config).fit(sensor_windows(19, rng).reshape(-1, *shape))
+
+
+def test_leave_one_out_scores_are_what_a_new_sample_would_get():
+    from models.detector.vector import kde_scores, knn_scores, loo_bandwidth
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 4))
+    h = loo_bandwidth(x, 0)
+    loo_knn, loo_kde = knn_scores(x, x, 3, exclude_self=True), kde_scores(x, x, h, exclude_self=True)
+    for i in (0, 17, 49):
+        others = np.delete(x, i, axis=0)
+        assert loo_knn[i] == pytest.approx(knn_scores(x[i : i + 1], others, 3)[0])
+        assert loo_kde[i] == pytest.approx(kde_scores(x[i : i + 1], others, h)[0])
+    # the likeliest bandwidth of a standard normal sample is near Silverman's rule (~0.9 here)
+    assert 0.3 < h < 1.5
+
+
+def test_nnc_sine_wave_tutorial_is_reproduced(tmp_path):
+    """NNC's sensor tutorial: a sine wave with short noise bursts, a 1-D conv autoencoder, the
+    largest squared error over time as the score."""
+    from appliance.datasets.create import create_sample
+    from appliance.workflows import sensor_detector
+
+    create_sample("sine_anomaly", tmp_path)
+    model = tmp_path / "sine.zip"
+    fit = {"window": 64, "hop": 16, "epochs": 40, "false_alarm_rate": 0.01, "log": lambda line: None}
+    sensor_detector.fit(tmp_path / "normal.csv", model, method="conv1d", score="max", **fit)
+    report = sensor_detector.report(model, tmp_path / "test.csv", log=lambda line: None)
+    assert report["image_auroc"] > 0.95 and set(report["per_defect"]) == {"burst"}
+    meta = Inferencer(model).meta
+    assert meta["provenance"]["config"]["score"] == "max" and meta["postprocess"]["method"] == "conv1d"
 
 
 def test_defect_types_are_named_for_flagged_items(tmp_path):

@@ -69,6 +69,7 @@ LAYER_VARIANTS = {
         {"type": "SELU"},
         {"type": "Swish"},
         {"type": "GELU"},
+        {"type": "GELU", "approximate": "tanh"},
         {"type": "LeakyReLU", "alpha": 0.2},
         {"type": "PReLU", "shared": False},
         {"type": "Tanh"},
@@ -83,6 +84,9 @@ LAYER_VARIANTS = {
     "softmax_head": [{"type": "Flatten"}, {"type": "Affine", "n_outmaps": 5}, {"type": "Softmax"}],
     "log_softmax_head": [{"type": "Affine", "n_outmaps": 5}, {"type": "LogSoftmax"}],
     "dropout_is_removed": [{"type": "Dropout", "p": 0.5}, {"type": "BatchNormalization"}],
+    "scalar_scaling": [{"type": "MulScalar", "value": 0.01735}, {"type": "AddScalar", "value": -1.99}],
+    "slice": [{"type": "Slice", "start": [0, 1, 2], "stop": [2, 8, 7], "step": [1, 2, 1]}],
+    "transpose": [{"type": "Transpose", "axes": [2, 0, 1]}, {"type": "Convolution", "outmaps": 3, "kernel": 2}],
 }
 
 

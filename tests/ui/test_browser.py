@@ -98,6 +98,7 @@ def test_click_through_live_alerts_and_threshold_tuning(console_server, applianc
 @pytest.mark.parametrize("console_server", ["engineer"], indirect=True)
 def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -127,6 +128,9 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         wait.until(ec.presence_of_element_located((By.XPATH, "//div[@data-testid='stImage']//img")))
         time.sleep(1)
         driver.save_screenshot(str(SHOTS / "4-teach-frames.png"))
+        epochs = wait.until(ec.element_to_be_clickable((By.XPATH, "//input[@aria-label='Epochs']")))
+        epochs.send_keys("30", Keys.TAB)  # a short run for the test (the default trains 1,500 steps)
+        time.sleep(1)
         start = "//button[.//p[text()='Train a detector for this source']]"
         wait.until(ec.element_to_be_clickable((By.XPATH, start))).click()
         report = WebDriverWait(driver, 240).until(

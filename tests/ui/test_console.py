@@ -370,3 +370,31 @@ def test_the_solvers_offered_are_the_engines():
     from ui.views.train.run import SOLVERS as OFFERED
 
     assert {s.lower() for s in OFFERED} <= set(SOLVERS)
+
+
+def test_train_an_uploaded_nnc_project(console, appliance):
+    """An engineer coming from Neural Network Console uploads an .sdcproj on Train & evaluate: the
+    Network tab shows its layers and NNC's statistics, the form takes the project's own settings,
+    and it trains on one of the appliance's datasets."""
+    with appliance.api() as api:
+        made = api.post("/datasets/sample", json={"name": "d49-nnc", "sample": "digits_4or9"})
+        assert made.status_code in (201, 409), made.text
+    project = (Path(__file__).resolve().parents[1] / "data" / "nnc" / "02_binary_cnn.sdcproj").read_bytes()
+    at = console("engineer", "train")
+    at.radio(key="tr_net_source").set_value("NNC project (.sdcproj)").run()
+    at.file_uploader(key="tr_sdcproj").upload("02_binary_cnn.sdcproj", project, "text/plain").run()
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Parameters") == "4,925" and metric(at, "Multiply-adds") == "436,490"
+    assert at.number_input(key="tr_epochs_nnc_02_binary_cnn").value == 100  # NNC's MaxEpoch
+    at.selectbox(key="tr_proj_ds").select("d49-nnc")
+    at.number_input(key="tr_epochs_nnc_02_binary_cnn").set_value(20)
+    next(b for b in at.button if b.label == "Save project and train").click().run()
+    with appliance.api() as api:
+        job = wait_job(api, at.session_state["tr_job"])
+        assert job["status"] == "succeeded", api.get(f"/jobs/{job['id']}/log").text
+        saved = next(p for p in api.get("/projects").json() if p["name"] == "02_binary_cnn")
+    assert "Convolution_2" in saved["text"]  # the NNC network, with NNC's layer names
+    at.run()
+    assert float(metric(at, "accuracy")) >= 0.95
+    at.file_uploader(key="tr_sdcproj").upload("broken.sdcproj", b"[Network_Global]\nNumLayer=3\n", "text/plain").run()
+    assert "broken.sdcproj" in at.error[0].value and "[Layer_0]" in at.error[0].value

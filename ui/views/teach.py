@@ -103,7 +103,9 @@ if sample is not None:
 o = st.columns(5)
 channels = o[0].selectbox("Colour", [1, 3], format_func={1: "grey", 3: "colour"}.get, key="teach_channels")
 size = o[1].selectbox("Network input (px)", [64, 96, 128, 192, 256], index=2, key="teach_size")
-epochs = o[2].number_input("Epochs", 1, 1000, 30, key="teach_epochs")
+epochs = o[2].number_input(
+    "Epochs", 1, 1000, None, key="teach_epochs", placeholder="auto", help="empty: enough for 1,500 training steps"
+)
 method = o[3].selectbox("Detector", ["draem", "autoencoder"], key="teach_method")
 rate = o[4].number_input("False-alarm rate", 0.001, 0.2, 0.01, step=0.005, format="%.3f", key="teach_rate")
 bad_sets = [d["name"] for d in datasets]
@@ -125,7 +127,7 @@ if st.button("Train a detector for this source", type="primary", key="teach_star
         "size": size,
         "channels": channels,
         "roi": roi,
-        "epochs": int(epochs),
+        "epochs": None if epochs is None else int(epochs),
         "method": method,
         "false_alarm_rate": float(rate),
     }
@@ -155,6 +157,10 @@ def show(job: dict) -> None:
         "False alarms on held-out good parts",
         fmt(report["false_alarm_rate"], True),
         help=f"nominal {fmt(report['nominal_false_alarm_rate'], True)}",
+    )
+    st.caption(
+        f"T1 and T2 rest on {report.get('calibrated_on', 'n/a')} good images the detector never trained on "
+        f"({report.get('calibration_method', 'n/a')}: a 90 % upper confidence bound of the nominal rate's quantile)"
     )
     m[4].metric("Defects flagged", fmt(report["defects_flagged"], True))
     if report["per_defect"]:

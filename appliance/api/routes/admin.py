@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from appliance.api.deps import Admin, AppDep, EngineDep, Engineer
+from appliance.api.deps import Admin, AppDep, EngineDep, Engineer, forget_tokens
 from appliance.api.schemas import TokenId, TokenIn
 from appliance.errors import NotFound
 from appliance.storage import queries, store
@@ -33,10 +33,11 @@ def create_api_token(body: TokenIn, engine: EngineDep, actor: Admin) -> dict[str
 
 @router.delete("/tokens/{token_id}", status_code=204)
 def delete_api_token(token_id: TokenId, engine: EngineDep, actor: Admin) -> None:
-    """Revoke a token: it stops working at once."""
+    """Revoke a token: it stops working at once (on other nodes sharing the database within 2 s)."""
     if not store.revoke_token(engine, token_id=token_id):
         msg = f"no token {token_id}"
         raise NotFound(msg)
+    forget_tokens()  # here at once; other nodes within deps.TOKEN_TTL_S
     store.audit(engine, actor=actor.name, action="token.revoke", new={"id": token_id})
 
 

@@ -5,25 +5,33 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
-from appliance.api.deps import EngineDep, Operator, Viewer
+from appliance.api.deps import EngineDep, Operator, PagesDep, Viewer
 from appliance.api.schemas import AlertPublic, AlertsPublic, Offset, RowId, VerdictIn
 from appliance.storage import queries, store
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 
-@router.get("")
+@router.get("", response_model=AlertsPublic)
 def read_alerts(
     engine: EngineDep,
+    pages: PagesDep,
     _: Viewer,
     state: Literal["open", "acknowledged", "confirmed", "false_positive"] | None = None,
     offset: Offset = 0,
     limit: int = Query(50, ge=1, le=1000),
-) -> AlertsPublic:
-    """Alerts, open ones first, then newest first."""
-    rows, count = queries.alerts(engine, state=state, offset=offset, limit=limit)
-    return AlertsPublic(data=[AlertPublic.model_validate(r, from_attributes=True) for r in rows], count=count)
+) -> Response:
+    """Alerts, open ones first, then newest first (new ones show within ``api_page_cache_s``)."""
+
+    def render() -> bytes:
+        rows, count = queries.alerts(engine, state=state, offset=offset, limit=limit)
+        return (
+            AlertsPublic.model_validate({"data": [r._mapping for r in rows], "count": count}).model_dump_json().encode()
+        )
+
+    return Response(pages.get(("alerts", state, offset, limit), render), media_type="application/json")
 
 
 @router.post("/{alert_id}/acknowledge")

@@ -21,9 +21,10 @@ def read_me(actor: Viewer) -> MePublic:
 
 
 @router.get("/health")
-def read_health(appliance: AppDep) -> dict[str, Any]:
+async def read_health(appliance: AppDep) -> dict[str, Any]:
     """Liveness, with frame counters and latency over all sources (no source names: they may
-    hold camera credentials; see /sources with a token)."""
+    hold camera credentials; see /sources with a token). Answered on the event loop from memory,
+    never queued behind requests that hold the API's worker threads (uploads, decoding)."""
     status = appliance.pipeline.status().values()
     totals = {k: sum(st.get(k, 0) for st in status) for k in ("frames_in", "scored", "queue_dropped")}
     teach = sum(st["mode"] == "teach" for st in status)

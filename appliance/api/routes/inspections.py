@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
-from appliance.api.deps import AppDep, EngineDep, Viewer
+from appliance.api.deps import AppDep, EngineDep, PagesDep, Viewer
 from appliance.api.schemas import InspectionPublic, InspectionsPublic, Offset, RowId
 from appliance.errors import NotFound
 from appliance.storage import queries
@@ -16,9 +16,10 @@ from appliance.storage import queries
 router = APIRouter(prefix="/inspections", tags=["inspections"])
 
 
-@router.get("")
+@router.get("", response_model=InspectionsPublic)
 def read_inspections(
     engine: EngineDep,
+    pages: PagesDep,
     _: Viewer,
     source_id: str | None = None,
     decision: Literal["ok", "review", "ng"] | None = None,
@@ -26,12 +27,27 @@ def read_inspections(
     until: dt.datetime | None = None,
     offset: Offset = 0,
     limit: int = Query(50, ge=1, le=1000),
-) -> InspectionsPublic:
-    """Inspections, newest first, filtered by source, decision and capture time."""
-    rows, count = queries.inspections(
-        engine, source_id=source_id, decision=decision, since=since, until=until, offset=offset, limit=limit
-    )
-    return InspectionsPublic(data=[InspectionPublic.model_validate(r, from_attributes=True) for r in rows], count=count)
+    before_id: int | None = Query(None, ge=1, le=2**63 - 1, description="only older rows: the last id of a page"),
+) -> Response:
+    """Inspections, newest first, filtered by source, decision and capture time. Page back with
+    ``before_id`` = the last id of the page before (``count`` counts every match). New ones show
+    within ``api_page_cache_s``."""
+    query = {
+        "source_id": source_id,
+        "decision": decision,
+        "since": since,
+        "until": until,
+        "offset": offset,
+        "limit": limit,
+        "before_id": before_id,
+    }
+
+    def render() -> bytes:
+        rows, count = queries.inspections(engine, **query)
+        page = InspectionsPublic.model_validate({"data": [r._mapping for r in rows], "count": count})
+        return page.model_dump_json().encode()
+
+    return Response(pages.get(("inspections", *query.values()), render), media_type="application/json")
 
 
 @router.get("/{inspection_id}")

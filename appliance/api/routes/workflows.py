@@ -4,6 +4,7 @@ with the model a project job trained."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.api.deps import AppDep, Engineer, Viewer
 from appliance.api.schemas import JobId, NetworkStatsIn, ProjectIn, VectorIn
-from appliance.api.uploads import read_image
+from appliance.api.uploads import read_image, read_upload
 from appliance.datasets.library import dataset_dir
-from appliance.errors import Conflict
+from appliance.errors import Conflict, Unreadable
 from appliance.project import list_projects, write_project
 from appliance.storage import queries
 from models.inference import Inferencer, Result
@@ -24,6 +25,7 @@ from models.zoo import ZOO, get_spec, list_models
 
 router = APIRouter(tags=["workflows"])
 MAX_STATS_PARAMETERS = 50_000_000  # what a viewer's statistics request may make the server allocate (200 MB)
+MAX_PROJECT_BYTES = 8 * 1024 * 1024  # an .sdcproj is text: NNC's largest samples are under 1 MB
 
 
 @router.get("/networks")
@@ -41,6 +43,37 @@ def create_network_stats(body: NetworkStatsIn, _: Viewer) -> dict[str, Any]:
     (networks of up to 50 million parameters)."""
     spec = body.spec if body.spec is not None else get_spec(body.zoo or "", body.input, **body.options)
     return stats_json(build(spec, max_parameters=MAX_STATS_PARAMETERS))
+
+
+@router.post("/networks/import")
+async def import_network(file: UploadFile, _: Engineer) -> dict[str, Any]:
+    """An NNC project (.sdcproj) as our network spec, task and training config, with what the
+    importer changed or left out (nothing is stored: save it as a project with POST /projects)."""
+    data = await read_upload(file, MAX_PROJECT_BYTES)
+    name = Path(file.filename or "project.sdcproj").name
+    return await run_in_threadpool(_imported_project, data, name)
+
+
+def _imported_project(data: bytes, name: str) -> dict[str, Any]:
+    from appliance.datasets.sdcproj import import_sdcproj
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        msg = f"{name} is not a text file (an NNC project is UTF-8 INI text)"
+        raise Unreadable(msg) from exc
+    result = import_sdcproj(name, text=text)
+    build(result.network, max_parameters=MAX_STATS_PARAMETERS)  # refuses what it could not train here
+    project = result.project
+    return {
+        "name": Path(name).stem,
+        "task": result.task,
+        "network": result.network,
+        "config": project["config"],
+        "score": project.get("score"),
+        "dataset": {k: v for k, v in project["dataset"].items() if k in ("input", "target")},
+        "notes": result.notes,
+    }
 
 
 @router.get("/projects")

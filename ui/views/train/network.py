@@ -1,4 +1,5 @@
-"""The Network tab: a zoo network, its input shape and classes, and NNC's per-layer statistics."""
+"""The Network tab: a zoo network (its input shape and classes) or an NNC project (.sdcproj) brought
+from Neural Network Console, and NNC's per-layer statistics."""
 
 from __future__ import annotations
 
@@ -13,17 +14,49 @@ from ui.client import ApiError, Client
 
 @dataclass
 class NetworkChoice:
-    """What the Config & run tab trains."""
+    """What the Config & run tab trains: a zoo network, or the network of an imported NNC project
+    (``imported``: its spec, task, config, score and dataset variables)."""
 
     zoo: str
     task: str
     classes: int
+    imported: dict | None = None
 
     def options(self, task: str) -> dict:
         return {"classes": self.classes} if self.task == "classification" and task == "classification" else {}
 
 
 def render(client: Client, networks: list[dict]) -> NetworkChoice:
+    source = st.radio("Network from", ["Model zoo", "NNC project (.sdcproj)"], horizontal=True, key="tr_net_source")
+    if source == "Model zoo":
+        return zoo_network(client, networks)
+    return nnc_project(client)
+
+
+def nnc_project(client: Client) -> NetworkChoice:
+    upload = st.file_uploader("Neural Network Console project", type=["sdcproj"], key="tr_sdcproj")
+    if upload is not None and st.session_state.get("tr_sdcproj_name") != (upload.name, upload.size):
+        try:
+            st.session_state["tr_imported"] = client.import_nnc_project(upload.name, upload.getvalue())
+            st.session_state["tr_sdcproj_name"] = (upload.name, upload.size)
+        except ApiError as exc:
+            st.session_state.pop("tr_imported", None)
+            st.error(exc.message)
+    imported = st.session_state.get("tr_imported")
+    if not imported:
+        st.info("Upload an .sdcproj: its network, task and training config are imported; train it on a dataset here.")
+        return NetworkChoice("", "classification", 2)
+    st.markdown(f"**{imported['name']}**: {imported['task']}, input {'×'.join(map(str, imported['network']['input']))}")
+    for note in imported["notes"]:
+        st.caption(f"note: {note}")
+    try:
+        show_stats(client.spec_stats(imported["network"]))
+    except ApiError as exc:
+        st.error(exc.message)
+    return NetworkChoice(imported["name"], imported["task"], 2, imported)
+
+
+def zoo_network(client: Client, networks: list[dict]) -> NetworkChoice:
     names = [n["name"] for n in networks]
     zoo = st.selectbox(
         "Network (zoo)",
@@ -48,6 +81,7 @@ def render(client: Client, networks: list[dict]) -> NetworkChoice:
 
 def show_stats(stats: dict) -> None:
     layers = pd.DataFrame(stats["layers"])
+    layers.insert(0, "layer", [r.get("name") or r["path"] for r in stats["layers"]])  # NNC's layer names
     totals = stats["total"]
     m = st.columns(3)
     m[0].metric("Parameters", f"{totals['parameters']:,}")
@@ -59,8 +93,8 @@ def show_stats(stats: dict) -> None:
             .mark_bar()
             .encode(
                 x=alt.X(f"{key}:Q", title=title),
-                y=alt.Y("path:N", sort=None, title=None),
-                tooltip=["path", "type", key],
+                y=alt.Y("layer:N", sort=None, title=None),
+                tooltip=["layer", "type", key],
             )
             .properties(height=22 * len(layers) + 20)
         )

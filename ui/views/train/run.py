@@ -35,25 +35,51 @@ def render(client: Client, datasets: list[dict], choice: NetworkChoice) -> None:
         watch_job(client, job_id, show_curve, every=2, cancel_label="Cancel", cancel_key="tr_cancel")
 
 
+TASKS = ["classification", "autoencoder", "regression"]
+
+
 def project_form(client: Client, datasets: list[dict], choice: NetworkChoice) -> None:
+    imported = choice.imported or {}
+    nnc = imported.get("config", {})  # an imported project's own settings are the defaults
+    solver = nnc.get("solver", {})
+
+    def key(base: str) -> str:  # fresh widgets (with the project's defaults) for each imported project
+        return f"{base}_nnc_{imported['name']}" if imported else base
+
     with st.form("tr_project"):
         c = st.columns(3)
-        project = c[0].text_input("Project name", key="tr_proj_name")
+        project = c[0].text_input("Project name", imported.get("name", ""), key=key("tr_proj_name"))
         dataset = c[1].selectbox("Dataset", [d["name"] for d in datasets], key="tr_proj_ds")
-        task = c[2].selectbox("Task", ["classification", "autoencoder", "regression"], key="tr_task")
+        task = c[2].selectbox("Task", TASKS, TASKS.index(imported.get("task", "classification")), key=key("tr_task"))
         c = st.columns(4)
         config = {
-            "max_epoch": int(c[0].number_input("Max epochs", 1, 1000, 10, key="tr_epochs")),
-            "batch_size": int(c[1].number_input("Batch size", 1, 4096, 64, key="tr_batch")),
-            "solver": c[2].selectbox("Solver", SOLVERS, key="tr_solver"),
-            "lr": float(c[3].number_input("Learning rate", 1e-6, 10.0, 0.001, format="%.5f", key="tr_lr")),
-        }
-        st.caption(f"network: {choice.zoo} with the options of the Network tab")
-        if st.form_submit_button("Save project and train", type="primary"):
-            try:
-                client.create_project(
-                    name=project, dataset=dataset, zoo=choice.zoo, options=choice.options(task), task=task, **config
+            "max_epoch": int(
+                c[0].number_input("Max epochs", 1, 1000, int(nnc.get("max_epoch", 10)), key=key("tr_epochs"))
+            ),
+            "batch_size": int(
+                c[1].number_input("Batch size", 1, 4096, int(nnc.get("batch_size", 64)), key=key("tr_batch"))
+            ),
+            "solver": c[2].selectbox(
+                "Solver",
+                SOLVERS,
+                SOLVERS.index(solver.get("type", "Adam")) if solver.get("type") in SOLVERS else 0,
+                key=key("tr_solver"),
+            ),
+            "lr": float(
+                c[3].number_input(
+                    "Learning rate", 1e-6, 10.0, float(solver.get("lr", 0.001)), format="%.5f", key=key("tr_lr")
                 )
+            ),
+        }
+        if imported:
+            st.caption(f"network: {imported['name']}, imported from Neural Network Console (Network tab)")
+            network = {"spec": imported["network"], "score": imported.get("score"), "variables": imported["dataset"]}
+        else:
+            st.caption(f"network: {choice.zoo} with the options of the Network tab")
+            network = {"zoo": choice.zoo, "options": choice.options(task)}
+        if st.form_submit_button("Save project and train", type="primary", disabled=not (imported or choice.zoo)):
+            try:
+                client.create_project(name=project, dataset=dataset, task=task, **network, **config)
                 job = client.run_project(f"{project}.yaml")
                 st.session_state["tr_job"] = st.session_state["tr_run_pick"] = job["id"]
                 st.success(f"job {job['id']} started")

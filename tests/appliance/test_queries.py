@@ -1,0 +1,150 @@
+"""The lists consoles poll, read from the database as the API serves them (SQLite and PostgreSQL), and
+the bound on how many requests the API works on at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from appliance.alerts.schema import Topics, alert_message
+from appliance.storage import queries, store
+from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Inspection
+
+
+def record(engine, source_id: str, decision: str, score: float = 1.0):
+    """One inspection (and its alert, if flagged) stored as the pipeline stores it."""
+    inspection = Inspection(
+        source_id=source_id,
+        t_capture=dt.datetime.now(dt.UTC),
+        score=score,
+        norm_score=0.6 if decision != "ok" else 0.1,
+        decision=decision,
+        model_version="m",
+        latency_ms=1,
+    )
+    return store.record_inspection(
+        engine,
+        inspection=inspection,
+        threshold=0.5,
+        alert_topic="t",
+        build_message=lambda a, i: alert_message(a, i, Topics()),
+    )
+
+
+def test_alert_pages_list_open_alerts_first_then_the_rest_newest_first(db_url):
+    engine = make_engine(db_url)
+    init_db(engine)
+    ids = [record(engine, "s", "ng")[1].id for _ in range(12)]
+    judged = ids[1::3]  # every third alert (by age) judged, the rest open
+    for alert_id in judged:
+        store.update_alert(engine, alert_id=alert_id, actor="op", verdict="confirmed")
+    expected = sorted(set(ids) - set(judged), reverse=True) + sorted(judged, reverse=True)
+    for limit in (1, 3, 5, 12, 50):
+        pages = [queries.alerts(engine, offset=o, limit=limit) for o in range(0, 14, limit)]
+        assert [a.id for rows, _ in pages for a in rows] == expected, limit
+        assert {count for _, count in pages} == {12}
+    rows, count = queries.alerts(engine, state="confirmed", offset=1, limit=2)
+    assert [a.id for a in rows] == sorted(judged, reverse=True)[1:3] and count == len(judged)
+    assert queries.alerts(engine, offset=100) == ([], 12)
+
+
+def test_inspection_pages_by_key_match_the_newest_first_order(db_url):
+    engine = make_engine(db_url)
+    init_db(engine)
+    for i in range(30):
+        record(engine, "a" if i % 3 else "b", "ok", score=i)
+    everything, total = queries.inspections(engine, source_id="a", limit=1000)
+    assert total == 20 and [r.id for r in everything] == sorted((r.id for r in everything), reverse=True)
+    paged, before = [], None
+    while True:
+        rows, count = queries.inspections(engine, source_id="a", limit=7, before_id=before)
+        assert count == 20  # every match, whichever page
+        if not rows:
+            break
+        paged += rows
+        before = rows[-1].id
+    assert [r.id for r in paged] == [r.id for r in everything]
+
+
+def test_the_api_works_on_at_most_api_workers_requests_at_once(tmp_path, broker, monkeypatch):
+    """Consoles polling the API cannot take the line's share: requests beyond ``api_workers`` wait."""
+    import threading
+    import time
+
+    import httpx
+
+    from appliance.runtime import Appliance
+    from tests.helpers.appliance import appliance_settings
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    settings = appliance_settings(tmp_path, broker.port, f"folder:{folder}", "workers", api_workers=2)
+    app = Appliance(settings, log=lambda _: None).start()
+    busy, most, lock = [0], [0], threading.Lock()
+    slow_query = queries.inspections
+
+    def counted(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.3)
+        try:
+            return slow_query(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(queries, "inspections", counted)
+    try:
+        token = store.create_token(app.engine, name="viewer", role="viewer")
+        url = f"http://127.0.0.1:{app.api_port}/inspections"
+        codes = []
+
+        def read() -> None:
+            codes.append(httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code)
+
+        readers = [threading.Thread(target=read) for _ in range(8)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(30)
+        assert codes == [200] * 8 and most[0] == 2
+    finally:
+        app.stop()
+
+
+def test_pages_polled_by_many_consoles_are_rendered_once_and_writes_show_at_once(tmp_path, broker, monkeypatch):
+    """Identical list requests within ``api_page_cache_s`` are answered from one render; a write
+    through the API shows in the next page at once, what the line stores within the cache time."""
+    import time
+
+    import httpx
+
+    from appliance.runtime import Appliance
+    from tests.helpers.appliance import appliance_settings
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    settings = appliance_settings(tmp_path, broker.port, f"folder:{folder}", "pages", api_page_cache_s=0.5)
+    app = Appliance(settings, log=lambda _: None).start()
+    renders, original = [], queries.alerts
+
+    def counted(*args, **kwargs):
+        renders.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "alerts", counted)
+    try:
+        token = store.create_token(app.engine, name="operator", role="operator")
+        api = httpx.Client(base_url=f"http://127.0.0.1:{app.api_port}", headers={"Authorization": f"Bearer {token}"})
+        first = record(app.engine, "s", "ng")[1]
+        time.sleep(0.6)
+        pages = [api.get("/alerts").json() for _ in range(10)]
+        assert len(renders) == 1 and all(p == pages[0] for p in pages) and pages[0]["count"] == 1
+        assert api.post(f"/alerts/{first.id}/acknowledge").status_code == 200
+        assert api.get("/alerts").json()["data"][0]["state"] == "acknowledged"  # the API's own write: at once
+        record(app.engine, "s", "ng")  # the line's write: within the cache time
+        time.sleep(0.6)
+        assert api.get("/alerts").json()["count"] == 2
+    finally:
+        app.stop()
