@@ -39,7 +39,7 @@ class DetectorSettings(BaseModel):
     crop: int | None = 64
     epochs: int = Field(30, ge=1)
     training_images: int = Field(300, ge=40)
-    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
+    false_alarm_rate: float = Field(0.01, ge=1e-6, lt=0.5)  # models.calibration.MIN_RATE
 
 
 class Settings(BaseSettings):

@@ -70,13 +70,18 @@ def score_sets(
 
 
 def presets(
-    normal: list[float], confirmed: list[float], current: Thresholds, false_alarm_rate: float
+    normal: list[float],
+    confirmed: list[float],
+    current: Thresholds,
+    false_alarm_rate: float,
+    upper: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """T1/T2 at a target false-alarm rate on the normal scores (the model's own calibration rule,
-    given 20 or more), and max-F1 where defects are confirmed."""
+    given 20 or more; ``upper``: the score's attainable maximum), and max-F1 where defects are
+    confirmed."""
     out: dict[str, dict[str, float]] = {}
     if len(normal) >= 20:
-        fit = calibrate(normal, false_alarm_rate, review_rate=min(0.5, 5 * false_alarm_rate))
+        fit = calibrate(normal, false_alarm_rate, review_rate=min(0.5, 5 * false_alarm_rate), upper=upper)
         out["false_alarm_rate"] = {"t1": fit.t1, "t2": fit.t2, "rate": false_alarm_rate}
     if normal and confirmed:
         t2, f1 = max_f1_threshold(normal, confirmed)

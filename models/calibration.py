@@ -8,6 +8,8 @@
   the tail is heavier than exponential, the generalised-Pareto fit at the upper bound of its shape. A threshold from 40
   scores is further above the point estimate than one from 4,000, as it should be: new good parts
   then exceed it at most at the nominal rate in nine calibrations out of ten.
+- A score with an attainable maximum (DRAEM's defect probability: 1) is extrapolated on
+  ``-log(upper - score)``, so a threshold never lands where no score can reach it.
 - T1 (review) sits at a higher false-alarm rate (10× by default): OK < T1 ≤ review < T2 ≤ NG.
 - ``norm_score`` maps the normal median to 0, T2 to 0.5 and rises towards 1 above it.
 - With labelled defects, :func:`max_f1_threshold` offers the F1-optimal threshold as a preset.
@@ -25,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 MIN_TAIL = 10  # empirical quantile only when at least this many normal scores lie above it
+MIN_RATE = 1e-6  # one false alarm in a million parts: below it no calibration set says anything
 CONFIDENCE = 0.9  # T1 and T2 are upper confidence bounds of their quantiles at this level
 
 
@@ -45,13 +48,14 @@ class Calibration:
     median: float
     q99: float
     max: float
+    upper: float | None = None  # the score's attainable maximum, if it has one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def holdout_split(n: int, fraction: float, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +68,13 @@ def holdout_split(n: int, fraction: float, min_train: int, seed: int) -> tuple[n
     return order[:n_hold], order[n_hold:]
 
 
+def check_rate(false_alarm_rate: float) -> None:
+    """Refuse a false-alarm rate no calibration can give (before any training is spent on it)."""
+    if not MIN_RATE <= false_alarm_rate < 0.5:
+        msg = f"false_alarm_rate must be in [{MIN_RATE:g}, 0.5), got {false_alarm_rate}"
+        raise CalibrationError(msg)
+
+
 def _clean(scores: Any, what: str) -> np.ndarray:
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not np.isfinite(arr).all():
@@ -72,9 +83,15 @@ def _clean(scores: Any, what: str) -> np.ndarray:
     return arr
 
 
-def tail_threshold(scores: np.ndarray, rate: float, confidence: float = CONFIDENCE) -> tuple[float, str]:
+def tail_threshold(
+    scores: np.ndarray, rate: float, confidence: float = CONFIDENCE, upper: float | None = None
+) -> tuple[float, str]:
     """A score that new normal items exceed at most at ``rate``, with probability ``confidence``
-    over the draw of ``scores``."""
+    over the draw of ``scores`` (which stay below ``upper`` when given)."""
+    if upper is not None:  # order statistics do not change under a monotone map; the tail fit does
+        z = -np.log(np.maximum(upper - np.asarray(scores, np.float64), np.finfo(np.float64).tiny))
+        value, method = tail_threshold(z, rate, confidence)
+        return float(upper - math.exp(-value)), method
     n = len(scores)
     ordered = np.sort(scores)
     rank = int(stats.binom.ppf(confidence, n, 1 - rate)) + 1  # P(X_(rank) >= the (1 - rate) quantile) >= confidence
@@ -93,7 +110,7 @@ def tail_threshold(scores: np.ndarray, rate: float, confidence: float = CONFIDEN
     # conservative for the light and moderate tails of scores; a heavier tail's GPD fit wins
     k = len(exceed)
     widen = 2 * k / stats.chi2.ppf(1 - confidence, 2 * k)  # the scale's upper bound over its estimate
-    value = u + widen * float(exceed.mean()) * math.log(1 / (1 - level))
+    value = u + widen * float(exceed.mean()) * -math.log(rate / p_u)  # the exponential's (1 - rate/p_u) quantile
     shape, _, scale = stats.genpareto.fit(exceed, floc=0)
     # the shape's upper bound from its asymptotic standard error (1 + shape) / sqrt(k)
     shape_ucb = shape + stats.norm.ppf(confidence) * (1 + shape) / math.sqrt(k)
@@ -103,21 +120,25 @@ def tail_threshold(scores: np.ndarray, rate: float, confidence: float = CONFIDEN
     return float(max(value, ordered[-1] if rate < 1 / n else u)), "gpd-ucb"
 
 
-def calibrate(normal_scores: Any, false_alarm_rate: float = 0.01, review_rate: float | None = None) -> Calibration:
-    """Thresholds from scores of held-out normal items (no defects needed)."""
+def calibrate(
+    normal_scores: Any, false_alarm_rate: float = 0.01, review_rate: float | None = None, upper: float | None = None
+) -> Calibration:
+    """Thresholds from scores of held-out normal items (no defects needed); ``upper``: the
+    score's attainable maximum, if it has one."""
     scores = _clean(normal_scores, "normal scores")
+    if upper is not None and not scores.max() <= upper:
+        msg = f"normal scores reach {scores.max():.6g}, above the score's attainable maximum {upper}"
+        raise CalibrationError(msg)
     if len(scores) < 20:
         msg = f"calibration needs at least 20 held-out normal scores, got {len(scores)}"
         raise CalibrationError(msg)
-    if not 0 < false_alarm_rate < 0.5:
-        msg = f"false_alarm_rate must be in (0, 0.5), got {false_alarm_rate}"
-        raise CalibrationError(msg)
+    check_rate(false_alarm_rate)
     review_rate = min(0.5, 10 * false_alarm_rate) if review_rate is None else review_rate
     if not false_alarm_rate <= review_rate < 1:
         msg = f"review_rate {review_rate} must be at least false_alarm_rate {false_alarm_rate}"
         raise CalibrationError(msg)
-    t2, method = tail_threshold(scores, false_alarm_rate)
-    t1, _ = tail_threshold(scores, review_rate)
+    t2, method = tail_threshold(scores, false_alarm_rate, upper=upper)
+    t1, _ = tail_threshold(scores, review_rate, upper=upper)
     median = float(np.median(scores))
     t1, t2 = max(min(t1, t2), median), max(t2, median)
     return Calibration(
@@ -132,6 +153,7 @@ def calibrate(normal_scores: Any, false_alarm_rate: float = 0.01, review_rate: f
         median=median,
         q99=float(np.quantile(scores, 0.99)),
         max=float(scores.max()),
+        upper=upper,
     )
 
 

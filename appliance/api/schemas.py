@@ -136,7 +136,7 @@ class TeachIn(BaseModel):
     channels: Literal[1, 3] = 1
     roi: tuple[int, int, int, int] | None = None  # x, y, width, height in source pixels
     epochs: int | None = Field(None, ge=1, le=1000)  # None: enough for the detector's minimum optimiser steps
-    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
+    false_alarm_rate: float = Field(0.01, ge=1e-6, lt=0.5)  # models.calibration.MIN_RATE
     method: Literal["draem", "autoencoder"] = "draem"
     test_share: float = Field(0.2, gt=0, lt=0.6)
 

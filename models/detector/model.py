@@ -24,7 +24,7 @@ from engine import functions as F
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Callback, Trainer
 from models import bundle as bundle_io
-from models.calibration import Calibration, calibrate, holdout_split
+from models.calibration import Calibration, calibrate, check_rate, holdout_split
 from models.detector import normal_training_data
 from models.detector.synthetic import synthesize
 from models.onnx_export import GraphBuilder, emit, finish
@@ -82,6 +82,7 @@ class DetectorConfig:
         if not 0 < self.holdout < 1:
             msg = f"holdout must be in (0, 1), got {self.holdout}"
             raise ValueError(msg)
+        check_rate(self.false_alarm_rate)
         self.ae_widths = tuple(self.ae_widths)
         if self.crop is not None and self.crop >= self.size:
             self.crop = None  # whole images
@@ -162,7 +163,7 @@ class Detector:
         epochs = c.epochs_for(len(train))
         self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), epochs)
         train_seconds = time.perf_counter() - start
-        self.calibration = calibrate(self.scores(held), c.false_alarm_rate)
+        self.calibration = calibrate(self.scores(held), c.false_alarm_rate, upper=self.score_upper)
         return {
             "train_seconds": train_seconds,
             "train_images": len(train),
@@ -215,6 +216,12 @@ class Detector:
                     out.append(F.sigmoid(self.net(xb)).data[:, 0])
         self.net.train()
         return np.concatenate(out)
+
+    @property
+    def score_upper(self) -> float | None:
+        """The image score's attainable maximum: a defect probability's 1 (draem); none for the
+        autoencoder's reconstruction error."""
+        return None if self.clf is None else 1.0
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return image_scores(self.anomaly_maps(x), self.config.top_k, self.config.sigma)

@@ -46,7 +46,7 @@ from engine import Tensor, losses, no_grad, seed
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Trainer
 from models import bundle as bundle_io
-from models.calibration import Calibration, CalibrationError, calibrate
+from models.calibration import Calibration, CalibrationError, calibrate, check_rate
 from models.detector import normal_training_data
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
@@ -92,6 +92,7 @@ class VectorDetectorConfig:
         if self.k < 1 or self.max_reference < MIN_SAMPLES or self.folds < 2 or not self.bandwidth_factor > 0:
             msg = f"need k >= 1, max_reference >= {MIN_SAMPLES}, folds >= 2 and bandwidth_factor > 0"
             raise ValueError(msg)
+        check_rate(self.false_alarm_rate)
 
 
 def range_scaling(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

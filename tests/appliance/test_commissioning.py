@@ -31,7 +31,9 @@ def washer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """The parts (MVTec layout), and two detectors fitted on them with the CLI."""
     root = make_parts(tmp_path_factory.mktemp("parts") / "washer", train=60, test_good=24, per_defect=8, size=64)
     models = tmp_path_factory.mktemp("models")
+    # 20 held-out parts: T2 at a nominal 2 % (review at 20 %); an honest 1 % from 20 would sit far out
     fit = ["detector", "fit", "--normal", str(root / "train" / "good"), "--size", "64", "--method", "autoencoder"]
+    fit += ["--false-alarm-rate", "0.02"]
     assert main([*fit, "--epochs", "60", "-o", str(models / "a.zip")]) == 0
     assert main([*fit, "--epochs", "30", "--seed", "1", "--name", "washer-b", "-o", str(models / "b.zip")]) == 0
     report = models / "report.json"
@@ -93,7 +95,7 @@ def test_commission_a_folder_source_from_teach_mode_to_alerts_and_keep_what_the_
         assert set(inspections) == set(good) | set(bad)  # every part matched to its file
         flagged = {a.item for a in alerts}
         assert len(flagged & set(bad)) >= 0.5 * len(bad)  # most defects alert
-        assert len(flagged & set(good)) <= 2  # 24 held-out good parts at a 1 % nominal rate
+        assert len(flagged & set(good)) <= 2  # 24 held-out good parts, 2 % nominal NG, 20 % review
         assert {a.model_version for a in alerts} == {version}
         assert all(i.t1 is not None and i.t2 == r.json()["t2"] for i in inspections.values())
         assert wait_for(lambda: len(sub.payloads("/alerts")) == len(alerts))

@@ -35,7 +35,8 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fitted(parts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "washer.zip"
     args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "64", "--epochs", "60"]
-    assert main([*args, "--method", "autoencoder", "-o", str(out)]) == 0
+    # 20 held-out parts support a 5 % rate; 1 % would be extrapolated from their tail (and warned about)
+    assert main([*args, "--method", "autoencoder", "--false-alarm-rate", "0.05", "-o", str(out)]) == 0
     return out
 
 
@@ -64,8 +65,8 @@ def test_test_report_on_the_mvtec_layout(fitted: Path, parts: Path, tmp_path: Pa
     assert report["good_images"] == 24 and report["defect_images"] == 24
     assert report["image_auroc"] > 0.8  # the autoencoder sees dark dents, scratches and chips
     assert 0 < report["pixel_auroc"] <= 1 and 0 < report["aupro"] <= 1
-    assert report["nominal_false_alarm_rate"] == pytest.approx(0.01)
-    assert report["false_alarm_rate"] <= 0.15  # 24 good parts: at 1 % nominal, more than 3 would be a fault
+    assert report["nominal_false_alarm_rate"] == pytest.approx(0.05)
+    assert report["false_alarm_rate"] <= 0.15  # 24 good parts: at 5 % nominal, more than 3 would be a fault
     assert report["defects_flagged"] > 0.4
     assert set(report["per_defect"]) == {"scratch", "dent", "chip"}
     assert all(row["images"] == 8 for row in report["per_defect"].values())

@@ -39,7 +39,7 @@ def read_table(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_search_finds_a_network_better_and_lighter_than_the_base(tmp_path, project, capsys):
+def test_search_finds_a_better_network_than_the_base(tmp_path, project, capsys):
     run = tmp_path / "search"
     assert cli("search", project, "-o", run) == 0  # the project's search section: bayes, 12 trials, 1 worker
     out = capsys.readouterr().out
@@ -50,15 +50,14 @@ def test_search_finds_a_network_better_and_lighter_than_the_base(tmp_path, proje
     assert base["mutations"] == "" and base["status"] == "done"
     assert int(base["multiply_adds"]) == 436_580  # binary_cnn on 28×28 with ten outputs, as `network stats` says
     done = [r for r in rows if r["status"] == "done"]
-    winners = [
-        r
-        for r in done
-        if float(r["error"]) < float(base["error"]) and int(r["multiply_adds"]) < int(base["multiply_adds"])
-    ]
+    # twelve trials of six epochs find a better network; whether one is also lighter depends on the
+    # machine's last bits of floating point (the errors steer the proposals), so that is not asserted
+    winners = [r for r in done if float(r["error"]) < 0.8 * float(base["error"])]
     assert winners, rows
     # NNC's marking: nothing on the front is beaten on both axes by another finished trial
     front = [r for r in rows if r["pareto"] == "True"]
-    assert front
+    lightest = min(done, key=lambda r: (int(r["multiply_adds"]), float(r["error"])))
+    assert len(front) >= 2 and lightest in front  # the front runs from the lightest trial to the best
     for r in front:
         assert not any(
             float(o["error"]) <= float(r["error"])

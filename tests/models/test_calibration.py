@@ -72,6 +72,7 @@ def test_max_f1_with_labelled_defects():
         (np.ones(5), {}, "at least 20"),
         (np.r_[np.ones(30), np.nan], {}, "NaN"),
         (np.ones(30), {"false_alarm_rate": 0.7}, "false_alarm_rate"),
+        (np.ones(30), {"false_alarm_rate": 5e-324}, "false_alarm_rate"),  # found by schemathesis
         (np.ones(30), {"false_alarm_rate": 0.1, "review_rate": 0.05}, "review_rate"),
     ],
 )
@@ -106,3 +107,17 @@ def test_max_f1_never_flags_most_normal_items_even_when_defects_outnumber_them()
     assert 0 < f1 <= 1
     clean_t, clean_f1 = max_f1_threshold([0.1, 0.2, 0.3], [0.8, 0.9])
     assert 0.3 < clean_t <= 0.8 and clean_f1 == 1.0
+
+
+def test_a_bounded_score_is_never_given_a_threshold_it_cannot_reach():
+    """DRAEM's image score is a defect probability: 20 spread scores extrapolated on the raw scale
+    put T2 above 1, where no part could ever be flagged; on -log(1 - score) it stays below 1."""
+    scores = np.random.default_rng(3).beta(8, 6, 20)  # probabilities around 0.57, tail towards 1
+    assert calibrate(scores, 0.01).t2 > 1.0  # the unbounded fit: unreachable
+    cal = calibrate(scores, 0.01, upper=1.0)
+    assert scores.max() <= cal.t2 < 1.0 and cal.t1 <= cal.t2 and cal.upper == 1.0
+    # order statistics are the same either way: with many scores the two agree
+    many = np.random.default_rng(4).beta(8, 6, 5000)
+    assert calibrate(many, 0.01, upper=1.0).t2 == pytest.approx(calibrate(many, 0.01).t2)
+    with pytest.raises(CalibrationError, match="attainable maximum"):
+        calibrate(np.r_[scores, 1.5], 0.01, upper=1.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
 from appliance.runtime import Appliance
@@ -19,6 +20,7 @@ from appliance.storage import recipes as recipes_db
 from appliance.storage import store
 from connectors.factory import build_source
 from connectors.synthetic import SyntheticLine
+from models.inference import Inferencer
 from tests.helpers.appliance import SMALL
 from tests.helpers.broker import free_port, port_open
 from tests.helpers.console import page_path
@@ -45,8 +47,9 @@ def appliance(tmp_path_factory) -> Running:
     data = tmp_path_factory.mktemp("console")
     parts = data / "parts"
     parts.mkdir()
-    for i, part in enumerate(SyntheticLine(64, defect_rate=0.5, seed=11).take(PARTS)):
-        cv2.imwrite(str(parts / f"{i:04d}.png"), part.image)
+    images = [part.image for part in SyntheticLine(64, defect_rate=0.5, seed=11).take(PARTS)]
+    for i, image in enumerate(images):
+        cv2.imwrite(str(parts / f"{i:04d}.png"), image)
     source = f"folder:{parts}?poll=0.2"
     settings = load_settings(
         data_dir=data / "var",
@@ -63,7 +66,16 @@ def appliance(tmp_path_factory) -> Running:
     app.activate(first)
     # the first-start model judges synthetic sources only; these parts are synthetic, in a folder
     sid = build_source(source).source_id
-    recipes_db.bind(app.engine, source_id=sid, version=app.register(first), actor="test", reason="synthetic parts")
+    version = app.register(first)
+    recipes_db.bind(app.engine, source_id=sid, version=version, actor="test", reason="synthetic parts")
+    # a two-epoch model scores every part alike: its calibrated T2 would flag none of them, so an
+    # engineer's thresholds (kept for this source and version) put the top 40 % NG, the next 20 % in review
+    model = Inferencer(first)
+    scores = [r.score for r in model.predict_batch(images)]
+    t1, t2 = (float(q) for q in np.quantile(scores, [0.4, 0.6]))
+    recipes_db.set_thresholds(
+        app.engine, source_id=sid, version=version, t1=t1, t2=t2, old=model.thresholds, actor="test", reason="parts"
+    )
     time.sleep(1.1)  # versions are stamped to the second
     second = app.train_default()
     candidate = app.register(second)

@@ -13,6 +13,7 @@ from appliance.api.schemas import PreviewIn, PreviewPublic, ScoresPublic, Thresh
 from appliance.recipes import Recipe
 from appliance.storage import queries
 from appliance.storage import recipes as recipes_db
+from models.calibration import MIN_RATE
 from models.decision import Thresholds
 
 router = APIRouter(tags=["thresholds"])
@@ -76,7 +77,7 @@ def read_threshold_scores(
     source_id: str | None = SourceQuery,
     hours: float = Query(24.0, gt=0, le=24 * 90),
     limit: int = Query(20_000, ge=10, le=200_000),
-    false_alarm_rate: float = Query(0.01, gt=0, lt=0.5),
+    false_alarm_rate: float = Query(0.01, ge=MIN_RATE, lt=0.5),
 ) -> ScoresPublic:
     """Recent scores of the source (or all) under its current model, for the threshold histogram
     (OK items, unjudged flags, confirmed defects), with presets: T2 at a target false-alarm rate
@@ -84,7 +85,8 @@ def read_threshold_scores(
     recipe = appliance.recipe_for(source_id)
     current = recipe.thresholds
     sets = thresholds.score_sets(appliance.engine, hours=hours, limit=limit, scope=_scope(recipe, source_id))
-    presets = thresholds.presets(sets["normal"], sets["confirmed"], current, false_alarm_rate)
+    upper = recipe.model.meta.get("postprocess", {}).get("calibration", {}).get("upper")
+    presets = thresholds.presets(sets["normal"], sets["confirmed"], current, false_alarm_rate, upper)
     return ScoresPublic(
         hours=hours,
         **sets,
