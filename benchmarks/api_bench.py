@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import resource
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,12 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.runtime import Appliance  # noqa: E402
 from appliance.settings import load_settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.broker import private_mosquitto  # noqa: E402
 
 
 def photograph(rng: np.random.Generator, size: int = 3000) -> bytes:
@@ -106,15 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     picture, bundle = photograph(rng), dataset_zip(rng)
-    broker, mqtt = None, {}
-    if shutil.which("mosquitto"):
-        port = free_port()
-        conf = Path(tempfile.mkdtemp()) / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        mqtt = {"host": "127.0.0.1", "port": port}
-    try:
+    with private_mosquitto() as mqtt:
         with tempfile.TemporaryDirectory() as tmp:
             settings = load_settings(
                 data_dir=Path(tmp), sources=["synth:line?size=128&fps=50&seed=5"], api_port=0, mqtt=mqtt
@@ -127,9 +111,6 @@ def main() -> None:
             for kind in (None, "inspect", "dataset"):
                 print(measure(app, url, token, args.seconds, kind, bundle if kind == "dataset" else picture))
             app.stop()
-    finally:
-        if broker:
-            broker.terminate()
     print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; goal: /health p99 < 100 ms")
 
 

@@ -29,7 +29,6 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,12 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.runtime import Appliance  # noqa: E402
 from appliance.settings import load_settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.broker import private_mosquitto  # noqa: E402
 
 
 def paced_fps(source: str) -> float:
@@ -214,16 +208,7 @@ def main() -> None:
         url, token, n, seconds = args.reader_process
         readers_process(url, token, int(n), float(seconds))
         return
-    broker = None
-    mqtt: dict = {}
-    if shutil.which("mosquitto"):
-        port = free_port()
-        conf = Path(tempfile.mkdtemp()) / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        mqtt = {"host": "127.0.0.1", "port": port}
-    try:
+    with private_mosquitto() as mqtt:
         with tempfile.TemporaryDirectory() as tmp:
             models = None
             recording = record_line(Path(tmp) / "line.avi", args.defect_rate)
@@ -255,13 +240,10 @@ def main() -> None:
                 if source.startswith("file:") and not readers:
                     cpu_rows.append((label, r))
             print_cpu(cpu_rows)
-    finally:
-        if broker:
-            broker.terminate()
     print(f"the synthetic line alone: {synthetic_cost():.2f} ms of CPU a 128 px frame")
     print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (this process)")
     print(
-        f"broker: {'mosquitto' if broker else 'embedded amqtt'}; goal: >= 100 frames/s with p99 <= 100 ms, "
+        f"broker: {'mosquitto' if mqtt else 'embedded amqtt'}; goal: >= 100 frames/s with p99 <= 100 ms, "
         f"nothing dropped at 50 frames/s; with {args.readers} API readers at 100 frames/s: 0 dropped, API p99 <= 300 ms"
     )
 
