@@ -1,13 +1,15 @@
 """Engine throughput: one training step of the reference conv autoencoder, a small CNN
-classifier, and inference alone, in samples/s; PyTorch CPU on the same networks when a
-PyTorch venv exists (``make bench-torch-venv``), with the ratio, in the same run.
+classifier, and inference alone, in samples/s; the detector's own pair (its autoencoder and
+discriminative U-Net, one step on reconstruction + defect-map loss, batch 16) at 64×64 and
+128×128; PyTorch CPU on the same networks when a PyTorch venv exists (``make
+bench-torch-venv``), with the ratio, in the same run.
 
     python benchmarks/engine_bench.py [--rounds 7] [--steps 10] [--torch-python .venv-torch/bin/python]
 
 The machine is noisy, so the engine and PyTorch (a child process in its own venv) run in
 alternating blocks and the ratio reported is the median of the per-round ratios.
 
-Goal (issue 2): training throughput ≥ 0.6 × PyTorch CPU; peak RSS ≤ 400 MB.
+Goals: training throughput ≥ 1.0 × PyTorch CPU (issue 16; issue 2 asked 0.6 ×); peak RSS ≤ 400 MB.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 BATCH = 64
+DETECTOR_BATCH, DETECTOR_SIZES = 16, (64, 128)
 PAUSE = 0.5  # seconds between blocks: lets the other side's spinning BLAS/OpenMP threads go idle
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +94,34 @@ def engine_cases() -> dict:
         with no_grad():
             ae(x)
 
-    return {"ae_train": ae_step, "cnn_train": cnn_step, "ae_infer": ae_infer}
+    return {"ae_train": ae_step, "cnn_train": cnn_step, "ae_infer": ae_infer, **engine_detector_cases()}
+
+
+def engine_detector_cases() -> dict:
+    """The detector's networks exactly as it builds them (models.detector.model.Detector)."""
+    from engine import functions as F
+    from engine import losses
+    from engine.solvers import Adam
+    from models.detector.model import Detector, DetectorConfig
+
+    cases = {}
+    for size in DETECTOR_SIZES:
+        rng = np.random.default_rng(size)
+        x = rng.random((DETECTOR_BATCH, 1, size, size), dtype=np.float32)
+        mask = (rng.random((DETECTOR_BATCH, 1, size, size)) < 0.05).astype(np.float32)
+        net = Detector(DetectorConfig(size=size, crop=None)).net
+        solver = Adam(net)
+
+        def step(net=net, solver=solver, x=x, mask=mask):
+            recon = net.ae(x)
+            logits = net.clf(F.concatenate(x, recon, axis=1))
+            loss = losses.squared_error(recon, x).mean() + losses.sigmoid_cross_entropy(logits, mask).mean()
+            solver.zero_grad()
+            loss.backward()
+            solver.update()
+
+        cases[f"det{size}_train"] = step
+    return cases
 
 
 # -- PyTorch (run inside the PyTorch venv) ---------------------------------------------
@@ -150,7 +180,73 @@ def torch_cases() -> dict:
         with torch.no_grad():
             ae(x)
 
-    return {"ae_train": ae_step, "cnn_train": cnn_step, "ae_infer": ae_infer}
+    return {"ae_train": ae_step, "cnn_train": cnn_step, "ae_infer": ae_infer, **torch_detector_cases()}
+
+
+def torch_detector_cases() -> dict:
+    """The detector's pair in PyTorch: conv autoencoder (16, 32, 64; 2×2 stride-2 deconvolutions)
+    and the U-Net of models.zoo.detector_classifier (width 16, depth 2, stride-2 stem, bilinear
+    output upsampling)."""
+    import torch
+    from torch import nn
+
+    def cbr(cin: int, cout: int, stride: int = 1) -> list:
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    class Level(nn.Module):
+        def __init__(self, cin: int, w: int, remaining: int) -> None:
+            super().__init__()
+            self.conv = nn.Sequential(*cbr(cin, w))
+            self.deeper = None
+            if remaining:
+                self.deeper = nn.Sequential(
+                    nn.MaxPool2d(2), Level(w, 2 * w, remaining - 1), nn.Upsample(scale_factor=2)
+                )
+                self.out = nn.Sequential(*cbr(3 * w, w))
+
+        def forward(self, x):
+            x = self.conv(x)
+            return x if self.deeper is None else self.out(torch.cat([x, self.deeper(x)], 1))
+
+    cases = {}
+    for size in DETECTOR_SIZES:
+        ae = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.ConvTranspose2d(64, 32, 2, stride=2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 16, 2, stride=2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 2, stride=2),
+            nn.Sigmoid(),
+        )
+        clf = nn.Sequential(
+            *cbr(2, 16, 2),
+            Level(16, 16, 2),
+            nn.Conv2d(16, 1, 1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        )
+        x = torch.rand(DETECTOR_BATCH, 1, size, size)
+        mask = (torch.rand(DETECTOR_BATCH, 1, size, size) < 0.05).float()
+        opt = torch.optim.Adam([*ae.parameters(), *clf.parameters()])
+
+        def step(ae=ae, clf=clf, x=x, mask=mask, opt=opt):
+            recon = ae(x)
+            logits = clf(torch.cat([x, recon], 1))
+            loss = ((recon - x) ** 2).mean() + nn.functional.binary_cross_entropy_with_logits(logits, mask)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        cases[f"det{size}_train"] = step
+    return cases
 
 
 class TorchWorker:
@@ -226,14 +322,18 @@ def main() -> None:
                 time.sleep(PAUSE)
                 torch_t.append(worker.time(case, args.steps))
                 ratios.append(torch_t[-1] / engine_t[-1])
+        batch = DETECTOR_BATCH if case.startswith("det") else BATCH
         rows[case] = (
-            BATCH / statistics.median(engine_t),
-            BATCH / statistics.median(torch_t) if worker else None,
+            batch / statistics.median(engine_t),
+            batch / statistics.median(torch_t) if worker else None,
             statistics.median(ratios) if worker else None,
             (min(ratios), max(ratios)) if worker else None,
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"batch {BATCH}, input 1x28x28; {args.rounds} alternating rounds of {args.steps} steps (samples/s)")
+    print(
+        f"batch {BATCH}, input 1x28x28 (det<size>: the detector's pair, batch {DETECTOR_BATCH}, 1x<size>x<size>); "
+        f"{args.rounds} alternating rounds of {args.steps} steps (samples/s)"
+    )
     print(f"{'case':<12}{'engine':>10}{'pytorch':>10}{'ratio':>8}  ratio range over rounds")
     for case, (e, t, r, span) in rows.items():
         if worker:
