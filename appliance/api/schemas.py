@@ -61,8 +61,13 @@ class ResultPublic(BaseModel):
     latency_ms: float
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # models run in float32: a larger value would become infinite
+
+
 class VectorIn(BaseModel):
-    values: list[float] = Field(min_length=1, max_length=1_000_000)
+    values: list[Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] = Field(
+        min_length=1, max_length=1_000_000
+    )
 
 
 class ThresholdsIn(BaseModel):

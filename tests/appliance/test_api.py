@@ -89,6 +89,8 @@ def test_inspect_an_image_and_bad_inputs_get_4xx(running):
         headers={**auth(tokens, "operator"), "Content-Type": "application/json"},
     )
     assert nan.status_code == 422
+    beyond = client.post("/inspect/vector", json={"values": [1.0, 1e39]}, headers=auth(tokens, "operator"))
+    assert beyond.status_code == 422 and beyond.json()["detail"][0]["loc"] == ["body", "values", 1]  # names the item
 
 
 def test_inspections_filters_images_and_alert_workflow(running):
