@@ -126,11 +126,11 @@ def calibrate(
     """Thresholds from scores of held-out normal items (no defects needed); ``upper``: the
     score's attainable maximum, if it has one."""
     scores = _clean(normal_scores, "normal scores")
-    if upper is not None and not scores.max() <= upper:
-        msg = f"normal scores reach {scores.max():.6g}, above the score's attainable maximum {upper}"
-        raise CalibrationError(msg)
     if len(scores) < 20:
         msg = f"calibration needs at least 20 held-out normal scores, got {len(scores)}"
+        raise CalibrationError(msg)
+    if upper is not None and not scores.max() <= upper:
+        msg = f"normal scores reach {scores.max():.6g}, above the score's attainable maximum {upper}"
         raise CalibrationError(msg)
     check_rate(false_alarm_rate)
     review_rate = min(0.5, 10 * false_alarm_rate) if review_rate is None else review_rate

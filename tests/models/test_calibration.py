@@ -70,6 +70,7 @@ def test_max_f1_with_labelled_defects():
     "scores,kwargs,message",
     [
         (np.ones(5), {}, "at least 20"),
+        (np.array([]), {"upper": 1.0}, "at least 20"),
         (np.r_[np.ones(30), np.nan], {}, "NaN"),
         (np.ones(30), {"false_alarm_rate": 0.7}, "false_alarm_rate"),
         (np.ones(30), {"false_alarm_rate": 5e-324}, "false_alarm_rate"),  # found by schemathesis
