@@ -210,23 +210,19 @@ def torch_detector_cases() -> dict:
 
     cases = {}
     for size in DETECTOR_SIZES:
-        ae = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.ConvTranspose2d(64, 32, 2, stride=2),
-            nn.ReLU(),
-            nn.ConvTranspose2d(32, 16, 2, stride=2),
-            nn.ReLU(),
-            nn.ConvTranspose2d(16, 1, 2, stride=2),
-            nn.Sigmoid(),
-        )
+        widths = (1, 16, 32, 64)  # models.zoo.conv_autoencoder with the detector's widths, mirrored
+        encoder = [
+            m
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
+            for m in (nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        ]
+        back = widths[::-1]
+        decoder = [
+            m
+            for a, b in zip(back[:-1], back[1:], strict=True)
+            for m in (nn.ConvTranspose2d(a, b, 2, stride=2), nn.ReLU())
+        ]
+        ae = nn.Sequential(*encoder, *decoder[:-1], nn.Sigmoid())
         clf = nn.Sequential(
             *cbr(2, 16, 2),
             Level(16, 16, 2),

@@ -69,6 +69,7 @@ class Inferencer:
         self.score_rule = post.get("score", "topk")  # topk of the smoothed map, or the mean (NNC's) or max error
         cal = post.get("calibration") or {}
         self.median = float(cal.get("median", 0.0))
+        self.score_upper: float | None = cal.get("upper")  # the score's attainable maximum, if any
         self._lock = threading.Lock()
         try:
             self.calibrated = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))

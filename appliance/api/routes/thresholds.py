@@ -85,8 +85,7 @@ def read_threshold_scores(
     recipe = appliance.recipe_for(source_id)
     current = recipe.thresholds
     sets = thresholds.score_sets(appliance.engine, hours=hours, limit=limit, scope=_scope(recipe, source_id))
-    upper = recipe.model.meta.get("postprocess", {}).get("calibration", {}).get("upper")
-    presets = thresholds.presets(sets["normal"], sets["confirmed"], current, false_alarm_rate, upper)
+    presets = thresholds.presets(sets["normal"], sets["confirmed"], current, false_alarm_rate, recipe.model.score_upper)
     return ScoresPublic(
         hours=hours,
         **sets,
