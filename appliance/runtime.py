@@ -28,7 +28,7 @@ from appliance.errors import Conflict, NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.pipeline import Pipeline
 from appliance.recipes import SYNTHETIC_SCOPE, Recipe, Recipes
-from appliance.retention import prune
+from appliance.retention import retain
 from appliance.settings import Settings
 from appliance.sources import SourceBook
 from appliance.storage import queries, store
@@ -259,7 +259,7 @@ class Appliance:
         self.refresh_recipes()  # before the first frame is inspected
         self.pipeline.start()
         self._serve_api()
-        self._loop("retention", 600.0, self._prune)
+        self._loop("retention", 300.0, self._retain)
         self._loop("source-states", 1.0, self._announce_source_states)
         self._loop("spool", 1.0, self.pipeline.drain_spool)  # what waited for the database, in order
         self._say_started(broker, training=first_model)
@@ -402,10 +402,11 @@ class Appliance:
         self._threads.append(thread)
         thread.start()
 
-    def _prune(self) -> None:
-        prune(
+    def _retain(self) -> None:
+        retain(
             self.engine,
             self.images,
+            raw_window=dt.timedelta(days=self.settings.history_raw_days),
             max_age=dt.timedelta(days=self.settings.retention_days),
             max_bytes=int(self.settings.retention_max_gb * 1024**3),
         )

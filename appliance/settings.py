@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     teach_interval_s: float = Field(0.5, ge=0)  # at most one teach frame per source per this many seconds
     inspections_per_second: float = Field(0.0, ge=0)  # >0: summaries on …/inspections (QoS 0), at most this often
     retention_days: float = Field(30, gt=0)  # OK images older than this are deleted
+    # raw inspection rows older than this are deleted once rolled up into hourly aggregates (rows
+    # with an alert stay): the database grows with this window and the alerts, not with the line's age
+    history_raw_days: float = Field(7, gt=0)
     retention_max_gb: float = Field(10, gt=0)  # then the oldest OK, then resolved NG images, over this size
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)

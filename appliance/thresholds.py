@@ -1,20 +1,64 @@
 """Threshold tuning on stored scores: what a candidate T1/T2 would have done (replayed through the
-same :func:`models.decision.decide` as the line, debounce included), and the score sets with
-presets that the console's histogram shows."""
+same :func:`models.decision.decide` as the line, debounce included, or read from the hourly
+aggregates of a long history), and the score sets with presets that the console's histogram shows."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy.engine import Engine
 
-from appliance.storage import queries
+from appliance.storage import history, queries
 from appliance.storage.models import utcnow
 from models.calibration import calibrate, max_f1_threshold
 from models.decision import Debounce, Thresholds, decide
 
 SHIFT_HOURS = 8
+
+
+REPLAY_MAX = 50_000  # raw rows a preview replays one by one (debounce included); beyond: the aggregates
+
+
+@dataclass
+class Window:
+    """What the history holds of a window: the aggregates of its rolled-up hours, and the counts
+    of its rows not rolled up yet (under the candidate thresholds)."""
+
+    since: dt.datetime
+    past: history.Hour
+    fresh: dict[str, int]  # by the candidate thresholds
+    fresh_ok: int  # decided OK by the line
+    first: dt.datetime | None
+
+    @property
+    def count(self) -> int:
+        return self.past.count + sum(self.fresh.values())
+
+
+def window(engine: Engine, *, hours: float, thresholds: Thresholds, scope: dict[str, str | None]) -> Window:
+    """The last ``hours``, rounded out to whole hours (the aggregates' unit)."""
+    since = history.floor_hour(utcnow() - dt.timedelta(hours=hours))
+    past = sum((agg for _, _, agg in history.hours(engine, since=since, **scope)), history.Hour())
+    fresh, fresh_ok, first = history.fresh_counts(engine, since=since, t1=thresholds.t1, t2=thresholds.t2, **scope)
+    firsts = [t for t in (past.first_capture, first) if t is not None]
+    return Window(since, past, fresh, fresh_ok, min(firsts) if firsts else None)
+
+
+def raw_complete(engine: Engine, win: Window, limit: int, scope: dict[str, str | None]) -> bool:
+    """Whether every inspection of the window is still a raw row, and at most ``limit`` of them."""
+    if win.count > limit:
+        return False
+    return history.raw_count(engine, since=win.since, limit=limit + 1, **scope) == win.count
+
+
+def _binned(hist: history.Histogram, thresholds: Thresholds) -> dict[str, int]:
+    centres, counts = hist.values()
+    ng = centres >= thresholds.t2
+    review = ~ng & (centres >= thresholds.t1)
+    return {"ok": int(counts[~ng & ~review].sum()), "review": int(counts[review].sum()), "ng": int(counts[ng].sum())}
 
 
 def preview(
@@ -25,45 +69,73 @@ def preview(
     debounce: tuple[int, int] | None = None,
     scope: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """Replay the stored scores of the last ``hours`` (of one source and model version, with
-    ``scope``): alerts per hour and per shift the candidate thresholds would have raised, and the
-    confirmed defects they would have missed."""
-    since = utcnow() - dt.timedelta(hours=hours)
+    """What candidate thresholds would have done over the last ``hours`` (rounded out to whole
+    hours; of one source and model version, with ``scope``): alerts per hour and per shift, and
+    the confirmed defects they would have missed.
+
+    Stored scores are replayed one by one through the line's decision, debounce included, while
+    the window's rows are all still raw and at most :data:`REPLAY_MAX`; otherwise the rolled-up
+    hours are read from their aggregates (scores resolved to 0.5 %, no debounce) and the newest
+    rows are counted in the database: as fast over 30 days as over one hour."""
     scope = scope or {}
-    states: dict[str, Debounce] = {}
+    win = window(engine, hours=hours, thresholds=thresholds, scope=scope)
+    replayed = raw_complete(engine, win, REPLAY_MAX, scope)
     counts = {"ok": 0, "review": 0, "ng": 0}
-    replayed = queries.scores_in_order(engine, since=since, **scope)
-    for source_id, score in replayed:
-        state = states.setdefault(source_id, Debounce(*debounce)) if debounce else None
-        counts[decide(score, thresholds, state)] += 1
-    confirmed = [s for s, _ in queries.alert_scores(engine, since=since, states=("confirmed",), **scope)]
-    first = queries.first_capture(engine, since=since, **scope)
-    span = max((utcnow() - first).total_seconds() / 3600, 1 / 60) if first else hours
+    if replayed:
+        states: dict[str, Debounce] = {}
+        for source_id, score in queries.scores_in_order(engine, since=win.since, **scope):
+            state = states.setdefault(source_id, Debounce(*debounce)) if debounce else None
+            counts[decide(score, thresholds, state)] += 1
+    else:
+        for part in (_binned(win.past.ok_scores, thresholds), _binned(win.past.flagged_scores, thresholds), win.fresh):
+            counts = {k: counts[k] + part[k] for k in counts}
+    confirmed = [s for s, _ in queries.alert_scores(engine, since=win.since, states=("confirmed",), **scope)]
+    span = max((utcnow() - win.first).total_seconds() / 3600, 1 / 60) if win.first else hours
     flagged = counts["ng"] + counts["review"]
     return {
         "hours": span,
-        "inspections": len(replayed),
+        "inspections": sum(counts.values()),
         "alerts_per_hour": flagged / span,
         "ng_per_hour": counts["ng"] / span,
         "review_per_hour": counts["review"] / span,
         "alerts_per_shift": flagged / span * SHIFT_HOURS,
         "confirmed_defects": len(confirmed),
         "missed_confirmed_defects": sum(decide(c, thresholds) == "ok" for c in confirmed),
+        "replayed": replayed,
     }
+
+
+def _sample(hist: history.Histogram, n: int) -> list[float]:
+    """About ``n`` values spread over the histogram's bins in proportion to their counts."""
+    centres, counts = hist.values()
+    if not counts.size or n <= 0:
+        return []
+    return np.repeat(centres, np.round(counts * (n / counts.sum())).astype(np.int64)).tolist()
 
 
 def score_sets(
     engine: Engine, *, hours: float, limit: int, scope: dict[str, str | None] | None = None
 ) -> dict[str, list[float]]:
-    """Recent scores (of one source and model version, with ``scope``): ``normal`` (OK decisions,
-    alerts judged false positive), ``flagged`` (alerts not judged yet) and ``confirmed`` (alerts
-    confirmed as defects)."""
-    since = utcnow() - dt.timedelta(hours=hours)
+    """Scores of the last ``hours`` (whole hours; of one source and model version, with
+    ``scope``): ``normal`` (OK decisions, alerts judged false positive), ``flagged`` (alerts not
+    judged yet) and ``confirmed`` (alerts confirmed as defects), at most ``limit`` of each.
+
+    While the window's rows are all raw and no more than ``limit``, these are the stored scores;
+    otherwise ``normal`` is a sample in proportion: the rolled-up hours' OK histogram (scores
+    resolved to 0.5 %) and the newest raw OK scores, by their shares of the window."""
     scope = scope or {}
-    rows = queries.recent_scores(engine, since=since, limit=limit, **scope)
-    judged = queries.alert_scores(engine, since=since, **scope)
+    win = window(engine, hours=hours, thresholds=Thresholds(0.0, 0.0), scope=scope)  # any pair: only counts used
+    judged = queries.alert_scores(engine, since=win.since, limit=limit, **scope)
+    false_positives = [s for s, st in judged if st == "false_positive"]
+    if raw_complete(engine, win, limit, scope):
+        rows = queries.recent_scores(engine, since=win.since, limit=limit, **scope)
+        normal = [s for s, d in rows if d == "ok"]
+    else:
+        fresh_share = round(limit * win.fresh_ok / max(win.past.n_ok + win.fresh_ok, 1))
+        normal = history.fresh_scores(engine, since=win.since, limit=fresh_share, decision="ok", **scope)
+        normal += _sample(win.past.ok_scores, min(limit - len(normal), win.past.ok_scores.total))
     return {
-        "normal": [s for s, d in rows if d == "ok"] + [s for s, st in judged if st == "false_positive"],
+        "normal": normal + false_positives,
         "flagged": [s for s, st in judged if st in ("open", "acknowledged")],
         "confirmed": [s for s, st in judged if st == "confirmed"],
     }

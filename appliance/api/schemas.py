@@ -27,7 +27,34 @@ class InspectionPublic(InspectionBase):
 
 class InspectionsPublic(BaseModel):
     data: list[InspectionPublic]
-    count: int
+    count: int  # matches, counted up to count_limit
+    count_limit: int
+
+
+class HourPublic(BaseModel):
+    source_id: str
+    hour: dt.datetime  # its start, UTC
+    complete: bool  # false: the rows not rolled up yet (the newest hour or so)
+    inspections: int
+    ok: int
+    review: int
+    ng: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+    @classmethod
+    def of(cls, source_id: str, hour: dt.datetime, agg: Any, *, complete: bool) -> HourPublic:
+        return cls(
+            source_id=source_id,
+            hour=hour,
+            complete=complete,
+            inspections=agg.count,
+            ok=agg.n_ok,
+            review=agg.n_review,
+            ng=agg.n_ng,
+            latency_p50_ms=agg.latencies.quantile(0.5),
+            latency_p99_ms=agg.latencies.quantile(0.99),
+        )
 
 
 class AlertPublic(BaseModel):
@@ -106,6 +133,9 @@ class PreviewPublic(BaseModel):
     alerts_per_shift: float
     confirmed_defects: int
     missed_confirmed_defects: int
+    # true: every stored score replayed one by one (debounce included); false: hours read from the
+    # hourly aggregates (scores resolved to 0.5 %, no debounce) and the newest rows counted as stored
+    replayed: bool
 
 
 class SourceIn(BaseModel):

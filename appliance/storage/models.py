@@ -1,12 +1,12 @@
-"""Tables (SQLModel): inspections, alerts, the MQTT outbox, the audit log, the model registry, jobs,
-sources, recipes (a source's model) and thresholds."""
+"""Tables (SQLModel): inspections (raw rows and hourly aggregates), alerts, the MQTT outbox, the
+audit log, the model registry, jobs, sources, recipes (a source's model) and thresholds."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # 64-bit ids: a line at 100 items/s passes 2^31 in under a year. SQLite keeps INTEGER so that the
@@ -43,11 +43,43 @@ class InspectionBase(SQLModel):
     t2: float | None = None
 
 
+def _partial(name: str, column: str, where: str) -> Index:
+    """An index of the rows where ``where`` holds (SQLite and PostgreSQL both have them)."""
+    return Index(name, column, sqlite_where=text(where), postgresql_where=text(where))
+
+
 class Inspection(InspectionBase, table=True):
-    # a source's newest first (the console's live table) without a sort
-    __table_args__ = (Index("ix_inspection_source_id_id", "source_id", "id"),)
+    __table_args__ = (
+        # a source's newest first (the console's live table) without a sort
+        Index("ix_inspection_source_id_id", "source_id", "id"),
+        # the rows the next roll-up counts: at most an hour or so, however long the history
+        _partial("ix_inspection_fresh", "t_capture", "NOT rolled_up"),
+        # is a (content-addressed, shared) image file still used: only the rows that keep one
+        _partial("ix_inspection_image_ref", "image_ref", "image_ref IS NOT NULL"),
+        _partial("ix_inspection_heatmap_ref", "heatmap_ref", "heatmap_ref IS NOT NULL"),
+    )
     id: int | None = big_id()
     t_decided: dt.datetime = Field(default_factory=utcnow)
+    rolled_up: bool = False  # counted in its hour's InspectionHour (appliance.storage.history)
+
+
+class InspectionHour(SQLModel, table=True):
+    """One hour of one source under one model version, as the history keeps it once the raw rows
+    are gone: counts per decision, the OK and the flagged scores and the latencies as fixed-bin
+    histograms (:class:`appliance.storage.history.Histogram`, stored as bytes)."""
+
+    __table_args__ = (UniqueConstraint("source_id", "model_version", "hour"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(max_length=200)
+    model_version: str = Field(max_length=100)
+    hour: dt.datetime = Field(index=True)  # its start, UTC
+    first_capture: dt.datetime
+    n_ok: int = 0
+    n_review: int = 0
+    n_ng: int = 0
+    ok_scores: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    flagged_scores: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    latencies: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class AlertBase(SQLModel):

@@ -23,6 +23,7 @@ from appliance.storage.models import (
 )
 
 ALERT_STATES = ("open", "acknowledged", "confirmed", "false_positive")
+COUNT_LIMIT = 10_000  # matches an inspection page counts up to: counting millions costs seconds
 
 
 def inspections(
@@ -37,9 +38,9 @@ def inspections(
     before_id: int | None = None,
 ) -> tuple[list[Any], int]:
     """A page of inspections (rows with the table's columns as attributes), newest first, and how
-    many match (times without a zone are UTC). ``before_id`` pages by key (rows older than that id):
-    the cost of a page does not grow with how far back it is, as an offset's does. Rows, not ORM
-    objects: consoles poll this several times a second."""
+    many match, up to :data:`COUNT_LIMIT` (times without a zone are UTC). ``before_id`` pages by
+    key (rows older than that id): the cost of a page does not grow with how far back it is, as an
+    offset's does. Rows, not ORM objects: consoles poll this several times a second."""
     since, until = as_utc(since), as_utc(until)
     query = select(Inspection.__table__)
     if source_id:
@@ -51,7 +52,7 @@ def inspections(
     if until:
         query = query.where(col(Inspection.t_capture) < until)
     with Session(engine) as session:
-        count = session.exec(select(func.count()).select_from(query.subquery())).one()
+        count = session.exec(select(func.count()).select_from(query.limit(COUNT_LIMIT).subquery())).one()
         if before_id is not None:
             query = query.where(col(Inspection.id) < before_id)
         rows = session.execute(query.order_by(col(Inspection.id).desc()).offset(offset).limit(limit)).all()
@@ -142,31 +143,20 @@ def alert_scores(
     states: tuple[str, ...] = ALERT_STATES,
     source_id: str | None = None,
     model_version: str | None = None,
+    limit: int | None = None,
 ) -> list[tuple[float, str]]:
-    """(score, state) of the alerts raised since ``since`` in the given states."""
+    """(score, state) of the alerts raised since ``since`` in the given states (the newest
+    ``limit`` of them)."""
     query = _scoped(
         select(Alert.score, Alert.state).where(col(Alert.state).in_(states), col(Alert.created_at) >= since),
         Alert,
         source_id,
         model_version,
     )
+    if limit is not None:
+        query = query.order_by(col(Alert.id).desc()).limit(limit)
     with Session(engine) as session:
         return [(float(score), state) for score, state in session.exec(query).all()]
-
-
-def first_capture(
-    engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
-) -> dt.datetime | None:
-    """The first capture time in the window (so a young appliance's rates use its real age)."""
-    query = _scoped(
-        select(func.min(Inspection.t_capture)).where(col(Inspection.t_capture) >= since),
-        Inspection,
-        source_id,
-        model_version,
-    )
-    with Session(engine) as session:
-        first = session.exec(query).one()
-    return as_utc(first)
 
 
 def image_refs(

@@ -150,6 +150,12 @@ def test_thresholds_set_audit_publish_and_preview(running):
         assert preview["inspections"] == len(scores) or preview["inspections"] <= len(scores)
         ng = int((scores >= 0.6).sum())
         assert preview["ng_per_hour"] * preview["hours"] == pytest.approx(ng, abs=2)
+        # the hourly history counts the same rows (the newest, not rolled up yet, as incomplete hours)
+        hourly = client.get("/inspections/hourly", params={"hours": 2}, headers=auth(tokens, "viewer")).json()
+        assert sum(h["inspections"] for h in hourly) >= len(scores)
+        with Session(app.engine) as session:
+            sources = set(session.exec(select(Inspection.source_id).distinct()).all())
+        assert {h["source_id"] for h in hourly} == sources and all(not h["complete"] for h in hourly)
     finally:
         sub.close()
 

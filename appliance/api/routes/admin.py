@@ -55,6 +55,6 @@ def read_settings(appliance: AppDep, _: Engineer) -> dict[str, Any]:
             "username": s.mqtt.username,
         },
         "topics": {"alerts": topics.alerts, "status": topics.status, "threshold": topics.threshold},
-        "retention": {"days": s.retention_days, "max_gb": s.retention_max_gb},
+        "retention": {"days": s.retention_days, "max_gb": s.retention_max_gb, "raw_days": s.history_raw_days},
         "database": appliance.engine.url.render_as_string(hide_password=True),
     }

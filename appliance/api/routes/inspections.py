@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 from appliance.api.deps import AppDep, EngineDep, PagesDep, Viewer
-from appliance.api.schemas import InspectionPublic, InspectionsPublic, Offset, RowId
+from appliance.api.schemas import HourPublic, InspectionPublic, InspectionsPublic, Offset, RowId
 from appliance.errors import NotFound
-from appliance.storage import queries
+from appliance.storage import history, queries
+from appliance.storage.models import utcnow
 
 router = APIRouter(prefix="/inspections", tags=["inspections"])
 
@@ -30,7 +31,8 @@ def read_inspections(
     before_id: int | None = Query(None, ge=1, le=2**63 - 1, description="only older rows: the last id of a page"),
 ) -> Response:
     """Inspections, newest first, filtered by source, decision and capture time. Page back with
-    ``before_id`` = the last id of the page before (``count`` counts every match). New ones show
+    ``before_id`` = the last id of the page before (``count`` counts the matches up to
+    ``count_limit``: counting millions would cost seconds). New ones show
     within ``api_page_cache_s``."""
     query = {
         "source_id": source_id,
@@ -44,10 +46,33 @@ def read_inspections(
 
     def render() -> bytes:
         rows, count = queries.inspections(engine, **query)
-        page = InspectionsPublic.model_validate({"data": [r._mapping for r in rows], "count": count})
+        page = InspectionsPublic.model_validate(
+            {"data": [r._mapping for r in rows], "count": count, "count_limit": queries.COUNT_LIMIT}
+        )
         return page.model_dump_json().encode()
 
     return Response(pages.get(("inspections", *query.values()), render), media_type="application/json")
+
+
+@router.get("/hourly")
+def read_hourly(
+    engine: EngineDep,
+    _: Viewer,
+    source_id: str | None = Query(None, min_length=1, max_length=200),
+    hours: float = Query(24.0 * 7, gt=0, le=24 * 400),
+) -> list[HourPublic]:
+    """Inspections per source and hour over the last ``hours`` (whole hours), read from the hourly
+    aggregates the history keeps beyond its raw window: counts per decision and latency
+    percentiles. The newest rows, not rolled up yet, come last per source (``complete`` false,
+    no latencies)."""
+    since = history.floor_hour(utcnow() - dt.timedelta(hours=hours))
+    out = [
+        HourPublic.of(sid, hour, agg, complete=True)
+        for sid, hour, agg in history.hours(engine, since=since, source_id=source_id)
+    ]
+    for sid, agg in history.fresh_by_source(engine, since=since, source_id=source_id).items():
+        out.append(HourPublic.of(sid, history.floor_hour(agg.first_capture), agg, complete=False))
+    return out
 
 
 @router.get("/{inspection_id}")

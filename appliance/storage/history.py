@@ -1,0 +1,392 @@
+"""The inspection history: raw rows for a window, hourly aggregates for ever.
+
+Every complete hour's raw rows are rolled up (:func:`rollup`) into one :class:`InspectionHour`
+per source and model version: counts per decision and fixed-bin histograms of the OK scores, the
+flagged scores and the latencies. A rolled-up row is counted there and nowhere else (readers take
+the aggregates plus the rows not rolled up yet), so the raw rows can go (:func:`delete_raw`)
+without the counts, the threshold preview or the score histograms losing anything but
+resolution. The roll-up and the marking of its rows are one transaction: a row is counted once,
+by one node (rows are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import case, delete, exists, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from appliance.storage.models import Alert, Inspection, InspectionHour, as_utc
+
+S0 = 1e-6  # the bins are linear within a few S0 of 0 ...
+WIDTH = 0.005  # ... and 0.5 % of the value wide beyond
+LIMIT = 1e12  # values beyond ±LIMIT share the outermost bins
+BATCH = 5_000  # rows per transaction: bounded memory and short locks, whatever the backlog
+# the rows not rolled up yet, spelt as the partial index ix_inspection_fresh is (SQLite uses a
+# partial index only for a query whose condition contains the index's own)
+FRESH = text("NOT inspection.rolled_up")
+
+
+def floor_hour(t: dt.datetime) -> dt.datetime:
+    return as_utc(t).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class Histogram:
+    """Counts in fixed bins of ``asinh(x / S0)``, the same for every hour, source and model, so
+    hours add up. A value is resolved to 0.5 % of itself (thresholds too, on aggregated hours)."""
+
+    lo: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @staticmethod
+    def bins(values: Any) -> np.ndarray:
+        x = np.clip(np.asarray(values, np.float64), -LIMIT, LIMIT)
+        return np.floor(np.arcsinh(x / S0) / WIDTH).astype(np.int64)
+
+    @staticmethod
+    def edge(b: Any) -> Any:
+        """The lower edge of bin ``b`` (a value on an edge falls in the bin above it)."""
+        return S0 * np.sinh(np.asarray(b, np.float64) * WIDTH)
+
+    @classmethod
+    def of(cls, values: Any) -> Histogram:
+        b = cls.bins(values)
+        if b.size == 0:
+            return cls()
+        lo = int(b.min())
+        return cls(lo, np.bincount(b - lo).astype(np.int64))
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def __add__(self, other: Histogram) -> Histogram:
+        if not other.counts.size:
+            return self
+        if not self.counts.size:
+            return other
+        lo = min(self.lo, other.lo)
+        hi = max(self.lo + self.counts.size, other.lo + other.counts.size)
+        counts = np.zeros(hi - lo, np.int64)
+        counts[self.lo - lo : self.lo - lo + self.counts.size] += self.counts
+        counts[other.lo - lo : other.lo - lo + other.counts.size] += other.counts
+        return Histogram(lo, counts)
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bin centres, counts) of the bins that hold something."""
+        nonzero = np.flatnonzero(self.counts)
+        b = self.lo + nonzero
+        return (self.edge(b) + self.edge(b + 1)) / 2, self.counts[nonzero]
+
+    def quantile(self, q: float) -> float | None:
+        if not self.total:
+            return None
+        centres, counts = self.values()
+        return float(centres[np.searchsorted(np.cumsum(counts), q * counts.sum())])
+
+    def to_bytes(self) -> bytes:
+        return np.int64(self.lo).tobytes() + self.counts.astype("<i4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Histogram:
+        if len(data) <= 8:
+            return cls()
+        return cls(int(np.frombuffer(data[:8], "<i8")[0]), np.frombuffer(data[8:], "<i4").astype(np.int64))
+
+
+@dataclass
+class Hour:
+    """Decoded aggregates (one hour, or several added up)."""
+
+    n_ok: int = 0
+    n_review: int = 0
+    n_ng: int = 0
+    ok_scores: Histogram = field(default_factory=Histogram)
+    flagged_scores: Histogram = field(default_factory=Histogram)
+    latencies: Histogram = field(default_factory=Histogram)
+    first_capture: dt.datetime | None = None
+
+    @property
+    def count(self) -> int:
+        return self.n_ok + self.n_review + self.n_ng
+
+    def __add__(self, other: Hour) -> Hour:
+        firsts = [t for t in (self.first_capture, other.first_capture) if t is not None]
+        return Hour(
+            self.n_ok + other.n_ok,
+            self.n_review + other.n_review,
+            self.n_ng + other.n_ng,
+            self.ok_scores + other.ok_scores,
+            self.flagged_scores + other.flagged_scores,
+            self.latencies + other.latencies,
+            min(firsts) if firsts else None,
+        )
+
+    @classmethod
+    def of_row(cls, row: Any) -> Hour:
+        return cls(
+            row.n_ok,
+            row.n_review,
+            row.n_ng,
+            Histogram.from_bytes(row.ok_scores),
+            Histogram.from_bytes(row.flagged_scores),
+            Histogram.from_bytes(row.latencies),
+            as_utc(row.first_capture),
+        )
+
+    @classmethod
+    def of_raw(cls, decisions: np.ndarray, scores: np.ndarray, latencies: np.ndarray, first: dt.datetime) -> Hour:
+        ok = decisions == "ok"
+        return cls(
+            int(ok.sum()),
+            int((decisions == "review").sum()),
+            int((decisions == "ng").sum()),
+            Histogram.of(scores[ok]),
+            Histogram.of(scores[~ok]),
+            Histogram.of(latencies),
+            first,
+        )
+
+
+def _scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:
+    if source_id is not None:
+        query = query.where(table.source_id == source_id)
+    if model_version is not None:
+        query = query.where(table.model_version == model_version)
+    return query
+
+
+# -- writes ----------------------------------------------------------------------------------------
+def rollup(engine: Engine, *, before: dt.datetime, batch: int | None = None) -> int:
+    """Count the rows captured before ``before`` (an hour's start: complete hours only) that are
+    not counted yet into their hours; returns how many. Late rows (written back from the spool)
+    are added to their hour's aggregates on the next call."""
+    total, batch = 0, batch or BATCH
+    while True:
+        try:
+            done = _rollup_batch(engine, before=as_utc(before), batch=batch)
+        except IntegrityError:  # another node created the same hour meanwhile: take it again
+            continue
+        total += done
+        if done < batch:
+            return total
+
+
+def _rollup_batch(engine: Engine, *, before: dt.datetime, batch: int) -> int:
+    query = (
+        select(
+            Inspection.id,
+            Inspection.source_id,
+            Inspection.model_version,
+            Inspection.t_capture,
+            Inspection.score,
+            Inspection.decision,
+            Inspection.latency_ms,
+        )
+        .where(FRESH, col(Inspection.t_capture) < before)
+        .order_by(Inspection.t_capture)
+        .limit(batch)
+        .with_for_update(skip_locked=True)  # PostgreSQL: each row counted by one node
+    )
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+        if not rows:
+            return 0
+        groups: dict[tuple[str, str, dt.datetime], list[Any]] = defaultdict(list)
+        for row in rows:
+            groups[(row.source_id, row.model_version, floor_hour(row.t_capture))].append(row)
+        for (source_id, version, hour), members in sorted(groups.items()):  # one lock order for all nodes
+            fresh = Hour.of_raw(
+                np.array([r.decision for r in members]),
+                np.array([r.score for r in members], np.float64),
+                np.array([r.latency_ms for r in members], np.float64),
+                min(as_utc(r.t_capture) for r in members),
+            )
+            stored = session.exec(
+                select(InspectionHour)
+                .where(
+                    InspectionHour.source_id == source_id,
+                    InspectionHour.model_version == version,
+                    InspectionHour.hour == hour,
+                )
+                .with_for_update()
+            ).first()
+            merged = fresh + Hour.of_row(stored) if stored is not None else fresh
+            target = stored or InspectionHour(source_id=source_id, model_version=version, hour=hour)
+            target.first_capture = merged.first_capture
+            target.n_ok, target.n_review, target.n_ng = merged.n_ok, merged.n_review, merged.n_ng
+            target.ok_scores = merged.ok_scores.to_bytes()
+            target.flagged_scores = merged.flagged_scores.to_bytes()
+            target.latencies = merged.latencies.to_bytes()
+            session.add(target)
+        session.execute(update(Inspection).where(col(Inspection.id).in_([r.id for r in rows])).values(rolled_up=True))
+        session.commit()
+        return len(rows)
+
+
+def delete_raw(engine: Engine, *, before: dt.datetime, batch: int | None = None) -> Iterator[tuple[list[str], int]]:
+    """Delete the rolled-up rows captured before ``before`` that no alert refers to, a batch per
+    transaction; yields each batch's image references (for the caller to delete the files no
+    row uses any more) and its size. Rows with an alert stay, with their images: they are the audit trail."""
+    batch = batch or BATCH
+    has_alert = exists().where(Alert.inspection_id == Inspection.id)
+    query = (
+        select(Inspection.id, Inspection.image_ref, Inspection.heatmap_ref)
+        .where(col(Inspection.rolled_up).is_(True), col(Inspection.t_capture) < as_utc(before), ~has_alert)
+        .order_by(Inspection.t_capture)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    while True:
+        with Session(engine) as session:
+            rows = session.execute(query).all()
+            if not rows:
+                return
+            session.execute(delete(Inspection).where(col(Inspection.id).in_([r.id for r in rows])))
+            session.commit()
+        yield [ref for r in rows for ref in (r.image_ref, r.heatmap_ref) if ref], len(rows)
+        if len(rows) < batch:
+            return
+
+
+# -- reads -----------------------------------------------------------------------------------------
+def hours(
+    engine: Engine,
+    *,
+    since: dt.datetime,
+    source_id: str | None = None,
+    model_version: str | None = None,
+    until: dt.datetime | None = None,
+) -> list[tuple[str, dt.datetime, Hour]]:
+    """(source, hour, aggregates) of the hours starting at or after ``since`` (and before
+    ``until``), oldest first; model versions of one source and hour are added up."""
+    query = _scoped(
+        select(InspectionHour).where(col(InspectionHour.hour) >= since), InspectionHour, source_id, model_version
+    )
+    if until is not None:
+        query = query.where(col(InspectionHour.hour) < until)
+    out: dict[tuple[str, dt.datetime], Hour] = {}
+    with Session(engine) as session:
+        for row in session.exec(query.order_by(InspectionHour.hour)):
+            key = (row.source_id, as_utc(row.hour))
+            out[key] = out[key] + Hour.of_row(row) if key in out else Hour.of_row(row)
+    return [(sid, hour, agg) for (sid, hour), agg in out.items()]
+
+
+def fresh_rows(
+    engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
+) -> list[Any]:
+    """The rows captured since ``since`` that no aggregate counts yet (source, capture time,
+    score, decision, latency), in capture order."""
+    query = _scoped(
+        select(
+            Inspection.source_id, Inspection.t_capture, Inspection.score, Inspection.decision, Inspection.latency_ms
+        ).where(FRESH, col(Inspection.t_capture) >= since),
+        Inspection,
+        source_id,
+        model_version,
+    ).order_by(Inspection.t_capture, Inspection.id)
+    with Session(engine) as session:
+        return list(session.execute(query).all())
+
+
+def raw_count(
+    engine: Engine,
+    *,
+    since: dt.datetime,
+    limit: int,
+    source_id: str | None = None,
+    model_version: str | None = None,
+) -> int:
+    """How many raw rows (rolled up or not) were captured since ``since``, counting to ``limit``."""
+    from sqlmodel import func
+
+    inner = _scoped(
+        select(Inspection.id).where(col(Inspection.t_capture) >= since), Inspection, source_id, model_version
+    ).limit(limit)
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(inner.subquery())).one()
+
+
+def fresh_counts(
+    engine: Engine,
+    *,
+    since: dt.datetime,
+    t1: float,
+    t2: float,
+    source_id: str | None = None,
+    model_version: str | None = None,
+) -> tuple[dict[str, int], int, dt.datetime | None]:
+    """What T1/T2 decide on the rows captured since ``since`` that no aggregate counts yet
+    (counted in the database: an hour of a fast line is too many rows to fetch), how many of
+    them the line decided OK, and the first capture time among them."""
+    from sqlmodel import func
+
+    score = col(Inspection.score)
+    query = _scoped(
+        select(
+            func.count(),
+            func.sum(case((score >= t2, 1), else_=0)),
+            func.sum(case((score >= t2, 0), (score >= t1, 1), else_=0)),
+            func.sum(case((Inspection.decision == "ok", 1), else_=0)),
+            func.min(Inspection.t_capture),
+        ).where(FRESH, col(Inspection.t_capture) >= since),
+        Inspection,
+        source_id,
+        model_version,
+    )
+    with Session(engine) as session:
+        n, ng, review, ok, first = session.execute(query).one()
+    n, ng, review = int(n or 0), int(ng or 0), int(review or 0)
+    return {"ok": n - ng - review, "review": review, "ng": ng}, int(ok or 0), as_utc(first)
+
+
+def fresh_scores(
+    engine: Engine,
+    *,
+    since: dt.datetime,
+    limit: int,
+    decision: str | None = None,
+    source_id: str | None = None,
+    model_version: str | None = None,
+) -> list[float]:
+    """Scores of the newest ``limit`` rows since ``since`` that no aggregate counts yet."""
+    query = _scoped(
+        select(Inspection.score).where(FRESH, col(Inspection.t_capture) >= since),
+        Inspection,
+        source_id,
+        model_version,
+    )
+    if decision is not None:
+        query = query.where(Inspection.decision == decision)
+    with Session(engine) as session:
+        return [float(s) for s in session.exec(query.order_by(col(Inspection.t_capture).desc()).limit(limit))]
+
+
+def fresh_by_source(engine: Engine, *, since: dt.datetime, source_id: str | None = None) -> dict[str, Hour]:
+    """Per source, the counts per decision of the rows not rolled up yet (no histograms)."""
+    from sqlmodel import func
+
+    query = _scoped(
+        select(Inspection.source_id, Inspection.decision, func.count(), func.min(Inspection.t_capture))
+        .where(FRESH, col(Inspection.t_capture) >= since)
+        .group_by(Inspection.source_id, Inspection.decision),
+        Inspection,
+        source_id,
+        None,
+    )
+    out: dict[str, Hour] = {}
+    with Session(engine) as session:
+        for sid, decision, n, first in session.execute(query).all():
+            hour = out.setdefault(sid, Hour(first_capture=as_utc(first)))
+            setattr(hour, f"n_{decision}", getattr(hour, f"n_{decision}") + n)
+            hour.first_capture = min(hour.first_capture, as_utc(first))
+    return out

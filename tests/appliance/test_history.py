@@ -1,0 +1,176 @@
+"""History: raw rows roll up into hourly aggregates that answer the threshold preview and the score
+histograms as the raw rows did; retention deletes raw rows in bounded memory and keeps every alert."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from sqlmodel import Session, col, func, select
+
+from appliance import retention, thresholds
+from appliance.alerts.schema import Topics, alert_message
+from appliance.images import ImageStore
+from appliance.retention import retain
+from appliance.storage import history, store
+from appliance.storage.db import init_db, make_engine
+from appliance.storage.models import Alert, Inspection, InspectionHour, utcnow
+from models.decision import Thresholds, decide
+
+LINE = Thresholds(0.45, 0.6)  # what the line decided with
+EDGE = history.Histogram.edge
+
+
+def on_edges(t1: float, t2: float) -> Thresholds:
+    """Candidate thresholds on bin edges: the aggregates decide them exactly as the raw scores."""
+    return Thresholds(float(EDGE(history.Histogram.bins(t1))), float(EDGE(history.Histogram.bins(t2))))
+
+
+def fill(engine, *, hours: int, per_hour: int, sources=("a", "b"), seed=0, images=None, end=None) -> int:
+    """``per_hour`` inspections per source in each of the ``hours`` complete hours before ``end``,
+    stored through the pipeline's own call (flagged ones with their alerts and outbox messages)."""
+    rng = np.random.default_rng(seed)
+    end = history.floor_hour(end or utcnow())
+    n = 0
+    for h in range(hours, 0, -1):
+        start = end - dt.timedelta(hours=h)
+        batch = []
+        for sid in sources:
+            for i in range(per_hour):
+                score = float(rng.gamma(2.0, 0.12))
+                decision = decide(score, LINE)
+                ref = None
+                if images is not None and (decision != "ok" or i % 10 == 0):
+                    ref = images.put(rng.integers(0, 255, (16, 16), dtype=np.uint8))
+                inspection = Inspection(
+                    source_id=sid,
+                    t_capture=start + dt.timedelta(seconds=3600 * i / per_hour),
+                    score=score,
+                    norm_score=score / LINE.t2,
+                    decision=decision,
+                    model_version="m1",
+                    latency_ms=float(rng.lognormal(2.0, 0.3)),
+                    image_ref=ref,
+                )
+                batch.append((inspection, LINE.crossed(decision), None))
+        store.record_inspections(
+            engine, inspections=batch, alert_topic="t", build_message=lambda a, i: alert_message(a, i, Topics())
+        )
+        n += len(batch)
+    return n
+
+
+def count(engine, table, *where) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(table).where(*where)).one()
+
+
+def test_preview_and_scores_from_aggregates_equal_the_raw_replay(db_url, tmp_path):
+    engine, images = make_engine(db_url), ImageStore(tmp_path / "images")
+    init_db(engine)
+    total = fill(engine, hours=6, per_hour=300, images=images)
+    with Session(engine) as session:  # an operator judged some alerts
+        alerts = session.exec(select(Alert).order_by(Alert.id).limit(40)).all()
+        for i, alert in enumerate(alerts):
+            alert.state = "confirmed" if i % 2 else "false_positive"
+            session.add(alert)
+        session.commit()
+    candidate = on_edges(0.5, 0.7)
+    scope = {"source_id": "a", "model_version": "m1"}
+    raw = thresholds.preview(engine, thresholds=candidate, hours=8)
+    raw_a = thresholds.preview(engine, thresholds=candidate, hours=8, scope=scope)
+    raw_sets = thresholds.score_sets(engine, hours=8, limit=100_000, scope=scope)
+    assert raw["replayed"] and raw["inspections"] == total
+
+    n_ok, n_alerts = count(engine, Inspection, col(Inspection.decision) == "ok"), count(engine, Alert)
+    report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(days=30), max_bytes=10**12)
+    assert report.rows_rolled_up == total
+    # every raw row without an alert is gone; every alert keeps its inspection
+    assert report.rows_deleted == n_ok == total - n_alerts
+    assert count(engine, Inspection) == n_alerts
+
+    for before, scope_ in ((raw, {}), (raw_a, scope)):
+        after = thresholds.preview(engine, thresholds=candidate, hours=8, scope=scope_)
+        assert not after["replayed"]
+        for key in ("inspections", "confirmed_defects", "missed_confirmed_defects"):
+            assert after[key] == before[key], key
+        for key in ("alerts_per_hour", "ng_per_hour", "review_per_hour"):
+            assert after[key] == pytest.approx(before[key], rel=1e-3), key
+    sets = thresholds.score_sets(engine, hours=8, limit=100_000, scope=scope)
+    assert sets["flagged"] == raw_sets["flagged"] and sets["confirmed"] == raw_sets["confirmed"]
+    assert len(sets["normal"]) == pytest.approx(len(raw_sets["normal"]), abs=50)  # rounding per bin
+    for q in (0.5, 0.9, 0.99):  # the histogram's quantiles to the bins' resolution
+        assert np.quantile(sets["normal"], q) == pytest.approx(np.quantile(raw_sets["normal"], q), rel=0.01)
+    # the preset a threshold tuner reads off the normal scores barely moves
+    preset = thresholds.presets(sets["normal"], sets["confirmed"], LINE, 0.01)["false_alarm_rate"]
+    raw_preset = thresholds.presets(raw_sets["normal"], raw_sets["confirmed"], LINE, 0.01)["false_alarm_rate"]
+    assert preset["t2"] == pytest.approx(raw_preset["t2"], rel=0.02)
+
+
+def test_rollup_counts_each_row_once_and_late_rows_join_their_hour(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    init_db(engine)
+    total = fill(engine, hours=3, per_hour=50, sources=("a",))
+    now = utcnow()
+    assert history.rollup(engine, before=history.floor_hour(now)) == total
+    assert history.rollup(engine, before=history.floor_hour(now)) == 0
+    assert count(engine, InspectionHour) == 3
+    late = fill(engine, hours=3, per_hour=7, sources=("a",), seed=1)  # written back from a spool, say
+    assert history.rollup(engine, before=history.floor_hour(now)) == late
+    assert count(engine, InspectionHour) == 3
+    hours = history.hours(engine, since=now - dt.timedelta(hours=4))
+    assert [agg.count for _, _, agg in hours] == [57, 57, 57]
+    latency = sum((agg.latencies for _, _, agg in hours), history.Histogram())
+    assert latency.quantile(0.5) == pytest.approx(np.exp(2.0), rel=0.1)  # the lognormal's median
+
+
+def test_two_nodes_rolling_up_at_once_count_every_row_once(tmp_path):
+    from tests.helpers.database import postgres_database
+
+    with postgres_database() as url:
+        engine = make_engine(url)
+        init_db(engine)
+        total = fill(engine, hours=4, per_hour=600, sources=("a", "b", "c"))
+        before = history.floor_hour(utcnow())
+        done, errors = [], []
+
+        def node() -> None:
+            try:  # each node has its own engine (connection pool), as two processes would
+                done.append(history.rollup(make_engine(url), before=before, batch=300))
+            except Exception as exc:  # noqa: BLE001  (reported below)
+                errors.append(exc)
+
+        workers = [threading.Thread(target=node) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert not errors and sum(done) == total
+        hours = history.hours(engine, since=before - dt.timedelta(hours=5))
+        assert sum(agg.count for _, _, agg in hours) == total and len(hours) == 12
+        engine.dispose()
+
+
+def test_retention_streams_in_bounded_memory(tmp_path, monkeypatch):
+    """The peak of a pass is set by the batch, not by the table: 4× the rows, about the same peak."""
+    monkeypatch.setattr(history, "BATCH", 1000)
+    monkeypatch.setattr(retention, "BATCH", 200)
+    peaks = []
+    for hours in (1, 4):
+        engine = make_engine(f"sqlite:///{tmp_path / f'm{hours}.db'}")
+        init_db(engine)
+        images = ImageStore(tmp_path / f"images{hours}")
+        fill(engine, hours=hours, per_hour=2500, sources=("a",), images=images)
+        tracemalloc.start()
+        report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(0), max_bytes=0)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert report.rows_deleted > 0 and report.files_deleted > 0
+        assert count(engine, Inspection, col(Inspection.image_ref).is_not(None)) == count(
+            engine, Alert, col(Alert.state).in_(("open", "acknowledged"))
+        )  # only the images of unresolved alerts stay
+        engine.dispose()
+    assert peaks[1] < 1.5 * peaks[0], peaks
