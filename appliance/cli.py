@@ -182,7 +182,12 @@ def search_command(args: argparse.Namespace) -> int:
     }
     try:
         result = search(
-            args.project, args.output, resume=args.resume, overrides=overrides, log=None if args.quiet else print
+            args.project,
+            args.output,
+            resume=args.resume,
+            overrides=overrides,
+            log=None if args.quiet else print,
+            executor=args.executor,
         )
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; continue with the same command and --resume", file=sys.stderr)
@@ -289,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_search.add_argument("--objective", choices=("error", "error_and_madds"))
     p_search.add_argument("--trials", type=int, help="trial budget, the base network included")
     p_search.add_argument("--time-limit", type=float, help="wall-time budget in minutes")
-    p_search.add_argument("--workers", type=int, help="trials in parallel (default: one per core)")
+    p_search.add_argument("--workers", type=int, help="trials in parallel (default: one per core, or the cluster's)")
+    p_search.add_argument(
+        "--executor", help="run trials on a Dask cluster: dask://scheduler:8786 (default: local processes)"
+    )
     p_search.add_argument("--epochs", type=int, help="epochs per trial (default: the project's max_epoch)")
     p_search.add_argument("--seed", type=int)
     p_search.add_argument("--quiet", action="store_true", help="no line per trial")

@@ -74,10 +74,13 @@ def run_job(job_id: int, db_url: str, data_dir: str) -> None:
 
 
 class JobRunner:
-    """Starts queued jobs (oldest first, at most ``max_jobs`` at once) and reaps their workers."""
+    """Starts queued jobs (oldest first, at most ``max_jobs`` at once) and reaps their workers.
+    Several nodes on one database share the queue: a job runs on the node that claims it."""
 
-    def __init__(self, engine: Engine, db_url: str, data_dir: Path, max_jobs: int = 1, every: float = 0.5) -> None:
-        self.engine, self.db_url, self.data_dir = engine, db_url, Path(data_dir)
+    def __init__(
+        self, engine: Engine, db_url: str, data_dir: Path, node: str, max_jobs: int = 1, every: float = 0.5
+    ) -> None:
+        self.engine, self.db_url, self.data_dir, self.node = engine, db_url, Path(data_dir), node
         self.max_jobs, self.every = max_jobs, every
         self.processes: dict[int, multiprocessing.Process] = {}
         self.wake, self.stopping = threading.Event(), threading.Event()
@@ -113,13 +116,14 @@ class JobRunner:
                 self.processes.pop(job_id)
                 store.fail_unfinished_jobs(
                     self.engine,
+                    node=self.node,
                     job_id=job_id,
                     message=f"the job's worker ended unexpectedly (exit code {process.exitcode})",
                 )
         for job in queries.queued_jobs(self.engine):
             if job.cancel_requested:
                 store.update_job(self.engine, job_id=job.id, status="cancelled", message="cancelled before it started")
-            elif len(self.processes) < self.max_jobs and job.id not in self.processes:
+            elif len(self.processes) < self.max_jobs and store.claim_job(self.engine, job_id=job.id, node=self.node):
                 process = multiprocessing.get_context("spawn").Process(
                     target=run_job, args=(job.id, self.db_url, str(self.data_dir)), name=f"job-{job.id}", daemon=True
                 )

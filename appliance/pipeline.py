@@ -435,7 +435,7 @@ class Pipeline:
     def prometheus(self) -> str:
         """The Prometheus text of every running source, the outbox and the spool."""
         try:
-            backlog: float = store.outbox_backlog(self.engine)
+            backlog: float = store.outbox_backlog(self.engine, topic_prefix=self.topics.own)
         except SQLAlchemyError:  # the database is away: say so rather than fail the scrape
             backlog = float("nan")
         return prometheus_text(self.status(), backlog, len(self.spool) if self.spool is not None else 0, dict(self.cpu))

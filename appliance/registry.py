@@ -1,6 +1,7 @@
 """The model registry on disk and in the database: bundles in ``<data>/models``, registered as
-candidates, one of them active. Promotion loads and checks a bundle before anything changes,
-then swaps it into the running line between two samples."""
+candidates (with their bytes in the database, so every node sharing it can load every version:
+a node without the file writes it from there), one of them active. Promotion loads and checks a
+bundle before anything changes, then swaps it into the running line between two samples."""
 
 from __future__ import annotations
 
@@ -40,15 +41,24 @@ def register(engine: Engine, path: Path) -> str:
         digest=bundle_io.file_digest(path),
         kind=meta["kind"],
         metrics=metrics,
+        data=path.read_bytes(),
     )
     return str(meta["version"])
 
 
 def model_path(engine: Engine, models_dir: Path, version: str) -> Path:
+    """The version's bundle file in this node's models folder (written from the database when
+    another node registered it)."""
     path = models_dir / queries.model(engine, version=version).filename
     if not path.is_file():
-        msg = f"no model version {version!r}"
-        raise NotFound(msg)
+        data = queries.model_file(engine, version=version)
+        if data is None:
+            msg = f"no model version {version!r} on this node"
+            raise NotFound(msg)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        staging = models_dir / f"fetch-{uuid.uuid4().hex}.zip"
+        staging.write_bytes(data)
+        staging.replace(path)
     return path
 
 

@@ -2,11 +2,12 @@
 
 A pass (:func:`retain`) does three things, each in batches of a few thousand rows per transaction:
 
-1. rolls every complete hour's raw inspections up into hourly aggregates
+1. rolls the raw inspections not counted yet up into their hours' aggregates
    (:mod:`appliance.storage.history`): counts per decision, OK / flagged score and latency
    histograms, which the threshold preview, the score histograms and the hourly charts read;
 2. deletes raw inspection rows older than the raw window once they are rolled up, except those
-   with an alert (every alert keeps its inspection: open, confirmed, false positive alike);
+   with an alert (every alert keeps its inspection: open, confirmed, false positive alike), and
+   the outbox rows sent before the window;
 3. prunes stored images and heat maps (:func:`prune`): OK items past the age limit; then, while
    over the size limit, the oldest OK items, then the oldest review / NG items whose alerts are
    resolved (confirmed or false positive). An image of an item whose alert is still open or
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from appliance.images import ImageStore
-from appliance.storage import history
+from appliance.storage import history, store
 from appliance.storage.models import Alert, Inspection, utcnow
 
 RESOLVED = ("confirmed", "false_positive")
@@ -37,6 +38,7 @@ BATCH = 500  # image-bearing rows per transaction when pruning by size (a batch 
 class PruneReport:
     rows_rolled_up: int = 0
     rows_deleted: int = 0
+    messages_deleted: int = 0  # outbox rows sent longer ago than the raw window
     files_deleted: int = 0
     bytes_freed: int = 0
     inspections_cleared: int = 0
@@ -127,7 +129,7 @@ def retain(
     """One retention pass: roll up complete hours, delete raw rows past ``raw_window`` (kept:
     those with an alert), prune images (see the module)."""
     now = now or utcnow()
-    rolled = history.rollup(engine, before=history.floor_hour(now))
+    rolled = history.rollup(engine, before=now)
     deleted = PruneReport()
     rows = 0
     for refs, n in history.delete_raw(engine, before=now - raw_window):
@@ -135,6 +137,7 @@ def retain(
         _unlink_unused(engine, images, refs, deleted)
     report = prune(engine, images, max_age=max_age, max_bytes=max_bytes)
     report.rows_rolled_up, report.rows_deleted = rolled, rows
+    report.messages_deleted = store.forget_sent_messages(engine, before=now - raw_window)
     report.files_deleted += deleted.files_deleted
     report.bytes_freed += deleted.bytes_freed
     return report

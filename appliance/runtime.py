@@ -31,7 +31,7 @@ from appliance.recipes import SYNTHETIC_SCOPE, Recipe, Recipes
 from appliance.retention import retain
 from appliance.settings import Settings
 from appliance.sources import SourceBook
-from appliance.storage import queries, store
+from appliance.storage import history, queries, store
 from appliance.storage import recipes as recipes_db
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection, utcnow
@@ -81,13 +81,16 @@ class Appliance:
         self.trigger: TriggerListener | None = None
         self.server: uvicorn.Server | None = None
         self.api_port: int | None = None
-        self.job_runner = jobs.JobRunner(self.engine, settings.db_url, self.data, settings.max_jobs)
+        self.job_runner = jobs.JobRunner(
+            self.engine, settings.db_url, self.data, settings.mqtt.appliance_id, settings.max_jobs
+        )
         self.stopping = threading.Event()  # ends the retention and source-state loops
         self._threads: list[threading.Thread] = []
         self._db_ready = False
         self._last_states: dict[str, str] = {}
         self._announced: dict[str, tuple[str | None, float | None, float | None]] = {}  # retained thresholds
         self.loop_errors: dict[str, int] = {}  # background loop name → failed steps
+        self._seen_change = 0  # the newest audit line the recipes were read after
 
     def migrate(self) -> None:
         """Create or migrate the schema, once."""
@@ -116,6 +119,7 @@ class Appliance:
 
     def refresh_recipes(self) -> None:
         """Re-read every source's recipe from the database, swap it in, announce what changed."""
+        self._seen_change = queries.last_change(self.engine)
         workers = {} if self.pipeline is None else dict(self.pipeline.workers)
         self.recipes.refresh({sid: w.source for sid, w in workers.items()})
         self._announce_thresholds(list(workers))
@@ -227,7 +231,7 @@ class Appliance:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.migrate()
         self._first_admin_token()
-        if store.fail_unfinished_jobs(self.engine, message=INTERRUPTED):
+        if store.fail_unfinished_jobs(self.engine, message=INTERRUPTED, node=s.mqtt.appliance_id):
             self.log("jobs interrupted by the last stop were marked failed")
         self.job_runner.start()
         sources = self._build_sources()
@@ -259,8 +263,11 @@ class Appliance:
         self.refresh_recipes()  # before the first frame is inspected
         self.pipeline.start()
         self._serve_api()
-        self._loop("retention", 300.0, self._retain)
+        self._loop("retention", 600.0, self._retain)
+        # the rows readers count one by one stay a minute's worth, whatever the line's pace
+        self._loop("history", 60.0, lambda: history.rollup(self.engine, before=dt.datetime.now(dt.UTC)))
         self._loop("source-states", 1.0, self._announce_source_states)
+        self._loop("recipes", 2.0, self._follow_changes)  # another node's promotion or threshold change
         self._loop("spool", 1.0, self.pipeline.drain_spool)  # what waited for the database, in order
         self._say_started(broker, training=first_model)
         if first_model:
@@ -401,6 +408,12 @@ class Appliance:
         thread = threading.Thread(target=loop, name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def _follow_changes(self) -> None:
+        """Nodes sharing a database: a model, recipe or threshold change made on another node
+        (every one writes an audit line) is picked up here within a few seconds."""
+        if queries.last_change(self.engine) != self._seen_change:
+            self.refresh_recipes()
 
     def _retain(self) -> None:
         retain(

@@ -19,7 +19,7 @@ from models.decision import Debounce, Thresholds, decide
 SHIFT_HOURS = 8
 
 
-REPLAY_MAX = 50_000  # raw rows a preview replays one by one (debounce included); beyond: the aggregates
+REPLAY_MAX = 20_000  # raw rows a preview replays one by one (debounce included); beyond: the aggregates
 
 
 @dataclass

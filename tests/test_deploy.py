@@ -18,12 +18,19 @@ DEPLOY = ROOT / "deploy"
 def test_compose_services_health_checks_and_required_secrets():
     compose = yaml.safe_load((DEPLOY / "compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"appliance", "console", "mosquitto", "postgres"}
+    assert set(services) == {"appliance", "appliance-2", "console", "mosquitto", "postgres"}
     assert all("healthcheck" in s for s in services.values())
     text = (DEPLOY / "compose.yml").read_text()
     for secret in ("POSTGRES_PASSWORD", "MQTT_PASSWORD"):
         assert f"${{{secret}:?" in text  # compose stops when a secret is missing
     assert services["appliance"]["ports"] == ["8000:8000"]
+    # the second node (profile two-nodes): the same database and broker, its own id, data and port
+    one, two = services["appliance"], services["appliance-2"]
+    assert two["profiles"] == ["two-nodes"] and two["ports"] == ["8001:8000"]
+    assert two["environment"]["APPLIANCE_DATABASE_URL"] == one["environment"]["APPLIANCE_DATABASE_URL"]
+    assert two["environment"]["APPLIANCE_MQTT__HOST"] == one["environment"]["APPLIANCE_MQTT__HOST"]
+    assert two["environment"]["APPLIANCE_MQTT__APPLIANCE_ID"] != one["environment"]["APPLIANCE_MQTT__APPLIANCE_ID"]
+    assert two["volumes"][0].split(":")[0] != one["volumes"][0].split(":")[0]
     # the console reaches the API by its service name and serves on 8501, as `appliance console` takes it
     console = build_parser().parse_args(services["console"]["entrypoint"][1:])
     assert console.command == "console" and console.api_url == "http://appliance:8000" and console.port == 8501
@@ -32,7 +39,7 @@ def test_compose_services_health_checks_and_required_secrets():
 
 def test_environment_variables_are_real_settings():
     compose = yaml.safe_load((DEPLOY / "compose.yml").read_text())
-    env = compose["services"]["appliance"]["environment"]
+    env = [*compose["services"]["appliance"]["environment"], *compose["services"]["appliance-2"]["environment"]]
     dockerfile_env = re.findall(r"(APPLIANCE_[A-Z_]+)=", (DEPLOY / "Dockerfile").read_text())
     systemd_env = re.findall(r"(APPLIANCE_[A-Z_]+)=", (DEPLOY / "systemd" / "appliance.service").read_text())
     for name in [*env, *dockerfile_env, *systemd_env]:

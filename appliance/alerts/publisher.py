@@ -234,7 +234,7 @@ class AlertPublisher:
             return out
         try:
             exclude = {row_id for where, row_id in busy if where == "outbox"}
-            pending = store.pending_messages(self.engine, limit=PAGE, exclude=exclude)
+            pending = store.pending_messages(self.engine, topic_prefix=self.topics.own, limit=PAGE, exclude=exclude)
         except Exception:  # database briefly unavailable: try again, say so once per outage
             if not self.outbox_failing:
                 log.exception("outbox access failed; retrying every second until the database answers")

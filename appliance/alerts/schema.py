@@ -32,6 +32,11 @@ class Topics:
         return f"{self.prefix}/{self.site}/{self.line}/{self.appliance_id}"
 
     @property
+    def own(self) -> str:
+        """What every topic of this node starts with (its outbox rows are those under it)."""
+        return f"{self.base}/"
+
+    @property
     def status(self) -> str:
         return f"{self.base}/status"
 

@@ -34,7 +34,7 @@ class InspectionsPublic(BaseModel):
 class HourPublic(BaseModel):
     source_id: str
     hour: dt.datetime  # its start, UTC
-    complete: bool  # false: the rows not rolled up yet (the newest hour or so)
+    complete: bool  # false: the current hour
     inspections: int
     ok: int
     review: int

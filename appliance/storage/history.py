@@ -1,7 +1,7 @@
 """The inspection history: raw rows for a window, hourly aggregates for ever.
 
-Every complete hour's raw rows are rolled up (:func:`rollup`) into one :class:`InspectionHour`
-per source and model version: counts per decision and fixed-bin histograms of the OK scores, the
+Raw rows are rolled up (:func:`rollup`, every minute or so) into one :class:`InspectionHour` per
+source, model version and hour: counts per decision and fixed-bin histograms of the OK scores, the
 flagged scores and the latencies. A rolled-up row is counted there and nowhere else (readers take
 the aggregates plus the rows not rolled up yet), so the raw rows can go (:func:`delete_raw`)
 without the counts, the threshold preview or the score histograms losing anything but
@@ -166,9 +166,9 @@ def _scoped(query: Any, table: Any, source_id: str | None, model_version: str | 
 
 # -- writes ----------------------------------------------------------------------------------------
 def rollup(engine: Engine, *, before: dt.datetime, batch: int | None = None) -> int:
-    """Count the rows captured before ``before`` (an hour's start: complete hours only) that are
-    not counted yet into their hours; returns how many. Late rows (written back from the spool)
-    are added to their hour's aggregates on the next call."""
+    """Count the rows captured before ``before`` that are not counted yet into their hours'
+    aggregates (an hour's row grows as its rows come); returns how many. Late rows (written back
+    from the spool) are added to their hour's aggregates on the next call."""
     total, batch = 0, batch or BATCH
     while True:
         try:

@@ -156,6 +156,13 @@ class ModelVersion(SQLModel, table=True):
     activated_at: dt.datetime | None = None
 
 
+class ModelFile(SQLModel, table=True):
+    """A registered bundle's bytes: every node on the database can load every version."""
+
+    version: str = Field(primary_key=True, max_length=100)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class TrainingJob(SQLModel, table=True):
     """A long job (retraining, a project run) executed by a worker process."""
 
@@ -170,6 +177,7 @@ class TrainingJob(SQLModel, table=True):
     result: str = "{}"
     created_by: str = Field(default="", max_length=100)
     created_at: dt.datetime = Field(default_factory=utcnow)
+    node: str = Field(default="", max_length=100)  # the appliance that claimed it ("" while queued)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
 

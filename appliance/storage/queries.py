@@ -16,6 +16,7 @@ from appliance.storage.models import (
     ApiToken,
     AuditLog,
     Inspection,
+    ModelFile,
     ModelVersion,
     SourceConfig,
     TrainingJob,
@@ -189,6 +190,20 @@ def model(engine: Engine, *, version: str) -> ModelVersion:
         msg = f"no model version {version!r}"
         raise NotFound(msg)
     return row
+
+
+def model_file(engine: Engine, *, version: str) -> bytes | None:
+    """A registered bundle's bytes (None: registered before bundles were kept in the database)."""
+    with Session(engine) as session:
+        row = session.get(ModelFile, version)
+    return None if row is None else row.data
+
+
+def last_change(engine: Engine) -> int:
+    """The newest audit line's id: every model, recipe and threshold change writes one, so a node
+    that sees it move re-reads its recipes."""
+    with Session(engine) as session:
+        return session.exec(select(func.max(AuditLog.id))).one() or 0
 
 
 def jobs(engine: Engine, *, limit: int = 50) -> list[TrainingJob]:

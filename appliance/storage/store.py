@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from appliance.errors import Conflict, NotFound
 from appliance.storage.models import (
@@ -19,6 +20,7 @@ from appliance.storage.models import (
     ApiToken,
     AuditLog,
     Inspection,
+    ModelFile,
     ModelVersion,
     OutboxMessage,
     SourceConfig,
@@ -115,10 +117,18 @@ def record_inspections(
         return out
 
 
-def pending_messages(engine: Engine, *, limit: int = 100, exclude: set[int] | None = None) -> list[OutboxMessage]:
-    """Unsent outbox messages, oldest first."""
+def _unsent(topic_prefix: str) -> Any:
+    """Unsent messages of one node: those under its own topics (nodes sharing a database never
+    send each other's messages)."""
+    return col(OutboxMessage.sent_at).is_(None), col(OutboxMessage.topic).startswith(topic_prefix, autoescape=True)
+
+
+def pending_messages(
+    engine: Engine, *, topic_prefix: str, limit: int = 100, exclude: set[int] | None = None
+) -> list[OutboxMessage]:
+    """Unsent outbox messages under ``topic_prefix`` (the node's base topic), oldest first."""
     with Session(engine) as session:
-        query = select(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
+        query = select(OutboxMessage).where(*_unsent(topic_prefix))
         if exclude:
             query = query.where(col(OutboxMessage.id).not_in(exclude))
         return list(session.exec(query.order_by(OutboxMessage.id).limit(limit)))
@@ -146,6 +156,26 @@ def mark_sent(engine: Engine, *, message_ids: list[int], at: dt.datetime | None 
         session.commit()
 
 
+def forget_sent_messages(engine: Engine, *, before: dt.datetime, batch: int = 5_000) -> int:
+    """Delete outbox rows sent before ``before`` (the broker has them; the alerts stay), a batch
+    per transaction; returns how many."""
+    total = 0
+    while True:
+        with Session(engine) as session:
+            ids = session.exec(
+                select(OutboxMessage.id)
+                .where(col(OutboxMessage.sent_at) < before)
+                .order_by(OutboxMessage.id)
+                .limit(batch)
+            ).all()
+            if ids:
+                session.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
+                session.commit()
+        total += len(ids)
+        if len(ids) < batch:
+            return total
+
+
 def count_attempt(engine: Engine, *, message_id: int) -> None:
     with Session(engine) as session:
         message = session.get(OutboxMessage, message_id)
@@ -155,9 +185,9 @@ def count_attempt(engine: Engine, *, message_id: int) -> None:
             session.commit()
 
 
-def outbox_backlog(engine: Engine) -> int:
+def outbox_backlog(engine: Engine, *, topic_prefix: str) -> int:
     with Session(engine) as session:
-        return len(session.exec(select(OutboxMessage.id).where(col(OutboxMessage.sent_at).is_(None))).all())
+        return session.exec(select(func.count()).select_from(OutboxMessage).where(*_unsent(topic_prefix))).one()
 
 
 ROLES = ("viewer", "operator", "engineer", "admin")  # each role can do what the ones before it can
@@ -218,9 +248,10 @@ def revoke_token(engine: Engine, *, token_id: int) -> bool:
 
 
 def register_model(
-    engine: Engine, *, version: str, filename: str, digest: str, kind: str, metrics: dict[str, Any]
+    engine: Engine, *, version: str, filename: str, digest: str, kind: str, metrics: dict[str, Any], data: bytes
 ) -> None:
-    """Add a bundle to the registry as a candidate (idempotent for the same version and digest)."""
+    """Add a bundle (``data``: its bytes, for every node) to the registry as a candidate
+    (idempotent for the same version and digest)."""
 
     with Session(engine) as session:
         existing = session.exec(select(ModelVersion).where(ModelVersion.version == version)).first()
@@ -232,6 +263,7 @@ def register_model(
         session.add(
             ModelVersion(version=version, filename=filename, digest=digest, kind=kind, metrics=json.dumps(metrics))
         )
+        session.add(ModelFile(version=version, data=data))
         session.commit()
 
 
@@ -382,11 +414,25 @@ def request_cancel(engine: Engine, *, job_id: int) -> None:
             session.commit()
 
 
-def fail_unfinished_jobs(engine: Engine, *, message: str, job_id: int | None = None) -> int:
-    """Mark failed, with ``message``, the queued or running jobs that will never finish: one whose
-    worker ended without finishing it (``job_id``), or all that a previous process left."""
+def claim_job(engine: Engine, *, job_id: int, node: str) -> bool:
+    """Take a queued job for ``node``: one conditional update, so of several nodes polling the
+    same queue exactly one gets it."""
     with Session(engine) as session:
-        query = select(TrainingJob).where(col(TrainingJob.status).in_(("queued", "running")))
+        claimed = session.execute(
+            update(TrainingJob)
+            .where(col(TrainingJob.id) == job_id, TrainingJob.status == "queued", TrainingJob.node == "")
+            .values(node=node, status="running", started_at=utcnow())
+        ).rowcount
+        session.commit()
+    return claimed == 1
+
+
+def fail_unfinished_jobs(engine: Engine, *, message: str, node: str, job_id: int | None = None) -> int:
+    """Mark failed, with ``message``, the running jobs of ``node`` that will never finish: one
+    whose worker ended without finishing it (``job_id``), or all that the node's previous process
+    left (and those claimed before jobs had nodes). Queued jobs wait for any node."""
+    with Session(engine) as session:
+        query = select(TrainingJob).where(TrainingJob.status == "running", col(TrainingJob.node).in_((node, "")))
         stale = session.exec(query if job_id is None else query.where(TrainingJob.id == job_id)).all()
         for job in stale:
             job.status, job.finished_at, job.message = "failed", utcnow(), message

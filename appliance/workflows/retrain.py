@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from appliance import registry
 from appliance.datasets.library import dataset_dir, image_files
 from appliance.errors import InvalidInput, Unavailable
 from appliance.images import ImageStore
@@ -53,7 +54,8 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
         msg = "no active model to retrain"
         raise Unavailable(msg)
     models_dir = data_dir / "models"
-    bundle = bundle_io.load(models_dir / active[1])
+    active_path = registry.model_path(engine, models_dir, active[0])  # from the database on another node
+    bundle = bundle_io.load(active_path)
     spec = InputSpec.from_dict(bundle.meta["input"])
     if spec.kind != "image":
         msg = (
@@ -95,14 +97,13 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     version = candidate.meta["version"] = f"{candidate.meta['version']}-job{ctx.job_id}"
     path = models_dir / f"detector-{version}.zip"
     candidate.save(path)
-    comparison = compare(
-        Inferencer(models_dir / active[1]), Inferencer(path), held_out, confirmed_defect_images(engine, data_dir)
-    )
+    comparison = compare(Inferencer(active_path), Inferencer(path), held_out, confirmed_defect_images(engine, data_dir))
     store.register_model(
         engine,
         version=candidate.meta["version"],
         filename=path.name,
         digest=bundle_io.file_digest(path),
+        data=path.read_bytes(),
         kind=candidate.kind,
         metrics={"calibration": summary["calibration"], "comparison": comparison},
     )

@@ -78,15 +78,34 @@ class SearchResult:
     stopped_by: str
 
 
+def dask_executor(address: str) -> tuple[Executor, int, Callable[[], None]]:
+    """An executor on the Dask cluster whose scheduler is at ``address`` (``dask://host:port`` or
+    ``tcp://host:port``), the threads its workers have, and how to let it go."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        msg = "running trials on Dask needs the dask extra: pip install 'anomaly-appliance[dask]'"
+        raise ProjectError(msg) from exc
+    scheduler = "tcp://" + address.removeprefix("dask://") if address.startswith("dask://") else address
+    try:
+        client = Client(scheduler, timeout=10)
+    except OSError as exc:
+        msg = f"no Dask scheduler answers at {scheduler}: {exc}"
+        raise ProjectError(msg) from exc
+    return client.get_executor(), max(1, sum(client.nthreads().values())), client.close
+
+
 def search(
     project_file: str | Path,
     out: str | Path | None = None,
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = print,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
 ) -> SearchResult:
-    """Run (or with ``resume``, continue) a structure search over the project's network."""
+    """Run (or with ``resume``, continue) a structure search over the project's network, trials
+    on a local process pool, on ``executor``, or on the Dask cluster it names (``dask://host:port``;
+    trials in parallel: the cluster's threads unless ``workers`` is set)."""
     project_file = Path(project_file).resolve()
     project = load_project(project_file)
     settings = project.search.model_copy(update={k: v for k, v in (overrides or {}).items() if v is not None})
@@ -95,7 +114,14 @@ def search(
         msg = f"{project_file}: a structure search needs a validation dataset to compare networks"
         raise ProjectError(msg)
     run = Path(out) if out else Path("runs") / f"search-{project_file.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    return Search(project, project_file, run, settings, resume, log, executor).run()
+    if not isinstance(executor, str):
+        return Search(project, project_file, run, settings, resume, log, executor).run()
+    pool, threads, close = dask_executor(executor)
+    try:
+        settings = settings.model_copy(update={"workers": settings.workers or threads})
+        return Search(project, project_file, run, settings, resume, log, pool).run()
+    finally:
+        close()
 
 
 class Search:

@@ -146,6 +146,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         version=version,
         filename=path.name,
         digest=bundle_io.file_digest(path),
+        data=path.read_bytes(),
         kind=bundle_io.load(path).kind,
         metrics={"calibration": summary["calibration"], "report": _brief(report), "taught_for": source_id},
     )

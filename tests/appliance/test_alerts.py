@@ -84,7 +84,7 @@ def test_alerts_reach_a_subscriber_on_the_system_broker_with_the_documented_sche
         assert {m["event_id"] for m in sub.alerts()} == {a.event_id for a in sent}
         assert message["image_url"] == f"http://api/inspections/{message['inspection_id']}/image"
         assert b"online" in sub.payloads("/status")
-        assert wait_for(lambda: store.outbox_backlog(engine) == 0)
+        assert wait_for(lambda: store.outbox_backlog(engine, topic_prefix=topics.own) == 0)
     finally:
         publisher.stop()
         sub.close()
@@ -104,12 +104,12 @@ def test_broker_outage_loses_nothing(db_url, broker):
         for _ in range(6):  # defects keep coming for several seconds while the broker is down
             expected |= {a.event_id for a in add_inspections(engine, topics, 2)}
             time.sleep(0.5)
-        assert store.outbox_backlog(engine) == 12
+        assert store.outbox_backlog(engine, topic_prefix=topics.own) == 12
         broker.start()
         assert wait_for(lambda: {m["event_id"] for m in sub.alerts()} == expected, timeout=30)
         raw = [m["event_id"] for m in sub.alerts()]
         assert len(raw) - len(set(raw)) <= 1  # QoS 1: at most an unacknowledged one may repeat
-        assert wait_for(lambda: store.outbox_backlog(engine) == 0)
+        assert wait_for(lambda: store.outbox_backlog(engine, topic_prefix=topics.own) == 0)
     finally:
         publisher.stop()
         sub.close()
@@ -151,11 +151,11 @@ def test_killed_appliance_sends_pending_alerts_after_restart(db_url, broker):
     broker.start()
     sub = Subscriber(broker.port, [topics.alerts])
     engine = make_engine(db_url)
-    assert store.outbox_backlog(engine) == 4
+    assert store.outbox_backlog(engine, topic_prefix=topics.own) == 4
     publisher = AlertPublisher(engine, BrokerSettings(port=broker.port), topics).start()
     try:
         assert wait_for(lambda: len({m["event_id"] for m in sub.alerts()}) == 4)
-        assert wait_for(lambda: store.outbox_backlog(engine) == 0)
+        assert wait_for(lambda: store.outbox_backlog(engine, topic_prefix=topics.own) == 0)
     finally:
         publisher.stop()
         sub.close()

@@ -139,3 +139,24 @@ def test_time_limit_stops_the_search_and_resume_finishes_it(tmp_path, project, c
     assert len(read_table(run)) == 3
     assert cli("search", project, "-o", run, "--resume", "--trials", "3", "--epochs", "5") == 2
     assert "its epochs is 3" in capsys.readouterr().err
+
+
+def test_trials_on_a_dask_cluster_give_the_process_pools_table(tmp_path, project):
+    """``--executor dask://…``: the same trials, in the same order, with the same results as the
+    local process pool for the same seed (one trial at a time: proposals depend on the order)."""
+    from distributed import LocalCluster
+
+    args = ("--trials", 3, "--epochs", 1, "--seed", 3, "--workers", 1, "--quiet")
+    assert cli("search", project, "-o", tmp_path / "local", *args) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://")
+        assert cli("search", project, "-o", tmp_path / "dask", "--executor", address, *args) == 0
+    keys = ("trial", "status", "error", "multiply_adds", "parameters", "parent", "mutations", "key")
+    local, dask = read_table(tmp_path / "local"), read_table(tmp_path / "dask")
+    assert len(local) == 3
+    assert [{k: r[k] for k in keys} for r in dask] == [{k: r[k] for k in keys} for r in local]
+
+
+def test_an_unreachable_dask_scheduler_is_named(tmp_path, project, capsys):
+    assert cli("search", project, "-o", tmp_path / "x", "--executor", "dask://127.0.0.1:1", "--trials", 2) != 0
+    assert "no Dask scheduler answers at tcp://127.0.0.1:1" in capsys.readouterr().err

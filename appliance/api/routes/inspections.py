@@ -63,16 +63,17 @@ def read_hourly(
 ) -> list[HourPublic]:
     """Inspections per source and hour over the last ``hours`` (whole hours), read from the hourly
     aggregates the history keeps beyond its raw window: counts per decision and latency
-    percentiles. The newest rows, not rolled up yet, come last per source (``complete`` false,
-    no latencies)."""
-    since = history.floor_hour(utcnow() - dt.timedelta(hours=hours))
-    out = [
-        HourPublic.of(sid, hour, agg, complete=True)
-        for sid, hour, agg in history.hours(engine, since=since, source_id=source_id)
-    ]
+    percentiles (of the rows rolled up: the newest minute or so is counted, its latencies not)."""
+    now = utcnow()
+    since = history.floor_hour(now - dt.timedelta(hours=hours))
+    hours_ = {(sid, hour): agg for sid, hour, agg in history.hours(engine, since=since, source_id=source_id)}
     for sid, agg in history.fresh_by_source(engine, since=since, source_id=source_id).items():
-        out.append(HourPublic.of(sid, history.floor_hour(agg.first_capture), agg, complete=False))
-    return out
+        key = (sid, history.floor_hour(agg.first_capture))
+        hours_[key] = hours_[key] + agg if key in hours_ else agg
+    return [
+        HourPublic.of(sid, hour, agg, complete=hour + dt.timedelta(hours=1) <= now)
+        for (sid, hour), agg in sorted(hours_.items(), key=lambda item: (item[0][1], item[0][0]))
+    ]
 
 
 @router.get("/{inspection_id}")

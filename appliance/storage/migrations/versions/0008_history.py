@@ -1,5 +1,6 @@
-"""history: hourly aggregates of inspections (inspectionhour), the raw rows they count
-(inspection.rolled_up), and partial indexes for the roll-up and for shared image files
+"""history and several nodes: hourly aggregates of inspections (inspectionhour), the raw rows
+they count (inspection.rolled_up), partial indexes for the roll-up and for shared image files;
+the node that claimed a job (trainingjob.node) and registered bundles' bytes (modelfile)
 
 Revision ID: 0008
 Revises: 0007
@@ -50,9 +51,21 @@ def upgrade() -> None:
             sa.UniqueConstraint("source_id", "model_version", "hour"),
         )
         op.create_index("ix_inspectionhour_hour", "inspectionhour", ["hour"], unique=False)
+    if "node" not in {c["name"] for c in inspector.get_columns("trainingjob")}:
+        op.add_column("trainingjob", sa.Column("node", String(length=100), nullable=False, server_default=""))
+    if "modelfile" not in inspector.get_table_names():
+        op.create_table(
+            "modelfile",
+            sa.Column("version", String(length=100), nullable=False),
+            sa.Column("data", sa.LargeBinary(), nullable=False),
+            sa.PrimaryKeyConstraint("version"),
+        )
 
 
 def downgrade() -> None:
+    op.drop_table("modelfile")
+    with op.batch_alter_table("trainingjob") as batch_op:
+        batch_op.drop_column("node")
     op.drop_index("ix_inspectionhour_hour", table_name="inspectionhour")
     op.drop_table("inspectionhour")
     for name in PARTIAL:
