@@ -7,7 +7,7 @@ A pass (:func:`retain`) does three things, each in batches of a few thousand row
    histograms, which the threshold preview, the score histograms and the hourly charts read;
 2. deletes raw inspection rows older than the raw window once they are rolled up, except those
    with an alert (every alert keeps its inspection: open, confirmed, false positive alike), and
-   the outbox rows sent before the window;
+   the outbox rows sent before the window (and, on PostgreSQL, vacuums what they leave);
 3. prunes stored images and heat maps (:func:`prune`): OK items past the age limit; then, while
    over the size limit, the oldest OK items, then the oldest review / NG items whose alerts are
    resolved (confirmed or false positive). An image of an item whose alert is still open or
@@ -138,6 +138,8 @@ def retain(
     report = prune(engine, images, max_age=max_age, max_bytes=max_bytes)
     report.rows_rolled_up, report.rows_deleted = rolled, rows
     report.messages_deleted = store.forget_sent_messages(engine, before=now - raw_window)
+    if rolled or rows or report.messages_deleted:
+        history.reclaim(engine)
     report.files_deleted += deleted.files_deleted
     report.bytes_freed += deleted.bytes_freed
     return report

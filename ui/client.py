@@ -105,6 +105,10 @@ class Client:
         params = {"limit": limit, **({"source_id": source_id} if source_id else {}), **filters}
         return self._json("GET", "/inspections", params=params)
 
+    def hourly(self, hours: float = 24, source_id: str | None = None) -> list[dict[str, Any]]:
+        """Inspections per source and hour: counts per decision, latency percentiles."""
+        return self._json("GET", "/inspections/hourly", params={"hours": hours, **_source(source_id)})
+
     def inspection_image(self, inspection_id: int, heatmap: bool = False) -> bytes | None:
         response = self._optional("GET", f"/inspections/{inspection_id}/{'heatmap' if heatmap else 'image'}")
         return None if response is None else response.content

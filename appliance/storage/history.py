@@ -12,6 +12,7 @@ by one node (rows are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,13 +94,16 @@ class Histogram:
         return float(centres[np.searchsorted(np.cumsum(counts), q * counts.sum())])
 
     def to_bytes(self) -> bytes:
-        return np.int64(self.lo).tobytes() + self.counts.astype("<i4").tobytes()
+        """The first bin and the counts, deflated: a slow line's hour is mostly empty bins, a fast
+        one's mostly small counts; either way a few hundred bytes to read back per hour."""
+        return np.int64(self.lo).tobytes() + zlib.compress(self.counts.astype("<i4").tobytes(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Histogram:
         if len(data) <= 8:
             return cls()
-        return cls(int(np.frombuffer(data[:8], "<i8")[0]), np.frombuffer(data[8:], "<i4").astype(np.int64))
+        counts = np.frombuffer(zlib.decompress(data[8:]), "<i4").astype(np.int64)
+        return cls(int(np.frombuffer(data[:8], "<i8")[0]), counts)
 
 
 @dataclass
@@ -259,43 +263,19 @@ def delete_raw(engine: Engine, *, before: dt.datetime, batch: int | None = None)
 
 # -- reads -----------------------------------------------------------------------------------------
 def hours(
-    engine: Engine,
-    *,
-    since: dt.datetime,
-    source_id: str | None = None,
-    model_version: str | None = None,
-    until: dt.datetime | None = None,
+    engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
 ) -> list[tuple[str, dt.datetime, Hour]]:
-    """(source, hour, aggregates) of the hours starting at or after ``since`` (and before
-    ``until``), oldest first; model versions of one source and hour are added up."""
-    query = _scoped(
-        select(InspectionHour).where(col(InspectionHour.hour) >= since), InspectionHour, source_id, model_version
-    )
-    if until is not None:
-        query = query.where(col(InspectionHour.hour) < until)
+    """(source, hour, aggregates) of the hours starting at or after ``since``, oldest first;
+    model versions of one source and hour are added up. Rows, not ORM objects: a month is 720 of
+    them per source."""
+    table = InspectionHour.__table__
+    query = _scoped(select(table).where(table.c.hour >= since), table.c, source_id, model_version)
     out: dict[tuple[str, dt.datetime], Hour] = {}
     with Session(engine) as session:
-        for row in session.exec(query.order_by(InspectionHour.hour)):
+        for row in session.execute(query.order_by(table.c.hour)):
             key = (row.source_id, as_utc(row.hour))
             out[key] = out[key] + Hour.of_row(row) if key in out else Hour.of_row(row)
     return [(sid, hour, agg) for (sid, hour), agg in out.items()]
-
-
-def fresh_rows(
-    engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
-) -> list[Any]:
-    """The rows captured since ``since`` that no aggregate counts yet (source, capture time,
-    score, decision, latency), in capture order."""
-    query = _scoped(
-        select(
-            Inspection.source_id, Inspection.t_capture, Inspection.score, Inspection.decision, Inspection.latency_ms
-        ).where(FRESH, col(Inspection.t_capture) >= since),
-        Inspection,
-        source_id,
-        model_version,
-    ).order_by(Inspection.t_capture, Inspection.id)
-    with Session(engine) as session:
-        return list(session.execute(query).all())
 
 
 def raw_count(
@@ -390,3 +370,14 @@ def fresh_by_source(engine: Engine, *, since: dt.datetime, source_id: str | None
             setattr(hour, f"n_{decision}", getattr(hour, f"n_{decision}") + n)
             hour.first_capture = min(hour.first_capture, as_utc(first))
     return out
+
+
+def reclaim(engine: Engine) -> None:
+    """PostgreSQL: make the space of deleted and rolled-up rows reusable now (``VACUUM``, which
+    never blocks writers), not when autovacuum's share of a large table is reached: the database
+    then stays the size of its raw window. SQLite reuses freed pages by itself."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        for table in ("inspection", "inspectionhour", "outboxmessage"):
+            connection.execute(text(f"VACUUM (ANALYZE) {table}"))

@@ -144,7 +144,31 @@ m[4].metric(
     delta=_change(preview["missed_confirmed_defects"] - current["missed_confirmed_defects"], "d"),
     delta_color="inverse",
 )
-st.caption(f"replayed over {preview['inspections']:,} inspections in {preview['hours']:.1f} h")
+if preview["replayed"]:
+    st.caption(f"replayed over {preview['inspections']:,} inspections in {preview['hours']:.1f} h")
+else:
+    st.caption(
+        f"{preview['inspections']:,} inspections in {preview['hours']:.1f} h, read from the hourly history "
+        "(scores resolved to 0.5 %; debounce not replayed over so many)"
+    )
+
+hourly = pd.DataFrame(client.hourly(hours=hours, source_id=source_id))
+if not hourly.empty:
+    per_hour = hourly.melt(id_vars=["hour"], value_vars=["review", "ng"], var_name="decision", value_name="items")
+    per_hour = per_hour.groupby(["hour", "decision"], as_index=False)["items"].sum()
+    chart = (
+        alt.Chart(per_hour)
+        .mark_bar()
+        .encode(
+            x=alt.X("hour:T", title="hour"),
+            y=alt.Y("items:Q", title="alerts raised"),
+            color=alt.Color("decision:N", scale=alt.Scale(domain=["review", "ng"], range=["#f9a825", "#c62828"])),
+            tooltip=["hour:T", "decision", "items"],
+        )
+        .properties(height=160)
+    )
+    st.altair_chart(chart, use_container_width=True)
+    st.caption(f"alerts per hour under the thresholds of the time; {int(hourly['inspections'].sum()):,} inspections")
 
 if session.can("engineer"):
     with st.form("thr_apply"):
