@@ -68,10 +68,10 @@ def _unlink_unused(engine: Engine, images: ImageStore, refs: Iterable[str], repo
                 report.files_deleted += 1
 
 
-def _clear(engine: Engine, images: ImageStore, query, report: PruneReport, budget: int | None) -> bool:
+def _clear(engine: Engine, images: ImageStore, query, report: PruneReport, budget: int | None) -> None:
     """Clear the image references of the rows ``query`` selects (oldest first, a batch at a time)
     and delete their files when unused: all of them, or (``budget``) until about that many bytes
-    are freed. Returns whether it stopped for the budget."""
+    are freed in all."""
     while True:
         with Session(engine) as session:
             rows = session.execute(query.limit(BATCH)).all()
@@ -86,7 +86,7 @@ def _clear(engine: Engine, images: ImageStore, query, report: PruneReport, budge
                     )
                 rows = chosen
             if not rows:
-                return budget is not None and report.bytes_freed >= budget
+                return
             ids = [row[0] for row in rows]
             session.execute(
                 update(Inspection).where(col(Inspection.id).in_(ids)).values(image_ref=None, heatmap_ref=None)
@@ -125,9 +125,11 @@ def retain(
     max_age: dt.timedelta,
     max_bytes: int,
     now: dt.datetime | None = None,
+    compact: bool = False,
 ) -> PruneReport:
-    """One retention pass: roll up complete hours, delete raw rows past ``raw_window`` (kept:
-    those with an alert), prune images (see the module)."""
+    """One retention pass: roll up what is not counted yet, delete raw rows past ``raw_window``
+    (kept: those with an alert), prune images (see the module); ``compact`` (once a day): also
+    rebuild the inspection indexes on PostgreSQL (:func:`appliance.storage.history.reclaim`)."""
     now = now or utcnow()
     rolled = history.rollup(engine, before=now)
     deleted = PruneReport()
@@ -138,8 +140,8 @@ def retain(
     report = prune(engine, images, max_age=max_age, max_bytes=max_bytes)
     report.rows_rolled_up, report.rows_deleted = rolled, rows
     report.messages_deleted = store.forget_sent_messages(engine, before=now - raw_window)
-    if rolled or rows or report.messages_deleted:
-        history.reclaim(engine)
+    if rolled or rows or report.messages_deleted or compact:
+        history.reclaim(engine, compact=compact)
     report.files_deleted += deleted.files_deleted
     report.bytes_freed += deleted.bytes_freed
     return report

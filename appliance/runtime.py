@@ -91,6 +91,7 @@ class Appliance:
         self._announced: dict[str, tuple[str | None, float | None, float | None]] = {}  # retained thresholds
         self.loop_errors: dict[str, int] = {}  # background loop name → failed steps
         self._seen_change = 0  # the newest audit line the recipes were read after
+        self._compacted = time.monotonic()  # when retention last rebuilt the inspection indexes
 
     def migrate(self) -> None:
         """Create or migrate the schema, once."""
@@ -416,13 +417,17 @@ class Appliance:
             self.refresh_recipes()
 
     def _retain(self) -> None:
+        compact = time.monotonic() - self._compacted >= 86400  # the inspection indexes, once a day
         retain(
             self.engine,
             self.images,
+            compact=compact,
             raw_window=dt.timedelta(days=self.settings.history_raw_days),
             max_age=dt.timedelta(days=self.settings.retention_days),
             max_bytes=int(self.settings.retention_max_gb * 1024**3),
         )
+        if compact:
+            self._compacted = time.monotonic()
 
     def _announce_source_states(self) -> None:
         """Announce each source's state, mode (teach / inspecting) and model on MQTT (retained)

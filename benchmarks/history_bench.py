@@ -156,6 +156,7 @@ def run(backend: str, args: argparse.Namespace) -> None:
                 max_age=dt.timedelta(days=30),
                 max_bytes=10**12,
                 now=day_start + dt.timedelta(days=1),
+                compact=True,  # the appliance's daily index rebuild
             )
             sizes.append(size_mb(engine, url, folder))
         print(

@@ -372,12 +372,17 @@ def fresh_by_source(engine: Engine, *, since: dt.datetime, source_id: str | None
     return out
 
 
-def reclaim(engine: Engine) -> None:
+def reclaim(engine: Engine, *, compact: bool = False) -> None:
     """PostgreSQL: make the space of deleted and rolled-up rows reusable now (``VACUUM``, which
-    never blocks writers), not when autovacuum's share of a large table is reached: the database
-    then stays the size of its raw window. SQLite reuses freed pages by itself."""
+    never blocks writers), not when autovacuum's share of a large table is reached; with
+    ``compact`` (a daily job) also rebuild the inspection indexes (``REINDEX … CONCURRENTLY``,
+    which does not block writers either): the rows kept for their alerts, one in a hundred or so,
+    otherwise pin the leaf pages of the indexes on increasing keys, and those would grow with every
+    inspection ever made. SQLite reuses freed pages and merges sparse ones by itself."""
     if engine.dialect.name != "postgresql":
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in ("inspection", "inspectionhour", "outboxmessage"):
             connection.execute(text(f"VACUUM (ANALYZE) {table}"))
+        if compact:
+            connection.execute(text("REINDEX TABLE CONCURRENTLY inspection"))

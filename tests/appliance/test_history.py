@@ -174,3 +174,27 @@ def test_retention_streams_in_bounded_memory(tmp_path, monkeypatch):
         )  # only the images of unresolved alerts stay
         engine.dispose()
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_daily_compaction_gives_back_the_index_pages_kept_rows_pin(tmp_path):
+    """PostgreSQL: rows kept for their alerts pin the leaf pages of the indexes on increasing keys
+    after the rows around them are deleted; the daily pass rebuilds them to the kept rows' size."""
+    from sqlalchemy import text
+
+    from tests.helpers.database import postgres_database
+
+    def index_bytes(engine) -> int:
+        with engine.connect() as c:
+            return c.execute(text("SELECT pg_relation_size('inspection_pkey')")).scalar()
+
+    with postgres_database() as url:
+        engine, images = make_engine(url), ImageStore(tmp_path / "images")
+        init_db(engine)
+        fill(engine, hours=4, per_hour=2500, sources=("a",))
+        week = dt.timedelta(days=7)
+        retain(engine, images, raw_window=dt.timedelta(0), max_age=week, max_bytes=10**12)
+        pinned = index_bytes(engine)
+        report = retain(engine, images, raw_window=dt.timedelta(0), max_age=week, max_bytes=10**12, compact=True)
+        assert report.rows_deleted == 0 and count(engine, Inspection) == count(engine, Alert)
+        assert index_bytes(engine) < pinned / 2, (index_bytes(engine), pinned)
+        engine.dispose()
