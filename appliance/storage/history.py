@@ -22,9 +22,10 @@ import numpy as np
 from sqlalchemy import case, delete, exists, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from appliance.storage.models import Alert, Inspection, InspectionHour, as_utc
+from appliance.storage.queries import scoped
 
 S0 = 1e-6  # the bins are linear within a few S0 of 0 ...
 WIDTH = 0.005  # ... and 0.5 % of the value wide beyond
@@ -160,14 +161,6 @@ class Hour:
         )
 
 
-def _scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:
-    if source_id is not None:
-        query = query.where(table.source_id == source_id)
-    if model_version is not None:
-        query = query.where(table.model_version == model_version)
-    return query
-
-
 # -- writes ----------------------------------------------------------------------------------------
 def rollup(engine: Engine, *, before: dt.datetime, batch: int | None = None) -> int:
     """Count the rows captured before ``before`` that are not counted yet into their hours'
@@ -269,7 +262,7 @@ def hours(
     model versions of one source and hour are added up. Rows, not ORM objects: a month is 720 of
     them per source."""
     table = InspectionHour.__table__
-    query = _scoped(select(table).where(table.c.hour >= since), table.c, source_id, model_version)
+    query = scoped(select(table).where(table.c.hour >= since), table.c, source_id, model_version)
     out: dict[tuple[str, dt.datetime], Hour] = {}
     with Session(engine) as session:
         for row in session.execute(query.order_by(table.c.hour)):
@@ -287,9 +280,7 @@ def raw_count(
     model_version: str | None = None,
 ) -> int:
     """How many raw rows (rolled up or not) were captured since ``since``, counting to ``limit``."""
-    from sqlmodel import func
-
-    inner = _scoped(
+    inner = scoped(
         select(Inspection.id).where(col(Inspection.t_capture) >= since), Inspection, source_id, model_version
     ).limit(limit)
     with Session(engine) as session:
@@ -308,10 +299,8 @@ def fresh_counts(
     """What T1/T2 decide on the rows captured since ``since`` that no aggregate counts yet
     (counted in the database: an hour of a fast line is too many rows to fetch), how many of
     them the line decided OK, and the first capture time among them."""
-    from sqlmodel import func
-
     score = col(Inspection.score)
-    query = _scoped(
+    query = scoped(
         select(
             func.count(),
             func.sum(case((score >= t2, 1), else_=0)),
@@ -339,7 +328,7 @@ def fresh_scores(
     model_version: str | None = None,
 ) -> list[float]:
     """Scores of the newest ``limit`` rows since ``since`` that no aggregate counts yet."""
-    query = _scoped(
+    query = scoped(
         select(Inspection.score).where(FRESH, col(Inspection.t_capture) >= since),
         Inspection,
         source_id,
@@ -353,9 +342,7 @@ def fresh_scores(
 
 def fresh_by_source(engine: Engine, *, since: dt.datetime, source_id: str | None = None) -> dict[str, Hour]:
     """Per source, the counts per decision of the rows not rolled up yet (no histograms)."""
-    from sqlmodel import func
-
-    query = _scoped(
+    query = scoped(
         select(Inspection.source_id, Inspection.decision, func.count(), func.min(Inspection.t_capture))
         .where(FRESH, col(Inspection.t_capture) >= since)
         .group_by(Inspection.source_id, Inspection.decision),

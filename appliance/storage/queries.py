@@ -96,7 +96,7 @@ def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: 
         return rows, sum(counts.values())
 
 
-def _scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:
+def scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:
     """Only the rows of one source and / or one model version (thresholds are tuned per both)."""
     if source_id is not None:
         query = query.where(table.source_id == source_id)
@@ -109,7 +109,7 @@ def scores_in_order(
     engine: Engine, *, since: dt.datetime, source_id: str | None = None, model_version: str | None = None
 ) -> list[tuple[str, float]]:
     """(source, score) of every inspection captured since ``since``, in capture order (a replay)."""
-    query = _scoped(
+    query = scoped(
         select(Inspection.source_id, Inspection.score).where(col(Inspection.t_capture) >= since),
         Inspection,
         source_id,
@@ -124,7 +124,7 @@ def recent_scores(
 ) -> list[tuple[float, str]]:
     """(score, decision) of the newest ``limit`` inspections since ``since``."""
     query = (
-        _scoped(
+        scoped(
             select(Inspection.score, Inspection.decision).where(col(Inspection.t_capture) >= since),
             Inspection,
             source_id,
@@ -148,7 +148,7 @@ def alert_scores(
 ) -> list[tuple[float, str]]:
     """(score, state) of the alerts raised since ``since`` in the given states (the newest
     ``limit`` of them)."""
-    query = _scoped(
+    query = scoped(
         select(Alert.score, Alert.state).where(col(Alert.state).in_(states), col(Alert.created_at) >= since),
         Alert,
         source_id,
