@@ -46,6 +46,7 @@ from models.decision import Debounce, Thresholds, is_flagged
 
 if TYPE_CHECKING:
     from appliance.alerts.publisher import Doorbell
+    from appliance.drift import DriftWatch
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class Pipeline:
         self.alerts_waiting: Doorbell | None = None  # set by the runtime: the publisher's wake-up
         self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
         self.spool: Spool | None = spool  # where batches wait while the database is away
+        self.drift: DriftWatch | None = None  # set by the runtime: each source's drift watch
 
     # -- sources ------------------------------------------------------------------------
     def add_source(self, source: Source) -> None:
@@ -157,6 +159,8 @@ class Pipeline:
             raise NotFound(msg)
         worker = self.workers.pop(source_id)
         worker.stop()
+        if self.drift is not None:
+            self.drift.forget(source_id)
         for per_source in (self.latest, self.metrics, self.debouncers):
             per_source.pop(source_id, None)
 
@@ -254,6 +258,11 @@ class Pipeline:
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
+        started = time.thread_time()
+        for sample, inspection in zip(batch, inspections, strict=True):
+            if self.drift is not None and sample.source_id in self.workers:
+                self.drift.observe(sample.payload, inspection)
+        cpu["drift"] += time.thread_time() - started
         for sample, result, inspection in zip(batch, results, inspections, strict=True):
             if sample.payload.ndim >= 2:
                 self.latest[sample.source_id] = (sample.payload, result.anomaly_map, inspection)

@@ -24,6 +24,7 @@ from appliance import jobs, registry
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
 from appliance.alerts.schema import Topics
 from appliance.broker import EmbeddedBroker, pick_port, port_free
+from appliance.drift import DriftWatch
 from appliance.errors import Conflict, NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.pipeline import Pipeline
@@ -41,6 +42,7 @@ from appliance.trigger import TriggerListener
 from connectors.base import Source
 from connectors.factory import build_source
 from connectors.synthetic import SyntheticLine
+from models.drift import DriftConfig
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch
 
@@ -254,6 +256,10 @@ class Appliance:
             self.engine, broker, self.topics, on_sent=self.pipeline.on_published, spool=self.pipeline.spool
         ).start()
         self.pipeline.alerts_waiting = self.publisher.wake
+        if s.drift.enabled:
+            d = s.drift
+            config = DriftConfig(d.window, d.reference, d.alpha, d.min_distance, recover=d.recover)
+            self.pipeline.drift = DriftWatch(self.engine, self.topics, config, wake=self.publisher.wake.set)
         if s.inspections_per_second > 0:
             self.pipeline.on_inspected = self._publish_inspection
         self.trigger = TriggerListener(

@@ -42,6 +42,19 @@ class DetectorSettings(BaseModel):
     false_alarm_rate: float = Field(0.01, ge=1e-6, lt=0.5)  # models.calibration.MIN_RATE
 
 
+class DriftSettings(BaseModel):
+    """The drift watch (appliance.drift, models.drift): a window of frames per test against a
+    reference of the source's first frames under its model."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    window: int = Field(200, ge=20)  # frames per test
+    reference: int = Field(400, ge=20)  # frames the reference holds
+    alpha: float = Field(1e-5, gt=0, lt=0.5)  # chance a window of an unchanged line is called drifted
+    min_distance: float = Field(0.25, gt=0, le=1)  # KS distance a feature must move by to count
+    recover: int = Field(3, ge=1)  # windows without drift before a drifting source is stable again
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", env_nested_delimiter="__", extra="forbid")
 
@@ -72,6 +85,7 @@ class Settings(BaseSettings):
     api_url: str = ""  # public base URL used in alert links; default http://api_host:api_port
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @property
     def source_roots(self) -> list[Path]:

@@ -45,6 +45,7 @@ else:
             st.Page("views/live.py", title="Live", icon=":material/videocam:", default=True),
             st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
             st.Page("views/thresholds.py", title="Threshold tuning", icon=":material/tune:"),
+            st.Page("views/drift.py", title="Drift watch", icon=":material/trending_down:"),
         ],
         "Models": [st.Page("views/models.py", title="Models", icon=":material/inventory_2:")],
     }

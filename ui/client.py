@@ -123,6 +123,19 @@ class Client:
     def verdict(self, alert_id: int, verdict: str) -> dict[str, Any]:
         return self._json("POST", f"/alerts/{alert_id}/verdict", json={"verdict": verdict})
 
+    # -- drift watch
+    def drift(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/drift")
+
+    def drift_events(self, source_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._json("GET", "/drift/events", params={"limit": limit, **_source(source_id)})
+
+    def drift_event(self, event_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/drift/events/{event_id}")
+
+    def reset_drift(self, source_id: str, reason: str) -> dict[str, Any]:
+        return self._json("POST", f"/drift/{_part(source_id)}/reset", json={"reason": reason})
+
     # -- thresholds (``source_id`` None: the default model's, on every source without its own)
     def thresholds(self, source_id: str | None = None) -> dict[str, Any]:
         return self._json("GET", "/thresholds", params=_source(source_id))

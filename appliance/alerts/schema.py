@@ -2,7 +2,8 @@
 
 Topics live under ``{prefix}/{site}/{line}/{appliance_id}/``: ``status`` (retained, ``online`` /
 ``offline`` last will), ``alerts`` (QoS 1), ``inspections`` (QoS 0, optional),
-``config/threshold`` (retained), ``cmd/trigger`` (subscribed).
+``config/threshold`` (retained), ``cmd/trigger`` (subscribed), ``events/drift/{source}`` (retained:
+the source's drift state, ``drifting`` / ``stable``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class Topics:
     def source_threshold(self, source_id: str) -> str:
         """Retained model and thresholds of one source (``config/threshold``: the default's)."""
         return f"{self.base}/config/threshold/{topic_safe(source_id)}"
+
+    def drift(self, source_id: str) -> str:
+        """Retained drift state of one source (``drifting`` / ``stable``) with the event that set it."""
+        return f"{self.base}/events/drift/{topic_safe(source_id)}"
 
     @property
     def trigger(self) -> str:

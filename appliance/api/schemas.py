@@ -15,6 +15,7 @@ from appliance.storage.models import InspectionBase, TrainingJob
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
 TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="token id")]
+EventId = Annotated[int, Path(ge=1, le=2**31 - 1, description="event id")]
 
 
 Offset = Annotated[int, Query(ge=0, le=10**9)]
@@ -292,3 +293,48 @@ class ProjectIn(BaseModel):
     lr: float = Field(0.001, gt=0, le=10)
     score: dict[str, Any] | None = None  # an autoencoder's score: {reduce: mean|max, name}
     variables: VariablesIn | None = None
+
+
+class DriftTestPublic(BaseModel):
+    """One feature's test in a window: KS distance against the reference and the distance that
+    calls it drifted (models.drift)."""
+
+    feature: str
+    p_value: float
+    distance: float
+    critical: float
+    before_median: float
+    after_median: float
+    n_before: int
+    n_after: int
+    drifted: bool
+
+
+class DriftSourcePublic(BaseModel):
+    source_id: str
+    model_version: str | None
+    state: str  # learning | stable | drifting | off (teach mode, or the watch is off)
+    event_id: int | None = None
+    reference_frames: int = 0
+    reference_needed: int = 0
+    window_frames: int = 0
+    window: int = 0
+    windows_tested: int = 0
+    last_test: list[DriftTestPublic] = Field(default_factory=list)
+
+
+class DriftEventPublic(BaseModel):
+    id: int
+    source_id: str
+    model_version: str
+    state: str
+    created_at: dt.datetime
+    reason: str
+    hints: list[str]
+    tests: list[DriftTestPublic]
+    before: dict[str, list[float]] | None = None  # the reference's values per feature (one event only)
+    after: dict[str, list[float]] | None = None  # the window's
+
+
+class DriftResetIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)

@@ -216,3 +216,27 @@ class ThresholdSetting(SQLModel, table=True):
     t2: float
     set_at: dt.datetime = Field(default_factory=utcnow)
     set_by: str = Field(default="", max_length=100)
+
+
+class DriftReference(SQLModel, table=True):
+    """The frames a source's drift watch compares with, per model version (its features as JSON:
+    ``{feature: [values]}``), learned when the version started judging the source or after a reset."""
+
+    __table_args__ = (UniqueConstraint("source_id", "model_version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(max_length=200)
+    model_version: str = Field(max_length=100)
+    features: str
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class DriftEvent(SQLModel, table=True):
+    """A source's drift state changed (``drifting`` / ``stable``): the window tests and the
+    before / after values they compared (JSON)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(index=True, max_length=200)
+    model_version: str = Field(max_length=100)
+    state: str = Field(max_length=20)
+    created_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    detail: str = "{}"

@@ -15,6 +15,8 @@ from appliance.storage.models import (
     Alert,
     ApiToken,
     AuditLog,
+    DriftEvent,
+    DriftReference,
     Inspection,
     ModelFile,
     ModelVersion,
@@ -305,3 +307,38 @@ def database_problem(engine: Engine) -> str | None:
     except SQLAlchemyError as exc:
         return f"database not reachable ({type(getattr(exc, 'orig', None) or exc).__name__})"
     return None
+
+
+def drift_reference(engine: Engine, *, source_id: str, model_version: str) -> dict[str, list[float]] | None:
+    """A source's drift reference for a model version ({feature: values}), if learned."""
+    query = select(DriftReference.features).where(
+        DriftReference.source_id == source_id, DriftReference.model_version == model_version
+    )
+    with Session(engine) as session:
+        row = session.exec(query).first()
+    return None if row is None else json.loads(row)
+
+
+def drift_state(engine: Engine, *, source_id: str, model_version: str) -> DriftEvent | None:
+    """The newest drift event of a source under a model version (its state holds until the next)."""
+    query = (
+        select(DriftEvent)
+        .where(DriftEvent.source_id == source_id, DriftEvent.model_version == model_version)
+        .order_by(col(DriftEvent.id).desc())
+        .limit(1)
+    )
+    with Session(engine) as session:
+        return session.exec(query).first()
+
+
+def drift_events(engine: Engine, *, source_id: str | None = None, limit: int = 50) -> list[DriftEvent]:
+    """Drift events, newest first (of one source, with ``source_id``)."""
+    query = select(DriftEvent).order_by(col(DriftEvent.id).desc()).limit(limit)
+    if source_id is not None:
+        query = query.where(DriftEvent.source_id == source_id)
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def drift_event(engine: Engine, *, event_id: int) -> DriftEvent:
+    return _get(engine, DriftEvent, event_id, "drift event")

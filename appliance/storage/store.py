@@ -19,6 +19,8 @@ from appliance.storage.models import (
     Alert,
     ApiToken,
     AuditLog,
+    DriftEvent,
+    DriftReference,
     Inspection,
     ModelFile,
     ModelVersion,
@@ -440,3 +442,55 @@ def fail_unfinished_jobs(engine: Engine, *, message: str, node: str, job_id: int
             session.add(job)
         session.commit()
         return len(stale)
+
+
+def save_drift_reference(
+    engine: Engine, *, source_id: str, model_version: str, features: dict[str, list[float]]
+) -> None:
+    """Keep a source's drift reference for a model version (replacing one learned before)."""
+    with Session(engine) as session:
+        session.exec(
+            delete(DriftReference).where(
+                DriftReference.source_id == source_id, DriftReference.model_version == model_version
+            )
+        )
+        session.add(DriftReference(source_id=source_id, model_version=model_version, features=json.dumps(features)))
+        session.commit()
+
+
+def forget_drift_references(engine: Engine, *, source_id: str, actor: str, reason: str = "") -> int:
+    """Drop a source's drift references (every version): the watch learns the line anew. Audited."""
+    with Session(engine) as session:
+        gone = session.exec(delete(DriftReference).where(DriftReference.source_id == source_id)).rowcount
+        session.add(
+            AuditLog(actor=actor, action="drift_reset", new=json.dumps({"source_id": source_id}), reason=reason or None)
+        )
+        session.commit()
+        return gone
+
+
+def record_drift_event(
+    engine: Engine,
+    *,
+    source_id: str,
+    model_version: str,
+    state: str,
+    detail: dict[str, Any],
+    topic: str,
+    message: dict[str, Any],
+) -> DriftEvent:
+    """A drift state change: the event, its audit line and its retained MQTT message (with the
+    event's id) in one transaction."""
+    with Session(engine) as session:
+        event = DriftEvent(source_id=source_id, model_version=model_version, state=state, detail=json.dumps(detail))
+        session.add(event)
+        session.flush()
+        summary = {"source_id": source_id, "model_version": model_version, "state": state, "event": event.id}
+        session.add(
+            AuditLog(actor="drift-watch", action="drift", new=json.dumps(summary), reason=message.get("reason"))
+        )
+        payload = message | summary | {"ts": as_utc(event.created_at).isoformat()}
+        session.add(OutboxMessage(event_id=str(uuid.uuid4()), topic=topic, retain=True, qos=1, payload=encode(payload)))
+        session.commit()
+        session.refresh(event)
+        return event

@@ -58,6 +58,7 @@ def appliance(tmp_path_factory) -> Running:
         api_port=free_port(),
         keep_ok_images=1.0,  # every image kept, so verdicts and retraining have images to use
         teach_interval_s=0,  # a source in teach mode keeps every frame (the teach tests add one)
+        drift={"window": 20, "reference": 40},  # the drift watch learns on the folder's first half
         mqtt={"host": "127.0.0.1", "port": 1883, "appliance_id": f"console-{uuid.uuid4().hex[:6]}"},
     )
     app = Appliance(settings, log=lambda line: None)

@@ -17,7 +17,13 @@ from connectors.synthetic import SyntheticLine
 from tests.helpers.console import page_path
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
-PAGES = {"live": "Live", "alerts": "Alerts", "thresholds": "Threshold tuning", "models": "Models"}
+PAGES = {
+    "live": "Live",
+    "alerts": "Alerts",
+    "thresholds": "Threshold tuning",
+    "drift": "Drift watch",
+    "models": "Models",
+}
 ENGINEER_PAGES = {"retrain": "Retrain", "train": "Train & evaluate", "settings": "Settings"}
 
 
@@ -71,6 +77,39 @@ def test_live_shows_the_frame_score_decision_and_state(console, appliance):
     assert metric(at, "Score") == f"{latest['score']:.4g}"  # the folder is done: the newest stays the newest
     assert at.get("image"), "no frame shown"
     assert any(b.label == "Capture now" for b in at.button)
+
+
+def test_drift_watch_shows_a_drifting_source_its_histograms_and_resets_it(console, appliance):
+    """The watch learned the folder's first parts; the light then halves for one window (frames
+    given to the running watch as the inspector gives them): the page says drifting, shows the
+    before / after histograms, and an engineer's reset (with a reason) is audited."""
+    import datetime as dt
+
+    from appliance.storage.models import Inspection
+
+    app = appliance.app
+    version = app.recipes.get(appliance.source_id).version
+    with appliance.api() as api:
+        assert api.get("/drift").json()[0]["state"] == "stable"
+    parts = sorted((Path(app.settings.data_dir).parent / "parts").glob("*.png"))[:20]
+    for path in parts:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) // 2
+        inspection = Inspection(
+            source_id=appliance.source_id, t_capture=dt.datetime.now(dt.UTC), score=0.0, norm_score=0.0,
+            decision="ng", model_version=version, latency_ms=1.0,
+        )  # fmt: skip
+        app.pipeline.drift.observe(image, inspection)
+    at = console("engineer", "drift")
+    assert "drifting" in at.dataframe[0].value["state"].iloc[0]
+    assert any("drifting" in w.value and "brightness" in w.value for w in at.warning)
+    assert len(at.get("vega_lite_chart")) >= 3  # brightness, contrast, sharpness (no OK scores in the window)
+    at.text_input(key=f"drift_reason_{appliance.source_id}").input("lamp replaced on purpose").run()
+    at.button(key=f"drift_reset_{appliance.source_id}").click().run()
+    assert not at.exception
+    with appliance.api() as api:
+        assert api.get("/drift").json()[0]["state"] == "learning"
+        audit = api.get("/audit").json()
+    assert any(a["action"] == "drift_reset" and a["reason"] == "lamp replaced on purpose" for a in audit)
 
 
 def test_threshold_preview_matches_the_api(console, appliance):
