@@ -137,6 +137,7 @@ class Pipeline:
         self._random = random.Random(0)
         # the newest frame of each source with its anomaly map and decision (None: teach mode), for the live view
         self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection | None]] = {}
+        self.last_result: dict[str, Inspection] = {}  # each source's newest result, images or not (OPC UA)
         self.alerts_waiting: Doorbell | None = None  # set by the runtime: the publisher's wake-up
         self.on_inspected: Callable[[Inspection], None] | None = None  # e.g. the inspections topic
         self.spool: Spool | None = spool  # where batches wait while the database is away
@@ -161,7 +162,7 @@ class Pipeline:
         worker.stop()
         if self.drift is not None:
             self.drift.forget(source_id)
-        for per_source in (self.latest, self.metrics, self.debouncers):
+        for per_source in (self.latest, self.last_result, self.metrics, self.debouncers):
             per_source.pop(source_id, None)
 
     def start(self) -> Pipeline:
@@ -266,6 +267,7 @@ class Pipeline:
         for sample, result, inspection in zip(batch, results, inspections, strict=True):
             if sample.payload.ndim >= 2:
                 self.latest[sample.source_id] = (sample.payload, result.anomaly_map, inspection)
+            self.last_result[sample.source_id] = inspection
             if self.on_inspected is not None:
                 self.on_inspected(inspection)
             m = self.metrics.get(inspection.source_id)

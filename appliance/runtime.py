@@ -27,6 +27,7 @@ from appliance.broker import EmbeddedBroker, pick_port, port_free
 from appliance.drift import DriftWatch
 from appliance.errors import Conflict, NotFound, Unavailable
 from appliance.images import ImageStore
+from appliance.opcua import OpcUaServer
 from appliance.pipeline import Pipeline
 from appliance.recipes import SYNTHETIC_SCOPE, Recipe, Recipes
 from appliance.retention import retain
@@ -81,6 +82,7 @@ class Appliance:
         self.publisher: AlertPublisher | None = None
         self.pipeline: Pipeline | None = None
         self.trigger: TriggerListener | None = None
+        self.opcua: OpcUaServer | None = None
         self.server: uvicorn.Server | None = None
         self.api_port: int | None = None
         self.job_runner = jobs.JobRunner(
@@ -158,9 +160,10 @@ class Appliance:
             raise Conflict(msg)
         return self.promote(previous, actor, reason, source_id)
 
-    def _switch_recipe(self, source_id: str, version: str) -> dict[str, Any]:
-        """A recipe switch requested over MQTT (a PLC's sub-configuration signal)."""
-        recipe = self.promote(version, "PLC over MQTT", "recipe switch on cmd/recipe", source_id)
+    def switch_recipe(self, source_id: str, version: str, actor: str = "PLC over MQTT") -> dict[str, Any]:
+        """A recipe switch requested by a PLC (its sub-configuration signal): over MQTT's
+        ``cmd/recipe``, or OPC UA's SelectRecipe."""
+        recipe = self.promote(version, actor, f"recipe switch by {actor}", source_id)
         return {
             "source_id": source_id,
             "model_version": recipe.version,
@@ -263,13 +266,16 @@ class Appliance:
         if s.inspections_per_second > 0:
             self.pipeline.on_inspected = self._publish_inspection
         self.trigger = TriggerListener(
-            broker, self.topics, self.pipeline.capture_and_inspect, self._switch_recipe
+            broker, self.topics, self.pipeline.capture_and_inspect, self.switch_recipe
         ).start()
         for source in sources:
             self.pipeline.add_source(source)
         self.refresh_recipes()  # before the first frame is inspected
         self.pipeline.start()
         self._serve_api()
+        if s.opcua.enabled:
+            self.opcua = OpcUaServer(self, s.opcua).start()
+            self.log(f"OPC UA: {self.opcua.endpoint}")
         self._loop("retention", 600.0, self._retain)
         # the rows readers count one by one stay a minute's worth, whatever the line's pace
         self._loop("history", 60.0, lambda: history.rollup(self.engine, before=dt.datetime.now(dt.UTC)))
@@ -286,9 +292,12 @@ class Appliance:
         return self
 
     def stop(self) -> None:
-        """Stop in the reverse order of ``start``: API, loops, trigger, pipeline, publisher, broker, jobs."""
+        """Stop in the reverse order of ``start``: API, OPC UA, loops, trigger, pipeline, publisher,
+        broker, jobs."""
         if self.server:
             self.server.should_exit = True
+        if self.opcua:
+            self.opcua.stop()
         self.stopping.set()
         for thread in self._threads:
             thread.join(5)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,41 @@ class DriftSettings(BaseModel):
     recover: int = Field(3, ge=1)  # windows without drift before a drifting source is stable again
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class OpcUaSettings(BaseModel):
+    """The OPC UA server (appliance.opcua; the ``opcua`` extra): the essentials of OPC 40100-1
+    Machine Vision for a PLC. Anonymous access only on loopback; elsewhere a username and password,
+    and in production a certificate so that they never travel in clear."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(4840, ge=1, le=65535)
+    username: str | None = Field(None, min_length=1, max_length=100)
+    password: str | None = Field(None, min_length=1, max_length=200)
+    certificate: Path | None = None  # DER or PEM; with private_key: signed and encrypted endpoints
+    private_key: Path | None = None
+    update_s: float = Field(0.2, ge=0.05, le=10)  # how often the nodes follow the line
+
+    @model_validator(mode="after")
+    def _secured(self) -> OpcUaSettings:
+        if (self.username is None) != (self.password is None):
+            msg = "opcua.username and opcua.password go together"
+            raise ValueError(msg)
+        if (self.certificate is None) != (self.private_key is None):
+            msg = "opcua.certificate and opcua.private_key go together"
+            raise ValueError(msg)
+        if self.host not in LOOPBACK and self.username is None:
+            msg = (
+                "opcua: anonymous access is for loopback only; set opcua.username and opcua.password "
+                f"to listen on {self.host}"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", env_nested_delimiter="__", extra="forbid")
 
@@ -86,6 +121,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    opcua: OpcUaSettings = Field(default_factory=OpcUaSettings)
 
     @property
     def source_roots(self) -> list[Path]:
@@ -169,6 +205,16 @@ def check_production(settings: Settings) -> None:
         raise SettingsError(msg)
     if not settings.mqtt.username or not settings.mqtt.password or _placeholder(settings.mqtt.password):
         msg = "production needs 'mqtt.username' and a non-default 'mqtt.password' (APPLIANCE_MQTT__PASSWORD)"
+        raise SettingsError(msg)
+    o = settings.opcua
+    if o.enabled and o.password is not None and _placeholder(o.password):
+        msg = "production needs a non-default 'opcua.password' (APPLIANCE_OPCUA__PASSWORD)"
+        raise SettingsError(msg)
+    if o.enabled and o.host not in LOOPBACK and o.certificate is None:
+        msg = (
+            f"production needs 'opcua.certificate' and 'opcua.private_key' to serve OPC UA on {o.host} "
+            "(encrypted endpoints)"
+        )
         raise SettingsError(msg)
     if _placeholder(settings.database_url):
         msg = "production needs a real password in 'database_url', not the example's placeholder"

@@ -65,13 +65,16 @@ def database(kind: str, folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_appliance(folder: Path, db_kind: str, source: str, min_scored: int = 60) -> Iterator[RunningAppliance]:
-    """An appliance inspecting ``source`` until it has scored ``min_scored`` items, then yielded."""
+def running_appliance(
+    folder: Path, db_kind: str, source: str, min_scored: int = 60, **extra
+) -> Iterator[RunningAppliance]:
+    """An appliance inspecting ``source`` until it has scored ``min_scored`` items, then yielded
+    (``extra``: more settings)."""
     broker = Broker(folder)
     broker.start()
     try:
         with database(db_kind, folder) as db:
-            settings = appliance_settings(folder, broker.port, source, "api", database_url=db)
+            settings = appliance_settings(folder, broker.port, source, "api", database_url=db, **extra)
             app = Appliance(settings, log=lambda line: None).start()
             try:
                 tokens = {role: store.create_token(app.engine, name=role, role=role) for role in store.ROLES}
