@@ -38,11 +38,12 @@ from appliance.images import ImageStore
 from appliance.metrics import prometheus_text
 from appliance.recipes import Recipe, Recipes
 from appliance.storage import store
-from appliance.storage.models import Alert, Inspection, as_utc
+from appliance.storage.models import Alert, Inspection, ShadowResult, as_utc
 from appliance.storage.spool import Spool
 from appliance.teach import TeachFrames
 from connectors.base import Backoff, Sample, Source, SourceError, SourceFailure
 from models.decision import Debounce, Thresholds, is_flagged
+from models.inference import Result
 
 if TYPE_CHECKING:
     from appliance.alerts.publisher import Doorbell
@@ -71,6 +72,7 @@ class SourceMetrics:
     published_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     store_failed: int = 0  # inspections that could not be stored (counted, logged once per kind)
     teach_frames: int = 0  # frames seen in teach mode
+    shadow_lost: int = 0  # shadow results that could not be stored (the database away)
 
 
 class SourceWorker:
@@ -135,6 +137,7 @@ class Pipeline:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
+        self._shadow_failed: set[int] = set()  # shadow bindings whose model failed (said once)
         # the newest frame of each source with its anomaly map and decision (None: teach mode), for the live view
         self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection | None]] = {}
         self.last_result: dict[str, Inspection] = {}  # each source's newest result, images or not (OPC UA)
@@ -202,13 +205,14 @@ class Pipeline:
     def process(self, batch: list[Sample]) -> list[Inspection]:
         """Inspect a batch, one group per recipe (read once: swaps land between batches); frames
         of sources in teach mode are kept for teaching."""
-        groups: dict[tuple[int, Thresholds], tuple[Recipe, list[Sample]]] = {}
+        groups: dict[tuple[int, Thresholds, int | None], tuple[Recipe, list[Sample]]] = {}
         for sample in batch:
             recipe = self.recipes.get(sample.source_id)
             if recipe is None:
                 self._teach(sample)
             else:
-                groups.setdefault((id(recipe.model), recipe.thresholds), (recipe, []))[1].append(sample)
+                shadow = recipe.shadow.binding_id if recipe.shadow is not None else None
+                groups.setdefault((id(recipe.model), recipe.thresholds, shadow), (recipe, []))[1].append(sample)
         return [i for recipe, samples in groups.values() for i in self.inspect(samples, recipe)]
 
     def _teach(self, sample: Sample) -> None:
@@ -220,14 +224,34 @@ class Pipeline:
         if self.teach is not None:
             self.teach.offer(sample)
 
+    def _shadow(self, payloads: list[np.ndarray], recipe: Recipe, prepared: list) -> list[Result] | None:
+        """The shadow model's results on the batch the recipe's model scored (its preprocessing
+        shared when the input specs match); None when it fails (said once per source)."""
+        shadow = recipe.shadow
+        if shadow is None:
+            return None
+        started = time.thread_time()
+        try:
+            return shadow.model.predict_batch(payloads, None, shadow.thresholds, None, prepared)
+        except Exception:
+            if shadow.binding_id not in self._shadow_failed:
+                log.exception("shadow model %s failed; the line goes on without it", shadow.version)
+                self._shadow_failed.add(shadow.binding_id)
+            return None
+        finally:
+            self.cpu["shadow"] += time.thread_time() - started
+
     def inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
         debounce = [self._debouncer(s.source_id) for s in batch]
         cpu = self.cpu  # this thread's CPU seconds per stage, for /metrics and pipeline_bench
-        results = recipe.model.predict_batch([s.payload for s in batch], debounce, recipe.thresholds, cpu)
+        payloads, prepared = [s.payload for s in batch], []
+        results = recipe.model.predict_batch(payloads, debounce, recipe.thresholds, cpu, prepared)
+        shadows = self._shadow(payloads, recipe, prepared)
         inspections = []
-        for sample, result in zip(batch, results, strict=True):
+        for i, (sample, result) in enumerate(zip(batch, results, strict=True)):
             decision = result.decision
-            keep_image = is_flagged(decision) or self._random.random() < self.keep_ok
+            disagree = shadows is not None and shadows[i].decision != decision  # both heat maps kept
+            keep_image = is_flagged(decision) or disagree or self._random.random() < self.keep_ok
             started = time.thread_time()
             image_ref = self.images.put(sample.payload) if keep_image and sample.payload.ndim >= 2 else None
             heat_ref = (
@@ -256,6 +280,8 @@ class Pipeline:
         started = time.thread_time()
         stored = self._store(list(zip(inspections, crossed, event_ids, strict=True)))
         cpu["storage"] += time.thread_time() - started
+        if shadows is not None:
+            self._store_shadow(recipe, inspections, shadows)
         decided = dt.datetime.now(dt.UTC)
         if any(alert is not None for _, alert in stored) and self.alerts_waiting is not None:
             self.alerts_waiting.set()  # wake the publisher now rather than at its next poll
@@ -277,6 +303,40 @@ class Pipeline:
             m.decisions[inspection.decision] += 1
             m.decision_ms.append((decided - inspection.t_capture).total_seconds() * 1000)
         return inspections
+
+    def _store_shadow(self, recipe: Recipe, inspections: list[Inspection], shadows: list[Result]) -> None:
+        """What the shadow said, beside each inspection (its heat map where the two disagree).
+        Not spooled: while the database is away the shadow's results are counted as lost."""
+        started = time.thread_time()
+        rows = []
+        for inspection, result in zip(inspections, shadows, strict=True):
+            disagree = result.decision != inspection.decision
+            heat = self.images.heatmap(result.anomaly_map) if disagree and result.anomaly_map is not None else None
+            rows.append(
+                ShadowResult(
+                    binding_id=recipe.shadow.binding_id,
+                    source_id=inspection.source_id,
+                    t_capture=inspection.t_capture,
+                    score=result.score,
+                    norm_score=result.norm_score,
+                    decision=result.decision,
+                    label=result.label,
+                    latency_ms=result.latency_ms,
+                    heatmap_ref=heat,
+                    inspection_id=inspection.id,
+                    active_version=inspection.model_version,
+                    active_decision=inspection.decision,
+                    active_score=inspection.score,
+                    active_norm_score=inspection.norm_score,
+                )
+            )
+        try:
+            store.record_shadow_results(self.engine, results=rows)
+        except SQLAlchemyError:
+            m = self.metrics.get(inspections[0].source_id)
+            if m is not None:
+                m.shadow_lost += len(rows)
+        self.cpu["shadow"] += time.thread_time() - started
 
     def _store(self, decided: list[tuple[Inspection, float, str | None]]) -> list[tuple[Inspection, Alert | None]]:
         """The batch in one transaction. While the database is unreachable (or items wait in the
@@ -430,6 +490,8 @@ class Pipeline:
                 "mode": "teach" if recipe is None else "inspecting",
                 "model_version": None if recipe is None else recipe.version,
                 "own_model": recipe is not None and recipe.own,
+                "shadow_version": None if recipe is None or recipe.shadow is None else recipe.shadow.version,
+                "shadow_lost": m.shadow_lost,
                 "t1": None if recipe is None else recipe.thresholds.t1,
                 "t2": None if recipe is None else recipe.thresholds.t2,
                 "teach_frames": m.teach_frames,

@@ -7,6 +7,9 @@
 - Otherwise the source is in **teach mode**: it streams and its frames are kept for teaching, it
   raises no alerts.
 
+A source may also have a candidate **in shadow** (``storage.recipes.start_shadow``): it scores
+every frame the source's model scores and decides nothing (appliance.shadow).
+
 Thresholds: what an engineer set for (source, version), else for (every source, version), else
 the bundle's calibration. One :class:`Inferencer` per version serves every source it judges; the
 thresholds travel in the recipe, so each source keeps its own.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +40,24 @@ SYNTHETIC_SCOPE = "synthetic"  # provenance "scope" of the first-start model: sy
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A candidate in shadow on a source: scores what the recipe's model scores, decides nothing."""
+
+    model: Inferencer
+    thresholds: Thresholds
+    binding_id: int
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+
+@dataclass(frozen=True)
 class Recipe:
     model: Inferencer
     thresholds: Thresholds
     own: bool  # the source's own model (False: the default judges it)
+    shadow: Shadow | None = None
 
     @property
     def version(self) -> str:
@@ -99,8 +116,20 @@ class Recipes:
                         log.exception("source %r: its model %r cannot be loaded", source_id, bound[source_id])
                 elif default is not None and fits(default, source):
                     resolved[source_id] = recipe(default, source_id, False)
+            for source_id, (version, binding_id) in stored.shadows(self.engine).items():
+                judged = resolved.get(source_id)
+                if judged is None or version == judged.version:
+                    continue  # in teach mode, or promoted meanwhile: nothing to compare with
+                try:
+                    model = self.model(version)
+                except (LookupError, ValueError):
+                    log.exception("source %r: its shadow model %r cannot be loaded", source_id, version)
+                    continue
+                thresholds = recipe(model, source_id, False).thresholds
+                resolved[source_id] = replace(judged, shadow=Shadow(model, thresholds, binding_id))
             self._default = recipe(default, stored.ALL_SOURCES, False) if default is not None else None
             self._map = resolved
             in_use = {r.version for r in resolved.values()} | ({default.version} if default else set())
+            in_use |= {r.shadow.version for r in resolved.values() if r.shadow is not None}
             self._models = {v: m for v, m in self._models.items() if v in in_use}  # free what nothing uses
             return resolved

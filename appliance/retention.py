@@ -6,8 +6,9 @@ A pass (:func:`retain`) does three things, each in batches of a few thousand row
    (:mod:`appliance.storage.history`): counts per decision, OK / flagged score and latency
    histograms, which the threshold preview, the score histograms and the hourly charts read;
 2. deletes raw inspection rows older than the raw window once they are rolled up, except those
-   with an alert (every alert keeps its inspection: open, confirmed, false positive alike), and
-   the outbox rows sent before the window (and, on PostgreSQL, vacuums what they leave);
+   with an alert (every alert keeps its inspection: open, confirmed, false positive alike), shadow
+   models' results older than the window (an ended shadow keeps its comparison), and the outbox
+   rows sent before the window (and, on PostgreSQL, vacuums what they leave);
 3. prunes stored images and heat maps (:func:`prune`): OK items past the age limit; then, while
    over the size limit, the oldest OK items, then the oldest review / NG items whose alerts are
    resolved (confirmed or false positive). An image of an item whose alert is still open or
@@ -28,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from appliance.images import ImageStore
 from appliance.storage import history, store
-from appliance.storage.models import Alert, Inspection, utcnow
+from appliance.storage.models import Alert, Inspection, ShadowResult, utcnow
 
 RESOLVED = ("confirmed", "false_positive")
 BATCH = 500  # image-bearing rows per transaction when pruning by size (a batch may overshoot by its files)
@@ -55,12 +56,15 @@ def stored_bytes(images: ImageStore) -> int:
 
 
 def _unlink_unused(engine: Engine, images: ImageStore, refs: Iterable[str], report: PruneReport) -> None:
-    """Delete the files of ``refs`` that no inspection row refers to any more."""
+    """Delete the files of ``refs`` that no inspection or shadow result refers to any more."""
     with Session(engine) as session:
         for ref in set(refs):
-            used = session.execute(
-                select(exists().where(or_(col(Inspection.image_ref) == ref, col(Inspection.heatmap_ref) == ref)))
-            ).scalar()
+            used = (
+                session.execute(
+                    select(exists().where(or_(col(Inspection.image_ref) == ref, col(Inspection.heatmap_ref) == ref)))
+                ).scalar()
+                or session.execute(select(exists().where(col(ShadowResult.heatmap_ref) == ref))).scalar()
+            )
             path = images.path(ref)
             if not used and path.exists():
                 report.bytes_freed += path.stat().st_size
@@ -136,6 +140,8 @@ def retain(
     rows = 0
     for refs, n in history.delete_raw(engine, before=now - raw_window):
         rows += n
+        _unlink_unused(engine, images, refs, deleted)
+    for refs in store.delete_shadow_results(engine, before=now - raw_window):
         _unlink_unused(engine, images, refs, deleted)
     report = prune(engine, images, max_age=max_age, max_bytes=max_bytes)
     report.rows_rolled_up, report.rows_deleted = rolled, rows

@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from appliance import jobs, registry
+from appliance import jobs, registry, shadow
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
 from appliance.alerts.schema import Topics
 from appliance.broker import EmbeddedBroker, pick_port, port_free
@@ -36,7 +36,7 @@ from appliance.sources import SourceBook
 from appliance.storage import history, queries, store
 from appliance.storage import recipes as recipes_db
 from appliance.storage.db import init_db, make_engine
-from appliance.storage.models import Inspection, utcnow
+from appliance.storage.models import Inspection, ShadowBinding, utcnow
 from appliance.storage.spool import Spool
 from appliance.teach import TeachFrames
 from appliance.trigger import TriggerListener
@@ -139,12 +139,15 @@ class Appliance:
 
     def promote(self, version: str, actor: str, reason: str, source_id: str | None = None) -> Recipe:
         """Load the version's bundle (refusing a broken one) before anything changes; then make it
-        the default model, or bind it to ``source_id`` (its recipe); swap it in, audited."""
+        the default model, or bind it to ``source_id`` (its recipe); swap it in, audited. A shadow
+        of this version on that source ends as promoted, its comparison kept."""
         self.recipes.model(version)
         if source_id is None:
             store.activate_model(self.engine, version=version, actor=actor, reason=reason)
         else:
             self.recipe_source(source_id)
+            if recipes_db.shadows(self.engine).get(source_id, ("",))[0] == version:
+                self._end_shadow(version, source_id, actor, reason, "promoted")
             recipes_db.bind(self.engine, source_id=source_id, version=version, actor=actor, reason=reason)
         self.refresh_recipes()
         return self.recipe_for(source_id)
@@ -159,6 +162,55 @@ class Appliance:
             msg = f"source {source_id!r} had no model of its own before this one"
             raise Conflict(msg)
         return self.promote(previous, actor, reason, source_id)
+
+    def start_shadow(self, version: str, source_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """Put a registered version in shadow on a source that a model judges (appliance.shadow)."""
+        recipe = self.recipe_for(source_id)  # a source that runs here, not in teach mode
+        if recipe.version == version:
+            msg = f"{version} judges source {source_id!r} already: a shadow compares another model with it"
+            raise Conflict(msg)
+        model = self.recipes.model(version)  # refuses a broken bundle before anything changes
+        if model.input_spec.kind != recipe.model.input_spec.kind:
+            msg = (
+                f"{version} reads {model.input_spec.kind}s; source {source_id!r} gives {recipe.model.input_spec.kind}s"
+            )
+            raise Conflict(msg)
+        recipes_db.start_shadow(self.engine, source_id=source_id, version=version, actor=actor, reason=reason)
+        self.refresh_recipes()
+        return shadow.comparison(self.engine, self._open_shadow(version, source_id), api_url=self.settings.public_url)
+
+    def _open_shadow(self, version: str, source_id: str) -> ShadowBinding:
+        running = [
+            b for b in queries.shadow_bindings(self.engine, version=version, source_id=source_id) if b.ended_at is None
+        ]
+        if not running:
+            msg = f"{version} is not in shadow on source {source_id!r}"
+            raise NotFound(msg)
+        return running[0]
+
+    def _end_shadow(self, version: str, source_id: str, actor: str, reason: str, outcome: str) -> dict[str, Any]:
+        binding = self._open_shadow(version, source_id)
+        summary = shadow.comparison(self.engine, binding, api_url=self.settings.public_url)
+        ended = recipes_db.end_shadow(
+            self.engine,
+            binding_id=int(binding.id),
+            actor=actor,
+            outcome=outcome,
+            summary=shadow.kept(summary),
+            reason=reason,
+        )
+        return shadow.comparison(self.engine, ended)
+
+    def stop_shadow(self, version: str, source_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """End a shadow without promoting it; its comparison is kept."""
+        out = self._end_shadow(version, source_id, actor, reason, "stopped")
+        self.refresh_recipes()
+        return out
+
+    def shadow_comparison(self, version: str, source_id: str | None = None) -> list[dict[str, Any]]:
+        """The version's shadows (running and ended, newest first) compared with the models they ran beside."""
+        bindings = queries.shadow_bindings(self.engine, version=version, source_id=source_id)
+        return [shadow.comparison(self.engine, b, api_url=self.settings.public_url) for b in bindings]
 
     def switch_recipe(self, source_id: str, version: str, actor: str = "PLC over MQTT") -> dict[str, Any]:
         """A recipe switch requested by a PLC (its sub-configuration signal): over MQTT's

@@ -338,3 +338,25 @@ class DriftEventPublic(BaseModel):
 
 class DriftResetIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
+
+
+class ShadowIn(BaseModel):
+    source_id: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ShadowPublic(BaseModel):
+    """A shadow compared with the model it ran beside (appliance.shadow)."""
+
+    binding: dict[str, Any]
+    frames: int
+    agreement: float | None
+    confusion: dict[str, dict[str, int]]
+    alert_rate: dict[str, float | None]
+    only_active_flagged: int
+    only_shadow_flagged: int
+    hours: list[dict[str, Any]]
+    shifts: list[dict[str, Any]]
+    scores: dict[str, list[float]]
+    verdicts: dict[str, dict[str, int]]
+    disagreements: list[dict[str, Any]]

@@ -240,3 +240,40 @@ class DriftEvent(SQLModel, table=True):
     state: str = Field(max_length=20)
     created_at: dt.datetime = Field(default_factory=utcnow, index=True)
     detail: str = "{}"
+
+
+class ShadowBinding(SQLModel, table=True):
+    """A candidate model in shadow on a source: it scores every frame the source's model scores,
+    decides nothing. Open while ``ended_at`` is null (one per source); when it ends (promoted or
+    stopped) its comparison is kept in ``summary``."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(index=True, max_length=200)
+    model_version: str = Field(index=True, max_length=100)
+    started_at: dt.datetime = Field(default_factory=utcnow)
+    started_by: str = Field(default="", max_length=100)
+    reason: str = ""
+    ended_at: dt.datetime | None = None
+    ended_by: str | None = Field(default=None, max_length=100)
+    outcome: str | None = Field(default=None, max_length=20)  # promoted | stopped
+    summary: str | None = None  # the comparison when it ended (JSON)
+
+
+class ShadowResult(SQLModel, table=True):
+    """What the shadow model said about one frame, beside what the source's model said."""
+
+    id: int | None = big_id()
+    binding_id: int = Field(index=True)
+    source_id: str = Field(max_length=200)
+    t_capture: dt.datetime = Field(index=True)
+    score: float
+    norm_score: float
+    decision: str = Field(max_length=10)
+    label: str | None = Field(default=None, max_length=100)
+    latency_ms: float
+    heatmap_ref: str | None = Field(default=None, max_length=300)  # kept where the two disagree
+    inspection_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))  # no FK: raw rows age out
+    active_version: str = Field(max_length=100)
+    active_decision: str = Field(max_length=10)
+    active_score: float
+    active_norm_score: float

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from sqlalchemy import case
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
@@ -20,6 +21,8 @@ from appliance.storage.models import (
     Inspection,
     ModelFile,
     ModelVersion,
+    ShadowBinding,
+    ShadowResult,
     SourceConfig,
     TrainingJob,
     as_utc,
@@ -342,3 +345,114 @@ def drift_events(engine: Engine, *, source_id: str | None = None, limit: int = 5
 
 def drift_event(engine: Engine, *, event_id: int) -> DriftEvent:
     return _get(engine, DriftEvent, event_id, "drift event")
+
+
+# -- shadow models ---------------------------------------------------------------------------------
+FLAGGED = ("review", "ng")
+
+
+def shadow_bindings(engine: Engine, *, version: str | None = None, source_id: str | None = None) -> list[ShadowBinding]:
+    """Shadows (running and ended), newest first, of a model version and / or a source."""
+    query = select(ShadowBinding).order_by(col(ShadowBinding.id).desc())
+    if version is not None:
+        query = query.where(ShadowBinding.model_version == version)
+    if source_id is not None:
+        query = query.where(ShadowBinding.source_id == source_id)
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def _flagged(column: Any) -> Any:
+    return func.sum(case((col(column).in_(FLAGGED), 1), else_=0))
+
+
+def _hour(engine: Engine, column: Any) -> Any:
+    if engine.dialect.name == "postgresql":
+        return func.date_trunc("hour", column)
+    return func.strftime("%Y-%m-%dT%H:00:00+00:00", column)
+
+
+def shadow_confusion(engine: Engine, *, binding_id: int, upto: int) -> list[tuple[str, str, int]]:
+    """(the source's model's decision, the shadow's decision, frames) of a shadow."""
+    query = (
+        select(ShadowResult.active_decision, ShadowResult.decision, func.count())
+        .where(ShadowResult.binding_id == binding_id, col(ShadowResult.id) <= upto)
+        .group_by(ShadowResult.active_decision, ShadowResult.decision)
+    )
+    with Session(engine) as session:
+        return [(a, d, int(n)) for a, d, n in session.execute(query)]
+
+
+def shadow_hourly(engine: Engine, *, binding_id: int, upto: int) -> list[tuple[dt.datetime, int, int, int]]:
+    """Per hour of a shadow: (hour, frames, flagged by the source's model, flagged by the shadow)."""
+    hour = _hour(engine, ShadowResult.t_capture).label("hour")
+    query = (
+        select(hour, func.count(), _flagged(ShadowResult.active_decision), _flagged(ShadowResult.decision))
+        .where(ShadowResult.binding_id == binding_id, col(ShadowResult.id) <= upto)
+        .group_by(hour)
+        .order_by(hour)
+    )
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    out = []
+    for h, n, a, s in rows:
+        start = h if isinstance(h, dt.datetime) else dt.datetime.fromisoformat(h)
+        out.append((as_utc(start), int(n), int(a or 0), int(s or 0)))
+    return out
+
+
+def shadow_scores(engine: Engine, *, binding_id: int, upto: int, limit: int) -> list[tuple[float, float]]:
+    """(the source's model's, the shadow's) normalised scores (T2 at 0.5 for both) of the newest frames."""
+    query = (
+        select(ShadowResult.active_norm_score, ShadowResult.norm_score)
+        .where(ShadowResult.binding_id == binding_id, col(ShadowResult.id) <= upto)
+        .order_by(col(ShadowResult.id).desc())
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        return [(float(a), float(s)) for a, s in session.execute(query)]
+
+
+def shadow_disagreements(engine: Engine, *, binding_id: int, upto: int, limit: int) -> list[ShadowResult]:
+    """The newest frames where the shadow decided otherwise than the source's model."""
+    query = (
+        select(ShadowResult)
+        .where(
+            ShadowResult.binding_id == binding_id,
+            col(ShadowResult.id) <= upto,
+            ShadowResult.decision != ShadowResult.active_decision,
+        )
+        .order_by(col(ShadowResult.id).desc())
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def shadow_verdicts(engine: Engine, *, binding_id: int, upto: int) -> list[tuple[str, str, int]]:
+    """(the alert's verdict state, the shadow's decision, frames) for the source's alerts that
+    operators judged (confirmed / false positive)."""
+    query = (
+        select(Alert.state, ShadowResult.decision, func.count())
+        .join(Alert, Alert.inspection_id == ShadowResult.inspection_id)
+        .where(
+            ShadowResult.binding_id == binding_id,
+            col(ShadowResult.id) <= upto,
+            col(Alert.state).in_(("confirmed", "false_positive")),
+        )
+        .group_by(Alert.state, ShadowResult.decision)
+    )
+    with Session(engine) as session:
+        return [(a, d, int(n)) for a, d, n in session.execute(query)]
+
+
+def shadow_last(engine: Engine, *, binding_id: int) -> int:
+    """The newest result id of a shadow (0: none yet): the comparison's reads stop there, so its
+    figures agree with each other while the line adds more."""
+    query = select(func.max(ShadowResult.id)).where(ShadowResult.binding_id == binding_id)
+    with Session(engine) as session:
+        return int(session.execute(query).scalar() or 0)
+
+
+def shadow_result(engine: Engine, *, result_id: int) -> ShadowResult:
+    return _get(engine, ShadowResult, result_id, "shadow result")

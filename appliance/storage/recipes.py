@@ -9,7 +9,8 @@ import json
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from appliance.storage.models import AuditLog, SourceModel, ThresholdSetting, utcnow
+from appliance.errors import Conflict, NotFound
+from appliance.storage.models import AuditLog, ShadowBinding, SourceModel, ThresholdSetting, utcnow
 
 ALL_SOURCES = ""  # the source_id of a setting that holds on every source without one of its own
 
@@ -98,3 +99,46 @@ def set_thresholds(
             )
         )
         session.commit()
+
+
+def shadows(engine: Engine) -> dict[str, tuple[str, int]]:
+    """Every source's open shadow: source id → (model version, binding id)."""
+    with Session(engine) as session:
+        rows = session.exec(select(ShadowBinding).where(col(ShadowBinding.ended_at).is_(None))).all()
+    return {r.source_id: (r.model_version, int(r.id)) for r in rows}
+
+
+def start_shadow(engine: Engine, *, source_id: str, version: str, actor: str, reason: str) -> int:
+    """Put ``version`` in shadow on ``source_id`` (audited); refused while another runs there."""
+    with Session(engine) as session:
+        open_ = session.exec(
+            select(ShadowBinding).where(ShadowBinding.source_id == source_id, col(ShadowBinding.ended_at).is_(None))
+        ).first()
+        if open_ is not None:
+            msg = f"source {source_id!r} has {open_.model_version} in shadow already; stop it first"
+            raise Conflict(msg)
+        binding = ShadowBinding(source_id=source_id, model_version=version, started_by=actor, reason=reason)
+        session.add(binding)
+        new = {"source_id": source_id, "model_version": version}
+        session.add(AuditLog(actor=actor, action="shadow_start", new=json.dumps(new), reason=reason))
+        session.commit()
+        return int(binding.id)
+
+
+def end_shadow(
+    engine: Engine, *, binding_id: int, actor: str, outcome: str, summary: dict, reason: str = ""
+) -> ShadowBinding:
+    """End a shadow (``outcome``: promoted | stopped), keeping its comparison; audited."""
+    with Session(engine) as session:
+        binding = session.get(ShadowBinding, binding_id)
+        if binding is None or binding.ended_at is not None:
+            msg = f"no shadow {binding_id} running"
+            raise NotFound(msg)
+        binding.ended_at, binding.ended_by, binding.outcome = utcnow(), actor, outcome
+        binding.summary = json.dumps(summary)
+        new = {"source_id": binding.source_id, "model_version": binding.model_version, "outcome": outcome}
+        session.add(AuditLog(actor=actor, action="shadow_end", new=json.dumps(new), reason=reason or None))
+        session.add(binding)
+        session.commit()
+        session.refresh(binding)
+        return binding

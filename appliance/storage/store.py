@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import delete, update
@@ -25,6 +25,7 @@ from appliance.storage.models import (
     ModelFile,
     ModelVersion,
     OutboxMessage,
+    ShadowResult,
     SourceConfig,
     TrainingJob,
     as_utc,
@@ -494,3 +495,33 @@ def record_drift_event(
         session.commit()
         session.refresh(event)
         return event
+
+
+def record_shadow_results(engine: Engine, *, results: list[ShadowResult]) -> None:
+    """What shadow models said about a batch (one transaction)."""
+    if not results:
+        return
+    with Session(engine) as session:
+        session.add_all(results)
+        session.commit()
+
+
+def delete_shadow_results(engine: Engine, *, before: dt.datetime, batch: int = 5000) -> Iterator[list[str]]:
+    """Delete shadow results captured before ``before``, a batch per transaction; yields each
+    batch's heat map references (for the caller to delete the files no row uses any more)."""
+    query = (
+        select(ShadowResult.id, ShadowResult.heatmap_ref)
+        .where(col(ShadowResult.t_capture) < as_utc(before))
+        .order_by(ShadowResult.t_capture)
+        .limit(batch)
+    )
+    while True:
+        with Session(engine) as session:
+            rows = session.execute(query).all()
+            if not rows:
+                return
+            session.execute(delete(ShadowResult).where(col(ShadowResult.id).in_([r.id for r in rows])))
+            session.commit()
+        yield [r.heatmap_ref for r in rows if r.heatmap_ref]
+        if len(rows) < batch:
+            return

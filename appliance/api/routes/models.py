@@ -1,20 +1,31 @@
-"""The model registry: list, upload, promote, roll back, discard, download."""
+"""The model registry: list, upload, promote, roll back, discard, download; shadow a candidate on
+the live line and compare it with the model it runs beside."""
 
 from __future__ import annotations
 
 import json
 import zipfile
 
-from fastapi import APIRouter, UploadFile
+from fastapi import APIRouter, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from appliance import registry
 from appliance.api.deps import AppDep, EngineDep, Engineer, Viewer
-from appliance.api.schemas import JobPublic, ModelPublic, ModelTestIn, PromoteIn, ThresholdsPublic
+from appliance.api.schemas import (
+    JobPublic,
+    ModelPublic,
+    ModelTestIn,
+    PromoteIn,
+    RowId,
+    ShadowIn,
+    ShadowPublic,
+    ThresholdsPublic,
+)
 from appliance.api.uploads import MAX_BUNDLE_BYTES, read_upload
 from appliance.datasets.images import mvtec_layout
 from appliance.datasets.library import dataset_dir
+from appliance.errors import NotFound
 from appliance.storage import queries, store
 from appliance.storage.models import ModelVersion
 
@@ -87,3 +98,39 @@ def read_model_onnx(version: str, appliance: AppDep, _: Viewer) -> Response:
         graph = zf.read("model.onnx")
     headers = {"Content-Disposition": f'attachment; filename="{registry.safe_name(version)}.onnx"'}
     return Response(graph, media_type="application/octet-stream", headers=headers)
+
+
+@router.post("/{version}/shadow", status_code=201)
+def create_shadow(version: str, body: ShadowIn, appliance: AppDep, actor: Engineer) -> ShadowPublic:
+    """Put a registered version in shadow on a source a model judges: it scores every frame that
+    model scores (preprocessing shared when the input specs match), raises no alerts, publishes
+    nothing; its results are stored beside the model's. One shadow per source; audited."""
+    return ShadowPublic(**appliance.start_shadow(version, body.source_id, actor.name, body.reason))
+
+
+@router.get("/{version}/shadow")
+def read_shadows(
+    version: str, appliance: AppDep, _: Viewer, source_id: str | None = Query(None, max_length=200)
+) -> list[ShadowPublic]:
+    """The version's shadows, newest first: running ones compared live with the model they run
+    beside (agreement, confusion, alert rate per hour and shift, score distributions, judged
+    alerts each would have caught or raised, the newest disagreements with both heat maps);
+    ended ones (promoted or stopped) as their comparison was kept."""
+    return [ShadowPublic(**c) for c in appliance.shadow_comparison(version, source_id)]
+
+
+@router.post("/{version}/shadow/stop")
+def stop_shadow(version: str, body: ShadowIn, appliance: AppDep, actor: Engineer) -> ShadowPublic:
+    """End the version's shadow on a source without promoting it; the comparison is kept (audited).
+    To promote it instead: ``POST /models/{version}/promote`` with the ``source_id``."""
+    return ShadowPublic(**appliance.stop_shadow(version, body.source_id, actor.name, body.reason))
+
+
+@router.get("/{version}/shadow/results/{result_id}/heatmap", response_class=FileResponse)
+def read_shadow_heatmap(version: str, result_id: RowId, appliance: AppDep, _: Viewer) -> FileResponse:
+    """The shadow model's heat map of a frame where it disagreed with the source's model (PNG)."""
+    ref = queries.shadow_result(appliance.engine, result_id=result_id).heatmap_ref
+    if not ref or not appliance.images.path(ref).is_file():
+        msg = f"no heat map stored for shadow result {result_id} (kept only where the two models disagree)"
+        raise NotFound(msg)
+    return FileResponse(appliance.images.path(ref), media_type="image/png")
