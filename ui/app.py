@@ -47,7 +47,10 @@ else:
             st.Page("views/thresholds.py", title="Threshold tuning", icon=":material/tune:"),
             st.Page("views/drift.py", title="Drift watch", icon=":material/trending_down:"),
         ],
-        "Models": [st.Page("views/models.py", title="Models", icon=":material/inventory_2:")],
+        "Models": [
+            st.Page("views/models.py", title="Models", icon=":material/inventory_2:"),
+            st.Page("views/shadow.py", title="Shadow mode", icon=":material/compare:"),
+        ],
     }
     if session.can("engineer"):
         pages["Models"][:0] = [

@@ -123,6 +123,22 @@ class Client:
     def verdict(self, alert_id: int, verdict: str) -> dict[str, Any]:
         return self._json("POST", f"/alerts/{alert_id}/verdict", json={"verdict": verdict})
 
+    # -- shadow mode
+    def shadows(self, version: str, source_id: str | None = None) -> list[dict[str, Any]]:
+        return self._json("GET", f"/models/{_part(version)}/shadow", params=_source(source_id))
+
+    def start_shadow(self, version: str, source_id: str, reason: str) -> dict[str, Any]:
+        body = {"source_id": source_id, "reason": reason}
+        return self._json("POST", f"/models/{_part(version)}/shadow", json=body)
+
+    def stop_shadow(self, version: str, source_id: str, reason: str) -> dict[str, Any]:
+        body = {"source_id": source_id, "reason": reason}
+        return self._json("POST", f"/models/{_part(version)}/shadow/stop", json=body)
+
+    def shadow_heatmap(self, version: str, result_id: int) -> bytes | None:
+        r = self._optional("GET", f"/models/{_part(version)}/shadow/results/{result_id}/heatmap")
+        return None if r is None else r.content
+
     # -- drift watch
     def drift(self) -> list[dict[str, Any]]:
         return self._json("GET", "/drift")

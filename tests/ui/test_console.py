@@ -23,6 +23,7 @@ PAGES = {
     "thresholds": "Threshold tuning",
     "drift": "Drift watch",
     "models": "Models",
+    "shadow": "Shadow mode",
 }
 ENGINEER_PAGES = {"retrain": "Retrain", "train": "Train & evaluate", "settings": "Settings"}
 
@@ -110,6 +111,30 @@ def test_drift_watch_shows_a_drifting_source_its_histograms_and_resets_it(consol
         assert api.get("/drift").json()[0]["state"] == "learning"
         audit = api.get("/audit").json()
     assert any(a["action"] == "drift_reset" and a["reason"] == "lamp replaced on purpose" for a in audit)
+
+
+def test_a_candidate_is_put_in_shadow_and_stopped_from_the_console(console, appliance):
+    """The engineer picks the registered candidate and the source, starts a shadow with a reason
+    (the API then has it running and the source scores with it), then stops it (kept as stopped)."""
+    candidate = appliance.versions[1]
+    at = console("engineer", "shadow")
+    at.selectbox(key="shadow_version").select(candidate).run()
+    at.selectbox(key="shadow_source").select(appliance.source_id).run()
+    at.text_input(key="shadow_reason").input("try the candidate on the line").run()
+    at.button(key="shadow_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with appliance.api() as api:
+        (running,) = api.get(f"/models/{candidate}/shadow").json()
+        assert running["binding"]["state"] == "running" and running["binding"]["source_id"] == appliance.source_id
+        assert api.get("/sources").json()[appliance.source_id]["shadow_version"] == candidate
+    assert any(m.label == "Decisions agree" for m in at.metric)
+    key = running["binding"]["id"]
+    at.text_input(key=f"shadow_end_reason_{key}").input("seen enough").run()
+    at.button(key=f"shadow_stop_{key}").click().run()
+    assert not at.exception
+    with appliance.api() as api:
+        assert api.get(f"/models/{candidate}/shadow").json()[0]["binding"]["state"] == "stopped"
+        assert api.get("/sources").json()[appliance.source_id]["shadow_version"] is None
 
 
 def test_threshold_preview_matches_the_api(console, appliance):
