@@ -15,6 +15,10 @@ their latency p50/p99 per route. The readers run in a process of their own, as c
 dashboards do (threads in this process would share its interpreter lock with the line).
 Goal (issue 14, item 11): 20 readers → 0 frames dropped, API p99 ≤ 300 ms.
 
+Shadow mode (issue 18): the file runs again at 50 and 100 frames/s with a shadow model of the
+same architecture beside the line's: the throughput, latency and CPU goals must still hold
+(``shadow``: the inspector's CPU for the shadow's inference and its stored results).
+
 Steady-state CPU (issue 16): a recording of the line (MJPG, 128 px) replayed as a camera delivers
 it (``file:…?fps=F&loop=1``) at 25, 50 and 100 frames/s; process CPU seconds per frame, split
 by thread (source = decoding, inspector, alerts = MQTT sender and client, API, loops = status,
@@ -105,7 +109,24 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
-def measure(data: Path, model_dir: Path | None, source: str, seconds: float, mqtt: dict, readers: int = 0) -> dict:
+def shadow_twin(app: Appliance, version: str, sid: str) -> str:
+    """The line's model again under another version, put in shadow on ``sid``: what a candidate of
+    the same architecture costs the line."""
+    from models import bundle as bundle_io
+
+    path = next(app.models_dir.glob("*.zip"))
+    twin = bundle_io.load(path)
+    twin.meta["version"] = f"{version}-shadow"
+    twin_path = app.models_dir / f"shadow-{path.name}"
+    twin.save(twin_path)
+    shadow_version = app.register(twin_path)
+    app.start_shadow(shadow_version, sid, "pipeline_bench", "the cost of a shadow model")
+    return shadow_version
+
+
+def measure(
+    data: Path, model_dir: Path | None, source: str, seconds: float, mqtt: dict, readers: int = 0, shadow: bool = False
+) -> dict:
     settings = load_settings(
         data_dir=data,
         sources=[source],
@@ -125,6 +146,9 @@ def measure(data: Path, model_dir: Path | None, source: str, seconds: float, mqt
     if not source.startswith("synth:"):  # the first-start model judges synthetic sources only: bind it
         sid = next(iter(app.pipeline.status()))
         app.promote(versions[-1], "pipeline_bench", "the line's model for the recording", sid)
+    if shadow:
+        sid = next(iter(app.pipeline.status()))
+        shadow_twin(app, app.recipes.get(sid).version, sid)
     time.sleep(3)  # warm-up
     token = (data / "admin-token").read_text().strip()
     url = f"http://127.0.0.1:{app.api_port}"
@@ -188,7 +212,7 @@ def synthetic_cost(frames: int = 300) -> float:
 
 def print_cpu(rows: list[tuple[str, dict]]) -> None:
     groups = ("source", "inspector", "pool", "alerts", "API", "loops", "other")
-    stages = ("preprocess", "inference", "scoring", "image_writes", "storage")
+    stages = ("preprocess", "inference", "scoring", "image_writes", "storage", "drift", "shadow")
     print("CPU ms a frame   total  " + "  ".join(f"{g:>9}" for g in groups) + "  | inspector: " + " ".join(stages))
     for label, r in rows:
         t, st = r["threads_ms"], r["stages_ms"]
@@ -202,6 +226,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--defect-rate", type=float, default=0.05)
     parser.add_argument("--readers", type=int, default=20, help="concurrent API readers in the last run")
+    parser.add_argument("--only", default="", help="run only the runs whose label holds this (e.g. 'file')")
     parser.add_argument("--reader-process", nargs=4, metavar=("URL", "TOKEN", "N", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader_process:
@@ -219,13 +244,16 @@ def main() -> None:
                 (f"100/s+{args.readers} API", f"synth:line?size=128&fps=100&defect_rate={args.defect_rate}&seed=4"),
                 *((f"file {fps}/s", f"file:{recording}?fps={fps}&loop=1") for fps in (25, 50, 100)),
                 (f"file 100/s+{args.readers} API", f"file:{recording}?fps=100&loop=1"),
+                *((f"file {fps}/s+shadow", f"file:{recording}?fps={fps}&loop=1") for fps in (50, 100)),
             ]
             cpu_rows = []
             for label, source in runs:
+                if args.only not in label and models is not None:
+                    continue  # (the first run trains the model the others use)
                 readers = args.readers if "API" in label else 0
                 folder = Path(tmp) / label.replace(" ", "-").replace("/", "").replace("+", "-")
-                r = measure(folder, models, source, args.seconds, mqtt, readers)
-                models = r["models"]
+                r = measure(folder, models, source, args.seconds, mqtt, readers, shadow="shadow" in label)
+                models = models or r["models"]  # the first run's model (a shadow run adds its twin)
                 d, p = r["decision"], r["published"]
                 print(
                     f"{label:>13}: {r['fps']:6.1f} frames/s, dropped {r['dropped']}, behind {r['behind']}, "
