@@ -129,9 +129,12 @@ def test_two_nodes_share_a_database_and_a_broker_and_survive_a_kill(tmp_path, br
         assert wait_for(
             lambda: {a["event_id"] for a in sub.alerts()} >= stored["node-a"] | stored["node-b"], timeout=20
         )
-        for n, t in topics.items():  # every alert of each node arrived on its own topic, exactly once
+        for n, t in topics.items():  # every alert of each node arrived on its own topic, once by event_id
             received = [json.loads(p)["event_id"] for p in sub.payloads(t.alerts)]
-            assert set(received) == stored[n] and len(received) == len(set(received)), n
+            assert set(received) == stored[n], n
+            # QoS 1 is at-least-once: a message in flight when the link was cut (sent, its PUBACK
+            # lost) is sent again; consumers drop it by event_id. Only those few, never a backlog.
+            assert len(received) - len(set(received)) <= 2, (n, len(received) - len(set(received)))
         assert not stored["node-a"] & stored["node-b"]
         sub.close()
 
