@@ -120,25 +120,47 @@ def score_sets(
     ``scope``): ``normal`` (OK decisions, alerts judged false positive), ``flagged`` (alerts not
     judged yet) and ``confirmed`` (alerts confirmed as defects), at most ``limit`` of each.
 
-    While the window's rows are all raw and no more than ``limit``, these are the stored scores;
-    otherwise ``normal`` is a sample in proportion: the rolled-up hours' OK histogram (scores
-    resolved to 0.5 %) and the newest raw OK scores, by their shares of the window."""
+    While the window's rows are all raw and no more than ``limit``, these are the stored scores.
+    Otherwise ``normal`` and ``flagged`` are samples in proportion: the rolled-up hours'
+    histograms (scores resolved to 0.5 %) and the newest raw scores, by their shares of the
+    window; ``flagged`` then holds every review / NG item, judged ones included. A fast line
+    flags tens of thousands of items a day: fetched one by one they were most of this call's time
+    (and the newest ``limit`` of them only the last few hours). The judged alerts are always read
+    one by one: operators judge hundreds, not tens of thousands."""
     scope = scope or {}
     win = window(engine, hours=hours, thresholds=Thresholds(0.0, 0.0), scope=scope)  # any pair: only counts used
-    judged = queries.alert_scores(engine, since=win.since, limit=limit, **scope)
+    judged = queries.alert_scores(engine, since=win.since, states=("confirmed", "false_positive"), limit=limit, **scope)
     false_positives = [s for s, st in judged if st == "false_positive"]
     if raw_complete(engine, win, limit, scope):
         rows = queries.recent_scores(engine, since=win.since, limit=limit, **scope)
         normal = [s for s, d in rows if d == "ok"]
+        unjudged = queries.alert_scores(engine, since=win.since, states=("open", "acknowledged"), limit=limit, **scope)
+        flagged = [s for s, _ in unjudged]
     else:
-        fresh_share = round(limit * win.fresh_ok / max(win.past.n_ok + win.fresh_ok, 1))
-        normal = history.fresh_scores(engine, since=win.since, limit=fresh_share, decision="ok", **scope)
-        normal += _sample(win.past.ok_scores, min(limit - len(normal), win.past.ok_scores.total))
+        normal = _in_proportion(engine, win, limit, scope, ("ok",), win.fresh_ok, win.past.ok_scores)
+        fresh_flagged = sum(win.fresh.values()) - win.fresh_ok
+        flagged = _in_proportion(engine, win, limit, scope, ("review", "ng"), fresh_flagged, win.past.flagged_scores)
     return {
         "normal": normal + false_positives,
-        "flagged": [s for s, st in judged if st in ("open", "acknowledged")],
+        "flagged": flagged,
         "confirmed": [s for s, st in judged if st == "confirmed"],
     }
+
+
+def _in_proportion(
+    engine: Engine,
+    win: Window,
+    limit: int,
+    scope: dict[str, str | None],
+    decisions: tuple[str, ...],
+    fresh: int,
+    past: history.Histogram,
+) -> list[float]:
+    """About ``limit`` scores of ``decisions`` over the window: the newest raw rows and a sample
+    of the rolled-up hours' histogram, by their shares of the window."""
+    fresh_share = round(limit * fresh / max(past.total + fresh, 1))
+    scores = history.fresh_scores(engine, since=win.since, limit=fresh_share, decisions=decisions, **scope)
+    return scores + _sample(past, min(limit - len(scores), past.total))
 
 
 def presets(

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from appliance.storage.models import Alert, Inspection, InspectionHour, as_utc
-from appliance.storage.queries import scoped
+from appliance.storage.queries import read_rows, scoped
 
 S0 = 1e-6  # the bins are linear within a few S0 of 0 ...
 WIDTH = 0.005  # ... and 0.5 % of the value wide beyond
@@ -323,21 +323,21 @@ def fresh_scores(
     *,
     since: dt.datetime,
     limit: int,
-    decision: str | None = None,
+    decisions: tuple[str, ...] | None = None,
     source_id: str | None = None,
     model_version: str | None = None,
 ) -> list[float]:
-    """Scores of the newest ``limit`` rows since ``since`` that no aggregate counts yet."""
+    """Scores of the newest ``limit`` rows since ``since`` that no aggregate counts yet (with
+    one of ``decisions``)."""
     query = scoped(
         select(Inspection.score).where(FRESH, col(Inspection.t_capture) >= since),
         Inspection,
         source_id,
         model_version,
     )
-    if decision is not None:
-        query = query.where(Inspection.decision == decision)
-    with Session(engine) as session:
-        return [float(s) for s in session.exec(query.order_by(col(Inspection.t_capture).desc()).limit(limit))]
+    if decisions is not None:
+        query = query.where(col(Inspection.decision).in_(decisions))
+    return [float(s) for (s,) in read_rows(engine, query.order_by(col(Inspection.t_capture).desc()).limit(limit))]
 
 
 def fresh_by_source(engine: Engine, *, since: dt.datetime, source_id: str | None = None) -> dict[str, Hour]:
