@@ -30,12 +30,11 @@ if not sources:
     st.info("No sources are running.")
     st.stop()
 
-ICONS = {"drifting": "🔴", "stable": "🟢", "learning": "🟡", "off": "⚪"}
 table = pd.DataFrame(
     [
         {
             "source": s["source_id"],
-            "state": f"{ICONS.get(s['state'], '')} {s['state']}",
+            "state": s["state"],
             "model": s["model_version"] or "(teach mode)",
             "reference": f"{s['reference_frames']}/{s['reference_needed']}",
             "window": f"{s['window_frames']}/{s['window']}",
@@ -97,12 +96,18 @@ if event.get("before") and event.get("after"):
                 pd.DataFrame({"value": event["after"][feature], "frames": "window"}),
             ]
         )
-        chart = (
+        chart = (  # shares of each side's frames: the reference holds more frames than a window
             alt.Chart(data, title=feature)
+            .transform_bin(["bin", "bin_end"], "value", bin=alt.Bin(maxbins=40))
+            .transform_aggregate(n="count()", groupby=["bin", "bin_end", "frames"])
+            .transform_joinaggregate(total="sum(n)", groupby=["frames"])
+            .transform_calculate(share="datum.n / datum.total")
             .mark_bar(opacity=0.55)
             .encode(
-                x=alt.X("value:Q", bin=alt.Bin(maxbins=40), title=feature),
-                y=alt.Y("count():Q", stack=None, title="frames"),
+                x=alt.X("bin:Q", title=feature, scale=alt.Scale(zero=False)),
+                x2="bin_end:Q",
+                y=alt.Y("share:Q", stack=None, title="share of frames", axis=alt.Axis(format="%")),
+                y2=alt.datum(0),
                 color=alt.Color("frames:N", scale=alt.Scale(range=["#4c78a8", "#e45756"])),
             )
             .properties(height=220)
