@@ -134,3 +134,43 @@ def test_a_user_and_password_are_required_when_set_and_anonymous_is_loopback_onl
         load_settings(
             **production, opcua={"enabled": True, "host": "10.0.0.5", "username": "plc", "password": "x7-f00"}
         )
+
+
+async def certificates(folder, app_uri: str, name: str) -> tuple[str, str]:
+    """A self-signed application certificate (DER) and its key (PEM), as an integrator makes them."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key, cert = folder / f"{name}-key.pem", folder / f"{name}-cert.der"
+    uses = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    await setup_self_signed_certificate(key, cert, app_uri, "127.0.0.1", uses, {"commonName": name})
+    return str(cert), str(key)
+
+
+def test_off_loopback_only_signed_and_encrypted_endpoints_with_a_user_are_offered(tmp_path):
+    """Listening on every interface with a certificate: a plain connection finds no endpoint, a
+    signed-and-encrypted one with the user's password reads the vision system."""
+    port = free_port()
+    server_cert, server_key = asyncio.run(certificates(tmp_path, "urn:anomaly-appliance:api", "appliance"))
+    opcua = {
+        "enabled": True, "host": "0.0.0.0", "port": port, "username": "plc", "password": "line-3-opcua-7f2c",
+        "certificate": server_cert, "private_key": server_key,
+    }  # fmt: skip
+    with running_appliance(tmp_path, "sqlite", "synth:line?size=64&fps=10", min_scored=1, opcua=opcua):
+        endpoint = f"opc.tcp://127.0.0.1:{port}/appliance/"
+
+        async def secure() -> str:
+            client = Client(endpoint, timeout=10)
+            client.application_uri = "urn:plc-3:client"
+            cert, key = await certificates(tmp_path, client.application_uri, "plc")
+            await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+            client.set_user("plc")
+            client.set_password("line-3-opcua-7f2c")
+            async with client:
+                ns = await client.get_namespace_index(NAMESPACE)
+                path = ("VisionSystem", "Identification", "ApplianceId")
+                return await (await child(client.nodes.objects, *path, ns=ns)).read_value()
+
+        assert asyncio.run(secure()) == "api"
+        with pytest.raises(ua.UaError, match="No matching endpoints"):  # no plain endpoint off loopback
+            asyncio.run(connect(endpoint, "plc", "line-3-opcua-7f2c"))
