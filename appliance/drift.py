@@ -198,8 +198,8 @@ class DriftWatch:
 
     def reset(self, source_id: str, actor: str, reason: str = "") -> None:
         """The source's current conditions are normal: forget its references and learn anew."""
-        store.forget_drift_references(self.engine, source_id=source_id, actor=actor, reason=reason)
-        with self.lock:
+        with self.lock:  # the inspector must not store a reference learned before the reset after it
+            store.forget_drift_references(self.engine, source_id=source_id, actor=actor, reason=reason)
             watch = self.sources.pop(source_id, None)
             if watch is not None and watch.state == "drifting":
                 message = {"reason": f"reset by {actor}: learning the line anew", "hints": [], "features": {}}
