@@ -141,10 +141,11 @@ class OpcUaServer:
     async def _variable(self, parent: Any, name: str, value: Any, variant: Any = None) -> Any:
         from asyncua import ua
 
-        node = await parent.add_variable(self.ns, name, value if variant is None else ua.Variant(value, variant))
-        return node
+        return await parent.add_variable(self.ns, name, value if variant is None else ua.Variant(value, variant))
 
     async def _build(self, server: Any) -> None:
+        from asyncua import ua
+
         s = self.appliance.settings.mqtt
         objects = server.nodes.objects
         system = await objects.add_object(self.ns, "VisionSystem")
@@ -160,8 +161,6 @@ class OpcUaServer:
         self.current_state = await self._variable(machine, "CurrentState", "Preoperational")
         self.state_reason = await self._variable(machine, "Reason", "starting")
         recipes = await system.add_object(self.ns, "RecipeManagement")
-        from asyncua import ua
-
         self.recipe_list = await self._variable(recipes, "Recipes", [], ua.VariantType.String)
         self.default_recipe = await self._variable(recipes, "DefaultRecipe", "")
         self.sources_folder = await system.add_folder(self.ns, "Sources")

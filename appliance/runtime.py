@@ -312,8 +312,7 @@ class Appliance:
         ).start()
         self.pipeline.alerts_waiting = self.publisher.wake
         if s.drift.enabled:
-            d = s.drift
-            config = DriftConfig(d.window, d.reference, d.alpha, d.min_distance, recover=d.recover)
+            config = DriftConfig(**s.drift.model_dump(exclude={"enabled"}))
             self.pipeline.drift = DriftWatch(self.engine, self.topics, config, wake=self.publisher.wake.set)
         if s.inspections_per_second > 0:
             self.pipeline.on_inspected = self._publish_inspection

@@ -94,8 +94,8 @@ def comparison(
             "shadow": flagged_shadow / frames if frames else None,
         },
         # flagged by one model only: the shadow's have no verdict (nobody saw an alert for them)
-        "only_active_flagged": sum(confusion[a][d] for a in ("review", "ng") for d in ("ok",)),
-        "only_shadow_flagged": sum(confusion["ok"][d] for d in ("review", "ng")),
+        "only_active_flagged": confusion["review"]["ok"] + confusion["ng"]["ok"],
+        "only_shadow_flagged": confusion["ok"]["review"] + confusion["ok"]["ng"],
         "hours": [
             {"hour": h.isoformat(), "frames": n, "active_flagged": a, "shadow_flagged": s} for h, n, a, s in hours
         ],

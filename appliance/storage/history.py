@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import case, delete, exists, text, update
+from sqlalchemy import case, exists, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
+from appliance.storage import store
 from appliance.storage.models import Alert, Inspection, InspectionHour, as_utc
 from appliance.storage.queries import read_rows, scoped
 
@@ -239,19 +240,10 @@ def delete_raw(engine: Engine, *, before: dt.datetime, batch: int | None = None)
         select(Inspection.id, Inspection.image_ref, Inspection.heatmap_ref)
         .where(col(Inspection.rolled_up).is_(True), col(Inspection.t_capture) < as_utc(before), ~has_alert)
         .order_by(Inspection.t_capture)
-        .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    while True:
-        with Session(engine) as session:
-            rows = session.execute(query).all()
-            if not rows:
-                return
-            session.execute(delete(Inspection).where(col(Inspection.id).in_([r.id for r in rows])))
-            session.commit()
+    for rows in store.delete_in_batches(engine, Inspection, query, batch):
         yield [ref for r in rows for ref in (r.image_ref, r.heatmap_ref) if ref], len(rows)
-        if len(rows) < batch:
-            return
 
 
 # -- reads -----------------------------------------------------------------------------------------

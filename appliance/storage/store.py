@@ -506,6 +506,21 @@ def record_shadow_results(engine: Engine, *, results: list[ShadowResult]) -> Non
         session.commit()
 
 
+def delete_in_batches(engine: Engine, table: Any, query: Any, batch: int) -> Iterator[list[Any]]:
+    """Delete the rows ``query`` selects (``id`` first, at most ``batch`` of them a time), a
+    batch per transaction, until none is left; yields each batch's selected rows."""
+    while True:
+        with Session(engine) as session:
+            rows = session.execute(query.limit(batch)).all()
+            if not rows:
+                return
+            session.execute(delete(table).where(col(table.id).in_([r.id for r in rows])))
+            session.commit()
+        yield rows
+        if len(rows) < batch:
+            return
+
+
 def delete_shadow_results(engine: Engine, *, before: dt.datetime, batch: int = 5000) -> Iterator[list[str]]:
     """Delete shadow results captured before ``before``, a batch per transaction; yields each
     batch's heat map references (for the caller to delete the files no row uses any more)."""
@@ -513,15 +528,6 @@ def delete_shadow_results(engine: Engine, *, before: dt.datetime, batch: int = 5
         select(ShadowResult.id, ShadowResult.heatmap_ref)
         .where(col(ShadowResult.t_capture) < as_utc(before))
         .order_by(ShadowResult.t_capture)
-        .limit(batch)
     )
-    while True:
-        with Session(engine) as session:
-            rows = session.execute(query).all()
-            if not rows:
-                return
-            session.execute(delete(ShadowResult).where(col(ShadowResult.id).in_([r.id for r in rows])))
-            session.commit()
+    for rows in delete_in_batches(engine, ShadowResult, query, batch):
         yield [r.heatmap_ref for r in rows if r.heatmap_ref]
-        if len(rows) < batch:
-            return

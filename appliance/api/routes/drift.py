@@ -32,20 +32,20 @@ def _event(event: DriftEvent, values: bool) -> DriftEventPublic:
     )
 
 
+def _source(appliance: AppDep, source_id: str) -> DriftSourcePublic:
+    """A running source's watch (``off``: in teach mode, the watch switched off, or the database away)."""
+    watch, recipe = appliance.pipeline.drift, appliance.recipes.get(source_id)
+    status = None if watch is None or recipe is None else watch.source_status(source_id, recipe.version)
+    if status is None:
+        return DriftSourcePublic(source_id=source_id, model_version=recipe and recipe.version, state="off")
+    return DriftSourcePublic(source_id=source_id, **status)
+
+
 @router.get("")
 def read_drift(appliance: AppDep, _: Viewer) -> list[DriftSourcePublic]:
     """Each running source's drift state: learning its reference, stable or drifting, with the
     last window's tests (``off``: in teach mode, or the watch is switched off)."""
-    watch = appliance.pipeline.drift
-    out = []
-    for source_id in sorted(appliance.pipeline.workers):
-        recipe = appliance.recipes.get(source_id)
-        status = None if watch is None or recipe is None else watch.source_status(source_id, recipe.version)
-        if status is None:
-            out.append(DriftSourcePublic(source_id=source_id, model_version=recipe and recipe.version, state="off"))
-        else:
-            out.append(DriftSourcePublic(source_id=source_id, **status))
-    return out
+    return [_source(appliance, source_id) for source_id in sorted(appliance.pipeline.workers)]
 
 
 @router.get("/events")
@@ -75,8 +75,4 @@ def create_drift_reset(source_id: str, body: DriftResetIn, appliance: AppDep, ac
         msg = "the drift watch is off (settings: drift.enabled)"
         raise Unavailable(msg)
     watch.reset(source_id, actor.name, body.reason)
-    recipe = appliance.recipes.get(source_id)
-    status = None if recipe is None else watch.source_status(source_id, recipe.version)
-    if status is None:
-        return DriftSourcePublic(source_id=source_id, model_version=None, state="off")
-    return DriftSourcePublic(source_id=source_id, **status)
+    return _source(appliance, source_id)
