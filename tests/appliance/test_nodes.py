@@ -111,8 +111,10 @@ def test_two_nodes_share_a_database_and_a_broker_and_survive_a_kill(tmp_path, br
             # node b sends its own backlog and never node a's
             assert wait_for(lambda: not outbox_alerts(url, topics["node-b"])[1], timeout=30)
             time.sleep(2)
-            assert not {a["event_id"] for a in sub.alerts()} & pending_a
+            # node b marked none of node a's rows sent (it would have, had it sent them); a subscriber
+            # may hold the few node a had in flight at the cut (delivered, their PUBACK lost)
             assert outbox_alerts(url, topics["node-a"])[1] >= pending_a
+            assert len({a["event_id"] for a in sub.alerts()} & pending_a) <= 2
 
             nodes["node-a"] = start_node(tmp_path / "node-a", proxies["node-a"].port, url, "node-a", 1)  # again
             nodes["node-b"].send_signal(signal.SIGTERM)
