@@ -216,6 +216,8 @@ def create_token(engine: Engine, *, name: str, role: str, expires_at: dt.datetim
         msg = f"role {role!r} is not one of {', '.join(ROLES)}"
         raise ValueError(msg)
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):  # a leading dash reads as an option on a command line (--token -x...)
+        token = secrets.token_urlsafe(32)
     with Session(engine) as session:
         session.add(ApiToken(name=name, role=role, token_hash=token_digest(token), expires_at=expires_at))
         session.commit()

@@ -70,3 +70,17 @@ def test_source_credentials_never_leave_the_appliance(tmp_path, db_url, broker, 
     out, err = capfd.readouterr()
     assert everything.messages and SECRET not in mqtt_text
     assert SECRET not in "\n".join(lines) and SECRET not in caplog.text and SECRET not in out + err
+
+
+def test_a_new_token_never_starts_with_a_dash(tmp_path, monkeypatch):
+    """Tokens are pasted on command lines (``appliance console --token ...``), where a leading dash
+    reads as an option."""
+    import secrets
+
+    from appliance.storage.db import init_db, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'tokens.db'}")
+    init_db(engine)
+    drawn = iter(["-starts-with-a-dash", "Abc_-def"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(drawn))
+    assert store.create_token(engine, name="line", role="operator") == "Abc_-def"

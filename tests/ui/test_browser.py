@@ -25,7 +25,7 @@ def console_server(appliance, request):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "console", "--api-url", appliance.url]
-        + ["--token", appliance.tokens[request.param], "--port", str(port)],
+        + [f"--token={appliance.tokens[request.param]}", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
