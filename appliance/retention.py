@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from appliance.images import ImageStore
-from appliance.storage import history, store
+from appliance.storage import history, partitions, store
 from appliance.storage.models import Alert, Inspection, ShadowResult, utcnow
 
 RESOLVED = ("confirmed", "false_positive")
@@ -135,6 +135,7 @@ def retain(
     (kept: those with an alert), prune images (see the module); ``compact`` (once a day): also
     rebuild the inspection indexes on PostgreSQL (:func:`appliance.storage.history.reclaim`)."""
     now = now or utcnow()
+    partitions.ensure(engine, first=now.astimezone(dt.UTC).date())  # PostgreSQL: today's and the next days' partitions
     rolled = history.rollup(engine, before=now)
     deleted = PruneReport()
     rows = 0

@@ -7,7 +7,8 @@ Fills a fresh database, for each backend, with ``--days`` simulated days of one 
 through the pipeline's own call (``store.record_inspections``: inspections, their alerts and
 outbox messages; 1.5 % flagged), running the appliance's retention pass (roll-up, deletion of
 raw rows older than ``--raw-hours``, kept: rows with an alert, and the daily index rebuild) after
-every simulated day, as the running appliance would. The days are filled at ``--history-rate``
+every simulated day, as the running appliance would (on PostgreSQL a day's OK rows go with their
+day partition once the whole day is past the window, so up to a day more raw rows are kept). The days are filled at ``--history-rate``
 frames/s and hours at ``--rate`` (the line's real pace): the aggregates a long window reads are
 one row per source and hour whatever the pace, and the rows a reader counts raw are the last
 minute or so (rolled up every minute). Printed: rows inserted and kept, database size, the time
@@ -42,7 +43,7 @@ from appliance.alerts.schema import Topics, alert_message  # noqa: E402
 from appliance.api.schemas import InspectionsPublic  # noqa: E402
 from appliance.images import ImageStore  # noqa: E402
 from appliance.retention import retain  # noqa: E402
-from appliance.storage import history, queries, store  # noqa: E402
+from appliance.storage import history, partitions, queries, store  # noqa: E402
 from appliance.storage.db import init_db, make_engine  # noqa: E402
 from appliance.storage.models import Inspection, utcnow  # noqa: E402
 from models.decision import Thresholds, decide  # noqa: E402
@@ -80,6 +81,14 @@ def insert(engine, start: dt.datetime, seconds: float, rate: float, rng: np.rand
             engine, inspections=rows, alert_topic="t", build_message=lambda a, i: alert_message(a, i, TOPICS)
         )
     return n
+
+
+def past_day(engine, raw: dt.timedelta, back: int) -> dt.datetime:
+    """10:00 on the day ``back`` days before the raw window's start, with its day partition on
+    PostgreSQL (the appliance makes each day's a few days ahead; the fill has dropped this one)."""
+    day = (utcnow() - raw).date() - dt.timedelta(days=back)
+    partitions.ensure(engine, first=day, last=day)
+    return dt.datetime(day.year, day.month, day.day, 10, tzinfo=dt.UTC)
 
 
 def size_mb(engine, url: str, folder: Path) -> float:
@@ -165,8 +174,9 @@ def run(backend: str, args: argparse.Namespace) -> None:
             f"{time.perf_counter() - t0:.0f} s; size after day 1 / {args.days // 2} / {args.days}: "
             f"{sizes[0]:.1f} / {sizes[args.days // 2 - 1]:.1f} / {sizes[-1]:.1f} MB"
         )
-        # a day at the line's pace, rolled up and deleted by one pass: the cost of a pass at 100/s
-        pace_rows = insert(engine, now - raw - dt.timedelta(hours=2), 3600, args.rate, rng)  # past the raw window
+        # an hour at the line's pace in a day past the raw window, rolled up and deleted by one pass:
+        # on PostgreSQL its day partition (made ahead of the day, as the appliance does) is dropped
+        pace_rows = insert(engine, past_day(engine, raw, 1), 3600, args.rate, rng)
         t = time.perf_counter()
         report = retain(engine, images, raw_window=raw, max_age=dt.timedelta(days=30), max_bytes=10**12)
         print(
@@ -212,7 +222,7 @@ def run(backend: str, args: argparse.Namespace) -> None:
         for name, fn in calls.items():
             print(f"[{backend}] {name:34s} {timed(fn, args.calls)}")
         # the line's pace while a pass rolls up and deletes another hour at that pace
-        insert(engine, now - raw - dt.timedelta(hours=4), 3600, args.rate, rng)
+        insert(engine, past_day(engine, raw, 2), 3600, args.rate, rng)
 
         def a_pass() -> None:
             retain(engine, images, raw_window=raw, max_age=dt.timedelta(days=30), max_bytes=10**12)

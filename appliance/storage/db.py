@@ -47,9 +47,14 @@ def alembic_config(connection: Any) -> Any:
 
 def init_db(engine: Engine) -> None:
     """Bring the schema to the newest migration (a new database gets every table; an old one is
-    upgraded in place, keeping its history)."""
+    upgraded in place, keeping its history), and on PostgreSQL make today's and the next days'
+    inspection partitions (a node started after days off must not send today to the default one)."""
+    import datetime as dt
+
     from alembic import command
     from sqlalchemy import inspect
+
+    from appliance.storage import partitions
 
     with engine.begin() as connection:
         tables = set(inspect(connection).get_table_names())
@@ -57,3 +62,4 @@ def init_db(engine: Engine) -> None:
         if tables and "alembic_version" not in tables and "inspection" in tables:
             command.stamp(config, "0001")  # created before migrations existed: the initial schema
         command.upgrade(config, "head")
+    partitions.ensure(engine, first=dt.datetime.now(dt.UTC).date())

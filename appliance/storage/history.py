@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from appliance.storage import store
+from appliance.storage import partitions, store
 from appliance.storage.models import Alert, Inspection, InspectionHour, as_utc
 from appliance.storage.queries import read_rows, scoped
 
@@ -225,7 +225,10 @@ def _rollup_batch(engine: Engine, *, before: dt.datetime, batch: int) -> int:
             target.flagged_scores = merged.flagged_scores.to_bytes()
             target.latencies = merged.latencies.to_bytes()
             session.add(target)
-        session.execute(update(Inspection).where(col(Inspection.id).in_([r.id for r in rows])).values(rolled_up=True))
+        captured = col(Inspection.t_capture).between(rows[0].t_capture, rows[-1].t_capture)  # partitions to look in
+        session.execute(
+            update(Inspection).where(col(Inspection.id).in_([r.id for r in rows]), captured).values(rolled_up=True)
+        )
         session.commit()
         return len(rows)
 
@@ -233,16 +236,26 @@ def _rollup_batch(engine: Engine, *, before: dt.datetime, batch: int) -> int:
 def delete_raw(engine: Engine, *, before: dt.datetime, batch: int | None = None) -> Iterator[tuple[list[str], int]]:
     """Delete the rolled-up rows captured before ``before`` that no alert refers to, a batch per
     transaction; yields each batch's image references (for the caller to delete the files no
-    row uses any more) and its size. Rows with an alert stay, with their images: they are the audit trail."""
+    row uses any more) and its size. Rows with an alert stay, with their images: they are the audit trail.
+
+    PostgreSQL: OK rows go a UTC day at a time with their partition, once the whole day is past
+    ``before`` (:func:`appliance.storage.partitions.drop_expired`); the batched deletes then only
+    reach the rows before the oldest day partition left, i.e. the default partitions'."""
     batch = batch or BATCH
+    before = as_utc(before)
+    if partitions.partitioned(engine):
+        yield from partitions.drop_expired(engine, before=before)
+        oldest = partitions.oldest_start(engine)
+        before = min(before, oldest) if oldest else before
     has_alert = exists().where(Alert.inspection_id == Inspection.id)
+    older = col(Inspection.t_capture) < before  # on the delete too: PostgreSQL looks in those partitions only
     query = (
         select(Inspection.id, Inspection.image_ref, Inspection.heatmap_ref)
-        .where(col(Inspection.rolled_up).is_(True), col(Inspection.t_capture) < as_utc(before), ~has_alert)
+        .where(col(Inspection.rolled_up).is_(True), older, ~has_alert)
         .order_by(Inspection.t_capture)
         .with_for_update(skip_locked=True)
     )
-    for rows in store.delete_in_batches(engine, Inspection, query, batch):
+    for rows in store.delete_in_batches(engine, Inspection, query, batch, also=older):
         yield [ref for r in rows for ref in (r.image_ref, r.heatmap_ref) if ref], len(rows)
 
 
@@ -354,14 +367,15 @@ def fresh_by_source(engine: Engine, *, since: dt.datetime, source_id: str | None
 def reclaim(engine: Engine, *, compact: bool = False) -> None:
     """PostgreSQL: make the space of deleted and rolled-up rows reusable now (``VACUUM``, which
     never blocks writers), not when autovacuum's share of a large table is reached; with
-    ``compact`` (a daily job) also rebuild the inspection indexes (``REINDEX … CONCURRENTLY``,
-    which does not block writers either): the rows kept for their alerts, one in a hundred or so,
-    otherwise pin the leaf pages of the indexes on increasing keys, and those would grow with every
-    inspection ever made. SQLite reuses freed pages and merges sparse ones by itself."""
-    if engine.dialect.name != "postgresql":
+    ``compact`` (a daily job) also rebuild the indexes of the rows kept for good
+    (``REINDEX … CONCURRENTLY``, which does not block writers either): their roll-up updates leave
+    index pages on increasing keys half empty, and nothing else writes there. The OK rows' day
+    partitions need neither: they go whole. SQLite reuses freed pages and merges sparse ones by itself."""
+    if not partitions.partitioned(engine):
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in ("inspection", "inspectionhour", "outboxmessage"):
             connection.execute(text(f"VACUUM (ANALYZE) {table}"))
         if compact:
-            connection.execute(text("REINDEX TABLE CONCURRENTLY inspection"))
+            for table in ("inspection_flagged", "inspection_ok_default", "inspection_other"):
+                connection.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, LargeBinary, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # 64-bit ids: a line at 100 items/s passes 2^31 in under a year. SQLite keeps INTEGER so that the
@@ -98,7 +98,10 @@ class Alert(AlertBase, table=True):
     # the alert list reads open ones newest first, then the rest: two index ranges, no sort
     __table_args__ = (Index("ix_alert_state_id", "state", "id"),)
     id: int | None = big_id()
-    inspection_id: int = Field(sa_column=Column(BigId, ForeignKey("inspection.id"), index=True, nullable=False))
+    # no foreign key: PostgreSQL partitions the inspections (appliance.storage.partitions) and cannot
+    # refer to one column of a partitioned table. An alert is stored in its inspection's transaction
+    # and retention never deletes an inspection with an alert.
+    inspection_id: int = Field(sa_column=Column(BigId, index=True, nullable=False))
     created_at: dt.datetime = Field(default_factory=utcnow, index=True)
     acknowledged_by: str | None = None
     acknowledged_at: dt.datetime | None = None

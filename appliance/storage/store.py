@@ -508,15 +508,17 @@ def record_shadow_results(engine: Engine, *, results: list[ShadowResult]) -> Non
         session.commit()
 
 
-def delete_in_batches(engine: Engine, table: Any, query: Any, batch: int) -> Iterator[list[Any]]:
+def delete_in_batches(engine: Engine, table: Any, query: Any, batch: int, also: Any = None) -> Iterator[list[Any]]:
     """Delete the rows ``query`` selects (``id`` first, at most ``batch`` of them a time), a
-    batch per transaction, until none is left; yields each batch's selected rows."""
+    batch per transaction, until none is left; yields each batch's selected rows. ``also``: a
+    condition the deleted rows meet besides their ids (on a partitioned table, where to look)."""
     while True:
         with Session(engine) as session:
             rows = session.execute(query.limit(batch)).all()
             if not rows:
                 return
-            session.execute(delete(table).where(col(table.id).in_([r.id for r in rows])))
+            chosen = col(table.id).in_([r.id for r in rows])
+            session.execute(delete(table).where(chosen if also is None else chosen & also))
             session.commit()
         yield rows
         if len(rows) < batch:

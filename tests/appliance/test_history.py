@@ -86,7 +86,9 @@ def test_preview_and_scores_from_aggregates_equal_the_raw_replay(db_url, tmp_pat
     assert raw["replayed"] and raw["inspections"] == total
 
     n_ok, n_alerts = count(engine, Inspection, col(Inspection.decision) == "ok"), count(engine, Alert)
-    report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(days=30), max_bytes=10**12)
+    # a day on: PostgreSQL drops a day's OK rows with their partition once the whole day is past the window
+    later = utcnow() + dt.timedelta(days=1)
+    report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(days=30), max_bytes=10**12, now=later)
     assert report.rows_rolled_up == total
     # every raw row without an alert is gone; every alert keeps its inspection
     assert report.rows_deleted == n_ok == total - n_alerts
@@ -181,25 +183,60 @@ def test_retention_streams_in_bounded_memory(tmp_path, monkeypatch):
     assert peaks[1] < 1.5 * peaks[0], peaks
 
 
-def test_daily_compaction_gives_back_the_index_pages_kept_rows_pin(tmp_path):
-    """PostgreSQL: rows kept for their alerts pin the leaf pages of the indexes on increasing keys
-    after the rows around them are deleted; the daily pass rebuilds them to the kept rows' size."""
+def test_a_day_past_the_window_goes_with_its_partition(tmp_path, caplog):
+    """PostgreSQL: OK rows go a day at a time, their partition dropped whole once the day is past the
+    raw window and rolled up; their files go too; flagged rows and the day still in the window stay;
+    rows in the default partition go by batched deletes; a partition detached by a pass that died
+    is finished by the next."""
     from sqlalchemy import text
 
+    from appliance.storage import partitions
     from tests.helpers.database import postgres_database
 
-    def index_bytes(engine) -> int:
+    def tables(engine) -> set[str]:
         with engine.connect() as c:
-            return c.execute(text("SELECT pg_relation_size('inspection_pkey')")).scalar()
+            return set(c.execute(text("SELECT relname FROM pg_class WHERE relname LIKE 'inspection_ok_p%'")).scalars())
 
     with postgres_database() as url:
         engine, images = make_engine(url), ImageStore(tmp_path / "images")
         init_db(engine)
-        fill(engine, hours=4, per_hour=2500, sources=("a",))
-        week = dt.timedelta(days=7)
-        retain(engine, images, raw_window=dt.timedelta(0), max_age=week, max_bytes=10**12)
-        pinned = index_bytes(engine)
-        report = retain(engine, images, raw_window=dt.timedelta(0), max_age=week, max_bytes=10**12, compact=True)
-        assert report.rows_deleted == 0 and count(engine, Inspection) == count(engine, Alert)
-        assert index_bytes(engine) < pinned / 2, (index_bytes(engine), pinned)
+        now = utcnow()
+        today = now.date()
+        day = [today - dt.timedelta(days=k) for k in range(4)]  # day[k]: k days ago
+        start = [dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) for d in day]
+        assert partitions.ensure(engine, first=day[3], last=day[1]) == [partitions.day_name(d) for d in day[3:0:-1]]
+        fill(engine, hours=48, per_hour=200, sources=("a",), images=images, end=start[0])  # day[2] and day[1]
+        fill(engine, hours=2, per_hour=50, sources=("a",), images=images, end=start[0] - dt.timedelta(days=10), seed=1)
+        spans = {
+            "day2": (col(Inspection.t_capture) >= start[2], col(Inspection.t_capture) < start[1]),
+            "day1": (col(Inspection.t_capture) >= start[1],),
+            "old": (col(Inspection.t_capture) < start[3],),
+        }
+        ok = {k: count(engine, Inspection, col(Inspection.decision) == "ok", *span) for k, span in spans.items()}
+        with_image = col(Inspection.image_ref).is_not(None)
+        ok_files = sum(count(engine, Inspection, col(Inspection.decision) == "ok", with_image, *spans[k]) for k in ("day2", "old"))
+        n_alerts, files = count(engine, Alert), len(list((tmp_path / "images").rglob("*.*")))
+        assert sum(n for _, n in history.delete_raw(engine, before=now)) == 0  # nothing rolled up yet: nothing goes
+        assert partitions.day_name(day[2]) in tables(engine)  # (the empty day[3] went)
+
+        report = retain(engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12)
+        assert report.rows_deleted == ok["day2"] + ok["old"]
+        assert partitions.day_name(day[2]) not in tables(engine)
+        assert count(engine, Inspection, col(Inspection.decision) == "ok") == ok["day1"]
+        assert count(engine, Inspection, col(Inspection.decision) != "ok") == n_alerts  # every alert keeps its row
+        assert ok_files > 0 and files - len(list((tmp_path / "images").rglob("*.*"))) == ok_files
+
+        # a pass that died between detaching a day and dropping it: the next one finishes it
+        with engine.begin() as c:
+            c.execute(text(f"ALTER TABLE inspection_ok DETACH PARTITION {partitions.day_name(day[1])}"))
+        report = retain(engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12)
+        assert report.rows_deleted == ok["day1"] and partitions.day_name(day[1]) not in tables(engine)
+        retain(engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12, compact=True)
+
+        # a day whose rows sit in the default partition already keeps them there (logged, not lost)
+        ahead = today + dt.timedelta(days=9)
+        fill(engine, hours=1, per_hour=5, sources=("a",), end=dt.datetime(ahead.year, ahead.month, ahead.day, 2, tzinfo=dt.UTC))
+        before = count(engine, Inspection)
+        assert partitions.ensure(engine, first=ahead, last=ahead) == []
+        assert "partition maintenance postponed" in caplog.text and count(engine, Inspection) == before
         engine.dispose()
