@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     inspections_per_second: float = Field(0.0, ge=0)  # >0: summaries on …/inspections (QoS 0), at most this often
     retention_days: float = Field(30, gt=0)  # OK images older than this are deleted
     # raw inspection rows older than this are deleted once rolled up into hourly aggregates (rows
-    # with an alert stay): the database grows with this window and the alerts, not with the line's age
+    # with an alert stay): the database grows with this window and the alerts, not with the line's age.
+    # PostgreSQL drops OK rows a UTC day at a time, once the whole day is past it (up to a day more)
     history_raw_days: float = Field(7, gt=0)
     retention_max_gb: float = Field(10, gt=0)  # then the oldest OK, then resolved NG images, over this size
     api_host: str = "127.0.0.1"

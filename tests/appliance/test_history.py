@@ -88,7 +88,9 @@ def test_preview_and_scores_from_aggregates_equal_the_raw_replay(db_url, tmp_pat
     n_ok, n_alerts = count(engine, Inspection, col(Inspection.decision) == "ok"), count(engine, Alert)
     # a day on: PostgreSQL drops a day's OK rows with their partition once the whole day is past the window
     later = utcnow() + dt.timedelta(days=1)
-    report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(days=30), max_bytes=10**12, now=later)
+    report = retain(
+        engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(days=30), max_bytes=10**12, now=later
+    )
     assert report.rows_rolled_up == total
     # every raw row without an alert is gone; every alert keeps its inspection
     assert report.rows_deleted == n_ok == total - n_alerts
@@ -214,12 +216,16 @@ def test_a_day_past_the_window_goes_with_its_partition(tmp_path, caplog):
         }
         ok = {k: count(engine, Inspection, col(Inspection.decision) == "ok", *span) for k, span in spans.items()}
         with_image = col(Inspection.image_ref).is_not(None)
-        ok_files = sum(count(engine, Inspection, col(Inspection.decision) == "ok", with_image, *spans[k]) for k in ("day2", "old"))
+        ok_files = sum(
+            count(engine, Inspection, col(Inspection.decision) == "ok", with_image, *spans[k]) for k in ("day2", "old")
+        )
         n_alerts, files = count(engine, Alert), len(list((tmp_path / "images").rglob("*.*")))
         assert sum(n for _, n in history.delete_raw(engine, before=now)) == 0  # nothing rolled up yet: nothing goes
         assert partitions.day_name(day[2]) in tables(engine)  # (the empty day[3] went)
 
-        report = retain(engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12)
+        report = retain(
+            engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12
+        )
         assert report.rows_deleted == ok["day2"] + ok["old"]
         assert partitions.day_name(day[2]) not in tables(engine)
         assert count(engine, Inspection, col(Inspection.decision) == "ok") == ok["day1"]
@@ -229,13 +235,28 @@ def test_a_day_past_the_window_goes_with_its_partition(tmp_path, caplog):
         # a pass that died between detaching a day and dropping it: the next one finishes it
         with engine.begin() as c:
             c.execute(text(f"ALTER TABLE inspection_ok DETACH PARTITION {partitions.day_name(day[1])}"))
-        report = retain(engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12)
+        report = retain(
+            engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12
+        )
         assert report.rows_deleted == ok["day1"] and partitions.day_name(day[1]) not in tables(engine)
-        retain(engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12, compact=True)
+        retain(
+            engine,
+            images,
+            raw_window=dt.timedelta(days=1),
+            max_age=dt.timedelta(days=30),
+            max_bytes=10**12,
+            compact=True,
+        )
 
         # a day whose rows sit in the default partition already keeps them there (logged, not lost)
         ahead = today + dt.timedelta(days=9)
-        fill(engine, hours=1, per_hour=5, sources=("a",), end=dt.datetime(ahead.year, ahead.month, ahead.day, 2, tzinfo=dt.UTC))
+        fill(
+            engine,
+            hours=1,
+            per_hour=5,
+            sources=("a",),
+            end=dt.datetime(ahead.year, ahead.month, ahead.day, 2, tzinfo=dt.UTC),
+        )
         before = count(engine, Inspection)
         assert partitions.ensure(engine, first=ahead, last=ahead) == []
         assert "partition maintenance postponed" in caplog.text and count(engine, Inspection) == before

@@ -92,12 +92,21 @@ def test_partitioning_an_existing_database_keeps_every_row(db_url):
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "0010")
     now = dt.datetime.now(dt.UTC)
-    captured = {"ok": [now, now - dt.timedelta(days=3), now - dt.timedelta(days=100)], "ng": [now - dt.timedelta(days=2)]}
+    captured = {
+        "ok": [now, now - dt.timedelta(days=3), now - dt.timedelta(days=100)],
+        "ng": [now - dt.timedelta(days=2)],
+    }
     with Session(engine) as session:
         for decision, times in captured.items():
             for t in times:
                 row = Inspection(
-                    source_id="s", t_capture=t, score=1, norm_score=1, decision=decision, model_version="m", latency_ms=1
+                    source_id="s",
+                    t_capture=t,
+                    score=1,
+                    norm_score=1,
+                    decision=decision,
+                    model_version="m",
+                    latency_ms=1,
                 )
                 session.add(row)
                 session.flush()
@@ -125,10 +134,14 @@ def test_partitioning_an_existing_database_keeps_every_row(db_url):
             "inspection_flagged",
         ]
     with engine.connect() as connection:
-        joined = connection.execute(text("SELECT count(*) FROM alert JOIN inspection ON inspection.id = alert.inspection_id"))
+        joined = connection.execute(
+            text("SELECT count(*) FROM alert JOIN inspection ON inspection.id = alert.inspection_id")
+        )
         assert joined.scalar() == 1
     with Session(engine) as session:
-        row = Inspection(source_id="s", t_capture=now, score=1, norm_score=1, decision="ok", model_version="m", latency_ms=1)
+        row = Inspection(
+            source_id="s", t_capture=now, score=1, norm_score=1, decision="ok", model_version="m", latency_ms=1
+        )
         session.add(row)
         session.commit()
         assert row.id > max(r[0] for r in before)

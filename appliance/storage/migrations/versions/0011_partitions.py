@@ -57,7 +57,9 @@ def upgrade() -> None:
         op.execute(f'DROP INDEX "{name}"')
     op.execute("ALTER TABLE inspection DROP CONSTRAINT inspection_pkey")
     op.execute("ALTER TABLE inspection RENAME TO inspection_unpartitioned")
-    op.execute("CREATE TABLE inspection (LIKE inspection_unpartitioned INCLUDING DEFAULTS) PARTITION BY LIST (decision)")
+    op.execute(
+        "CREATE TABLE inspection (LIKE inspection_unpartitioned INCLUDING DEFAULTS) PARTITION BY LIST (decision)"
+    )
     op.execute("ALTER TABLE inspection ADD CONSTRAINT inspection_pkey PRIMARY KEY (id, decision, t_capture)")
     op.execute("CREATE TABLE inspection_flagged PARTITION OF inspection FOR VALUES IN ('review', 'ng')")
     op.execute("CREATE TABLE inspection_ok PARTITION OF inspection FOR VALUES IN ('ok') PARTITION BY RANGE (t_capture)")
