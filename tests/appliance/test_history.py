@@ -164,11 +164,12 @@ def test_two_nodes_rolling_up_at_once_count_every_row_once(tmp_path):
 
 
 def test_retention_streams_in_bounded_memory(tmp_path, monkeypatch):
-    """The peak of a pass is set by the batch, not by the table: 4× the rows, about the same peak."""
+    """The peak of a pass is set by the batch, not by the table: 6× the rows, about the same peak
+    (well under 2×: a pass holding its rows would peak about 6× higher)."""
     monkeypatch.setattr(history, "BATCH", 1000)
     monkeypatch.setattr(retention, "BATCH", 200)
     peaks = []
-    for hours in (1, 4):
+    for hours in (1, 6):
         engine = make_engine(f"sqlite:///{tmp_path / f'm{hours}.db'}")
         init_db(engine)
         images = ImageStore(tmp_path / f"images{hours}")
@@ -182,7 +183,7 @@ def test_retention_streams_in_bounded_memory(tmp_path, monkeypatch):
             engine, Alert, col(Alert.state).in_(("open", "acknowledged"))
         )  # only the images of unresolved alerts stay
         engine.dispose()
-    assert peaks[1] < 1.5 * peaks[0], peaks
+    assert peaks[1] < 2 * peaks[0], peaks
 
 
 def test_a_day_past_the_window_goes_with_its_partition(tmp_path, caplog):

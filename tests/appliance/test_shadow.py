@@ -98,6 +98,7 @@ def test_a_candidate_in_shadow_is_compared_on_live_frames_then_promoted(tmp_path
         # retention ages shadow results out with the raw window, with their heat maps
         heat = {s.heatmap_ref for s in rows if s.heatmap_ref}
         assert heat and all(app.images.path(ref).exists() for ref in heat)
+        app.pipeline.stop()  # the line stopped: nothing is written into the days retention drops
         later = utcnow() + dt.timedelta(days=8)
         week, month = dt.timedelta(days=7), dt.timedelta(days=30)
         retain(app.engine, app.images, raw_window=week, max_age=month, max_bytes=10**12, now=later)
