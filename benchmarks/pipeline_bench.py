@@ -93,9 +93,9 @@ GROUPS = (
 )
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds of this process's threads by group (Linux: /proc/self/task); threads Python
-    did not start (onnxruntime's pool) are "pool"."""
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each of this process's threads (Linux: /proc/self/task) with its group;
+    threads Python did not start (onnxruntime's pool) are "pool"."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     tick, out = os.sysconf("SC_CLK_TCK"), {}
     for tid in os.listdir("/proc/self/task"):
@@ -105,7 +105,16 @@ def thread_cpu() -> dict[str, float]:
             continue
         name = names.get(int(tid), "")
         group = next((g for g, prefixes in GROUPS if name.startswith(prefixes)), "pool" if not name else "other")
-        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[int(tid)] = (group, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per group since ``before``, thread by thread: a thread that ended meanwhile (a
+    previous run's pool winding down) is left out, not subtracted."""
+    out: dict[str, float] = {}
+    for tid, (group, seconds) in thread_cpu().items():
+        out[group] = out.get(group, 0.0) + seconds - before.get(tid, (group, 0.0))[1]
     return out
 
 
@@ -160,7 +169,12 @@ def measure(
     st0, threads0, stages0, cpu0 = app.pipeline.status()[sid], thread_cpu(), dict(app.pipeline.cpu), time.process_time()
     start = time.monotonic()
     time.sleep(seconds)
-    st, threads, stages, cpu = app.pipeline.status()[sid], thread_cpu(), dict(app.pipeline.cpu), time.process_time()
+    st, threads, stages, cpu = (
+        app.pipeline.status()[sid],
+        thread_cpu_since(threads0),
+        dict(app.pipeline.cpu),
+        time.process_time(),
+    )
     elapsed = time.monotonic() - start
     frames = max(1, st["scored"] - st0["scored"])
     latencies: dict[str, list[float]] = {"/inspections": [], "/alerts": []}
@@ -183,7 +197,7 @@ def measure(
         "api": {route: np.percentile(v, [50, 99]).tolist() if v else None for route, v in latencies.items()},
         "api_requests": sum(len(v) for v in latencies.values()),
         "cpu_ms": (cpu - cpu0) * 1000 / frames,
-        "threads_ms": {k: (v - threads0.get(k, 0)) * 1000 / frames for k, v in threads.items()},
+        "threads_ms": {k: v * 1000 / frames for k, v in threads.items()},
         "stages_ms": {k: (v - stages0.get(k, 0)) * 1000 / frames for k, v in stages.items()},
     }
 
