@@ -197,3 +197,25 @@ def _drop_detached(engine: Engine, name: str) -> Iterator[tuple[list[str], int]]
         rows = int(connection.execute(text(f"SELECT count(*) FROM {name}")).scalar())
     if _ddl(engine, f"DROP TABLE {name}"):
         yield [], rows
+
+
+def status(engine: Engine) -> dict[str, object] | None:
+    """What an engineer checks (``GET /settings``): the first and last day partition, how many,
+    detached ones not dropped yet, and the default partition's rows (PostgreSQL's estimate: a count
+    would read it all). Rows piling up there mean partitions are not being made: see the log.
+    None on SQLite."""
+    if not partitioned(engine):
+        return None
+    with engine.connect() as connection:
+        days = _days(connection, attached=True)
+        detached = _days(connection, attached=False)
+        estimate = connection.execute(
+            text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE relname = 'inspection_ok_default'")
+        ).scalar()
+    return {
+        "days": len(days),
+        "first_day": day_of(days[0]).isoformat() if days else None,
+        "last_day": day_of(days[-1]).isoformat() if days else None,
+        "detached": detached,
+        "default_rows_estimate": int(estimate or 0),
+    }

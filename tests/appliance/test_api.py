@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import cv2
@@ -32,6 +33,14 @@ def test_health_metrics_and_first_admin_token(running):
         client.get("/sources", headers={"Authorization": f"Bearer {token_file.read_text().strip()}"}).status_code == 200
     )
     assert "/inspections" in client.get("/openapi.json").json()["paths"]
+    settings = client.get("/settings", headers=auth(tokens, "engineer")).json()
+    parts = settings["retention"]["partitions"]  # PostgreSQL: today's and the next days' made at start
+    if app.engine.dialect.name == "postgresql":
+        today = dt.datetime.now(dt.UTC).date()
+        assert parts["days"] >= 3 and parts["last_day"] >= (today + dt.timedelta(days=2)).isoformat()
+        assert parts["detached"] == [] and parts["default_rows_estimate"] == 0
+    else:
+        assert parts is None
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from appliance.api.deps import Admin, AppDep, EngineDep, Engineer, forget_tokens
 from appliance.api.schemas import TokenId, TokenIn
 from appliance.errors import NotFound
-from appliance.storage import queries, store
+from appliance.storage import partitions, queries, store
 
 router = APIRouter(tags=["admin"])
 
@@ -55,6 +55,11 @@ def read_settings(appliance: AppDep, _: Engineer) -> dict[str, Any]:
             "username": s.mqtt.username,
         },
         "topics": {"alerts": topics.alerts, "status": topics.status, "threshold": topics.threshold},
-        "retention": {"days": s.retention_days, "max_gb": s.retention_max_gb, "raw_days": s.history_raw_days},
+        "retention": {
+            "days": s.retention_days,
+            "max_gb": s.retention_max_gb,
+            "raw_days": s.history_raw_days,
+            "partitions": partitions.status(appliance.engine),  # PostgreSQL's day partitions; None on SQLite
+        },
         "database": appliance.engine.url.render_as_string(hide_password=True),
     }
