@@ -223,6 +223,13 @@ def test_a_day_past_the_window_goes_with_its_partition(tmp_path, caplog):
         n_alerts, files = count(engine, Alert), len(list((tmp_path / "images").rglob("*.*")))
         assert sum(n for _, n in history.delete_raw(engine, before=now)) == 0  # nothing rolled up yet: nothing goes
         assert partitions.day_name(day[2]) in tables(engine)  # (the empty day[3] went)
+        history.rollup(engine, before=now)
+        with make_engine(url).connect() as other:  # another node is maintaining the partitions: this one skips
+            other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": partitions.LOCK_KEY})
+            assert list(partitions.drop_expired(engine, before=now)) == []
+            assert partitions.ensure(engine, first=today + dt.timedelta(days=5)) == []
+            assert partitions.day_name(day[2]) in tables(engine)
+            other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": partitions.LOCK_KEY})
 
         report = retain(
             engine, images, raw_window=dt.timedelta(days=1), max_age=dt.timedelta(days=30), max_bytes=10**12
