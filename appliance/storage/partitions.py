@@ -111,9 +111,13 @@ class _Maintenance:
         return self.held
 
     def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-        self.connection.close()
+        try:
+            if self.held:
+                self.connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+        except DBAPIError:  # the database went away: so did the session, and its lock with it
+            self.connection.invalidate()
+        finally:
+            self.connection.close()
 
 
 def ensure(engine: Engine, *, first: dt.date, last: dt.date | None = None) -> list[str]:
