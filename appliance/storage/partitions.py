@@ -74,6 +74,12 @@ def partition_tables(connection: Connection) -> set[str]:
     return {name for (name,) in rows}
 
 
+def include_name(connection: Connection):
+    """Alembic's ``include_name`` filter that leaves the partitions out of schema comparisons."""
+    parts = partition_tables(connection)
+    return lambda name, kind, _parent: not (kind == "table" and name in parts)
+
+
 def _days(connection: Connection, *, attached: bool) -> list[str]:
     """The day partitions attached to ``inspection_ok`` (or the detached leftovers), oldest first."""
     query = (

@@ -11,15 +11,27 @@ from sqlmodel import Session, SQLModel, select
 
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
-from appliance.storage.partitions import partition_tables
+from appliance.storage.partitions import include_name
+
+
+def inspection(decision: str, t: dt.datetime | None = None) -> Inspection:
+    """One inspection row of source "s" under model "m", captured at ``t`` (now)."""
+    return Inspection(
+        source_id="s",
+        t_capture=t or dt.datetime.now(dt.UTC),
+        score=1,
+        norm_score=0.5,
+        decision=decision,
+        model_version="m",
+        latency_ms=1,
+    )
 
 
 def test_migrations_build_exactly_the_models_schema(db_url):
     engine = make_engine(db_url)
     init_db(engine)
     with engine.connect() as connection:
-        parts = partition_tables(connection)  # PostgreSQL's inspection partitions: the models know the parent
-        opts = {"compare_type": True, "include_name": lambda name, kind, _: not (kind == "table" and name in parts)}
+        opts = {"compare_type": True, "include_name": include_name(connection)}  # PostgreSQL's partitions left out
         diff = compare_metadata(MigrationContext.configure(connection, opts=opts), SQLModel.metadata)
     assert diff == [], f"models and migrations disagree; add a migration: {diff}"
 
@@ -28,17 +40,7 @@ def test_upgrading_again_keeps_the_data(db_url):
     engine = make_engine(db_url)
     init_db(engine)
     with Session(engine) as session:
-        session.add(
-            Inspection(
-                source_id="s",
-                t_capture=dt.datetime.now(dt.UTC),
-                score=1,
-                norm_score=0.5,
-                decision="ng",
-                model_version="m",
-                latency_ms=1,
-            )
-        )
+        session.add(inspection("ng"))
         session.commit()
     init_db(make_engine(db_url))  # a restart, or an upgrade with no new revision
     with Session(engine) as session:
@@ -61,17 +63,7 @@ def test_a_database_made_before_migrations_is_adopted_without_loss(tmp_path):
     ]
     SQLModel.metadata.create_all(engine, tables=first_schema)  # how builds before migrations made it
     with Session(engine) as session:
-        session.add(
-            Inspection(
-                source_id="s",
-                t_capture=dt.datetime.now(dt.UTC),
-                score=1,
-                norm_score=0.5,
-                decision="ok",
-                model_version="m",
-                latency_ms=1,
-            )
-        )
+        session.add(inspection("ok"))
         session.commit()
     init_db(engine)
     assert {"alembic_version", "trainingjob"} <= set(inspect(engine).get_table_names())  # upgraded
@@ -99,15 +91,7 @@ def test_partitioning_an_existing_database_keeps_every_row(db_url):
     with Session(engine) as session:
         for decision, times in captured.items():
             for t in times:
-                row = Inspection(
-                    source_id="s",
-                    t_capture=t,
-                    score=1,
-                    norm_score=1,
-                    decision=decision,
-                    model_version="m",
-                    latency_ms=1,
-                )
+                row = inspection(decision, t)
                 session.add(row)
                 session.flush()
                 if decision == "ng":
@@ -139,9 +123,7 @@ def test_partitioning_an_existing_database_keeps_every_row(db_url):
         )
         assert joined.scalar() == 1
     with Session(engine) as session:
-        row = Inspection(
-            source_id="s", t_capture=now, score=1, norm_score=1, decision="ok", model_version="m", latency_ms=1
-        )
+        row = inspection("ok", now)
         session.add(row)
         session.commit()
         assert row.id > max(r[0] for r in before)
