@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
 from appliance import jobs, registry, shadow
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings
@@ -31,7 +32,7 @@ from appliance.opcua import OpcUaServer
 from appliance.pipeline import Pipeline
 from appliance.recipes import SYNTHETIC_SCOPE, Recipe, Recipes
 from appliance.retention import retain
-from appliance.settings import Settings
+from appliance.settings import Settings, SettingsError
 from appliance.sources import SourceBook
 from appliance.storage import history, queries, store
 from appliance.storage import recipes as recipes_db
@@ -100,7 +101,12 @@ class Appliance:
     def migrate(self) -> None:
         """Create or migrate the schema, once."""
         if not self._db_ready:
-            init_db(self.engine)
+            try:
+                init_db(self.engine)
+            except OperationalError as exc:  # unreachable, refused, no such database: the settings' to fix
+                url = self.engine.url.render_as_string(hide_password=True)
+                msg = f"database_url: cannot reach {url}: {str(exc.orig).strip().splitlines()[0]}"
+                raise SettingsError(msg) from exc
             self._db_ready = True
 
     # -- models and recipes ---------------------------------------------------------------------

@@ -66,6 +66,11 @@ def test_settings_mistakes_end_in_one_line_naming_the_key(tmp_path):
         ({"APPLIANCE_API_PORTT": "1"}, [], "unknown setting 'api_portt' (environment variable APPLIANCE_API_PORTT)"),
         ({"APPLIANCE_MQTT__PORTX": "1"}, [], "unknown setting 'mqtt.portx'"),
         ({}, ["--config", str(tmp_path / "missing.yaml")], "settings file"),
+        (  # nothing listens on port 1: named without its password
+            {"APPLIANCE_DATABASE_URL": "postgresql://line:s3cret@127.0.0.1:1/line"},
+            [],
+            "database_url: cannot reach postgresql+psycopg://line:***@127.0.0.1:1/line: connection failed",
+        ),
     ]
     (tmp_path / "typo.yaml").write_text("api_portt: 1\n")
     cases.append(({}, ["--config", str(tmp_path / "typo.yaml")], "unknown setting 'api_portt'"))
