@@ -176,7 +176,7 @@ def presets(
     out: dict[str, dict[str, float]] = {}
     if len(normal) >= 20:
         fit = calibrate(normal, false_alarm_rate, review_rate=min(0.5, 5 * false_alarm_rate), upper=upper)
-        out["false_alarm_rate"] = {"t1": fit.t1, "t2": fit.t2, "rate": false_alarm_rate}
+        out["false_alarm_rate"] = {"t1": fit.t1, "t2": fit.t2, "rate": false_alarm_rate, "n": float(fit.n)}
     if normal and confirmed:
         t2, f1 = max_f1_threshold(normal, confirmed)
         out["max_f1"] = {"t1": min(current.t1, t2), "t2": t2, "f1": f1}

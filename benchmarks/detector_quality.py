@@ -3,6 +3,7 @@
     python benchmarks/detector_quality.py                       # the made datasets (below)
     python benchmarks/detector_quality.py --data ~/mvtec_ad     # any MVTec AD layout: a root of categories or one
     python benchmarks/detector_quality.py --keep out/           # keep the made datasets to look at
+    python benchmarks/detector_quality.py --seeds 3 --only granular  # the spread from run to run
 
 For each category: ``appliance detector fit`` on ``train/good`` with its defaults (only ``--size``
 is set, to the images' size), then ``appliance detector test`` through the bundle's ONNX graph:
@@ -247,20 +248,33 @@ def categories(data: Path) -> list[tuple[Path, int]]:
 
 
 # -- running ---------------------------------------------------------------------------------------
-def evaluate(root: Path, channels: int, method: str, size: int, work: Path, tuning: dict) -> dict:
-    bundle = work / f"{root.name}-{method}.zip"
+def evaluate(root: Path, channels: int, method: str, size: int, work: Path, tuning: dict, seed: int = 0) -> dict:
+    bundle = work / f"{root.name}-{method}-seed{seed}.zip"
     start = time.monotonic()
-    options = FitOptions(size=size, channels=channels, method=method, **tuning)
+    options = FitOptions(size=size, channels=channels, method=method, seed=seed, **tuning)
     fit(root / "train" / "good", bundle, options, log=lambda _: None)
     seconds = time.monotonic() - start
     report = detector_report(bundle, root, log=lambda _: None)
     return {**report, "train_seconds": seconds}
 
 
+def over_seeds(runs: list[dict]) -> dict:
+    """The runs' mean of every figure the table shows, with each AUROC's range across the seeds."""
+    keys = ("image_auroc", "pixel_auroc", "aupro", "false_alarm_rate", "defects_flagged", "train_seconds")
+    out = {k: float(np.mean([r[k] for r in runs])) if all(r.get(k) is not None for r in runs) else None for k in keys}
+    out["nominal_false_alarm_rate"] = runs[0]["nominal_false_alarm_rate"]
+    if len(runs) > 1:
+        out["range"] = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in keys[:3] if out[k] is not None}
+    return out
+
+
 def row(name: str, method: str, r: dict) -> str:
     def f(key: str) -> str:
         v = r.get(key)
-        return f"{v:.3f}" if isinstance(v, float) else "  -  "
+        if not isinstance(v, float):
+            return "  -  "
+        spread = r.get("range", {}).get(key)
+        return f"{v:.3f}" + (f" ({spread[0]:.3f}–{spread[1]:.3f})" if spread else "")
 
     fa = f"{100 * r['false_alarm_rate']:.1f} % / {100 * r['nominal_false_alarm_rate']:.0f} %"
     return (
@@ -281,6 +295,9 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="keep the fitted bundles here")
     parser.add_argument("--epochs", type=int, help="override fit's default epochs (experiments only)")
     parser.add_argument("--config", help="DetectorConfig overrides as JSON (experiments only)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="fit each category with this many seeds: mean, and (min–max) per AUROC"
+    )
     args = parser.parse_args()
     counts = {"train": args.train, "good": 60, "defect": 12}
     methods = ["draem"] + ([] if args.no_baseline else ["autoencoder"])
@@ -302,7 +319,8 @@ def main() -> None:
                 tuning = {"epochs": args.epochs} if args.epochs else {}
                 if args.config:
                     tuning["extra"] = json.loads(args.config)
-                r = evaluate(root, channels, method, size, work, tuning)
+                runs = [evaluate(root, channels, method, size, work, tuning, seed) for seed in range(args.seeds)]
+                r = runs[0] if args.seeds == 1 else {**over_seeds(runs), "runs": runs}
                 results[f"{root.name}/{method}"] = r
                 print(row(f"{root.name} ({'colour' if channels == 3 else 'grey'})", method, r), flush=True)
         for method in methods:

@@ -70,6 +70,7 @@ class Inferencer:
         cal = post.get("calibration") or {}
         self.median = float(cal.get("median", 0.0))
         self.score_upper: float | None = cal.get("upper")  # the score's attainable maximum, if any
+        self.calibrated_on: int | None = cal.get("n")  # how many held-out normal items T1/T2 rest on
         self._lock = threading.Lock()
         try:
             self.calibrated = Thresholds(float(cal.get("t1", np.inf)), float(cal.get("t2", np.inf)))

@@ -251,7 +251,8 @@ class ScoresPublic(BaseModel):
     t2: float
     model_version: str
     source_id: str | None = None
-    presets: dict[str, dict[str, float]]
+    presets: dict[str, dict[str, float]]  # the false-alarm preset's "n": the OK scores it rests on
+    calibrated_on: int | None = None  # held-out normal items the model's own T1/T2 rest on
 
 
 class NetworkStatsIn(BaseModel):

@@ -62,6 +62,16 @@ if p2.button(
     choose(presets["max_f1"]["t1"], presets["max_f1"]["t2"])
 if p3.button("Back to current", key="thr_p_current"):
     choose(data["t1"], data["t2"])
+rests = []
+if data.get("calibrated_on"):
+    rests.append(f"the model's own T1/T2 rest on {data['calibrated_on']} good items it never trained on")
+if "false_alarm_rate" in presets:
+    rests.append(f"the false-alarm preset on {int(presets['false_alarm_rate']['n']):,} OK scores from this window")
+else:
+    rests.append(f"the false-alarm preset needs 20 or more OK scores in this window ({len(normal)} now)")
+st.caption(
+    "Thresholds from few items sit higher (an upper confidence bound on the quantile): " + "; ".join(rests) + "."
+)
 # exact values, never snapped to a grid: what is applied is what the operator typed or picked
 step = max((high - low) / 200, 1e-6)
 n1, n2 = st.columns(2)

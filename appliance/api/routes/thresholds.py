@@ -94,6 +94,7 @@ def read_threshold_scores(
         model_version=recipe.version,
         source_id=source_id,
         presets=presets,
+        calibrated_on=recipe.model.calibrated_on,
     )
 
 
