@@ -52,6 +52,7 @@ def fit_command(args: argparse.Namespace) -> int:
         method=method,
         seed=args.seed,
         name=args.name or "",
+        extra={"clf_stem_stride": 1} if args.full_resolution else {},
     )
     fit(args.normal, args.output, options, log=_say)
     return 0
@@ -146,6 +147,12 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
         choices=("mean", "max"),
         default="mean",
         help="readings, autoencoders: mean squared error of a window, or its largest error over time",
+    )
+    p_fit.add_argument(
+        "--full-resolution",
+        action="store_true",
+        help="images: the defect map at full rather than half resolution; finds thin scratches and cracks "
+        "better, trains about 2.5x longer",
     )
     p_fit.add_argument("--seed", type=int, default=0)
     p_fit.add_argument("--window", type=int, default=64, help="readings: rows per window (as the csv: source)")

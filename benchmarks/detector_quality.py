@@ -298,6 +298,7 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=1, help="fit each category with this many seeds: mean, and (min–max) per AUROC"
     )
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     args = parser.parse_args()
     counts = {"train": args.train, "good": 60, "defect": 12}
     methods = ["draem"] + ([] if args.no_baseline else ["autoencoder"])
@@ -319,7 +320,10 @@ def main() -> None:
                 tuning = {"epochs": args.epochs} if args.epochs else {}
                 if args.config:
                     tuning["extra"] = json.loads(args.config)
-                runs = [evaluate(root, channels, method, size, work, tuning, seed) for seed in range(args.seeds)]
+                runs = [
+                    evaluate(root, channels, method, size, work, tuning, seed)
+                    for seed in range(args.first_seed, args.first_seed + args.seeds)
+                ]
                 r = runs[0] if args.seeds == 1 else {**over_seeds(runs), "runs": runs}
                 results[f"{root.name}/{method}"] = r
                 print(row(f"{root.name} ({'colour' if channels == 3 else 'grey'})", method, r), flush=True)

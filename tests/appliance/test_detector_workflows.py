@@ -142,6 +142,19 @@ def test_roi_and_colour_are_stored_and_applied(parts: Path, tmp_path: Path) -> N
     assert main([*bad[:-2], "--roi", "1,2,3", "-o", str(tmp_path / "x.zip")]) == 2
 
 
+def test_full_resolution_fit_maps_defects_at_the_input_resolution(parts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fine.zip"
+    args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--epochs", "2"]
+    assert main([*args, "--full-resolution", "-o", str(out)]) == 0
+    bundle = bundle_io.load(out)
+    assert bundle.meta["provenance"]["config"]["clf_stem_stride"] == 1
+    layers = bundle.meta["networks"]["classifier"]["layers"]
+    assert layers[-1]["type"] == "Convolution"  # logits straight from full resolution: no strided stem, no upsampling
+    assert all(layer.get("stride") in (None, [1, 1]) for layer in layers)
+    one = str(parts / "test" / "good" / "000.png")
+    assert main(["detector", "predict", str(out), one, "-o", str(tmp_path / "p")]) == 0
+
+
 def _readings(path: Path, n: int, offset: int = 0, faults: bool = False) -> Path:
     """Three channels of periodic signals with noise; with ``faults``, spikes labelled 'spike'."""
     rng = np.random.default_rng(offset)

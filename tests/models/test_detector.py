@@ -92,6 +92,21 @@ def test_bad_training_input_is_refused(frames):
         detector.to_bundle(SPEC)
     with pytest.raises(ValueError, match="method must be one of"):
         DetectorConfig(method="patchcore")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        DetectorConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="clf_stem_stride must be 1"):
+        DetectorConfig(clf_stem_stride=4)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("step", [1.0, 1.0, 0.2, 0.04, 0.04]), ("cosine", [1.0, 0.5, 0.0955, 0.0245, 0.0]), ("constant", [1.0] * 5)],
+)
+def test_learning_rate_schedules_decay_over_the_fit(schedule, expected):
+    """The default ("step", as DRAEM) drops the rate to a fifth at 80 % of the steps and again at 90 %."""
+    scheduler = Detector(DetectorConfig(lr_schedule=schedule, lr=1e-3))._scheduler(1000)
+    rates = [1e-3 if scheduler is None else scheduler(i) for i in (0, 500, 800, 900, 1000)]
+    assert rates == pytest.approx([1e-3 * e for e in expected], abs=1e-7)
 
 
 def test_synthetic_anomalies_mark_what_they_change():
