@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -84,7 +85,9 @@ def new_meta(kind: str, name: str, networks: dict[str, dict], input_spec: dict, 
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "name": name,
-        "version": extra.pop("version", dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")),
+        # time, then random: two models made in the same second (a first start and a retrain, two
+        # nodes) still get distinct versions, and the registry keys models by version
+        "version": extra.pop("version", f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "networks": networks,
         "input": input_spec,

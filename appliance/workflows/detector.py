@@ -12,7 +12,6 @@ import csv
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +95,9 @@ def load_images(paths: Sequence[Path], spec: InputSpec) -> np.ndarray:
 
 
 def unique_version(bundle: Any) -> Any:
-    """``<name>-<time>-<random>``: unique even for two fits in the same second (the registry keys
-    models by version) and telling which part it is for."""
-    bundle.meta["version"] = f"{safe_name(bundle.meta['name'])[:60]}-{bundle.meta['version']}-{uuid.uuid4().hex[:6]}"
+    """``<name>-<time>-<random>``: the bundle's own version (unique even for two fits in the same
+    second) with the part it is for in front."""
+    bundle.meta["version"] = f"{safe_name(bundle.meta['name'])[:60]}-{bundle.meta['version']}"
     return bundle
 
 

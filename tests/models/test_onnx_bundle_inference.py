@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -312,3 +313,12 @@ def test_vector_preprocessing_names_the_problem():
         preprocess_vector(["a"] * 6, spec)
     with pytest.raises(PreprocessError, match="unknown key 'colour'"):
         InputSpec.from_dict({"kind": "image", "colour": 1})
+
+
+def test_bundles_made_in_the_same_second_get_distinct_versions():
+    """The registry keys models by version: a first start and a retrain finishing in one second
+    (it happened on a fast machine) must not collide."""
+    spec = InputSpec(kind="image", channels=1, size=(8, 8)).to_dict()
+    versions = {bundle_io.new_meta("detector", "d", {}, spec)["version"] for _ in range(50)}
+    assert len(versions) == 50
+    assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", v) for v in versions)
