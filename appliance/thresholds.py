@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from appliance.storage import history, queries
 from appliance.storage.models import utcnow
-from models.calibration import calibrate, max_f1_threshold
+from models.calibration import MIN_SCORES, calibrate, max_f1_threshold
 from models.decision import Debounce, Thresholds, decide
 
 SHIFT_HOURS = 8
@@ -171,10 +171,10 @@ def presets(
     upper: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """T1/T2 at a target false-alarm rate on the normal scores (the model's own calibration rule,
-    given 20 or more; ``upper``: the score's attainable maximum), and max-F1 where defects are
+    given ``MIN_SCORES`` or more; ``upper``: the score's attainable maximum), and max-F1 where defects are
     confirmed."""
     out: dict[str, dict[str, float]] = {}
-    if len(normal) >= 20:
+    if len(normal) >= MIN_SCORES:
         fit = calibrate(normal, false_alarm_rate, review_rate=min(0.5, 5 * false_alarm_rate), upper=upper)
         out["false_alarm_rate"] = {"t1": fit.t1, "t2": fit.t2, "rate": false_alarm_rate, "n": float(fit.n)}
     if normal and confirmed:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+MIN_SCORES = 20  # the fewest normal scores a threshold may rest on
 MIN_TAIL = 10  # empirical quantile only when at least this many normal scores lie above it
 MIN_RATE = 1e-6  # one false alarm in a million parts: below it no calibration set says anything
 CONFIDENCE = 0.9  # T1 and T2 are upper confidence bounds of their quantiles at this level
@@ -59,9 +60,9 @@ class Calibration:
 
 
 def holdout_split(n: int, fraction: float, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (held out for calibration, for training); at least 20 are held out."""
+    """Indices (held out for calibration, for training); at least ``MIN_SCORES`` are held out."""
     order = np.random.default_rng(seed).permutation(n)
-    n_hold = max(20, int(round(fraction * n)))
+    n_hold = max(MIN_SCORES, int(round(fraction * n)))
     if n - n_hold < min_train:
         msg = f"need at least {n_hold + min_train} normal samples ({n_hold} held out for calibration), got {n}"
         raise CalibrationError(msg)
@@ -126,8 +127,8 @@ def calibrate(
     """Thresholds from scores of held-out normal items (no defects needed); ``upper``: the
     score's attainable maximum, if it has one."""
     scores = _clean(normal_scores, "normal scores")
-    if len(scores) < 20:
-        msg = f"calibration needs at least 20 held-out normal scores, got {len(scores)}"
+    if len(scores) < MIN_SCORES:
+        msg = f"calibration needs at least {MIN_SCORES} held-out normal scores, got {len(scores)}"
         raise CalibrationError(msg)
     if upper is not None and not scores.max() <= upper:
         msg = f"normal scores reach {scores.max():.6g}, above the score's attainable maximum {upper}"

@@ -46,7 +46,7 @@ from engine import Tensor, losses, no_grad, seed
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Trainer
 from models import bundle as bundle_io
-from models.calibration import Calibration, CalibrationError, calibrate, check_rate
+from models.calibration import MIN_SCORES, Calibration, CalibrationError, calibrate, check_rate
 from models.detector import normal_training_data
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
@@ -56,7 +56,7 @@ from models.zoo import get_spec
 MODELS = ("kde", "knn", "gauss", "ensemble", "dense", "conv1d")
 MEMBERS = ("kde", "knn", "gauss")  # the ensemble's
 AUTOENCODERS = ("dense", "conv1d")
-MIN_SAMPLES = 20  # the fewest normal samples a threshold may rest on
+MIN_SAMPLES = MIN_SCORES  # the fewest normal samples a threshold may rest on
 BLOCK = 1024  # rows of a distance matrix computed at once
 
 

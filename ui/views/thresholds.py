@@ -68,7 +68,7 @@ if data.get("calibrated_on"):
 if "false_alarm_rate" in presets:
     rests.append(f"the false-alarm preset on {int(presets['false_alarm_rate']['n']):,} OK scores from this window")
 else:
-    rests.append(f"the false-alarm preset needs 20 or more OK scores in this window ({len(normal)} now)")
+    rests.append(f"the false-alarm preset needs more OK scores in this window ({len(normal)} now)")
 st.caption(
     "Thresholds from few items sit higher (an upper confidence bound on the quantile): " + "; ".join(rests) + "."
 )
