@@ -52,7 +52,7 @@ def fit_command(args: argparse.Namespace) -> int:
         method=method,
         seed=args.seed,
         name=args.name or "",
-        extra={"clf_stem_stride": 1} if args.full_resolution else {},
+        full_resolution=args.full_resolution,
     )
     fit(args.normal, args.output, options, log=_say)
     return 0

@@ -174,6 +174,7 @@ class TeachIn(BaseModel):
     epochs: int | None = Field(None, ge=1, le=1000)  # None: enough for the detector's minimum optimiser steps
     false_alarm_rate: float = Field(0.01, ge=1e-6, lt=0.5)  # models.calibration.MIN_RATE
     method: Literal["draem", "autoencoder"] = "draem"
+    full_resolution: bool = False  # draem: its defect map at full resolution (thin defects; ~2.5x training)
     test_share: float = Field(0.2, gt=0, lt=0.6)
 
 

@@ -122,6 +122,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         epochs=params.get("epochs"),
         false_alarm_rate=params.get("false_alarm_rate", 0.01),
         method=params.get("method", "draem"),
+        full_resolution=params.get("full_resolution", False),
         name=f"teach-{source_id}",
     )
 

@@ -20,6 +20,7 @@ from appliance.cli import main
 from appliance.runtime import Appliance
 from appliance.storage import store
 from appliance.storage.models import Alert, Inspection
+from models import bundle as bundle_io
 from tests.helpers.appliance import appliance_settings, upload
 from tests.helpers.broker import Subscriber
 from tests.helpers.parts import make_parts
@@ -276,6 +277,17 @@ def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, bro
         assert wait_for(lambda: client.get(f"/jobs/{tid}", headers=h).json()["status"] == "succeeded", 60)
         assert client.get(f"/jobs/{tid}", headers=h).json()["result"]["report"]["good_images"] == 24
         assert client.post(f"/models/{version}/test", json={"dataset": "washer-bad"}, headers=h).status_code == 422
+        # the console's "defect map at full resolution": the discriminative U-Net keeps the input's size
+        fine = client.post(
+            "/jobs/teach", json=body | {"method": "draem", "epochs": 2, "full_resolution": True}, headers=h
+        )
+        assert fine.status_code == 202, fine.text
+        fid = fine.json()["id"]
+        assert wait_for(lambda: client.get(f"/jobs/{fid}", headers=h).json()["status"] in ("succeeded", "failed"), 120)
+        result = client.get(f"/jobs/{fid}", headers=h).json()["result"]
+        download = client.get(f"/models/{result['candidate_version']}/download", headers=h)
+        (tmp_path / "fine.zip").write_bytes(download.content)
+        assert bundle_io.load(tmp_path / "fine.zip").meta["provenance"]["config"]["clf_stem_stride"] == 1
     finally:
         app.stop()
 
