@@ -175,7 +175,10 @@ def surface_category(
 ) -> Path:
     """Strips across the surface's longer side, 1.25 patches wide, one for testing between two for
     training, again and again: the good test parts are surface the detector never saw (no pixel
-    shared with a training patch), spread over the same surface as the training parts."""
+    shared with a training patch), spread over the same surface as the training parts. Training
+    parts are numbered in the order a camera scanning the surface strip by strip meets them (as a
+    line's images are named by time): patches of one strip overlap, so the newest share, which the
+    detector holds out to calibrate on, is surface it did not train on, as later parts are."""
     rng = np.random.default_rng(seed)
     if surface.shape[0] > surface.shape[1]:
         surface = np.swapaxes(surface, 0, 1).copy()
@@ -185,16 +188,22 @@ def surface_category(
     train_strips = [s for k, s in enumerate(strips) if k % 3 != 1 and s[1] - s[0] >= PATCH]
     test_strips = [s for k, s in enumerate(strips) if k % 3 == 1 and s[1] - s[0] >= PATCH]
 
-    def patch(choices: list[tuple[int, int]]) -> np.ndarray:
+    def place(choices: list[tuple[int, int]]) -> tuple[int, int, int]:
         x0, x1 = choices[int(rng.integers(len(choices)))]
-        y, x = int(rng.integers(0, h - PATCH + 1)), int(rng.integers(x0, x1 - PATCH + 1))
-        cut = surface[y : y + PATCH, x : x + PATCH]
-        if turn:  # a part in any of 8 orientations: a small photograph gives more distinct parts
-            cut = np.rot90(cut[:, ::-1] if rng.random() < 0.5 else cut, int(rng.integers(4)))
-        return np.ascontiguousarray(cut)
+        return x0, int(rng.integers(0, h - PATCH + 1)), int(rng.integers(x0, x1 - PATCH + 1))
 
-    for i in range(counts["train"]):
-        _write(root / "train" / "good" / f"{i:03d}.png", patch(train_strips))
+    def cut(where: tuple[int, int, int]) -> np.ndarray:
+        _, y, x = where
+        out = surface[y : y + PATCH, x : x + PATCH]
+        if turn:  # a part in any of 8 orientations: a small photograph gives more distinct parts
+            out = np.rot90(out[:, ::-1] if rng.random() < 0.5 else out, int(rng.integers(4)))
+        return np.ascontiguousarray(out)
+
+    def patch(choices: list[tuple[int, int]]) -> np.ndarray:
+        return cut(place(choices))
+
+    for i, where in enumerate(sorted(place(train_strips) for _ in range(counts["train"]))):  # scan order
+        _write(root / "train" / "good" / f"{i:03d}.png", cut(where))
     for i in range(counts["good"]):
         _write(root / "test" / "good" / f"{i:03d}.png", patch(test_strips))
     for kind, paint in painters.items():

@@ -59,14 +59,28 @@ class Calibration:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def holdout_split(n: int, fraction: float, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (held out for calibration, for training); at least ``MIN_SCORES`` are held out."""
-    order = np.random.default_rng(seed).permutation(n)
+HOLDOUT_ORDERS = ("latest", "random")
+
+
+def holdout_split(
+    n: int, fraction: float, min_train: int, seed: int, order: str = "latest"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (held out for calibration, for training); at least ``MIN_SCORES`` are held out.
+
+    ``latest``: the last ones in the given order (images named by time: the newest parts). Good
+    parts that follow each other are alike (the same part in consecutive frames, the same batch of
+    material), so a random share leaves near-twins of the held-out items in training and the
+    threshold comes out too low for parts made later; the newest share sees what a later shift
+    brings. ``random``: a seeded random share (items in no meaningful order)."""
+    if order not in HOLDOUT_ORDERS:
+        msg = f"holdout order must be one of {HOLDOUT_ORDERS}, got {order!r}"
+        raise CalibrationError(msg)
     n_hold = max(MIN_SCORES, int(round(fraction * n)))
     if n - n_hold < min_train:
         msg = f"need at least {n_hold + min_train} normal samples ({n_hold} held out for calibration), got {n}"
         raise CalibrationError(msg)
-    return order[:n_hold], order[n_hold:]
+    ranks = np.arange(n) if order == "latest" else np.random.default_rng(seed).permutation(n)
+    return ranks[n - n_hold :], ranks[: n - n_hold]
 
 
 def check_rate(false_alarm_rate: float) -> None:

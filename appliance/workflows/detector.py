@@ -26,7 +26,6 @@ from appliance.images import overlay
 from appliance.registry import safe_name
 from engine.training import Callback
 from models import metrics
-from models.calibration import holdout_split
 from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
 from models.inference import Inferencer, Result
@@ -158,10 +157,12 @@ def fit(
     spec = options.input_spec()
     log(f"reading {len(paths)} good images from {root}")
     x = load_images(paths, spec)
-    held, train = holdout_split(len(x), config.holdout, config.batch_size, config.seed)
+    detector = Detector(config)
+    held, train = detector.holdout(len(x))
+    newest = f" (the last {len(held)} by file name)" if config.holdout_order == "latest" else ""
     log(
         f"training a {config.method} detector from scratch: {len(train)} images for training, {len(held)} held out "
-        f"for calibration, {options.size}x{options.size}, {options.channels} channel(s), "
+        f"for calibration{newest}, {options.size}x{options.size}, {options.channels} channel(s), "
         f"{config.epochs_for(len(train))} epochs"
     )
     steps = config.epochs_for(len(train)) * (len(train) // config.batch_size)
@@ -171,7 +172,6 @@ def fit(
             f"{config.epochs_for(len(train))} epochs) "
             f"may leave the detector undertrained; {MIN_STEPS} or more is safer: raise --epochs or add good images"
         )
-    detector = Detector(config)
     summary = detector.fit(x, callbacks=(_Progress(config.epochs_for(len(train)), log, on_epoch),))
     provenance = {
         "dataset": str(root),

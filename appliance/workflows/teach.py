@@ -2,7 +2,7 @@
 
 Good parts come from the source's teach frames (what an operator kept), an uploaded dataset or
 a folder on the server. A share of them is held out as the test set's good parts (the detector
-neither trains nor calibrates on them); known-bad parts (an uploaded dataset in the MVTec AD
+neither trains nor calibrates on them: the newest ones); known-bad parts (an uploaded dataset in the MVTec AD
 layout) join the test set. The result is a registered candidate and its test report, with plots
 and gallery; promoting it to the source is the engineer's decision.
 
@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy.engine import Engine
 
 from appliance import registry
@@ -50,8 +49,10 @@ def good_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
     return find_images(params["folder"])
 
 
-def split(paths: list[Path], share: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
-    """(for the detector, held out as the test set's good parts)."""
+def split(paths: list[Path], share: float) -> tuple[list[Path], list[Path]]:
+    """(for the detector, held out as the test set's good parts): the newest ``share`` (teach
+    frames and folders in file-name order), so the test judges the detector on parts made after
+    those it trained and calibrated on, as the line will."""
     n_test = max(MIN_TEST_GOOD, round(share * len(paths)))
     if len(paths) - n_test < MIN_FIT:
         msg = (
@@ -59,8 +60,7 @@ def split(paths: list[Path], share: float, seed: int = 0) -> tuple[list[Path], l
             f"({MIN_FIT} to train and calibrate on, {MIN_TEST_GOOD} or more held out to test on)"
         )
         raise InvalidInput(msg)
-    order = np.random.default_rng(seed).permutation(len(paths))
-    return [paths[i] for i in order[n_test:]], [paths[i] for i in order[:n_test]]
+    return paths[: len(paths) - n_test], paths[len(paths) - n_test :]
 
 
 def check(data_dir: Path, params: dict[str, Any]) -> int:

@@ -29,7 +29,7 @@ from engine.schedulers import CosineScheduler, Scheduler, StepScheduler
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Callback, Trainer
 from models import bundle as bundle_io
-from models.calibration import Calibration, calibrate, check_rate, holdout_split
+from models.calibration import HOLDOUT_ORDERS, Calibration, calibrate, check_rate, holdout_split
 from models.detector import normal_training_data
 from models.detector.synthetic import synthesize
 from models.onnx_export import GraphBuilder, emit, finish
@@ -70,6 +70,7 @@ class DetectorConfig:
     sigma: float = 1.0
     false_alarm_rate: float = 0.01
     holdout: float = 0.2
+    holdout_order: str = "latest"  # calibrate on the newest share of the images (calibration.holdout_split)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +93,9 @@ class DetectorConfig:
             msg = f"holdout must be in (0, 1), got {self.holdout}"
             raise ValueError(msg)
         check_rate(self.false_alarm_rate)
+        if self.holdout_order not in HOLDOUT_ORDERS:
+            msg = f"holdout_order must be one of {HOLDOUT_ORDERS}, got {self.holdout_order!r}"
+            raise ValueError(msg)
         if self.clf_stem_stride not in (1, 2):
             msg = f"clf_stem_stride must be 1 (full resolution) or 2, got {self.clf_stem_stride}"
             raise ValueError(msg)
@@ -167,6 +171,11 @@ class Detector:
         weights = (1 - p_t) ** c.focal_gamma * (1 + (c.positive_weight - 1) * mask)
         return rec_loss + (losses.sigmoid_cross_entropy(logits, mask) * weights).sum() / max(weights.sum(), 1e-6)
 
+    def holdout(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of ``n`` images (held out for calibration, trained on), in the images' order."""
+        c = self.config
+        return holdout_split(n, c.holdout, c.batch_size, c.seed, c.holdout_order)
+
     def fit(
         self, images: np.ndarray, log: Callable[[str], None] | None = None, callbacks: tuple[Callback, ...] = ()
     ) -> dict[str, Any]:
@@ -174,7 +183,7 @@ class Detector:
         share of them. Returns a summary (times, calibration)."""
         c = self.config
         images = normal_training_data(images, (c.channels, c.size, c.size), "training images")
-        held_idx, train_idx = holdout_split(len(images), c.holdout, c.batch_size, c.seed)
+        held_idx, train_idx = self.holdout(len(images))
         held, train = images[held_idx], images[train_idx]
         self._rng = np.random.default_rng(c.seed + 1)
         start = time.perf_counter()

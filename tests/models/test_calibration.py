@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import CalibrationError, calibrate, max_f1_threshold, normalize
+from models.calibration import CalibrationError, calibrate, holdout_split, max_f1_threshold, normalize
 from models.decision import Thresholds, decide
 
 RNG = np.random.default_rng(0)
@@ -122,3 +122,17 @@ def test_a_bounded_score_is_never_given_a_threshold_it_cannot_reach():
     assert calibrate(many, 0.01, upper=1.0).t2 == pytest.approx(calibrate(many, 0.01).t2)
     with pytest.raises(CalibrationError, match="attainable maximum"):
         calibrate(np.r_[scores, 1.5], 0.01, upper=1.0)
+
+
+def test_holdout_takes_the_newest_share_by_default_and_a_seeded_random_one_on_request() -> None:
+    held, train = holdout_split(100, 0.2, 16, seed=3)
+    assert held.tolist() == list(range(80, 100)) and train.tolist() == list(range(80))
+    held, train = holdout_split(50, 0.2, 16, seed=3)  # never fewer than 20 held out
+    assert held.tolist() == list(range(30, 50))
+    r1, t1 = holdout_split(100, 0.2, 16, seed=3, order="random")
+    r2, _ = holdout_split(100, 0.2, 16, seed=3, order="random")
+    assert r1.tolist() == r2.tolist() != list(range(80, 100)) and sorted([*r1, *t1]) == list(range(100))
+    with pytest.raises(CalibrationError, match="holdout order must be one of"):
+        holdout_split(100, 0.2, 16, seed=3, order="oldest")
+    with pytest.raises(CalibrationError, match="need at least 36 normal samples"):
+        holdout_split(35, 0.2, 16, seed=3)

@@ -38,11 +38,13 @@ def trained(request, frames):
     return detector, summary
 
 
-def test_fit_calibrates_on_held_out_normal_images(trained):
+def test_fit_calibrates_on_held_out_normal_images(trained, frames):
     detector, summary = trained
     cal = detector.calibration
     assert summary["holdout_images"] == 22 and summary["train_images"] == 50
     assert cal.n == 22 and cal.median <= cal.t1 <= cal.t2
+    newest = detector.scores(preprocess_batch(frames, SPEC)[-22:])  # the held-out share: the newest frames
+    assert cal.median == pytest.approx(float(np.median(newest)), rel=1e-5)
     assert np.isfinite(summary["final_cost"]) and len(detector.history) == 2
 
 
@@ -96,6 +98,8 @@ def test_bad_training_input_is_refused(frames):
         DetectorConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="clf_stem_stride must be 1"):
         DetectorConfig(clf_stem_stride=4)
+    with pytest.raises(ValueError, match="holdout_order must be one of"):
+        DetectorConfig(holdout_order="oldest")
 
 
 @pytest.mark.parametrize(
