@@ -177,8 +177,8 @@ def surface_category(
     training, again and again: the good test parts are surface the detector never saw (no pixel
     shared with a training patch), spread over the same surface as the training parts. Training
     parts are numbered in the order a camera scanning the surface strip by strip meets them (as a
-    line's images are named by time): patches of one strip overlap, so the newest share, which the
-    detector holds out to calibrate on, is surface it did not train on, as later parts are."""
+    line's images are named by time), so the detector's ordered calibration choices
+    (``--config '{"holdout_order": "blocks"}'`` or ``"latest"``) can be compared with its random one."""
     rng = np.random.default_rng(seed)
     if surface.shape[0] > surface.shape[1]:
         surface = np.swapaxes(surface, 0, 1).copy()

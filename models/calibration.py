@@ -59,26 +59,40 @@ class Calibration:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-HOLDOUT_ORDERS = ("latest", "random")
+HOLDOUT_ORDERS = ("latest", "random", "blocks")
+HOLDOUT_ORDER = "random"  # the default: see holdout_split
 
 
 def holdout_split(
-    n: int, fraction: float, min_train: int, seed: int, order: str = "latest"
+    n: int, fraction: float, min_train: int, seed: int, order: str = HOLDOUT_ORDER, min_held: int = MIN_SCORES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (held out for calibration, for training); at least ``MIN_SCORES`` are held out.
+    """Indices (held out, for training); at least ``min_held`` (by default the fewest scores a
+    threshold may rest on) are held out.
 
-    ``latest``: the last ones in the given order (images named by time: the newest parts). Good
-    parts that follow each other are alike (the same part in consecutive frames, the same batch of
-    material), so a random share leaves near-twins of the held-out items in training and the
-    threshold comes out too low for parts made later; the newest share sees what a later shift
-    brings. ``random``: a seeded random share (items in no meaningful order)."""
+    ``random`` (the default): a seeded random share. ``blocks``: contiguous runs of 8 or more, one
+    in each of up to 5 equal stretches of the given order (images named by time): consecutive good
+    parts can be near-twins (one part in successive frames), and a run leaves fewer of them in
+    training than a random pick does, while still spanning the whole collection. ``latest``: the
+    last ones, what a later shift would bring; risky when the order follows a slow variation: on
+    a photograph scanned strip by strip it held out one region and 40 % of the good parts from
+    the others exceeded its T2 at a nominal 1 % (random and blocks: 0 %).
+    """
     if order not in HOLDOUT_ORDERS:
         msg = f"holdout order must be one of {HOLDOUT_ORDERS}, got {order!r}"
         raise CalibrationError(msg)
-    n_hold = max(MIN_SCORES, int(round(fraction * n)))
+    n_hold = max(min_held, int(round(fraction * n)))
     if n - n_hold < min_train:
-        msg = f"need at least {n_hold + min_train} normal samples ({n_hold} held out for calibration), got {n}"
+        msg = f"need at least {n_hold + min_train} normal samples ({n_hold} held out), got {n}"
         raise CalibrationError(msg)
+    if order == "blocks":  # contiguous runs of 8 or more, one in each of up to 5 equal stretches
+        rng, runs = np.random.default_rng(seed), max(1, min(5, n_hold // 8))
+        held = []
+        for k, stretch in enumerate(np.array_split(np.arange(n), runs)):
+            size = n_hold // runs + (k < n_hold % runs)
+            start = int(rng.integers(0, len(stretch) - size + 1))
+            held.append(stretch[start : start + size])
+        held = np.concatenate(held)
+        return held, np.setdiff1d(np.arange(n), held)
     ranks = np.arange(n) if order == "latest" else np.random.default_rng(seed).permutation(n)
     return ranks[n - n_hold :], ranks[: n - n_hold]
 

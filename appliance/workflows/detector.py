@@ -159,7 +159,8 @@ def fit(
     x = load_images(paths, spec)
     detector = Detector(config)
     held, train = detector.holdout(len(x))
-    newest = f" (the last {len(held)} by file name)" if config.holdout_order == "latest" else ""
+    how = {"latest": f" (the last {len(held)} by file name)", "blocks": " (runs of consecutive files)"}
+    newest = how.get(config.holdout_order, "")
     log(
         f"training a {config.method} detector from scratch: {len(train)} images for training, {len(held)} held out "
         f"for calibration{newest}, {options.size}x{options.size}, {options.channels} channel(s), "

@@ -2,7 +2,7 @@
 
 Good parts come from the source's teach frames (what an operator kept), an uploaded dataset or
 a folder on the server. A share of them is held out as the test set's good parts (the detector
-neither trains nor calibrates on them: the newest ones); known-bad parts (an uploaded dataset in the MVTec AD
+neither trains nor calibrates on them); known-bad parts (an uploaded dataset in the MVTec AD
 layout) join the test set. The result is a registered candidate and its test report, with plots
 and gallery; promoting it to the source is the engineer's decision.
 
@@ -27,6 +27,7 @@ from appliance.storage import store
 from appliance.teach import TeachFrames
 from appliance.workflows.detector import FitOptions, detector_report, fit
 from models import bundle as bundle_io
+from models.calibration import HOLDOUT_ORDER, CalibrationError, holdout_split
 
 MIN_TEST_GOOD = 10
 MIN_FIT = 36  # what detector fit needs: 20 held out for calibration, one batch of 16 to train on
@@ -50,17 +51,17 @@ def good_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
 
 
 def split(paths: list[Path], share: float) -> tuple[list[Path], list[Path]]:
-    """(for the detector, held out as the test set's good parts): the newest ``share`` (teach
-    frames and folders in file-name order), so the test judges the detector on parts made after
-    those it trained and calibrated on, as the line will."""
-    n_test = max(MIN_TEST_GOOD, round(share * len(paths)))
-    if len(paths) - n_test < MIN_FIT:
+    """(for the detector, held out as the test set's good parts), chosen as the detector chooses
+    its calibration images (``calibration.holdout_split`` in the default order)."""
+    try:
+        held, train = holdout_split(len(paths), share, MIN_FIT, 0, HOLDOUT_ORDER, min_held=MIN_TEST_GOOD)
+    except CalibrationError:
         msg = (
             f"{len(paths)} good images: teaching needs at least {MIN_FIT + MIN_TEST_GOOD} "
             f"({MIN_FIT} to train and calibrate on, {MIN_TEST_GOOD} or more held out to test on)"
         )
-        raise InvalidInput(msg)
-    return paths[: len(paths) - n_test], paths[len(paths) - n_test :]
+        raise InvalidInput(msg) from None
+    return [paths[i] for i in train], [paths[i] for i in held]
 
 
 def check(data_dir: Path, params: dict[str, Any]) -> int:

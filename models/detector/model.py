@@ -29,7 +29,7 @@ from engine.schedulers import CosineScheduler, Scheduler, StepScheduler
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Callback, Trainer
 from models import bundle as bundle_io
-from models.calibration import HOLDOUT_ORDERS, Calibration, calibrate, check_rate, holdout_split
+from models.calibration import HOLDOUT_ORDER, HOLDOUT_ORDERS, Calibration, calibrate, check_rate, holdout_split
 from models.detector import normal_training_data
 from models.detector.synthetic import synthesize
 from models.onnx_export import GraphBuilder, emit, finish
@@ -70,7 +70,7 @@ class DetectorConfig:
     sigma: float = 1.0
     false_alarm_rate: float = 0.01
     holdout: float = 0.2
-    holdout_order: str = "latest"  # calibrate on the newest share of the images (calibration.holdout_split)
+    holdout_order: str = HOLDOUT_ORDER  # which images calibrate (calibration.holdout_split)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

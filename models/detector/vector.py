@@ -299,7 +299,7 @@ class VectorDetector:
         c = self.config
         n_hold = int(round(c.holdout * len(z)))
         if n_hold >= MIN_SAMPLES and len(z) - n_hold >= c.batch_size:
-            held, train = holdout_split(len(z), c.holdout, c.batch_size, c.seed)  # the newest share
+            held, train = holdout_split(len(z), c.holdout, c.batch_size, c.seed, "latest")  # the newest share
             self._train_autoencoder(self.net, z[train])
             log(f"autoencoder: trained on {len(train)}, calibrated on the newest {n_hold}")
             return self._autoencoder_scores(self.net, z[held]), "held-out"

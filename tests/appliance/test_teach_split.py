@@ -1,4 +1,4 @@
-"""Teach jobs hold out the newest good parts as the test's good side, as the line will meet them."""
+"""Teach jobs hold out good parts for the test's good side as the detector picks its calibration images."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from appliance.errors import InvalidInput
 from appliance.workflows.teach import MIN_FIT, MIN_TEST_GOOD, split
 
 
-def test_the_newest_share_is_held_out_to_test_on() -> None:
+def test_the_held_out_share_is_chosen_as_the_detector_chooses_its_calibration_images() -> None:
+    from models.calibration import HOLDOUT_ORDER, holdout_split
+
     frames = [Path(f"{i:05d}.png") for i in range(100)]  # teach frames, oldest first
     train, test = split(frames, 0.2)
-    assert train == frames[:80] and test == frames[80:]
-    train, test = split(frames[:50], 0.1)  # never fewer than MIN_TEST_GOOD
-    assert len(test) == MIN_TEST_GOOD and test == frames[50 - MIN_TEST_GOOD : 50]
+    held, kept = holdout_split(100, 0.2, MIN_FIT, 0, HOLDOUT_ORDER, min_held=MIN_TEST_GOOD)
+    assert test == [frames[i] for i in held] and train == [frames[i] for i in kept]
+    assert len(test) == 20 and not set(train) & set(test) and len(train) + len(test) == 100
+    _, test = split(frames[:50], 0.1)  # never fewer than MIN_TEST_GOOD
+    assert len(test) == MIN_TEST_GOOD
 
 
 def test_too_few_good_parts_are_refused_with_the_numbers() -> None:

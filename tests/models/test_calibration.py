@@ -124,14 +124,18 @@ def test_a_bounded_score_is_never_given_a_threshold_it_cannot_reach():
         calibrate(np.r_[scores, 1.5], 0.01, upper=1.0)
 
 
-def test_holdout_takes_the_newest_share_by_default_and_a_seeded_random_one_on_request() -> None:
-    held, train = holdout_split(100, 0.2, 16, seed=3)
-    assert held.tolist() == list(range(80, 100)) and train.tolist() == list(range(80))
-    held, train = holdout_split(50, 0.2, 16, seed=3)  # never fewer than 20 held out
-    assert held.tolist() == list(range(30, 50))
-    r1, t1 = holdout_split(100, 0.2, 16, seed=3, order="random")
+def test_holdout_orders_random_latest_and_blocks() -> None:
+    r1, t1 = holdout_split(100, 0.2, 16, seed=3)  # random by default, reproducible by seed
     r2, _ = holdout_split(100, 0.2, 16, seed=3, order="random")
-    assert r1.tolist() == r2.tolist() != list(range(80, 100)) and sorted([*r1, *t1]) == list(range(100))
+    assert r1.tolist() == r2.tolist() and len(r1) == 20 and sorted([*r1, *t1]) == list(range(100))
+    held, train = holdout_split(100, 0.2, 16, seed=3, order="latest")
+    assert held.tolist() == list(range(80, 100)) and train.tolist() == list(range(80))
+    held, train = holdout_split(200, 0.2, 16, seed=3, order="blocks")  # 5 runs of 8, one per fifth
+    assert len(held) == 40 and sorted([*held, *train]) == list(range(200))
+    runs = np.split(np.sort(held), np.flatnonzero(np.diff(np.sort(held)) > 1) + 1)
+    assert [len(r) for r in runs] == [8] * 5 and [int(r[0]) // 40 for r in runs] == [0, 1, 2, 3, 4]
+    held, _ = holdout_split(50, 0.2, 16, seed=3, order="latest")  # never fewer than 20 held out
+    assert held.tolist() == list(range(30, 50))
     with pytest.raises(CalibrationError, match="holdout order must be one of"):
         holdout_split(100, 0.2, 16, seed=3, order="oldest")
     with pytest.raises(CalibrationError, match="need at least 36 normal samples"):
