@@ -93,8 +93,10 @@ def holdout_split(
             held.append(stretch[start : start + size])
         held = np.concatenate(held)
         return held, np.setdiff1d(np.arange(n), held)
-    ranks = np.arange(n) if order == "latest" else np.random.default_rng(seed).permutation(n)
-    return ranks[n - n_hold :], ranks[: n - n_hold]
+    if order == "latest":
+        return np.arange(n - n_hold, n), np.arange(n - n_hold)
+    ranks = np.random.default_rng(seed).permutation(n)
+    return ranks[:n_hold], ranks[n_hold:]
 
 
 def check_rate(false_alarm_rate: float) -> None:

@@ -160,10 +160,10 @@ def fit(
     detector = Detector(config)
     held, train = detector.holdout(len(x))
     how = {"latest": f" (the last {len(held)} by file name)", "blocks": " (runs of consecutive files)"}
-    newest = how.get(config.holdout_order, "")
+    which = how.get(config.holdout_order, "")
     log(
         f"training a {config.method} detector from scratch: {len(train)} images for training, {len(held)} held out "
-        f"for calibration{newest}, {options.size}x{options.size}, {options.channels} channel(s), "
+        f"for calibration{which}, {options.size}x{options.size}, {options.channels} channel(s), "
         f"{config.epochs_for(len(train))} epochs"
     )
     steps = config.epochs_for(len(train)) * (len(train) // config.batch_size)
