@@ -47,11 +47,12 @@ class FitOptions:
     batch_size: int = 16
     seed: int = 0
     name: str = ""
-    full_resolution: bool = False  # the discriminative U-Net at full resolution: thin defects, ~2.5x training
+    full_resolution: bool = False  # draem: the discriminative U-Net at full resolution (thin defects, ~2.5x training)
     extra: dict[str, Any] = field(default_factory=dict)  # further DetectorConfig fields
 
     def config(self) -> DetectorConfig:
-        extra = {"clf_stem_stride": 1, **self.extra} if self.full_resolution else self.extra
+        fine = self.full_resolution and self.method == "draem"  # the autoencoder has no defect-map network
+        extra = {"clf_stem_stride": 1, **self.extra} if fine else self.extra
         return DetectorConfig(
             method=self.method,
             size=self.size,

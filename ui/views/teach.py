@@ -135,7 +135,7 @@ if st.button("Train a detector for this source", type="primary", key="teach_star
         "roi": roi,
         "epochs": None if epochs is None else int(epochs),
         "method": method,
-        "full_resolution": bool(full_resolution) and method == "draem",
+        "full_resolution": bool(full_resolution),
         "false_alarm_rate": float(rate),
     }
     try:
