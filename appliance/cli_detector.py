@@ -28,6 +28,9 @@ def fit_command(args: argparse.Namespace) -> int:
         what = "readings" if _readings(args.normal) else "images"
         print(f"error: --method {method} does not fit {what}; use one of {', '.join(kinds)}", file=sys.stderr)
         return 2
+    if args.full_resolution and method != "draem":
+        print(f"error: --full-resolution is the draem defect map's; --method {method} has none", file=sys.stderr)
+        return 2
     if _readings(args.normal):
         hop = args.hop or max(1, args.window // 2)
         sensor_detector.fit(

@@ -155,6 +155,16 @@ def test_full_resolution_fit_maps_defects_at_the_input_resolution(parts: Path, t
     assert main(["detector", "predict", str(out), one, "-o", str(tmp_path / "p")]) == 0
 
 
+def test_full_resolution_is_refused_for_a_method_without_a_defect_map(
+    parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "plain.zip"
+    args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--epochs", "2"]
+    assert main([*args, "--method", "autoencoder", "--full-resolution", "-o", str(out)]) == 2
+    assert "--full-resolution is the draem defect map's; --method autoencoder has none" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def _readings(path: Path, n: int, offset: int = 0, faults: bool = False) -> Path:
     """Three channels of periodic signals with noise; with ``faults``, spikes labelled 'spike'."""
     rng = np.random.default_rng(offset)
