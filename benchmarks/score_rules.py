@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.datasets.images import mvtec_layout, read_all  # noqa: E402
-from models.calibration import holdout_split  # noqa: E402
+from models.detector.model import Detector, DetectorConfig  # noqa: E402
 from models.inference import Inferencer  # noqa: E402
 from models.metrics import image_auroc  # noqa: E402
 from models.preprocess import preprocess_batch  # noqa: E402
@@ -49,10 +49,8 @@ def rules(model: Inferencer, category: Path) -> dict[str, float]:
     layout = mvtec_layout(category)
     defective = np.array([item.defect != "good" for item in layout.test])
     test_map, test_error = maps(model, [item.path for item in layout.test])
-    config = model.meta["provenance"]["config"]
-    held, _ = holdout_split(
-        len(layout.train), config["holdout"], config["batch_size"], config["seed"], config["holdout_order"]
-    )
+    # the images fit held out for calibration, chosen as fit chose them
+    held, _ = Detector(DetectorConfig(**model.meta["provenance"]["config"])).holdout(len(layout.train))
     held_map, held_error = maps(model, [layout.train[i] for i in held])
     out = {}
     for k in TOP_K:
