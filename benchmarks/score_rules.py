@@ -50,7 +50,9 @@ def rules(model: Inferencer, category: Path) -> dict[str, float]:
     defective = np.array([item.defect != "good" for item in layout.test])
     test_map, test_error = maps(model, [item.path for item in layout.test])
     # the images fit held out for calibration, chosen as fit chose them
-    held, _ = Detector(DetectorConfig(**model.meta["provenance"]["config"])).holdout(len(layout.train))
+    train = np.concatenate([preprocess_batch(images, model.input_spec) for _, images in read_all(layout.train)])
+    config = {"holdout_twins": False, **model.meta["provenance"]["config"]}  # bundles fit before twins were looked for
+    held = Detector(DetectorConfig(**config)).holdout(train).held
     held_map, held_error = maps(model, [layout.train[i] for i in held])
     out = {}
     for k in TOP_K:

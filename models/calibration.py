@@ -64,7 +64,13 @@ HOLDOUT_ORDER = "random"  # the default: see holdout_split
 
 
 def holdout_split(
-    n: int, fraction: float, min_train: int, seed: int, order: str = HOLDOUT_ORDER, min_held: int = MIN_SCORES
+    n: int,
+    fraction: float,
+    min_train: int,
+    seed: int,
+    order: str = HOLDOUT_ORDER,
+    min_held: int = MIN_SCORES,
+    twins: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (held out, for training); at least ``min_held`` (by default the fewest scores a
     threshold may rest on) are held out.
@@ -76,6 +82,15 @@ def holdout_split(
     last ones, what a later shift would bring; risky when the order follows a slow variation: on
     a photograph scanned strip by strip it held out one region and 40 % of the good parts from
     the others exceeded its T2 at a nominal 1 % (random and blocks: 0 %).
+
+    ``twins`` (random order only): an (n, n) boolean matrix linking items that share content
+    (:mod:`models.detector.twins`). No held-out item then keeps a twin in training: groups of
+    linked items are held out whole while they fit, in random order (with no links at all this is
+    the plain random split), and where a group is too large a compact region is cut from it (items
+    added by the most links into the region) and its twins outside are left out of both sides.
+    When that would leave out more items than it holds out, or too few to train on (every item a
+    twin of every other: parts that look alike), the plain random split is returned instead; see
+    :func:`twins_across`.
     """
     if order not in HOLDOUT_ORDERS:
         msg = f"holdout order must be one of {HOLDOUT_ORDERS}, got {order!r}"
@@ -96,7 +111,52 @@ def holdout_split(
     if order == "latest":
         return np.arange(n - n_hold, n), np.arange(n - n_hold)
     ranks = np.random.default_rng(seed).permutation(n)
+    if twins is not None and twins.any():
+        split = _twin_free_split(np.asarray(twins, bool), n_hold, min_train, seed)
+        if split is not None:
+            return split
     return ranks[:n_hold], ranks[n_hold:]
+
+
+def _twin_free_split(twins: np.ndarray, n_hold: int, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(twins)
+    links = (twins | twins.T) & ~np.eye(n, dtype=bool)
+    rng = np.random.default_rng(seed)
+    _, groups = connected_components(links, directed=False)
+    held = np.zeros(n, bool)
+    for g in rng.permutation(groups.max() + 1):  # whole groups, while they fit
+        members = groups == g
+        if held.sum() + members.sum() <= n_hold:
+            held |= members
+        if held.sum() >= n_hold:
+            break
+    for start in rng.permutation(n):  # the rest: compact regions cut from larger groups
+        if held.sum() >= n_hold:
+            break
+        if held[start] or links[start, held].any():
+            continue
+        held[start] = True
+        into = links[start].astype(np.int32)  # links from each item into the region
+        while held.sum() < n_hold:
+            gain = np.where(held, 0, into)
+            if gain.max() == 0:
+                break
+            nxt = int(np.argmax(gain))
+            held[nxt] = True
+            into += links[nxt]
+    left_out = links[held].any(axis=0) & ~held
+    train = ~held & ~left_out
+    if left_out.sum() > n_hold or train.sum() < min_train:
+        return None
+    return np.flatnonzero(held), np.flatnonzero(train)
+
+
+def twins_across(held: np.ndarray, train: np.ndarray, twins: np.ndarray) -> int:
+    """How many held-out items have a twin among the training items."""
+    links = np.asarray(twins, bool) | np.asarray(twins, bool).T
+    return int(links[np.ix_(held, train)].any(axis=1).sum())
 
 
 def check_rate(false_alarm_rate: float) -> None:

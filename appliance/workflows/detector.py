@@ -159,12 +159,13 @@ def fit(
     log(f"reading {len(paths)} good images from {root}")
     x = load_images(paths, spec)
     detector = Detector(config)
-    held, train = detector.holdout(len(x))
-    how = {"latest": f" (the last {len(held)} by file name)", "blocks": " (runs of consecutive files)"}
+    split = detector.holdout(x)
+    train = split.train
+    how = {"latest": f" (the last {len(split.held)} by file name)", "blocks": " (runs of consecutive files)"}
     which = how.get(config.holdout_order, "")
     log(
-        f"training a {config.method} detector from scratch: {len(train)} images for training, {len(held)} held out "
-        f"for calibration{which}, {options.size}x{options.size}, {options.channels} channel(s), "
+        f"training a {config.method} detector from scratch: {len(train)} images for training, {len(split.held)} held "
+        f"out for calibration{which}{split.describe()}, {options.size}x{options.size}, {options.channels} channel(s), "
         f"{config.epochs_for(len(train))} epochs"
     )
     steps = config.epochs_for(len(train)) * (len(train) // config.batch_size)
@@ -174,12 +175,12 @@ def fit(
             f"{config.epochs_for(len(train))} epochs) "
             f"may leave the detector undertrained; {MIN_STEPS} or more is safer: raise --epochs or add good images"
         )
-    summary = detector.fit(x, callbacks=(_Progress(config.epochs_for(len(train)), log, on_epoch),))
+    summary = detector.fit(x, callbacks=(_Progress(config.epochs_for(len(train)), log, on_epoch),), split=split)
     provenance = {
         "dataset": str(root),
         "dataset_digest": folder_digest(root, paths),
         "normal_images": len(x),
-        "fit": {"train_images": summary["train_images"], "holdout_images": summary["holdout_images"]},
+        "fit": {k: summary[k] for k in ("train_images", "holdout_images", "twins_left_out")},
     }
     generic = {"good", "normal", "ok", "train", "training", "images", ""}
     name = options.name or next((p.name for p in (root, *root.parents) if p.name.lower() not in generic), "detector")

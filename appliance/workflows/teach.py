@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy.engine import Engine
 
 from appliance import registry
@@ -25,9 +26,10 @@ from appliance.errors import InvalidInput
 from appliance.jobs import JobContext
 from appliance.storage import store
 from appliance.teach import TeachFrames
-from appliance.workflows.detector import FitOptions, detector_report, fit
+from appliance.workflows.detector import FitOptions, detector_report, fit, load_images
 from models import bundle as bundle_io
 from models.calibration import HOLDOUT_ORDER, CalibrationError, holdout_split
+from models.detector.twins import MAX_IMAGES, twin_links
 
 MIN_TEST_GOOD = 10
 MIN_FIT = 36  # what detector fit needs: 20 held out for calibration, one batch of 16 to train on
@@ -50,11 +52,13 @@ def good_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
     return find_images(params["folder"])
 
 
-def split(paths: list[Path], share: float) -> tuple[list[Path], list[Path]]:
+def split(paths: list[Path], share: float, twins: np.ndarray | None = None) -> tuple[list[Path], list[Path]]:
     """(for the detector, held out as the test set's good parts), chosen as the detector chooses
-    its calibration images (``calibration.holdout_split`` in the default order)."""
+    its calibration images (``calibration.holdout_split`` in the default order; ``twins``: no
+    test image keeps a near-twin among the detector's, so the test's false-alarm rate is that of
+    new parts). Twins of test images that the split sets aside go to neither side."""
     try:
-        held, train = holdout_split(len(paths), share, MIN_FIT, 0, HOLDOUT_ORDER, min_held=MIN_TEST_GOOD)
+        held, train = holdout_split(len(paths), share, MIN_FIT, 0, HOLDOUT_ORDER, min_held=MIN_TEST_GOOD, twins=twins)
     except CalibrationError:
         msg = (
             f"{len(paths)} good images: teaching needs at least {MIN_FIT + MIN_TEST_GOOD} "
@@ -107,15 +111,6 @@ def _known_bad(data_dir: Path, name: str, work: Path) -> None:
 
 def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     source_id = params["source_id"]
-    train, held = split(good_images(data_dir, params), params.get("test_share", 0.2))
-    work = job_dir(data_dir, ctx.job_id)
-    if work.exists():
-        shutil.rmtree(work)
-    _place(train, work / "train" / "good")
-    _place(held, work / "test" / "good")
-    if params.get("known_bad"):
-        _known_bad(data_dir, params["known_bad"], work)
-    ctx.update(message=f"teaching {source_id}: {len(train)} good parts, {len(held)} held out to test", progress=0.02)
     options = FitOptions(
         size=params.get("size", 128),
         channels=params.get("channels", 1),
@@ -125,6 +120,23 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         method=params.get("method", "draem"),
         full_resolution=params.get("full_resolution", False),
         name=f"teach-{source_id}",
+    )
+    paths = good_images(data_dir, params)
+    ctx.update(message=f"teaching {source_id}: looking for near-twins among {len(paths)} good parts", progress=0.01)
+    twins = twin_links(load_images(paths, options.input_spec())) if len(paths) <= MAX_IMAGES else None
+    train, held = split(paths, params.get("test_share", 0.2), twins)
+    work = job_dir(data_dir, ctx.job_id)
+    if work.exists():
+        shutil.rmtree(work)
+    _place(train, work / "train" / "good")
+    _place(held, work / "test" / "good")
+    if params.get("known_bad"):
+        _known_bad(data_dir, params["known_bad"], work)
+    aside = len(paths) - len(train) - len(held)
+    ctx.update(
+        message=f"teaching {source_id}: {len(train)} good parts, {len(held)} held out to test"
+        + (f", {aside} near-twins of those set aside" if aside else ""),
+        progress=0.02,
     )
 
     def on_epoch(progress: dict[str, Any]) -> None:
@@ -158,6 +170,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         "source_id": source_id,
         "report": report,
         "train_images": len(train),
+        "twins_set_aside": aside,
         "warnings": warnings,
     }
 

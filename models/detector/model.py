@@ -29,9 +29,18 @@ from engine.schedulers import CosineScheduler, Scheduler, StepScheduler
 from engine.solvers import Adam
 from engine.training import ArrayIterator, Callback, Trainer
 from models import bundle as bundle_io
-from models.calibration import HOLDOUT_ORDER, HOLDOUT_ORDERS, Calibration, calibrate, check_rate, holdout_split
+from models.calibration import (
+    HOLDOUT_ORDER,
+    HOLDOUT_ORDERS,
+    Calibration,
+    calibrate,
+    check_rate,
+    holdout_split,
+    twins_across,
+)
 from models.detector import normal_training_data
 from models.detector.synthetic import synthesize
+from models.detector.twins import MAX_IMAGES, twin_links
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
 from models.scoring import image_scores, reconstruction_error_maps
@@ -71,6 +80,7 @@ class DetectorConfig:
     false_alarm_rate: float = 0.01
     holdout: float = 0.2
     holdout_order: str = HOLDOUT_ORDER  # which images calibrate (calibration.holdout_split)
+    holdout_twins: bool = True  # random order: no calibration image keeps a near-twin in training (.twins)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +118,26 @@ class DetectorConfig:
         if self.crop is not None and (self.crop < 16 or self.crop % 2 ** max(len(self.ae_widths), self.clf_depth + 1)):
             msg = f"crop {self.crop} must be at least 16 and divisible like the size"
             raise ValueError(msg)
+
+
+@dataclass
+class Split:
+    """Normal images held out for calibration and trained on (indices); ``left_out``: twins of
+    held-out images on neither side; ``twins_across``: held-out images that still have a twin in
+    training (no split could avoid it), None when twins were not looked for."""
+
+    held: np.ndarray
+    train: np.ndarray
+    left_out: int = 0
+    twins_across: int | None = None
+
+    def describe(self) -> str:
+        if self.twins_across is None:
+            return ""
+        if self.twins_across:
+            return "; at random: the good images look alike throughout, no split keeps look-alikes apart"
+        left = f" ({self.left_out} of their near-twins set aside)" if self.left_out else ""
+        return f"; none shares content with a training image{left}"
 
 
 class DraemNet(Module):
@@ -171,20 +201,30 @@ class Detector:
         weights = (1 - p_t) ** c.focal_gamma * (1 + (c.positive_weight - 1) * mask)
         return rec_loss + (losses.sigmoid_cross_entropy(logits, mask) * weights).sum() / max(weights.sum(), 1e-6)
 
-    def holdout(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of ``n`` images (held out for calibration, trained on), in the images' order."""
+    def holdout(self, images: np.ndarray) -> Split:
+        """Which of the normal images (N, C, H, W) calibrate and which train; with
+        ``holdout_twins`` no calibration image keeps a near-twin in training (:mod:`.twins`)."""
         c = self.config
-        return holdout_split(n, c.holdout, c.batch_size, c.seed, c.holdout_order)
+        n = len(images)
+        twins = twin_links(images) if c.holdout_twins and c.holdout_order == "random" and n <= MAX_IMAGES else None
+        held, train = holdout_split(n, c.holdout, c.batch_size, c.seed, c.holdout_order, twins=twins)
+        across = twins_across(held, train, twins) if twins is not None else None
+        return Split(held, train, n - len(held) - len(train), across)
 
     def fit(
-        self, images: np.ndarray, log: Callable[[str], None] | None = None, callbacks: tuple[Callback, ...] = ()
+        self,
+        images: np.ndarray,
+        log: Callable[[str], None] | None = None,
+        callbacks: tuple[Callback, ...] = (),
+        split: Split | None = None,
     ) -> dict[str, Any]:
         """Train on preprocessed normal images (N, C, H, W) in [0, 1], then calibrate on a held-out
-        share of them. Returns a summary (times, calibration)."""
+        share of them (``split``: as :meth:`holdout` chose for these images). Returns a summary
+        (times, calibration)."""
         c = self.config
         images = normal_training_data(images, (c.channels, c.size, c.size), "training images")
-        held_idx, train_idx = self.holdout(len(images))
-        held, train = images[held_idx], images[train_idx]
+        split = split or self.holdout(images)
+        held, train = images[split.held], images[split.train]
         self._rng = np.random.default_rng(c.seed + 1)
         start = time.perf_counter()
         epochs = c.epochs_for(len(train))
@@ -203,6 +243,7 @@ class Detector:
             "train_seconds": train_seconds,
             "train_images": len(train),
             "holdout_images": len(held),
+            "twins_left_out": split.left_out,
             "calibration": self.calibration.to_dict(),
             "final_cost": self.history[-1]["cost"],
         }

@@ -47,6 +47,7 @@ def test_fit_trains_from_scratch_on_nested_mixed_format_images_and_calibrates_on
     prov = bundle.meta["provenance"]
     assert prov["normal_images"] == 60  # png, jpg and 16-bit tif under three subfolders
     assert prov["fit"]["train_images"] + prov["fit"]["holdout_images"] == 60
+    assert prov["fit"]["twins_left_out"] == 0  # washers all look alike: held out at random
     assert prov["fit"]["holdout_images"] >= 20
     assert len(prov["dataset_digest"]) == 64
     assert "retrained_from" not in prov and "synth" not in prov["dataset"]
@@ -215,3 +216,25 @@ def test_the_detector_verbs_work_on_sensor_readings(tmp_path: Path, capsys: pyte
     assert main(["detector", "fit", "--normal", str(bad), "-o", str(tmp_path / "b.zip")]) == 2
     err = capsys.readouterr().err
     assert "line 3" in err and "secret" not in err
+
+
+def test_fit_keeps_near_twins_of_its_calibration_images_out_of_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Overlapping views of a surface (one photograph scanned in 64 px tiles, 8 px apart): the
+    held-out views share no content with a trained one; their twins are set aside, and said so."""
+    from sklearn.datasets import load_sample_images
+
+    temple = load_sample_images().images[0][..., ::-1]
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for i, (y, x) in enumerate((y, x) for y in range(40, 360, 40) for x in range(0, 64, 8)):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), temple[y : y + 64, 200 + x : 264 + x])
+    out = tmp_path / "tiles.zip"
+    assert main(["detector", "fit", "--normal", str(folder), "--size", "64", "--epochs", "1", "-o", str(out)]) == 0
+    fit = bundle_io.load(out).meta["provenance"]["fit"]
+    assert fit["holdout_images"] >= 20 and 0 < fit["twins_left_out"] <= fit["holdout_images"]
+    assert fit["train_images"] + fit["holdout_images"] + fit["twins_left_out"] == 64
+    assert f"none shares content with a training image ({fit['twins_left_out']} of their near-twins set aside)" in (
+        capsys.readouterr().out
+    )

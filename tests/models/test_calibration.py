@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import CalibrationError, calibrate, holdout_split, max_f1_threshold, normalize
+from models.calibration import CalibrationError, calibrate, holdout_split, max_f1_threshold, normalize, twins_across
 from models.decision import Thresholds, decide
 
 RNG = np.random.default_rng(0)
@@ -140,3 +140,28 @@ def test_holdout_orders_random_latest_and_blocks() -> None:
         holdout_split(100, 0.2, 16, seed=3, order="oldest")
     with pytest.raises(CalibrationError, match="need at least 36 normal samples"):
         holdout_split(35, 0.2, 16, seed=3)
+
+
+def test_holdout_keeps_near_twins_on_one_side() -> None:
+    n, rng = 200, np.random.default_rng(0)
+    assert holdout_split(n, 0.2, 16, seed=3, twins=np.zeros((n, n), bool))[0].tolist() == (
+        holdout_split(n, 0.2, 16, seed=3)[0].tolist()  # no twins: the plain random split
+    )
+    # overlapping views of a long surface: each image shares content with its 6 neighbours
+    position = rng.permutation(n)
+    chain = np.abs(position[:, None] - position[None]) <= 6
+    np.fill_diagonal(chain, False)
+    # and each of 40 parts seen in 5 successive frames
+    frames = np.repeat(np.arange(40), 5)[:n]
+    repeats = (frames[:, None] == frames[None]) & ~np.eye(n, dtype=bool)
+    for twins in (chain, repeats):
+        held, train = holdout_split(n, 0.2, 16, seed=3, twins=twins)
+        assert len(held) == 40 and len(train) >= 16 and not set(held) & set(train)
+        assert twins_across(held, train, twins) == 0  # no calibration item keeps a twin in training
+        left_out = n - len(held) - len(train)
+        assert left_out <= 40 and (left_out == 0) == (twins is repeats)  # whole groups leave nothing out
+    # every item a twin of every other (parts that look alike): no split can help, the random one
+    alike = ~np.eye(n, dtype=bool)
+    held, train = holdout_split(n, 0.2, 16, seed=3, twins=alike)
+    assert held.tolist() == holdout_split(n, 0.2, 16, seed=3)[0].tolist() and len(train) == n - 40
+    assert twins_across(held, train, alike) == 40
