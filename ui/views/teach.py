@@ -168,6 +168,12 @@ def show(job: dict) -> None:
     st.caption(
         f"T1 and T2 rest on {report.get('calibrated_on', 'n/a')} good images the detector never trained on "
         f"({report.get('calibration_method', 'n/a')}: a 90 % upper confidence bound of the nominal rate's quantile)"
+        + (
+            f"; {result['twins_set_aside']} good parts sharing content with the held-out test parts (the same part "
+            "in successive frames, overlapping views) were set aside: the false-alarm figure is that of new parts"
+            if result.get("twins_set_aside")
+            else ""
+        )
     )
     m[4].metric("Defects flagged", fmt(report["defects_flagged"], True))
     if report["per_defect"]:
