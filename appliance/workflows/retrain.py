@@ -22,7 +22,9 @@ from appliance.jobs import JobContext
 from appliance.storage import queries, store
 from engine.training import Callback
 from models import bundle as bundle_io
+from models.calibration import HOLDOUT_ORDER, holdout_split
 from models.detector.model import Detector
+from models.detector.twins import MAX_IMAGES, twin_links
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch
 
@@ -72,10 +74,16 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     images = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files) if img is not None]
     x = preprocess_batch(images, spec)
     total = len(x)
-    # a share the candidate never sees (neither trained nor calibrated on): where both models are compared
-    order = np.random.default_rng(0).permutation(len(x))
+    # a share the candidate never sees (neither trained nor calibrated on, nor any near-twin of it):
+    # where both models are compared
     n_compare = max(0, min(round(0.2 * len(x)), len(x) - 36))  # the detector needs 36 to train and calibrate
-    x, held_out = x[order[n_compare:]], x[order[:n_compare]]
+    if n_compare:
+        twins = twin_links(x) if len(x) <= MAX_IMAGES else None
+        share = n_compare / len(x)
+        compare_idx, keep = holdout_split(len(x), share, 36, 0, HOLDOUT_ORDER, min_held=n_compare, twins=twins)
+        x, held_out = x[keep], x[compare_idx]
+    else:
+        held_out = x[:0]
     detector = Detector.from_bundle(bundle)
     detector.config.epochs = int(params.get("epochs", 10))
 
