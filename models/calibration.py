@@ -86,8 +86,9 @@ def holdout_split(
     ``twins`` (random order only): an (n, n) boolean matrix linking items that share content
     (:mod:`models.detector.twins`). No held-out item then keeps a twin in training: groups of
     linked items are held out whole while they fit, in random order (with no links at all this is
-    the plain random split), and where a group is too large a compact region is cut from it (items
-    added by the most links into the region) and its twins outside are left out of both sides.
+    the plain random split), and where groups are too large (over a quarter of the share: a
+    continuous surface) compact regions of that size are cut from them, in several places (items
+    added by the most links into the region); their twins outside are left out of both sides.
     When that would leave out more items than it holds out, or too few to train on (every item a
     twin of every other: parts that look alike), the plain random split is returned instead; see
     :func:`twins_across`.
@@ -124,11 +125,12 @@ def _twin_free_split(twins: np.ndarray, n_hold: int, min_train: int, seed: int) 
     n = len(twins)
     links = (twins | twins.T) & ~np.eye(n, dtype=bool)
     rng = np.random.default_rng(seed)
+    piece = max(8, -(-n_hold // 4))  # at least 4 places: one region would show one kind of surface only
     _, groups = connected_components(links, directed=False)
     held = np.zeros(n, bool)
-    for g in rng.permutation(groups.max() + 1):  # whole groups, while they fit
+    for g in rng.permutation(groups.max() + 1):  # whole groups (one part's frames), while they fit
         members = groups == g
-        if held.sum() + members.sum() <= n_hold:
+        if members.sum() <= piece and held.sum() + members.sum() <= n_hold:
             held |= members
         if held.sum() >= n_hold:
             break
@@ -137,14 +139,14 @@ def _twin_free_split(twins: np.ndarray, n_hold: int, min_train: int, seed: int) 
             break
         if held[start] or links[start, held].any():
             continue
-        held[start] = True
+        held[start], size = True, 1
         into = links[start].astype(np.int32)  # links from each item into the region
-        while held.sum() < n_hold:
+        while held.sum() < n_hold and size < piece:
             gain = np.where(held, 0, into)
             if gain.max() == 0:
                 break
             nxt = int(np.argmax(gain))
-            held[nxt] = True
+            held[nxt], size = True, size + 1
             into += links[nxt]
     left_out = links[held].any(axis=0) & ~held
     train = ~held & ~left_out

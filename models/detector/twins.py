@@ -6,7 +6,8 @@ frames, and overlapping views of a continuous surface (a web, a sheet, a large p
 in tiles). Held out beside their twins in training, they score like training images and the
 threshold comes out too low: on a made photograph (200 overlapping 64 px patches of bokeh, in
 colour) a random calibration share let 10 % of good patches from unseen regions past T2 at a
-nominal 1 %, and 0 % once no calibration patch had a twin in training.
+nominal 1 % with one seed (0 % with another), and 0 % with both once no calibration patch had a
+twin in training.
 
 Twins are found by phase correlation (the peak of the whitened cross-power spectrum: about the
 share of the area two images have in common, whatever the shift between them), in each of the 8
