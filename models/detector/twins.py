@@ -14,11 +14,10 @@ two images show the same content at some shift), in each of the 8 orientations (
 images), on grey, Hann-windowed 32 px thumbnails. Images are linked when the peak reaches
 ``threshold`` (0.5 by default: views shifted by up to about a quarter of their side; a 64 px
 view of a photograph against itself shifted 8 px both ways peaks at 0.69, 16 px down at 0.66,
-24 px across at 0.20,
-and unrelated texture patches below 0.3); :func:`models.calibration.holdout_split` then keeps
-every held-out image's twins out of training. Parts that merely look alike (every image of
-one product) link to nearly every other image; no split can keep them apart and the split falls
-back to single random images.
+24 px across at 0.20, and unrelated texture patches below 0.3);
+:func:`models.calibration.holdout_split` then keeps every held-out image's twins out of
+training. Parts that merely look alike (every image of one product) link to nearly every other
+image; no split can keep them apart and the split falls back to single random images.
 """
 
 from __future__ import annotations
