@@ -92,7 +92,13 @@ def format_report(report: dict) -> str:
         f"model {report['model_version']} on {report['data']}: {report['good_images']} good, "
         f"{report['defect_images']} defective images",
         f"image AUROC {_num(report['image_auroc'])}   pixel AUROC {_num(report['pixel_auroc'])}   "
-        f"AUPRO (FPR<=0.3) {_num(report['aupro'])}",
+        f"AUPRO (FPR<=0.3) {_num(report['aupro'])}"
+        + (
+            f" ({missing} defective image{' has' if missing == 1 else 's have'} no mask under ground_truth/: "
+            "left out of both)"
+            if (missing := report.get("defect_images_without_mask"))
+            else ""
+        ),
         f"false alarms on good parts at T2: {_pct(report['false_alarm_rate'])} "
         f"(nominal {_pct(report['nominal_false_alarm_rate'])}, T1/T2 rest on {report.get('calibrated_on')} good "
         f"items never trained on); review {_pct(report['review_rate_good'])}",

@@ -325,6 +325,8 @@ def _report(model: Inferencer, layout: MVTecLayout, items: list[Any], scored: Sc
         maps = scored.maps[with_masks]
         report["pixel_auroc"] = metrics.pixel_auroc(maps, masks)
         report["aupro"] = metrics.aupro(maps, masks, max_fpr=0.3)
+        # a defective image without a ground-truth mask is left out of the pixel metrics
+        report["defect_images_without_mask"] = int((defect & ~has_mask).sum())
     return report
 
 

@@ -238,3 +238,19 @@ def test_fit_keeps_near_twins_of_its_calibration_images_out_of_training(
     assert f"none shares content with a training image ({fit['twins_left_out']} of their near-twins set aside)" in (
         capsys.readouterr().out
     )
+
+
+def test_a_defective_image_without_a_mask_is_left_out_of_the_pixel_metrics_and_said_so(
+    fitted: Path, parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "washer"
+    shutil.copytree(parts, data)
+    next((data / "ground_truth").rglob("*_mask.png")).unlink()
+    report_path = tmp_path / "report.json"
+    assert main(["detector", "test", str(fitted), "--data", str(data), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["defect_images"] == 24 and report["defect_images_without_mask"] == 1
+    assert 0 < report["pixel_auroc"] <= 1
+    assert "1 defective image has no mask under ground_truth/: left out of both" in capsys.readouterr().out
