@@ -130,12 +130,19 @@ class Split:
     train: np.ndarray
     left_out: int = 0
     twins_across: int | None = None
+    look_alike: bool = False  # most pairs of images are linked (one product), rather than overlapping views
 
     def describe(self) -> str:
         if self.twins_across is None:
             return ""
-        if self.twins_across:
+        if self.twins_across and self.look_alike:
             return "; at random: the good images look alike throughout, no split keeps look-alikes apart"
+        if self.twins_across:
+            return (
+                f"; at random: the good images overlap too densely to set twins aside, {self.twins_across} of the "
+                "held-out ones share content with training images (expect more false alarms on new surface "
+                "than the nominal rate)"
+            )
         left = f" ({self.left_out} of their near-twins set aside)" if self.left_out else ""
         return f"; none shares content with a training image{left}"
 
@@ -208,8 +215,10 @@ class Detector:
         n = len(images)
         twins = twin_links(images) if c.holdout_twins and c.holdout_order == "random" and n <= MAX_IMAGES else None
         held, train = holdout_split(n, c.holdout, c.batch_size, c.seed, c.holdout_order, twins=twins)
-        across = twins_across(held, train, twins) if twins is not None else None
-        return Split(held, train, n - len(held) - len(train), across)
+        if twins is None:
+            return Split(held, train, n - len(held) - len(train))
+        alike = bool(twins.mean() > 0.5)
+        return Split(held, train, n - len(held) - len(train), twins_across(held, train, twins), alike)
 
     def fit(
         self,

@@ -34,3 +34,14 @@ def test_overlapping_views_are_twins_in_any_orientation_and_distinct_views_are_n
     links = twin_links(images)
     assert links[0, 1] and links[1, 0] and links[0, 2] and not links[0, 3] and not links[:, 4].any()
     assert not links.diagonal().any()
+
+
+def test_the_fit_log_says_which_split_it_made() -> None:
+    from models.detector.model import Split
+
+    idx = np.arange(3)
+    assert Split(idx, idx).describe() == ""  # twins not looked for
+    assert "31 of their near-twins set aside" in Split(idx, idx, left_out=31, twins_across=0).describe()
+    assert "look alike throughout" in Split(idx, idx, twins_across=40, look_alike=True).describe()
+    dense = Split(idx, idx, twins_across=40).describe()
+    assert "overlap too densely" in dense and "40 of the held-out ones" in dense and "more false alarms" in dense
