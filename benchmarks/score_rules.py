@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.datasets.images import mvtec_layout, read_all  # noqa: E402
+from appliance.workflows.detector import load_images  # noqa: E402
 from models.detector.model import Detector, DetectorConfig  # noqa: E402
 from models.inference import Inferencer  # noqa: E402
 from models.metrics import image_auroc  # noqa: E402
@@ -50,7 +51,7 @@ def rules(model: Inferencer, category: Path) -> dict[str, float]:
     defective = np.array([item.defect != "good" for item in layout.test])
     test_map, test_error = maps(model, [item.path for item in layout.test])
     # the images fit held out for calibration, chosen as fit chose them
-    train = np.concatenate([preprocess_batch(images, model.input_spec) for _, images in read_all(layout.train)])
+    train = load_images(layout.train, model.input_spec)  # as fit read them
     config = {"holdout_twins": False, **model.meta["provenance"]["config"]}  # bundles fit before twins were looked for
     held = Detector(DetectorConfig(**config)).holdout(train).held
     held_map, held_error = maps(model, [layout.train[i] for i in held])

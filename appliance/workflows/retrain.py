@@ -24,7 +24,7 @@ from engine.training import Callback
 from models import bundle as bundle_io
 from models.calibration import HOLDOUT_ORDER, holdout_split
 from models.detector.model import Detector
-from models.detector.twins import MAX_IMAGES, twin_links
+from models.detector.twins import twin_links
 from models.inference import Inferencer
 from models.preprocess import InputSpec, preprocess_batch
 
@@ -78,9 +78,8 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     # where both models are compared
     n_compare = max(0, min(round(0.2 * len(x)), len(x) - 36))  # the detector needs 36 to train and calibrate
     if n_compare:
-        twins = twin_links(x) if len(x) <= MAX_IMAGES else None
         share = n_compare / len(x)
-        compare_idx, keep = holdout_split(len(x), share, 36, 0, HOLDOUT_ORDER, min_held=n_compare, twins=twins)
+        compare_idx, keep = holdout_split(len(x), share, 36, 0, HOLDOUT_ORDER, min_held=n_compare, twins=twin_links(x))
         x, held_out = x[keep], x[compare_idx]
     else:
         held_out = x[:0]

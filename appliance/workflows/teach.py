@@ -29,7 +29,7 @@ from appliance.teach import TeachFrames
 from appliance.workflows.detector import FitOptions, detector_report, fit, load_images
 from models import bundle as bundle_io
 from models.calibration import HOLDOUT_ORDER, CalibrationError, holdout_split
-from models.detector.twins import MAX_IMAGES, twin_links
+from models.detector.twins import twin_links
 
 MIN_TEST_GOOD = 10
 MIN_FIT = 36  # what detector fit needs: 20 held out for calibration, one batch of 16 to train on
@@ -123,8 +123,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
     )
     paths = good_images(data_dir, params)
     ctx.update(message=f"teaching {source_id}: looking for near-twins among {len(paths)} good parts", progress=0.01)
-    twins = twin_links(load_images(paths, options.input_spec())) if len(paths) <= MAX_IMAGES else None
-    train, held = split(paths, params.get("test_share", 0.2), twins)
+    train, held = split(paths, params.get("test_share", 0.2), twin_links(load_images(paths, options.input_spec())))
     work = job_dir(data_dir, ctx.job_id)
     if work.exists():
         shutil.rmtree(work)

@@ -40,7 +40,7 @@ from models.calibration import (
 )
 from models.detector import normal_training_data
 from models.detector.synthetic import synthesize
-from models.detector.twins import MAX_IMAGES, twin_links
+from models.detector.twins import twin_links
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
 from models.scoring import image_scores, reconstruction_error_maps
@@ -213,7 +213,7 @@ class Detector:
         ``holdout_twins`` no calibration image keeps a near-twin in training (:mod:`.twins`)."""
         c = self.config
         n = len(images)
-        twins = twin_links(images) if c.holdout_twins and c.holdout_order == "random" and n <= MAX_IMAGES else None
+        twins = twin_links(images) if c.holdout_twins and c.holdout_order == "random" else None
         held, train = holdout_split(n, c.holdout, c.batch_size, c.seed, c.holdout_order, twins=twins)
         if twins is None:
             return Split(held, train, n - len(held) - len(train))

@@ -65,8 +65,11 @@ def twin_peaks(images: np.ndarray) -> np.ndarray:
     return peaks
 
 
-def twin_links(images: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
-    """(N, N) booleans: which images share content with which (peak at least ``threshold``)."""
+def twin_links(images: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray | None:
+    """(N, N) booleans: which images share content with which (peak at least ``threshold``);
+    None for more than ``MAX_IMAGES`` images, which are not searched."""
+    if len(images) > MAX_IMAGES:
+        return None
     links = twin_peaks(images) >= threshold
     np.fill_diagonal(links, False)
     return links
