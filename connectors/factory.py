@@ -2,7 +2,8 @@
 builds the source, and starts it.
 
 - ``synth:line?size=128&defect_rate=0.1&seed=0&fps=50``: the synthetic production line
-- ``folder:/path?poll=0.5``: new images in a folder, each processed once (restart-safe)
+- ``folder:/path?poll=0.5&settle=2``: new images in a folder, each processed once (restart-safe;
+  a half-written image is retried until it has stopped changing for ``settle`` seconds)
 - ``file:video.mp4?loop=1&live=0``, ``camera:0``, ``rtsp://…``, ``http://…``: OpenCV video
   (``file:…?fps=100&loop=1``: a recording replayed at line speed, as a camera delivers it)
 - ``csv:readings.csv?rate=100&window=64&hop=32``: sensor readings replayed into windows
@@ -69,7 +70,7 @@ def build_source(url: str, source_id: str | None = None) -> Source:
         opts = parse_options(query, {"size": int, "defect_rate": float, "seed": int, "fps": float, "kinds": str})
         return SyntheticSource(sid, url, **opts)
     if scheme == "folder":
-        return FolderSource(sid, url, path, **parse_options(query, {"poll": float, "state_file": str}))
+        return FolderSource(sid, url, path, **parse_options(query, {"poll": float, "settle": float, "state_file": str}))
     if scheme in ("camera", "file", "rtsp", "http", "https"):
         return _video(sid, url, scheme, path, query)
     if scheme == "mqtt":

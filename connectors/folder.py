@@ -1,4 +1,4 @@
-"""``folder:/path?poll=0.5``: images appearing in a folder, each processed once."""
+"""``folder:/path?poll=0.5&settle=2``: images appearing in a folder, each processed once."""
 
 from __future__ import annotations
 
@@ -17,18 +17,25 @@ class FolderSource(Source):
     is remembered in ``.appliance-seen.json`` inside the folder (each name appended to its
     ``.log`` as it is read, the two merged now and then), so a restart does not repeat it; names
     of files that left the folder are forgotten, so memory follows the folder, not its history.
-    Unreadable images are counted and skipped."""
+    An image that cannot be read yet while it changed less than ``settle`` seconds ago is still
+    being written (a camera or PLC saving into the folder): it is tried again on later scans, and
+    only counted and skipped as unreadable once it has stopped changing for that long."""
 
     kind = "folder"
     backpressure = True
 
-    def __init__(self, source_id: str, url: str, path: str, poll: float = 0.5, state_file: str = "") -> None:
+    def __init__(
+        self, source_id: str, url: str, path: str, poll: float = 0.5, settle: float = 2.0, state_file: str = ""
+    ) -> None:
         super().__init__(source_id, url)
         self.folder = Path(path)
         if not self.folder.is_dir():
             msg = f"folder {self.folder} does not exist"
             raise SourceError(msg)
-        self.poll = poll
+        if not (poll > 0 and settle >= 0):
+            msg = f"folder source: poll must be > 0 and settle >= 0 seconds, got poll={poll}, settle={settle}"
+            raise SourceError(msg)
+        self.poll, self.settle = poll, settle
         self.state_path = Path(state_file) if state_file else self.folder / ".appliance-seen.json"
         self.log_path = self.state_path.with_name(self.state_path.name + ".log")
         self.seen: set[str] = set()
@@ -65,6 +72,13 @@ class FolderSource(Source):
             self.log_path.unlink(missing_ok=True)
             self.logged = 0
 
+    def _being_written(self, path: Path) -> bool:
+        """Changed less than ``settle`` seconds ago (a half-written image reads as unreadable)."""
+        try:
+            return time.time() - path.stat().st_mtime < self.settle
+        except OSError:  # gone already
+            return False
+
     def _read(self, timeout: float) -> Sample | None:
         deadline = time.monotonic() + timeout
         while True:
@@ -74,6 +88,8 @@ class FolderSource(Source):
                 path = self.pending.popleft()
                 stamp = now()
                 image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                if image is None and self._being_written(path):
+                    continue  # not marked: a later scan finds it again
                 self._mark(path)
                 if image is None:
                     self._fail(f"{path.name}: not a readable image, skipped")

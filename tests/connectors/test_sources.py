@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_folder_processes_each_image_once_across_restarts(tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((8, 8), i * 50, np.uint8))
     (tmp_path / "broken.png").write_bytes(b"not an image")
+    os.utime(tmp_path / "broken.png", (time.time() - 10, time.time() - 10))  # long finished: truly broken
     source = open_source(f"folder:{tmp_path}?poll=0.05")
     got = [source.read(0.5) for _ in range(3)]
     assert [s.meta["file"] for s in got] == ["0.png", "1.png", "2.png"]
@@ -57,6 +59,23 @@ def test_folder_processes_each_image_once_across_restarts(tmp_path):
     assert restarted.read(0.2) is None  # nothing repeated after a restart
     cv2.imwrite(str(tmp_path / "new.png"), np.zeros((8, 8), np.uint8))
     assert restarted.read(1.0).meta["file"] == "new.png"
+
+
+def test_a_half_written_image_is_read_once_it_is_complete_not_lost(tmp_path):
+    """A camera or PLC saving into the folder: the scan can meet a file before its last byte. It is
+    retried, not marked as seen and skipped; it is given up on only after ``settle`` seconds unchanged."""
+    image = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64).astype(np.uint8)
+    ok, data = cv2.imencode(".png", image)
+    (tmp_path / "part.png").write_bytes(data.tobytes()[: len(data) // 2])
+    source = open_source(f"folder:{tmp_path}?poll=0.05&settle=5")
+    assert source.read(0.3) is None and source.errors == 0 and "part.png" not in source.seen
+    (tmp_path / "part.png").write_bytes(data.tobytes())  # the writer finishes
+    sample = source.read(1.0)
+    assert sample.meta["file"] == "part.png" and np.array_equal(sample.payload, image) and source.errors == 0
+    # a truncated file that stopped changing is given up on, named
+    (tmp_path / "cut.png").write_bytes(data.tobytes()[:100])
+    quick = open_source(f"folder:{tmp_path}?poll=0.05&settle=0.2", "quick")
+    assert quick.read(1.0) is None and quick.errors == 1 and "cut.png" in quick.last_error
 
 
 def test_a_folder_remembers_by_appending_and_forgets_files_that_left(tmp_path):
