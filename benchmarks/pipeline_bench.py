@@ -89,7 +89,7 @@ GROUPS = (
     ("inspector", ("inspector",)),
     ("alerts", ("alert-publisher", "paho-")),
     ("API", ("api", "AnyIO", "asyncio", "ThreadPoolExecutor")),
-    ("loops", ("source-states", "retention", "jobs", "spool", "report", "teach")),
+    ("loops", ("source-states", "retention", "history", "memory", "recipes", "jobs", "spool", "report", "teach")),
 )
 
 

@@ -1,0 +1,211 @@
+"""Does the appliance hold steady for months? A soak run of the real ``appliance run`` process.
+
+    python benchmarks/soak_bench.py [--minutes 30] [--fps 50] [--defect-rate 0.05] [--readers 2]
+                                    [--database-url postgresql+psycopg://…] [--data DIR]
+
+Starts ``appliance run`` as a plant would (its own process, settings from a file: a synthetic
+line at ``--fps``, SQLite in the data folder or ``--database-url``, a private Mosquitto), with
+``--readers`` console-like API clients (a page of inspections, alerts and the sources' status,
+once a second each) and a real MQTT subscriber on the alerts topic (``mosquitto_sub``). The first
+start trains the default detector; the clock starts once the line is inspecting. Every
+``--sample`` seconds it records, from ``/proc`` and the data folder: resident memory, open file
+descriptors, threads, CPU, the database's and the image store's size and the frames scored.
+
+Prints the samples, then what must not grow on a line that runs for months: the resident
+memory's slope over the second half of the run (MB per hour, least squares; the first half is
+warm-up: caches, the drift reference, the metrics' windows filling), descriptors and threads at
+the start and end of that half, disk per million frames, and every alert the broker delivered
+against the alerts the appliance stored. Goals: memory slope within noise (≤ 5 MB/hour),
+descriptors and threads flat, no alert missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.broker import free_port, private_mosquitto  # noqa: E402
+
+COLUMNS = ("minute", "frames scored", "RSS MB", "descriptors", "threads", "CPU ms a frame", "database MB", "images MB")
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """Resident memory (MB), its peak, open descriptors, threads and CPU seconds of ``pid``."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {
+        "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+        "peak_mb": int(status["VmHWM"].split()[0]) / 1024,
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "threads": int(status["Threads"]),
+        "cpu_s": (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"),
+    }
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def read_like_a_console(client: httpx.Client, stop: threading.Event, errors: list[str]) -> None:
+    while not stop.is_set():
+        for route, params in (("/inspections", {"limit": 50}), ("/alerts", {"limit": 50}), ("/sources", {})):
+            try:
+                client.get(route, params=params).raise_for_status()
+            except httpx.HTTPError as exc:
+                errors.append(f"{route}: {exc}")
+        stop.wait(1.0)
+
+
+def wait_inspecting(client: httpx.Client, process: subprocess.Popen, timeout: float) -> str:
+    """The source's id once a model judges it (the first start trains one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"appliance run ended with code {process.returncode} before the line inspected")
+        try:
+            for source_id, row in client.get("/sources").json().items():
+                if row.get("mode") == "inspecting" and row.get("scored", 0) > 0:
+                    return source_id
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(2)
+    sys.exit(f"the line was not inspecting after {timeout:.0f} s")
+
+
+def alert_count(client: httpx.Client) -> int:
+    return int(client.get("/alerts", params={"limit": 1}).json()["count"])
+
+
+def slope_per_hour(t: np.ndarray, v: np.ndarray) -> float:
+    return float(np.polyfit(t / 3600, v, 1)[0]) if len(t) > 1 else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--fps", type=float, default=50)
+    parser.add_argument("--defect-rate", type=float, default=0.05)
+    parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument("--sample", type=float, default=15, help="seconds between samples")
+    parser.add_argument("--database-url", help="default: SQLite in the data folder")
+    parser.add_argument("--data", type=Path, help="data folder (kept; a trained model in it is reused)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, private_mosquitto() as mqtt:
+        data = args.data or Path(tmp) / "var"
+        data.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        settings = {
+            "data_dir": str(data),
+            "sources": [f"synth:line?fps={args.fps:g}&defect_rate={args.defect_rate:g}"],
+            "api_port": port,
+            "mqtt": mqtt or {"embedded_port": 0},
+        }
+        if args.database_url:
+            settings["database_url"] = args.database_url
+        config = Path(tmp) / "settings.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        command = [sys.executable, "-m", "appliance.cli", "run", "--config", str(config), "--report-every", "600"]
+        log = (Path(tmp) / "appliance.log").open("w")
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        subscriber = None
+        try:
+            deadline = time.monotonic() + 60
+            while not (data / "admin-token").is_file() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            token = (data / "admin-token").read_text().strip()
+            client = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+            print("waiting for the line to inspect (the first start trains the default detector) …", flush=True)
+            source = wait_inspecting(client, process, 1800)
+            if mqtt and shutil.which("mosquitto_sub"):
+                topic = "appliance/+/+/+/alerts/#"  # the default prefix, any site, line and node
+                subscriber = subprocess.Popen(
+                    ["mosquitto_sub", "-h", mqtt["host"], "-p", str(mqtt["port"]), "-q", "1", "-t", topic, "-v"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            received: list[str] = []
+            if subscriber is not None:
+                threading.Thread(target=lambda: received.extend(subscriber.stdout), daemon=True).start()
+            stop, errors = threading.Event(), []
+            readers = [
+                threading.Thread(target=read_like_a_console, args=(client, stop, errors), daemon=True)
+                for _ in range(args.readers)
+            ]
+            for r in readers:
+                r.start()
+            alerts_before = alert_count(client)
+            samples = []
+            start = time.monotonic()
+            print("| " + " | ".join(COLUMNS) + " |")
+            print("|---|---|---|---|---|---|---|---|")
+            while time.monotonic() - start < args.minutes * 60:
+                time.sleep(args.sample)
+                if process.poll() is not None:
+                    sys.exit(f"appliance run ended with code {process.returncode} during the soak")
+                frames = client.get("/sources").json()[source]["scored"]
+                s = proc_stats(process.pid) | {"t": time.monotonic() - start, "frames": frames}
+                db = sum(f.stat().st_size for f in data.glob("appliance.db*")) / 2**20
+                s |= {"db_mb": db, "images_mb": folder_mb(data / "images")}
+                per_frame = (
+                    (s["cpu_s"] - samples[-1]["cpu_s"]) * 1000 / max(1, frames - samples[-1]["frames"])
+                    if samples
+                    else float("nan")
+                )
+                samples.append(s)
+                print(
+                    f"| {s['t'] / 60:.1f} | {frames:,} | {s['rss_mb']:.1f} | {s['fds']} | {s['threads']} "
+                    f"| {per_frame:.2f} | {db:.1f} | {s['images_mb']:.1f} |",
+                    flush=True,
+                )
+            stop.set()
+            time.sleep(3)  # the last alerts reach the subscriber
+            half = samples[len(samples) // 2 :]
+            t, rss = np.array([s["t"] for s in half]), np.array([s["rss_mb"] for s in half])
+            frames = samples[-1]["frames"] - samples[0]["frames"]
+            disk = (samples[-1]["db_mb"] + samples[-1]["images_mb"]) - (samples[0]["db_mb"] + samples[0]["images_mb"])
+            summary = {
+                "minutes": args.minutes,
+                "fps": args.fps,
+                "frames": frames,
+                "rss_slope_mb_per_hour": round(slope_per_hour(t, rss), 2),
+                "rss_second_half_mb": [round(float(rss.min()), 1), round(float(rss.max()), 1)],
+                "peak_rss_mb": round(samples[-1]["peak_mb"], 1),
+                "fds_second_half": [half[0]["fds"], half[-1]["fds"]],
+                "threads_second_half": [half[0]["threads"], half[-1]["threads"]],
+                "disk_mb_per_million_frames": round(disk / max(frames, 1) * 1e6, 1),
+                "api_errors": len(errors),
+            }
+            if subscriber is not None:
+                summary["alerts_stored"] = alert_count(client) - alerts_before
+                summary["alerts_received"] = len(received)
+            print(json.dumps(summary, indent=2))
+            if errors:
+                print("first API errors:", *errors[:5], sep="\n  ")
+        finally:
+            process.terminate()
+            process.wait(30)
+            if subscriber is not None:
+                subscriber.terminate()
+            log.close()
+
+
+if __name__ == "__main__":
+    main()
