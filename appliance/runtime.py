@@ -532,15 +532,18 @@ def training_progress(epochs: int) -> dict[str, Any]:
     return {"state": "training", "epoch": 0, "epochs": epochs, "cost": None}
 
 
-def status_lines(status: dict[str, dict], alerts_sent: int) -> list[str]:
-    """One line per source for the console log (sources may come and go between two reports)."""
+def status_lines(status: dict[str, dict], delivered: int) -> list[str]:
+    """One line per source for the console log (sources may come and go between two reports);
+    ``delivered``: the durable MQTT messages the broker acknowledged since start, of every source
+    (alerts, retained source states, drift events), not alerts alone."""
     lines = []
     for sid, st in status.items():
         lat = st.get("capture_to_decision_ms") or {"p50": 0.0, "p99": 0.0}
         dropped = st.get("queue_dropped", 0) + st.get("frames_dropped", 0) + st.get("store_failed", 0)
         lines.append(
             f"{sid}: {st.get('state')}, scored {st.get('scored', 0)} ({st.get('decisions', {})}), dropped "
-            f"{dropped}, capture→decision p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; alerts sent {alerts_sent}"
+            f"{dropped}, capture→decision p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; "
+            f"MQTT messages delivered {delivered}"
         )
     return lines
 

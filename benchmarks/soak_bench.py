@@ -39,6 +39,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import text  # noqa: E402
+
+from appliance.storage.db import make_engine  # noqa: E402
 from benchmarks.broker import free_port, private_mosquitto  # noqa: E402
 
 COLUMNS = ("minute", "frames scored", "RSS MB", "descriptors", "threads", "CPU ms a frame", "database MB", "images MB")
@@ -59,6 +62,18 @@ def proc_stats(pid: int) -> dict[str, float]:
 
 def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def database_mb(data: Path, url: str | None) -> float:
+    """The database's size on disk: SQLite's files in the data folder, or PostgreSQL's own count."""
+    if not url:
+        return sum(f.stat().st_size for f in data.glob("appliance.db*")) / 2**20
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT pg_database_size(current_database())")).scalar_one() / 2**20
+    finally:
+        engine.dispose()
 
 
 def read_like_a_console(client: httpx.Client, stop: threading.Event, errors: list[str]) -> None:
@@ -162,7 +177,7 @@ def main() -> None:
                     sys.exit(f"appliance run ended with code {process.returncode} during the soak")
                 frames = client.get("/sources").json()[source]["scored"]
                 s = proc_stats(process.pid) | {"t": time.monotonic() - start, "frames": frames}
-                db = sum(f.stat().st_size for f in data.glob("appliance.db*")) / 2**20
+                db = database_mb(data, args.database_url)
                 s |= {"db_mb": db, "images_mb": folder_mb(data / "images")}
                 per_frame = (
                     (s["cpu_s"] - samples[-1]["cpu_s"]) * 1000 / max(1, frames - samples[-1]["frames"])

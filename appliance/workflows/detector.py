@@ -385,30 +385,52 @@ def _write_report_files(
     return files
 
 
+def gallery_tile(view: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """One part for the report's gallery, BGR: the part as the network saw it, its ground truth
+    outlined in green where known, beside the same part under its heat map (a heat map alone hides
+    the part, and a reviewer needs both to judge a miss or a false alarm)."""
+    part = overlay(view, None).copy()
+    if mask is not None and mask.any():
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(part, contours, -1, (0, 255, 0), 1)
+    gap = np.full((part.shape[0], max(2, part.shape[1] // 32), 3), 255, np.uint8)
+    return np.hstack([part, gap, overlay(view, anomaly_map)])
+
+
 def _gallery(path: Path, scored: Scored, items: list[Any], good: np.ndarray, defects: np.ndarray, model: Any) -> None:
-    """Two rows of heat-map overlays: the worst-scored good parts, the best-hidden defects."""
+    """Two rows of parts beside their heat maps: the worst-scored good parts, the best-hidden
+    defects (their ground truth outlined)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [("worst-scored good parts", good), ("best-hidden defects", defects)]
-    rows = [(title, idx) for title, idx in rows if len(idx)]
-    cols = max(len(idx) for _, idx in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.6 * len(rows)), squeeze=False)
+    per_row = 4  # a part beside its heat map is wide: four to a row, so the console shows them large enough
+    rows = [
+        (title if start == 0 else "", idx[start : start + per_row])
+        for title, idx in (("worst-scored good parts", good), ("best-hidden defects", defects))
+        for start in range(0, len(idx), per_row)
+    ]
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(3.6 * per_row, 2.3 * len(rows)), squeeze=False)
     for r, (title, idx) in enumerate(rows):
-        for c in range(cols):
+        for c in range(per_row):
             ax = axes[r][c]
             ax.axis("off")
             if c >= len(idx):
                 continue
             i = idx[c]
             res = scored.results[i]
-            ax.imshow(cv2.cvtColor(overlay(scored.views[i], res.anomaly_map), cv2.COLOR_BGR2RGB))
-            ax.set_title(f"{items[i].defect}/{scored.paths[i].name}\n{res.score:.4g} {res.decision}", fontsize=7)
-        axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right")
-    fig.suptitle(f"model {model.version}: T2 = {model.thresholds[1]:.4g}", fontsize=9)
-    fig.tight_layout()
+            tile = gallery_tile(scored.views[i], res.anomaly_map, _mask(items[i].mask, model.input_spec))
+            ax.imshow(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB), interpolation="nearest")
+            ax.set_title(f"{items[i].defect}/{scored.paths[i].name}\n{res.score:.4g} {res.decision}", fontsize=8)
+        if title:
+            axes[r][0].text(-0.05, 0.0, title, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right")
+    fig.suptitle(
+        f"model {model.version}: T2 = {model.thresholds[1]:.4g}; each part as the network saw it "
+        "(ground truth outlined in green) beside its heat map",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # the title above, clear of the first row
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

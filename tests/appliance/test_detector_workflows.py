@@ -76,6 +76,27 @@ def test_test_report_on_the_mvtec_layout(fitted: Path, parts: Path, tmp_path: Pa
         assert image is not None and image.shape[0] > 100, name
 
 
+def test_gallery_shows_the_part_its_ground_truth_and_its_heat_map_side_by_side() -> None:
+    from appliance.images import overlay
+    from appliance.workflows.detector import gallery_tile
+
+    view = np.full((32, 32), 90, np.uint8)
+    view[10:14, 10:14] = 160  # the defect
+    mask = np.zeros((32, 32), bool)
+    mask[9:15, 9:15] = True
+    hot = np.zeros((32, 32), np.float32)
+    hot[9:15, 9:15] = 1.0
+    tile = gallery_tile(view, hot, mask)
+    assert tile.shape[0] == 32 and tile.shape[2] == 3 and tile.shape[1] > 64
+    part, heat = tile[:, :32], tile[:, -32:]
+    green = (part[..., 1] == 255) & (part[..., 0] == 0) & (part[..., 2] == 0)
+    assert green[9, 9:15].all() and green[9:15, 9].all()  # the outline, on the ground truth's edge
+    assert not green[11, 11] and (part[11, 11] == 160).all()  # the part itself is left as it was seen
+    assert (heat == overlay(view, hot)).all()  # beside it, the part under its heat map
+    plain = gallery_tile(view, hot, np.zeros((32, 32), bool))[:, :32]  # a good part: nothing outlined
+    assert (plain == cv2.cvtColor(view, cv2.COLOR_GRAY2BGR)).all()
+
+
 def test_test_report_without_masks_gives_image_metrics_only(fitted: Path, parts: Path, tmp_path: Path) -> None:
     root = tmp_path / "nomasks"
     for sub in ("test/good", "test/dent"):
