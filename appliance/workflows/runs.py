@@ -54,6 +54,15 @@ def project_run(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[st
     return out
 
 
+def _interruptible_child() -> None:
+    """Before the search starts: SIGINT at its default, so Python turns it into KeyboardInterrupt
+    (a cancel) even when the appliance was started with SIGINT ignored, as a shell ignores it for
+    commands it starts in the background (the search then ran on after a cancel and the job failed);
+    and ended with the appliance."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    die_with_parent()
+
+
 def search_run(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     """``appliance search`` on a project file, in its own process group (its trials need a process
     pool, which a job worker may not start itself). Progress is trials finished over the budget; a
@@ -73,7 +82,7 @@ def search_run(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=die_with_parent,
+        preexec_fn=_interruptible_child,
     )
     seen = 0
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import time
 import zipfile
 from pathlib import Path
@@ -410,16 +411,22 @@ def test_structure_search_from_the_console(console, appliance):
 
 
 def test_a_cancelled_search_job_keeps_its_finished_trials(appliance):
-    with appliance.api() as api:
-        iris_project(api, "iris-long")
-        job_id = api.post("/jobs/search", json={"project": "iris-long.yaml", "trials": 200, "epochs": 5}).json()["id"]
-        deadline = time.monotonic() + 120
-        while not api.get(f"/jobs/{job_id}").json()["result"].get("trials"):
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        api.post(f"/jobs/{job_id}/cancel")
-        job = wait_job(api, job_id, timeout=120)
-    assert job["status"] == "cancelled"
+    # as when a shell starts the appliance in the background: SIGINT ignored, and children inherit that
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with appliance.api() as api:
+            iris_project(api, "iris-long")
+            body = {"project": "iris-long.yaml", "trials": 200, "epochs": 5}
+            job_id = api.post("/jobs/search", json=body).json()["id"]
+            deadline = time.monotonic() + 120
+            while not api.get(f"/jobs/{job_id}").json()["result"].get("trials"):
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            api.post(f"/jobs/{job_id}/cancel")
+            job = wait_job(api, job_id, timeout=120)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert job["status"] == "cancelled", job["message"]
     run = Path(job["result"]["run"])
     assert list(run.glob("trials/*/trial.json")) and (run / "search.json").is_file()  # resumable
 
