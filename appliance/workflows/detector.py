@@ -28,6 +28,7 @@ from engine.training import Callback
 from models import metrics
 from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
+from models.detector.symmetry import describe as describe_orientations
 from models.inference import Inferencer, Result
 from models.preprocess import InputSpec, preprocess_image
 
@@ -180,7 +181,7 @@ def fit(
         "dataset": str(root),
         "dataset_digest": folder_digest(root, paths),
         "normal_images": len(x),
-        "fit": {k: summary[k] for k in ("train_images", "holdout_images", "twins_left_out")},
+        "fit": {k: summary[k] for k in ("train_images", "holdout_images", "twins_left_out", "orientations")},
     }
     generic = {"good", "normal", "ok", "train", "training", "images", ""}
     name = options.name or next((p.name for p in (root, *root.parents) if p.name.lower() not in generic), "detector")
@@ -189,6 +190,7 @@ def fit(
     out.parent.mkdir(parents=True, exist_ok=True)
     bundle.save(out)
     cal = summary["calibration"]
+    log(describe_orientations(tuple(summary["orientations"])))
     log(
         f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images: "
         f"T1={cal['t1']:.5f} T2={cal['t2']:.5f} (false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']})"

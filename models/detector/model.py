@@ -39,6 +39,7 @@ from models.calibration import (
     twins_across,
 )
 from models.detector import normal_training_data
+from models.detector.symmetry import ORIENTATIONS, describe, orient, surface_orientations
 from models.detector.synthetic import synthesize
 from models.detector.twins import twin_links
 from models.onnx_export import GraphBuilder, emit, finish
@@ -49,6 +50,7 @@ from models.zoo import get_spec
 
 METHODS = ("draem", "autoencoder")
 LR_SCHEDULES = ("constant", "step", "cosine")
+ORIENTATION_CHOICES = ("auto", "none", "all")
 MIN_EPOCHS = 30
 
 
@@ -82,6 +84,9 @@ class DetectorConfig:
     holdout_order: str = HOLDOUT_ORDER  # which images calibrate (calibration.holdout_split)
     holdout_twins: bool = True  # random order: no calibration image keeps a near-twin in training (.twins)
     seed: int = 0
+    # the turns and mirror images training shows the good images in: "auto" (those they look the same
+    # in, .symmetry), "none" (as they come), "all" (every one of the 8)
+    orientations: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def epochs_for(self, train_images: int) -> int:
@@ -108,6 +113,9 @@ class DetectorConfig:
             raise ValueError(msg)
         if self.clf_stem_stride not in (1, 2):
             msg = f"clf_stem_stride must be 1 (full resolution) or 2, got {self.clf_stem_stride}"
+            raise ValueError(msg)
+        if self.orientations not in ORIENTATION_CHOICES:
+            msg = f"orientations must be one of {ORIENTATION_CHOICES}, got {self.orientations!r}"
             raise ValueError(msg)
         if self.lr_schedule not in LR_SCHEDULES:
             msg = f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
@@ -179,6 +187,7 @@ class Detector:
         self.net = DraemNet(self.ae.module, None if self.clf is None else self.clf.module)
         self.calibration: Calibration | None = None
         self.history: list[dict[str, float]] = []
+        self.orientations: tuple[int, ...] = (0,)  # those training shows the good images in (fit decides)
         self.type_head: Network | None = None  # names the defect type, where labelled defects exist
         self.defect_types: list[str] = []
 
@@ -191,9 +200,16 @@ class Detector:
         xs = self._rng.integers(0, c.size - c.crop + 1, len(x))
         return np.stack([img[:, y : y + c.crop, x0 : x0 + c.crop] for img, y, x0 in zip(x, ys, xs, strict=True)])
 
+    def _orient(self, x: np.ndarray) -> np.ndarray:
+        """Each image of the batch in one of the allowed orientations, at random."""
+        if len(self.orientations) == 1:
+            return x
+        picks = self._rng.choice(self.orientations, len(x))
+        return np.ascontiguousarray(np.stack([orient(img, o) for img, o in zip(x, picks, strict=True)]))
+
     def loss(self, model: DraemNet, x: np.ndarray) -> Tensor:
         c = self.config
-        x = self._crop(x)
+        x = self._orient(self._crop(x))
         if c.method == "autoencoder":
             return losses.squared_error(model.ae(x), x).mean()
         x_aug, mask = synthesize(x, self._rng, c.anomaly_probability)
@@ -234,6 +250,9 @@ class Detector:
         images = normal_training_data(images, (c.channels, c.size, c.size), "training images")
         split = split or self.holdout(images)
         held, train = images[split.held], images[split.train]
+        self.orientations = self._orientations(train)
+        if log:
+            log(describe(self.orientations))
         self._rng = np.random.default_rng(c.seed + 1)
         start = time.perf_counter()
         epochs = c.epochs_for(len(train))
@@ -253,9 +272,18 @@ class Detector:
             "train_images": len(train),
             "holdout_images": len(held),
             "twins_left_out": split.left_out,
+            "orientations": list(self.orientations),
             "calibration": self.calibration.to_dict(),
             "final_cost": self.history[-1]["cost"],
         }
+
+    def _orientations(self, train: np.ndarray) -> tuple[int, ...]:
+        c = self.config
+        if c.orientations == "none":
+            return (0,)
+        if c.orientations == "all":
+            return tuple(range(ORIENTATIONS))
+        return surface_orientations(train, c.seed)
 
     def _scheduler(self, steps: int) -> Scheduler | None:
         c = self.config

@@ -13,6 +13,7 @@ import pytest
 
 from appliance.cli import main
 from models import bundle as bundle_io
+from models.detector.symmetry import describe as describe_orientations
 from tests.helpers.parts import make_parts
 
 REPORT_KEYS = {
@@ -48,6 +49,7 @@ def test_fit_trains_from_scratch_on_nested_mixed_format_images_and_calibrates_on
     assert prov["normal_images"] == 60  # png, jpg and 16-bit tif under three subfolders
     assert prov["fit"]["train_images"] + prov["fit"]["holdout_images"] == 60
     assert prov["fit"]["twins_left_out"] == 0  # washers all look alike: held out at random
+    assert prov["fit"]["orientations"] == [0]  # parts in a fixture: trained as they come
     assert prov["fit"]["holdout_images"] >= 20
     assert len(prov["dataset_digest"]) == 64
     assert "retrained_from" not in prov and "synth" not in prov["dataset"]
@@ -256,9 +258,9 @@ def test_fit_keeps_near_twins_of_its_calibration_images_out_of_training(
     fit = bundle_io.load(out).meta["provenance"]["fit"]
     assert fit["holdout_images"] >= 20 and 0 < fit["twins_left_out"] <= fit["holdout_images"]
     assert fit["train_images"] + fit["holdout_images"] + fit["twins_left_out"] == 64
-    assert f"none shares content with a training image ({fit['twins_left_out']} of their near-twins set aside)" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert f"none shares content with a training image ({fit['twins_left_out']} of their near-twins set aside)" in out
+    assert describe_orientations(tuple(fit["orientations"])) in out  # the log says what training showed
 
 
 def test_a_defective_image_without_a_mask_is_left_out_of_the_pixel_metrics_and_said_so(
