@@ -56,6 +56,7 @@ def fit_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name or "",
         full_resolution=args.full_resolution,
+        orientations=args.orientations,
     )
     fit(args.normal, args.output, options, log=_say)
     return 0
@@ -162,6 +163,12 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="images: the defect map at full rather than half resolution; finds thin scratches and cracks "
         "better, trains about 2.5x longer",
+    )
+    p_fit.add_argument(
+        "--orientations",
+        default="auto",
+        help="images: the turns and mirror images training shows the good images in; auto (default): those the "
+        "surface looks the same in (none for aligned parts); none: as they come; all: every one of the 8",
     )
     p_fit.add_argument("--seed", type=int, default=0)
     p_fit.add_argument("--window", type=int, default=64, help="readings: rows per window (as the csv: source)")

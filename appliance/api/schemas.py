@@ -175,6 +175,7 @@ class TeachIn(BaseModel):
     false_alarm_rate: float = Field(0.01, ge=1e-6, lt=0.5)  # models.calibration.MIN_RATE
     method: Literal["draem", "autoencoder"] = "draem"
     full_resolution: bool = False  # draem: its defect map at full resolution (thin defects; ~2.5x training)
+    orientations: Literal["auto", "none", "all"] = "auto"  # models.detector.model.ORIENTATION_CHOICES
     test_share: float = Field(0.2, gt=0, lt=0.6)
 
 

@@ -49,21 +49,23 @@ class FitOptions:
     seed: int = 0
     name: str = ""
     full_resolution: bool = False  # draem: the discriminative U-Net at full resolution (thin defects, ~2.5x training)
+    orientations: str = "auto"  # turns and mirror images training shows the good images in (DetectorConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # further DetectorConfig fields
 
     def config(self) -> DetectorConfig:
         fine = self.full_resolution and self.method == "draem"  # the autoencoder has no defect-map network
         extra = {"clf_stem_stride": 1, **self.extra} if fine else self.extra
-        return DetectorConfig(
-            method=self.method,
-            size=self.size,
-            channels=self.channels,
-            epochs=self.epochs,
-            false_alarm_rate=self.false_alarm_rate,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            **extra,
-        )
+        chosen = {
+            "method": self.method,
+            "size": self.size,
+            "channels": self.channels,
+            "epochs": self.epochs,
+            "false_alarm_rate": self.false_alarm_rate,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "orientations": self.orientations,
+        }
+        return DetectorConfig(**{**chosen, **extra})  # further fields win
 
     def input_spec(self) -> InputSpec:
         return InputSpec(kind="image", channels=self.channels, size=(self.size, self.size), roi=self.roi)

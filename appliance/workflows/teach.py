@@ -119,6 +119,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         false_alarm_rate=params.get("false_alarm_rate", 0.01),
         method=params.get("method", "draem"),
         full_resolution=params.get("full_resolution", False),
+        orientations=params.get("orientations", "auto"),
         name=f"teach-{source_id}",
     )
     paths = good_images(data_dir, params)

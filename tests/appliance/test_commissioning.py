@@ -277,9 +277,14 @@ def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, bro
         assert wait_for(lambda: client.get(f"/jobs/{tid}", headers=h).json()["status"] == "succeeded", 60)
         assert client.get(f"/jobs/{tid}", headers=h).json()["result"]["report"]["good_images"] == 24
         assert client.post(f"/models/{version}/test", json={"dataset": "washer-bad"}, headers=h).status_code == 422
-        # the console's "defect map at full resolution": the discriminative U-Net keeps the input's size
+        # the console's "defect map at full resolution": the discriminative U-Net keeps the input's size;
+        # and its orientations shown in training, every one of the 8 asked for here
+        sideways = client.post("/jobs/teach", json=body | {"orientations": "sideways"}, headers=h)
+        assert sideways.status_code == 422 and "orientations" in sideways.text
         fine = client.post(
-            "/jobs/teach", json=body | {"method": "draem", "epochs": 2, "full_resolution": True}, headers=h
+            "/jobs/teach",
+            json=body | {"method": "draem", "epochs": 2, "full_resolution": True, "orientations": "all"},
+            headers=h,
         )
         assert fine.status_code == 202, fine.text
         fid = fine.json()["id"]
@@ -287,7 +292,8 @@ def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, bro
         result = client.get(f"/jobs/{fid}", headers=h).json()["result"]
         download = client.get(f"/models/{result['candidate_version']}/download", headers=h)
         (tmp_path / "fine.zip").write_bytes(download.content)
-        assert bundle_io.load(tmp_path / "fine.zip").meta["provenance"]["config"]["clf_stem_stride"] == 1
+        provenance = bundle_io.load(tmp_path / "fine.zip").meta["provenance"]
+        assert provenance["config"]["clf_stem_stride"] == 1 and provenance["fit"]["orientations"] == list(range(8))
     finally:
         app.stop()
 

@@ -114,6 +114,17 @@ full_resolution = st.toggle(
     disabled=method != "draem",
     help="finds thin scratches and cracks better; training takes about 2.5 times as long",
 )
+orientations = st.selectbox(
+    "Orientations shown in training",
+    ["auto", "none", "all"],
+    format_func={
+        "auto": "auto: those the surface looks the same in",
+        "none": "none: as the parts come",
+        "all": "all 8 turns and mirror images",
+    }.get,
+    key="teach_orientations",
+    help="auto trains aligned parts as they come, and textures in the turns and mirror images they look the same in",
+)
 bad_sets = [d["name"] for d in datasets]
 known_bad = st.selectbox(
     "Known-bad parts to test on (a dataset uploaded in the MVTec AD layout; optional)",
@@ -136,6 +147,7 @@ if st.button("Train a detector for this source", type="primary", key="teach_star
         "epochs": None if epochs is None else int(epochs),
         "method": method,
         "full_resolution": bool(full_resolution),
+        "orientations": orientations,
         "false_alarm_rate": float(rate),
     }
     try:
