@@ -131,6 +131,9 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         epochs = wait.until(ec.element_to_be_clickable((By.XPATH, "//input[@aria-label='Epochs']")))
         epochs.send_keys("30", Keys.TAB)  # a short run for the test (the default trains 1,500 steps)
         time.sleep(1)
+        driver.execute_script("arguments[0].scrollIntoView();", epochs)
+        assert "auto: those the surface looks the same in" in driver.page_source  # orientations, by default
+        driver.save_screenshot(str(SHOTS / "4b-teach-settings.png"))
         start = "//button[.//p[text()='Train a detector for this source']]"
         wait.until(ec.element_to_be_clickable((By.XPATH, start))).click()
         report = WebDriverWait(driver, 240).until(
