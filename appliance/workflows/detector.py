@@ -28,7 +28,6 @@ from engine.training import Callback
 from models import metrics
 from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
-from models.detector.symmetry import describe as describe_orientations
 from models.inference import Inferencer, Result
 from models.preprocess import InputSpec, preprocess_image
 
@@ -192,7 +191,7 @@ def fit(
     out.parent.mkdir(parents=True, exist_ok=True)
     bundle.save(out)
     cal = summary["calibration"]
-    log(describe_orientations(tuple(summary["orientations"])))
+    log(summary["orientations_note"])
     log(
         f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images: "
         f"T1={cal['t1']:.5f} T2={cal['t2']:.5f} (false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']})"

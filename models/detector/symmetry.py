@@ -93,11 +93,12 @@ def surface_orientations(images: np.ndarray, seed: int = 0) -> tuple[int, ...]:
     return tuple(allowed)
 
 
-def describe(orientations: tuple[int, ...]) -> str:
-    """What a fit log says about the orientations training used."""
+def describe(orientations: tuple[int, ...], why: str = "") -> str:
+    """What a fit log says about the orientations training used (``why``: the reason, when not
+    the surface's own)."""
     if len(orientations) == 1:
-        return "training shows the good images as they come (aligned parts, or a surface with a direction)"
+        return f"training shows the good images as they come ({why or 'aligned parts, or a surface with a direction'})"
     return (
         f"training shows the good images in {len(orientations)} of the 8 turns and mirror images "
-        "(the surface looks the same in them)"
+        f"({why or 'the surface looks the same in them'})"
     )

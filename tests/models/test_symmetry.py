@@ -62,3 +62,20 @@ def test_training_batches_come_in_the_allowed_orientations_only() -> None:
 def test_an_unknown_orientation_choice_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="orientations must be one of"):
         DetectorConfig(orientations=value)
+
+
+def test_held_out_images_sharing_content_with_training_ones_keep_training_as_it_comes() -> None:
+    """Turned copies of training images would make their held-out twins look seen (T2 too low)."""
+    from models.detector.model import Split
+
+    detector = Detector(DetectorConfig(size=48, ae_widths=(4,), clf_width=4))
+    texture = surface(40, 48, np.random.default_rng(4), (3, 3))
+    idx = np.arange(3)
+    found, note = detector._orientations(texture, Split(idx, idx, twins_across=0))
+    assert found == tuple(range(8)) and "looks the same" in note
+    found, note = detector._orientations(texture, Split(idx, idx, twins_across=7))
+    assert found == (0,) and "share content with training images" in note
+    found, _ = detector._orientations(texture, Split(idx, idx, twins_across=30, look_alike=True))
+    assert found == tuple(range(8))  # one product throughout: look-alikes, not shared content
+    detector.config.orientations = "none"
+    assert detector._orientations(texture, Split(idx, idx))[0] == (0,)
