@@ -4,8 +4,10 @@ A detector trained on random crops of a texture sees each patch of it in one ori
 and may then call the same texture turned a little differently new. Where the good images look
 the same turned or mirrored, training shows them that way too (each crop in one of the allowed
 orientations, at random): on the made granular surface image AUROC 0.899 → 0.956 (seed 0) and
-0.896 → 0.919 (seed 1), with no false alarm on new surface (1.7 % and 3.3 % before). Where they do not, it must not: a part that always comes
-upright, a brushed surface whose grain runs one way, light that always falls from one side.
+0.896 → 0.919 (seed 1), with no false alarm on new surface (1.7 % and 3.3 % before). Where they
+do not, it must not: a part that always comes upright, a brushed surface whose grain runs one
+way, light that always falls from one side. (Where held-out images share content with training
+images, :class:`models.detector.model.Detector` trains as they come whatever the surface.)
 
 Two checks, on the good images themselves (:func:`surface_orientations`):
 
@@ -14,8 +16,8 @@ Two checks, on the good images themselves (:func:`surface_orientations`):
   part; random views of a texture average to a flat field. Aligned images keep their orientation.
 - **direction statistics**: the histogram of signed gradient directions (16 bins over 360°,
   weighted by the squared gradient magnitude, so that a steep edge outweighs the gentle slope
-  that balances it in a periodic profile) of the images, against that of the images in each of the other
-  7 orientations. An orientation is allowed where the two differ by no more than
+  that balances it in a periodic profile) of the images, against that of the images in each of
+  the other 7 orientations. An orientation is allowed where the two differ by no more than
   ``TOLERANCE`` × what two random halves of the good images differ by (their sampling noise).
   Grain and its direction, lighting from one side (bright edges facing one way) and skewed
   ridges all show in it; a mirror-image texture with identical gradient statistics (chirality)
