@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.recipes import Recipe
 from appliance.storage.models import InspectionBase, TrainingJob
+from models.detector.symmetry import ORIENTATION_CHOICES
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="job id")]
@@ -175,7 +176,7 @@ class TeachIn(BaseModel):
     false_alarm_rate: float = Field(0.01, ge=1e-6, lt=0.5)  # models.calibration.MIN_RATE
     method: Literal["draem", "autoencoder"] = "draem"
     full_resolution: bool = False  # draem: its defect map at full resolution (thin defects; ~2.5x training)
-    orientations: Literal["auto", "none", "all"] = "auto"  # models.detector.model.ORIENTATION_CHOICES
+    orientations: Literal[ORIENTATION_CHOICES] = "auto"  # turns and mirror images shown in training
     test_share: float = Field(0.2, gt=0, lt=0.6)
 
 

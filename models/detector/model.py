@@ -44,7 +44,7 @@ from models.calibration import (
     twins_across,
 )
 from models.detector import normal_training_data
-from models.detector.symmetry import ORIENTATIONS, describe, orient, surface_orientations
+from models.detector.symmetry import ORIENTATION_CHOICES, ORIENTATIONS, describe, orient, surface_orientations
 from models.detector.synthetic import synthesize
 from models.detector.twins import twin_links
 from models.onnx_export import GraphBuilder, emit, finish
@@ -55,7 +55,6 @@ from models.zoo import get_spec
 
 METHODS = ("draem", "autoencoder")
 LR_SCHEDULES = ("constant", "step", "cosine")
-ORIENTATION_CHOICES = ("auto", "none", "all")
 MIN_EPOCHS = 30
 
 

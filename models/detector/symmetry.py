@@ -34,6 +34,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+ORIENTATION_CHOICES = ("auto", "none", "all")  # DetectorConfig.orientations: this module decides, as they come, all 8
 ORIENTATIONS = 8  # o = 0..3: o quarter-turns; 4..7: mirrored, then o - 4 quarter-turns
 ALIGNED = 0.5  # mean image's spatial spread / the per-pixel spread between images above this: aligned parts
 TOLERANCE = 3.0  # an orientation's histogram may differ by this × the halves' sampling noise

@@ -114,14 +114,15 @@ full_resolution = st.toggle(
     disabled=method != "draem",
     help="finds thin scratches and cracks better; training takes about 2.5 times as long",
 )
+orientation_choices = {
+    "auto": "auto: those the surface looks the same in",
+    "none": "none: as the parts come",
+    "all": "all 8 turns and mirror images",
+}
 orientations = st.selectbox(
     "Orientations shown in training",
-    ["auto", "none", "all"],
-    format_func={
-        "auto": "auto: those the surface looks the same in",
-        "none": "none: as the parts come",
-        "all": "all 8 turns and mirror images",
-    }.get,
+    list(orientation_choices),
+    format_func=orientation_choices.get,
     key="teach_orientations",
     help="auto trains aligned parts as they come, and textures in the turns and mirror images they look the same in",
 )
