@@ -13,9 +13,22 @@ from typing import Any
 import cv2
 import numpy as np
 
+MIN_BIT_DEPTH = 8
+
 
 class PreprocessError(ValueError):
     """An input does not fit the model's input spec."""
+
+
+def bit_depth_of(largest: int) -> int:
+    """The bits a 16-bit image's values use: the smallest depth (8 to 16) whose full scale
+    ``2 ** depth - 1`` holds ``largest``. Cameras of 10, 12 or 14 bits store their frames in 16-bit
+    files with the high bits empty; read as 16-bit they would come out 16 to 64 times too dark,
+    and the detector's synthetic anomalies (painted in the full range) would be easy to tell from
+    them while real defects are not. A dim true-16-bit camera gets a smaller depth too, which only
+    stretches its frames; a later value above the full scale goes in above 1, beyond anything in
+    training, and scores as an anomaly."""
+    return max(MIN_BIT_DEPTH, min(16, int(largest).bit_length()))
 
 
 @dataclass
@@ -25,7 +38,9 @@ class InputSpec:
     size: tuple[int, int] | None = (64, 64)  # (height, width) for images
     shape: tuple[int, ...] | None = None  # vectors: (features,) or (channels, length)
     roi: tuple[int, int, int, int] | None = None  # x, y, width, height in the source image
-    scale: float = 1.0 / 255.0  # applied to 8-bit images (16-bit: 1/65535)
+    scale: float = 1.0 / 255.0  # applied to 8-bit images; 16-bit ones are first brought to 8-bit's range
+    # the full scale of 16-bit images: 2 ** bit_depth - 1 (a 12-bit camera's files: 12; see bit_depth_of)
+    bit_depth: int = 16
     mean: list[float] = field(default_factory=list)  # per channel, after scaling (vectors: per element)
     std: list[float] = field(default_factory=list)
 
@@ -39,6 +54,9 @@ class InputSpec:
         self.size = _positive_ints("size", self.size, 2)
         self.shape = _positive_ints("shape", self.shape)
         self.roi = _positive_ints("roi", self.roi, 4, allow_zero=True)
+        if not MIN_BIT_DEPTH <= self.bit_depth <= 16:
+            msg = f"bit_depth must be {MIN_BIT_DEPTH} to 16 (the bits 16-bit images use), got {self.bit_depth}"
+            raise PreprocessError(msg)
         if self.kind == "image" and self.size is None:
             msg = "an image input spec needs 'size' (height, width)"
             raise PreprocessError(msg)
@@ -99,7 +117,7 @@ def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     if image.dtype == np.uint8:
         scale = spec.scale
     elif image.dtype == np.uint16:
-        scale = spec.scale * 255.0 / 65535.0
+        scale = spec.scale * 255.0 / (2**spec.bit_depth - 1)
     elif np.issubdtype(image.dtype, np.floating):
         scale = 1.0
     else:

@@ -29,7 +29,7 @@ from models import metrics
 from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
 from models.inference import Inferencer, Result
-from models.preprocess import InputSpec, preprocess_image
+from models.preprocess import InputSpec, bit_depth_of, preprocess_image
 
 Log = Callable[[str], None]
 GALLERY = 8  # worst-scored good parts and best-hidden defects shown
@@ -98,6 +98,14 @@ def load_images(paths: Sequence[Path], spec: InputSpec) -> np.ndarray:
     return np.stack(out)
 
 
+def sixteen_bit_depth(paths: Sequence[Path]) -> int:
+    """The bits the 16-bit good images use (:func:`models.preprocess.bit_depth_of` of their largest
+    value; a 12-bit camera's files: 12); 16 when there are none. Reads every image once more (a
+    folder may mix formats), which costs seconds against the minutes of training."""
+    largest = [int(im.max()) for _, images in read_all(paths) for im in images if im.dtype == np.uint16]
+    return bit_depth_of(max(largest)) if largest else 16
+
+
 def unique_version(bundle: Any) -> Any:
     """``<name>-<time>-<random>``: the bundle's own version (unique even for two fits in the same
     second) with the part it is for in front."""
@@ -159,6 +167,9 @@ def fit(
         raise ImageFolderError(msg)
     spec = options.input_spec()
     log(f"reading {len(paths)} good images from {root}")
+    spec.bit_depth = sixteen_bit_depth(paths)
+    if spec.bit_depth < 16:
+        log(f"16-bit images using {spec.bit_depth} bits: read with {2**spec.bit_depth - 1:,} as full scale")
     x = load_images(paths, spec)
     detector = Detector(config)
     split = detector.holdout(x)

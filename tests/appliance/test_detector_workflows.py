@@ -136,6 +136,35 @@ def test_fit_names_the_unreadable_files(parts: Path, tmp_path: Path, capsys: pyt
     assert not (tmp_path / "m.zip").exists()
 
 
+def test_a_twelve_bit_cameras_files_train_and_serve_at_twelve_bits(
+    parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """16-bit PNGs holding 12-bit values (a Mono12 camera's frames): fit reads them with 4,095 as
+    full scale, says so, and the bundle keeps the depth, so that a 12-bit frame scores as its
+    8-bit copy does (read as 16-bit, every frame would be 16 times too dark)."""
+    folder = tmp_path / "mono12"
+    folder.mkdir()
+    for i, f in enumerate(sorted((parts / "train" / "good").rglob("*.*"))):
+        grey = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), (grey.astype(np.int64) * 4095 // 255).astype(np.uint16))
+    out = tmp_path / "mono12.zip"
+    args = ["detector", "fit", "--normal", str(folder), "--size", "32", "--epochs", "2", "--method", "autoencoder"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert "16-bit images using 12 bits: read with 4,095 as full scale" in capsys.readouterr().out
+    assert bundle_io.load(out).meta["input"]["bit_depth"] == 12
+    grey = cv2.imread(str(parts / "test" / "good" / "000.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / "eight.png"), grey)
+    cv2.imwrite(str(tmp_path / "twelve.png"), (grey.astype(np.int64) * 4095 // 255).astype(np.uint16))
+    inputs = [str(tmp_path / "eight.png"), str(tmp_path / "twelve.png")]
+    assert main(["detector", "predict", str(out), *inputs, "-o", str(tmp_path / "pred")]) == 0
+    with (tmp_path / "pred" / "predictions.csv").open() as f:
+        eight, twelve = (float(r["score"]) for r in csv.DictReader(f))
+    assert twelve == pytest.approx(eight, rel=0.01)
+    mixed = tmp_path / "mixed.zip"  # PNG, JPEG and 16-bit TIFF files using the whole 16-bit range
+    assert main([*args[:3], str(parts / "train" / "good"), *args[4:], "-o", str(mixed)]) == 0
+    assert bundle_io.load(mixed).meta["input"]["bit_depth"] == 16
+
+
 def test_fit_refuses_too_few_images_and_a_bad_size(parts: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "few"
     folder.mkdir()

@@ -315,6 +315,24 @@ def test_vector_preprocessing_names_the_problem():
         InputSpec.from_dict({"kind": "image", "colour": 1})
 
 
+def test_sixteen_bit_images_are_read_at_the_depth_their_camera_wrote():
+    """A 12-bit camera's 16-bit files (values up to 4,095) read with a 12-bit full scale look as
+    the same scene in 8 bits does; read as 16-bit they would be 16 times too dark."""
+    from models.preprocess import bit_depth_of, preprocess_image
+
+    assert [bit_depth_of(v) for v in (0, 255, 256, 1023, 4095, 4096, 16383, 65535)] == [8, 8, 9, 10, 12, 13, 14, 16]
+    scene = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint8)
+    twelve = (scene.astype(np.int64) * 4095 // 255).astype(np.uint16)
+    spec = InputSpec(kind="image", channels=1, size=(8, 8), bit_depth=12)
+    np.testing.assert_allclose(preprocess_image(twelve, spec), preprocess_image(scene, spec), atol=1e-3)
+    old = {k: v for k, v in spec.to_dict().items() if k != "bit_depth"}  # a bundle from before the field
+    assert InputSpec.from_dict(old).bit_depth == 16
+    np.testing.assert_allclose(preprocess_image(twelve, InputSpec.from_dict(old)).max(), twelve.max() / 65535)
+    for bad in (7, 17):
+        with pytest.raises(PreprocessError, match=f"bit_depth must be 8 to 16 .*got {bad}"):
+            InputSpec(kind="image", bit_depth=bad)
+
+
 def test_bundles_made_in_the_same_second_get_distinct_versions():
     """The registry keys models by version: a first start and a retrain finishing in one second
     (it happened on a fast machine) must not collide."""
