@@ -1,4 +1,8 @@
-"""Images and heat maps on disk, content-addressed (the reference is the PNG's SHA-256)."""
+"""Images and heat maps on disk, content-addressed (the reference is the stored file's SHA-256).
+
+Frames are kept without loss: 8- and 16-bit counts as PNG; measured values (float or signed
+images: heights, temperatures), which PNG would cut to 8-bit integers, as float32 TIFF with a PNG
+beside it for display."""
 
 from __future__ import annotations
 
@@ -15,29 +19,61 @@ class ImageStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, ref: str) -> Path:
+        """The image as a PNG to show."""
         if len(ref) != 64 or not all(c in "0123456789abcdef" for c in ref):
             msg = f"not an image reference: {ref!r}"
             raise ValueError(msg)
         return self.root / ref[:2] / f"{ref}.png"
 
+    def source(self, ref: str) -> Path:
+        """The image as it came (to train on): the values' TIFF where there is one, else the PNG."""
+        values = self.path(ref).with_suffix(".tiff")
+        return values if values.is_file() else self.path(ref)
+
     def put(self, image: np.ndarray) -> str:
-        ok, data = cv2.imencode(".png", image)
-        if not ok:
-            msg = f"image of shape {image.shape} and dtype {image.dtype} cannot be encoded"
-            raise ValueError(msg)
-        raw = data.tobytes()
+        suffix, raw = encode(image)
         ref = hashlib.sha256(raw).hexdigest()
         path = self.path(ref)
-        if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(raw)
-            tmp.replace(path)
+        if suffix != ".png":
+            _write(path.with_suffix(suffix), raw)
+            raw = encode(display(image))[1]
+        _write(path, raw)
         return ref
 
     def heatmap(self, anomaly_map: np.ndarray) -> str:
         """Store a [0, 1] anomaly map as a colour heat map."""
         return self.put(colorize(anomaly_map))
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write once, atomically (a reader never sees half a file)."""
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+
+def encode(image: np.ndarray) -> tuple[str, bytes]:
+    """The file suffix and bytes that keep a frame without loss: PNG for 8- and 16-bit counts,
+    float32 TIFF for measured values."""
+    counts = image.dtype in (np.uint8, np.uint16)
+    suffix = ".png" if counts else ".tiff"
+    ok, data = cv2.imencode(suffix, image if counts else image.astype(np.float32))
+    if not ok:
+        msg = f"image of shape {image.shape} and dtype {image.dtype} cannot be encoded"
+        raise ValueError(msg)
+    return suffix, data.tobytes()
+
+
+def display(image: np.ndarray) -> np.ndarray:
+    """The frame as 8-bit BGR to show: deeper counts and measured values stretched over their own
+    range (finite values only)."""
+    frame = image
+    if image.dtype != np.uint8:
+        values = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        frame = cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[-1] == 1 else frame[..., :3]
 
 
 def colorize(anomaly_map: np.ndarray) -> np.ndarray:
@@ -47,8 +83,7 @@ def colorize(anomaly_map: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray | None, alpha: float = 0.4) -> np.ndarray:
     """The frame in BGR with the heat map blended over it (resized to the frame)."""
-    frame = image if image.dtype == np.uint8 else cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[-1] == 1 else frame[..., :3]
+    frame = display(image)
     if anomaly_map is None:
         return frame
     heat = colorize(cv2.resize(anomaly_map.astype(np.float32), (frame.shape[1], frame.shape[0])))

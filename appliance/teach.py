@@ -9,11 +9,12 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-
 from appliance.errors import NotFound
+from appliance.images import encode
 from appliance.registry import safe_name
 from connectors.base import Sample
+
+FRAME_SUFFIXES = (".png", ".tiff")  # as appliance.images.encode writes them
 
 
 class TeachFrames:
@@ -38,10 +39,11 @@ class TeachFrames:
             self._last[sample.source_id] = now
         folder = self.folder(sample.source_id)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{sample.t_capture.strftime('%Y%m%dT%H%M%S.%f')}.png"
-        tmp = path.with_suffix(".tmp.png")
-        if cv2.imwrite(str(tmp), sample.payload):
-            tmp.replace(path)
+        suffix, data = encode(sample.payload)  # without loss: PNG, or TIFF for measured values
+        path = folder / f"{sample.t_capture.strftime('%Y%m%dT%H%M%S.%f')}{suffix}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
         frames = self.frames(sample.source_id)
         for old in frames[: max(0, len(frames) - self.keep)]:
             old.unlink(missing_ok=True)
@@ -50,11 +52,11 @@ class TeachFrames:
     def frames(self, source_id: str) -> list[Path]:
         """The kept frames, oldest first."""
         folder = self.folder(source_id)
-        return sorted(p for p in folder.glob("*.png") if not p.name.endswith(".tmp.png")) if folder.is_dir() else []
+        return sorted(p for p in folder.iterdir() if p.suffix in FRAME_SUFFIXES) if folder.is_dir() else []
 
     def frame(self, source_id: str, name: str) -> Path:
         path = self.folder(source_id) / name
-        if "/" in name or "\\" in name or not name.endswith(".png") or not path.is_file():
+        if "/" in name or "\\" in name or Path(name).suffix not in FRAME_SUFFIXES or not path.is_file():
             msg = f"source {source_id!r} has no teach frame {name!r}"
             raise NotFound(msg)
         return path

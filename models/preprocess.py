@@ -41,6 +41,10 @@ class InputSpec:
     scale: float = 1.0 / 255.0  # applied to 8-bit images; 16-bit ones are first brought to 8-bit's range
     # the full scale of 16-bit images: 2 ** bit_depth - 1 (a 12-bit camera's files: 12; see bit_depth_of)
     bit_depth: int = 16
+    # images of measured values (float or signed TIFFs: heights in mm, temperatures in °C) are read
+    # as (x - low) / (high - low) of full scale; fit takes the span of the good images' values.
+    # None: as stored (float 0..1 as 8-bit / 255 under the default scale; NNC's reader's way)
+    value_range: tuple[float, float] | None = None
     mean: list[float] = field(default_factory=list)  # per channel, after scaling (vectors: per element)
     std: list[float] = field(default_factory=list)
 
@@ -57,6 +61,7 @@ class InputSpec:
         if not MIN_BIT_DEPTH <= self.bit_depth <= 16:
             msg = f"bit_depth must be {MIN_BIT_DEPTH} to 16 (the bits 16-bit images use), got {self.bit_depth}"
             raise PreprocessError(msg)
+        self.value_range = None if self.value_range is None else _value_range(self.value_range)
         if self.kind == "image" and self.size is None:
             msg = "an image input spec needs 'size' (height, width)"
             raise PreprocessError(msg)
@@ -80,6 +85,15 @@ class InputSpec:
         return cls(**data)
 
 
+def nnc_image_spec(channels: int, size: Sequence[int], normalize: bool) -> InputSpec:
+    """An image spec that feeds a network what NNC's dataset reader fed it in training: with image
+    normalisation 8-bit counts / 255, 16-bit ones / 65535 and float values as stored; without it,
+    every value as stored (16-bit counts read at 8 bits are unscaled)."""
+    if normalize:
+        return InputSpec("image", channels, tuple(size))
+    return InputSpec("image", channels, tuple(size), scale=1.0, bit_depth=MIN_BIT_DEPTH)
+
+
 def _positive_ints(key: str, value: Any, n: int | None = None, allow_zero: bool = False) -> tuple[int, ...] | None:
     """A shape-like value of the input spec, checked: a list of ``n`` whole numbers above 0."""
     if value is None or (isinstance(value, list | tuple) and not value):
@@ -93,6 +107,22 @@ def _positive_ints(key: str, value: Any, n: int | None = None, allow_zero: bool 
         msg = f"input spec '{key}' has value {list(value)!r}. Needs {n or 'some'} numbers above 0."
         raise PreprocessError(msg)
     return tuple(int(v) for v in value)
+
+
+def _value_range(value: Any) -> tuple[float, float]:
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in value)
+    if not ok or not (np.isfinite(value).all() and value[0] < value[1]):
+        msg = f"input spec 'value_range' has value {value!r}. Needs two finite numbers, low below high."
+        raise PreprocessError(msg)
+    return float(value[0]), float(value[1])
+
+
+def value_range_of(low: float, high: float) -> tuple[float, float]:
+    """The span images of measured values are read with: the good images' lowest and highest
+    value (a flat image: a span of 1 above its value). Later values outside it are neither clipped
+    nor refused: they go in below 0 or above 1, beyond anything in training, and score as anomalies."""
+    return (float(low), float(high)) if high > low else (float(low), float(low) + 1.0)
 
 
 def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -112,16 +142,26 @@ def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """uint8 / uint16 / float H×W[×C] → float32 (C, H, W) as the network sees it."""
+    """H×W[×C] → float32 (C, H, W) as the network sees it: 8-bit counts times ``spec.scale``;
+    16-bit ones read at ``spec.bit_depth``; measured values (float or signed integers) read over
+    ``spec.value_range``."""
     image = np.asarray(image)
+    offset = 0.0
     if image.dtype == np.uint8:
         scale = spec.scale
     elif image.dtype == np.uint16:
         scale = spec.scale * 255.0 / (2**spec.bit_depth - 1)
-    elif np.issubdtype(image.dtype, np.floating):
-        scale = 1.0
+    elif np.issubdtype(image.dtype, np.floating) or image.dtype in (np.int8, np.int16, np.int32):
+        if spec.value_range is None:
+            scale = 1.0
+        else:
+            offset, high = spec.value_range
+            scale = spec.scale * 255.0 / (high - offset)
     else:
-        msg = f"image dtype {image.dtype} is not uint8, uint16 or float"
+        msg = (
+            f"image dtype {image.dtype} is none that images are stored in: uint8 or uint16 counts, "
+            "or float, int8, int16 or int32 measured values"
+        )
         raise PreprocessError(msg)
     if image.size == 0:
         msg = "image is empty"
@@ -140,7 +180,8 @@ def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
             image.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         )
         image = image.reshape(h, w, -1)
-    out = image.astype(np.float32).transpose(2, 0, 1) * np.float32(scale)
+    out = image.astype(np.float32).transpose(2, 0, 1)
+    out = (out - np.float32(offset)) * np.float32(scale) if offset else out * np.float32(scale)
     if not np.isfinite(out).all():
         msg = "image contains NaN or infinite values"
         raise PreprocessError(msg)

@@ -34,14 +34,16 @@ def find_images(root: str | Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """The image as stored (uint8 or uint16, H×W or H×W×C, BGR); ImageFolderError when it cannot be."""
+    """The image as stored (H×W or H×W×C, BGR): uint8 or uint16 counts, or float32 for measured
+    values (float or signed TIFFs: heights, temperatures; :attr:`InputSpec.value_range` says how
+    they are read); ImageFolderError when it cannot be."""
     data = np.fromfile(path, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None or image.size == 0:
         msg = f"{path}: cannot be decoded as an image"
         raise ImageFolderError(msg)
     if image.dtype not in (np.uint8, np.uint16):
-        image = cv2.normalize(image, None, 0, 65535, cv2.NORM_MINMAX).astype(np.uint16)
+        image = image.astype(np.float32)
     return image
 
 

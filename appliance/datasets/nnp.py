@@ -567,7 +567,7 @@ def import_nnp(
     ``calibrate_on`` (a dataset CSV of normal samples), an autoencoder gets T1/T2 from their
     reconstruction errors, so the line can run it."""
     from models import bundle as bundle_io
-    from models.preprocess import InputSpec
+    from models.preprocess import InputSpec, nnc_image_spec
     from models.spec import SpecError, build
 
     nnp = read_nnp(path)
@@ -581,7 +581,7 @@ def import_nnp(
     kind = kind or model_kind(imported, net.input_shape, net.output_shape)
     shape = net.input_shape
     if len(shape) == 3 and shape[0] in (1, 3):
-        spec = InputSpec("image", shape[0], tuple(shape[1:]), scale=1 / 255 if imported.image_normalization else 1.0)
+        spec = nnc_image_spec(shape[0], shape[1:], imported.image_normalization)
     else:
         spec = InputSpec("vector", shape=tuple(shape), size=None)
     outputs = math.prod(net.output_shape)

@@ -29,7 +29,7 @@ from models import metrics
 from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
 from models.inference import Inferencer, Result
-from models.preprocess import InputSpec, bit_depth_of, preprocess_image
+from models.preprocess import InputSpec, bit_depth_of, preprocess_image, value_range_of
 
 Log = Callable[[str], None]
 GALLERY = 8  # worst-scored good parts and best-hidden defects shown
@@ -98,12 +98,29 @@ def load_images(paths: Sequence[Path], spec: InputSpec) -> np.ndarray:
     return np.stack(out)
 
 
-def sixteen_bit_depth(paths: Sequence[Path]) -> int:
-    """The bits the 16-bit good images use (:func:`models.preprocess.bit_depth_of` of their largest
-    value; a 12-bit camera's files: 12); 16 when there are none. Reads every image once more (a
-    folder may mix formats), which costs seconds against the minutes of training."""
-    largest = [int(im.max()) for _, images in read_all(paths) for im in images if im.dtype == np.uint16]
-    return bit_depth_of(max(largest)) if largest else 16
+def full_scale(paths: Sequence[Path], spec: InputSpec, log: Log) -> None:
+    """Set how the good images' stored values map to the networks' range, and say so: the bits
+    16-bit images use (:func:`models.preprocess.bit_depth_of` of their largest value; a 12-bit
+    camera's files: 12; 16 when there are none) and the span of measured values (float or signed
+    TIFFs, :func:`models.preprocess.value_range_of`). Reads every image once more (a folder may mix
+    formats), which costs seconds against the minutes of training."""
+    largest: list[int] = []
+    lows: list[float] = []
+    highs: list[float] = []
+    for _, images in read_all(paths):
+        for im in images:
+            if im.dtype == np.uint16:
+                largest.append(int(im.max()))
+            elif im.dtype != np.uint8 and (finite := im[np.isfinite(im)]).size:  # NaN: refused when loaded
+                lows.append(float(finite.min()))
+                highs.append(float(finite.max()))
+    spec.bit_depth = bit_depth_of(max(largest)) if largest else 16
+    if spec.bit_depth < 16:
+        log(f"16-bit images using {spec.bit_depth} bits: read with {2**spec.bit_depth - 1:,} as full scale")
+    if lows:
+        spec.value_range = value_range_of(min(lows), max(highs))
+        low, high = spec.value_range
+        log(f"images of measured values (float): read from {low:.6g} as black to {high:.6g} as white")
 
 
 def unique_version(bundle: Any) -> Any:
@@ -167,9 +184,7 @@ def fit(
         raise ImageFolderError(msg)
     spec = options.input_spec()
     log(f"reading {len(paths)} good images from {root}")
-    spec.bit_depth = sixteen_bit_depth(paths)
-    if spec.bit_depth < 16:
-        log(f"16-bit images using {spec.bit_depth} bits: read with {2**spec.bit_depth - 1:,} as full scale")
+    full_scale(paths, spec, log)
     x = load_images(paths, spec)
     detector = Detector(config)
     split = detector.holdout(x)

@@ -37,7 +37,7 @@ def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> lis
         refs += queries.image_refs(engine, decision="ok", limit=int(params.get("max_images", 500)))
     if params.get("include_false_positives", True):
         refs += queries.image_refs(engine, alert_state="false_positive")
-    files = [images.path(r) for r in dict.fromkeys(refs) if images.path(r).is_file()]
+    files = [images.source(r) for r in dict.fromkeys(refs) if images.path(r).is_file()]
     for name in params.get("datasets", []):
         files += image_files(dataset_dir(data_dir, name))
     return files
@@ -45,7 +45,21 @@ def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> lis
 
 def confirmed_defect_images(engine: Engine, data_dir: Path) -> list[Path]:
     images = ImageStore(data_dir / "images")
-    return [images.path(r) for r in queries.image_refs(engine, alert_state="confirmed") if images.path(r).is_file()]
+    refs = queries.image_refs(engine, alert_state="confirmed")
+    return [images.source(r) for r in refs if images.path(r).is_file()]
+
+
+def readable(files: list[Path], ctx: JobContext) -> list[np.ndarray]:
+    """The images of ``files`` that decode; the others are skipped and named in the job's log (a
+    stored frame damaged on disk must not stop a retraining, nor go unsaid)."""
+    images, bad = [], []
+    for f in files:
+        image = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        (bad if image is None else images).append(f if image is None else image)
+    if bad:
+        names = ", ".join(str(p) for p in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        ctx.update(message=f"skipped {len(bad)} of {len(files)} images that cannot be decoded: {names}")
+    return images
 
 
 def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +84,11 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     if len(files) < min_images:
         msg = f"only {len(files)} new normal images; retraining needs at least {min_images}"
         raise InvalidInput(msg)
-    ctx.update(message=f"retraining {active[0]} on {len(files)} normal images", progress=0.02)
-    images = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files) if img is not None]
+    images = readable(files, ctx)
+    if len(images) < min_images:
+        msg = f"only {len(images)} of {len(files)} new normal images can be decoded; retraining needs {min_images}"
+        raise InvalidInput(msg)
+    ctx.update(message=f"retraining {active[0]} on {len(images)} normal images", progress=0.02)
     x = preprocess_batch(images, spec)
     total = len(x)
     # a share the candidate never sees (neither trained nor calibrated on, nor any near-twin of it):
@@ -80,9 +97,9 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     if n_compare:
         share = n_compare / len(x)
         compare_idx, keep = holdout_split(len(x), share, 36, 0, HOLDOUT_ORDER, min_held=n_compare, twins=twin_links(x))
-        x, held_out = x[keep], x[compare_idx]
+        x, held_out = x[keep], [images[i] for i in compare_idx]
     else:
-        held_out = x[:0]
+        held_out = []
     detector = Detector.from_bundle(bundle)
     detector.config.epochs = int(params.get("epochs", 10))
 
@@ -104,7 +121,8 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     version = candidate.meta["version"] = f"{candidate.meta['version']}-job{ctx.job_id}"
     path = models_dir / f"detector-{version}.zip"
     candidate.save(path)
-    comparison = compare(Inferencer(active_path), Inferencer(path), held_out, confirmed_defect_images(engine, data_dir))
+    defects = readable(confirmed_defect_images(engine, data_dir), ctx)
+    comparison = compare(Inferencer(active_path), Inferencer(path), held_out, defects)
     store.register_model(
         engine,
         version=candidate.meta["version"],
@@ -124,7 +142,7 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     }
 
 
-def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[Path]) -> dict[str, Any]:
+def compare(active: Any, candidate: Any, normal: list[np.ndarray], defects: list[np.ndarray]) -> dict[str, Any]:
     """Both models on the same held-out normal images, which the candidate never trained on
     (false-alarm rate at each one's T2) and, where confirmed defects exist, their AUROC. For a
     named test set, test both versions with ``POST /models/{version}/test``."""
@@ -133,12 +151,9 @@ def compare(active: Any, candidate: Any, normal: np.ndarray, defect_files: list[
     def scores(model: Any, batch: list[np.ndarray]) -> np.ndarray:
         return np.array([r.score for r in model.predict_batch(batch)]) if batch else np.array([])
 
-    # the normal images arrive preprocessed (float in [0, 1]): back to 8-bit, as a camera gives them
-    normal_images_u8 = [np.clip(img[0] * 255, 0, 255).astype(np.uint8) for img in normal]
-    defects = [img for img in (cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in defect_files) if img is not None]
-    out: dict[str, Any] = {"held_out_normal_images": len(normal_images_u8), "confirmed_defects": len(defects)}
+    out: dict[str, Any] = {"held_out_normal_images": len(normal), "confirmed_defects": len(defects)}
     for name, model in (("active", active), ("candidate", candidate)):
-        s_normal, s_defect = scores(model, normal_images_u8), scores(model, defects)
+        s_normal, s_defect = scores(model, normal), scores(model, defects)
         entry = {
             "version": model.version,
             "t2": model.thresholds[1],

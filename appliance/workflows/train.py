@@ -31,7 +31,7 @@ from engine.schedulers import CosineScheduler, ExponentialScheduler, PolynomialS
 from engine.solvers import create_solver
 from engine.training import ArrayIterator, Callback, Checkpoint, Trainer
 from models import bundle as bundle_io
-from models.preprocess import InputSpec
+from models.preprocess import InputSpec, nnc_image_spec
 from models.spec import Network, build, load_spec
 from models.zoo import ZOO, get_spec
 
@@ -216,8 +216,7 @@ class Monitor(Callback):
 def input_spec_for(project: Project, x: np.ndarray) -> InputSpec:
     shape = x.shape[1:]
     if len(shape) == 3 and shape[0] in (1, 3):
-        scale = 1 / 255 if project.dataset.normalize else 1.0
-        return InputSpec(kind="image", channels=shape[0], size=shape[1:], scale=scale)
+        return nnc_image_spec(shape[0], shape[1:], project.dataset.normalize)
     return InputSpec(kind="vector", shape=shape, size=None)
 
 

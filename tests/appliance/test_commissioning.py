@@ -263,7 +263,8 @@ def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, bro
         assert gallery.status_code == 200 and gallery.content[:4] == b"\x89PNG"
         assert client.get(f"/jobs/{job_id}/files/..%2Fsecret", headers=h).status_code == 404
         promote = client.post(f"/models/{version}/promote", json={"reason": "taught", "source_id": sid}, headers=h)
-        assert promote.status_code == 200 and client.get("/sources", headers=h).json()[sid]["mode"] == "inspecting"
+        assert promote.status_code == 200, promote.text
+        assert client.get("/sources", headers=h).json()[sid]["mode"] == "inspecting"
         full = client.post(
             "/datasets/upload",
             params={"name": "washer-test", "layout": "mvtec"},

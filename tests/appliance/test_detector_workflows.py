@@ -165,6 +165,42 @@ def test_a_twelve_bit_cameras_files_train_and_serve_at_twelve_bits(
     assert bundle_io.load(mixed).meta["input"]["bit_depth"] == 16
 
 
+def test_float_height_maps_train_and_serve_over_the_span_of_the_good_parts(
+    parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Float TIFFs of measured values (a 3-D sensor's heights, 40 to 60 mm): fit takes the span
+    of the good parts' values, says so and keeps it in the bundle, so that a height map scores as
+    its 8-bit copy does; a part 3 mm higher all over (which stretching each image to its own range
+    would hide) scores above T2."""
+
+    def heights(grey: np.ndarray) -> np.ndarray:
+        return (40.0 + grey.astype(np.float32) * (20.0 / 255)).astype(np.float32)
+
+    folder = tmp_path / "heights"
+    folder.mkdir()
+    for i, f in enumerate(sorted((parts / "train" / "good").rglob("*.*"))):
+        assert cv2.imwrite(str(folder / f"{i:03d}.tiff"), heights(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)))
+    out = tmp_path / "heights.zip"
+    args = ["detector", "fit", "--normal", str(folder), "--size", "32", "--epochs", "2", "--method", "autoencoder"]
+    assert main([*args, "-o", str(out)]) == 0
+    low, high = bundle_io.load(out).meta["input"]["value_range"]
+    assert 40.0 <= low < 45.0 and 55.0 < high <= 60.0
+    assert f"images of measured values (float): read from {low:.6g} as black to {high:.6g} as white" in (
+        capsys.readouterr().out
+    )
+    grey = cv2.imread(str(parts / "test" / "good" / "000.png"), cv2.IMREAD_GRAYSCALE)
+    stretched = ((grey.astype(np.float32) * (20.0 / 255) + 40.0 - low) * 255 / (high - low)).round()
+    cv2.imwrite(str(tmp_path / "eight.png"), stretched.clip(0, 255).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "map.tiff"), heights(grey))
+    cv2.imwrite(str(tmp_path / "raised.tiff"), heights(grey) + 3.0)
+    inputs = [str(tmp_path / n) for n in ("eight.png", "map.tiff", "raised.tiff")]
+    assert main(["detector", "predict", str(out), *inputs, "-o", str(tmp_path / "pred")]) == 0
+    with (tmp_path / "pred" / "predictions.csv").open() as f:
+        eight, height_map, raised = list(csv.DictReader(f))
+    assert float(height_map["score"]) == pytest.approx(float(eight["score"]), rel=0.02)
+    assert raised["decision"] == "ng" and height_map["decision"] == "ok"
+
+
 def test_fit_refuses_too_few_images_and_a_bad_size(parts: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "few"
     folder.mkdir()

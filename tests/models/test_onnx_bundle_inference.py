@@ -333,6 +333,43 @@ def test_sixteen_bit_images_are_read_at_the_depth_their_camera_wrote():
             InputSpec(kind="image", bit_depth=bad)
 
 
+def test_images_of_measured_values_are_read_over_the_span_fit_found():
+    """Float or signed images (heights in mm, temperatures) are read from the spec's value_range
+    low as black to high as white, the same at every frame (never stretched per image, which would
+    hide a part that is hotter or higher all over); values outside go through unclipped."""
+    from models.preprocess import nnc_image_spec, preprocess_image, value_range_of
+
+    scene = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint8)
+    heights = 40.0 + scene.astype(np.float32) * (20.0 / 255)  # 40 to 60 mm
+    spec = InputSpec(kind="image", channels=1, size=(8, 8), value_range=value_range_of(40.0, 60.0))
+    np.testing.assert_allclose(preprocess_image(heights, spec), preprocess_image(scene, spec), atol=1e-5)
+    raised = preprocess_image(heights + 2.0, spec)  # the whole part 2 mm higher
+    np.testing.assert_allclose(raised - preprocess_image(heights, spec), 0.1, atol=1e-5)
+    assert raised.max() > 1.0
+    signed = (scene.astype(np.int16) - 128) * 10  # a signed 16-bit image (-1280 to 1270)
+    spec = InputSpec(kind="image", channels=1, size=(8, 8), value_range=value_range_of(-1280, 1270))
+    np.testing.assert_allclose(preprocess_image(signed, spec), preprocess_image(scene, spec), atol=1e-5)
+    assert value_range_of(5.0, 5.0) == (5.0, 6.0)  # a flat image: a span of 1
+    assert InputSpec.from_dict(spec.to_dict() | {"value_range": [-1280, 1270]}).value_range == (-1280.0, 1270.0)
+    old = {k: v for k, v in spec.to_dict().items() if k != "value_range"}  # a bundle from before the field:
+    for scale in (1 / 255, 1.0):  # float values as stored, whatever the scale of 8-bit counts
+        old_spec = InputSpec.from_dict(old | {"scale": scale})
+        np.testing.assert_allclose(preprocess_image(scene / 255.0, old_spec), scene[None] / 255.0, rtol=1e-6)
+    for bad in ([1.0, 1.0], [0.0, float("nan")], [0.0], "0,1", [True, 2]):
+        with pytest.raises(PreprocessError, match="'value_range' has value"):
+            InputSpec(kind="image", value_range=bad)
+    for bad in (scene > 0, scene.astype(np.int64)):  # a Python list of 8-bit values is int64: refused, not misread
+        with pytest.raises(PreprocessError, match=f"dtype {bad.dtype} is none that images are stored in"):
+            preprocess_image(bad, spec)
+    # NNC's dataset reader without image normalisation gives the network every value as stored
+    raw = nnc_image_spec(1, (8, 8), normalize=False)
+    for image in (scene, scene.astype(np.uint16), scene.astype(np.float32)):
+        np.testing.assert_allclose(preprocess_image(image, raw), scene[None].astype(np.float32))
+    normalised = nnc_image_spec(1, (8, 8), normalize=True)  # 8-bit / 255, 16-bit / 65535, float as stored
+    np.testing.assert_allclose(preprocess_image(scene.astype(np.float32), normalised), scene[None].astype(np.float32))
+    np.testing.assert_allclose(preprocess_image(scene.astype(np.uint16), normalised), scene[None] / 65535, rtol=1e-6)
+
+
 def test_bundles_made_in_the_same_second_get_distinct_versions():
     """The registry keys models by version: a first start and a retrain finishing in one second
     (it happened on a fast machine) must not collide."""

@@ -1,0 +1,64 @@
+"""Frames kept on disk (inspected frames, teach frames) come back as they came: the values a
+retraining or a teach job learns from, not an 8-bit picture of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import cv2
+import numpy as np
+
+from appliance.datasets.images import read_image
+from appliance.images import ImageStore
+from appliance.jobs import JobContext
+from appliance.storage import queries, store
+from appliance.storage.db import init_db, make_engine
+from appliance.teach import TeachFrames
+from appliance.workflows.retrain import readable
+from connectors.base import Sample
+
+
+def height_map(seed: int = 0) -> np.ndarray:
+    """A 3-D sensor's frame: heights in mm, with a missing reading (NaN) in one corner."""
+    heights = 40.0 + 20.0 * np.random.default_rng(seed).random((16, 24)).astype(np.float32)
+    heights[0, 0] = np.nan
+    return heights
+
+
+def test_inspected_frames_of_measured_values_are_kept_without_loss(tmp_path):
+    images = ImageStore(tmp_path / "images")
+    heights = height_map()
+    ref = images.put(heights)
+    assert images.source(ref).suffix == ".tiff"
+    np.testing.assert_array_equal(read_image(images.source(ref)), heights)  # NaN included
+    shown = cv2.imread(str(images.path(ref)), cv2.IMREAD_UNCHANGED)  # what the console shows
+    assert shown.dtype == np.uint8 and shown.shape == (16, 24, 3) and shown.max() == 255
+    assert images.put(heights) == ref and images.put(heights + 1) != ref
+    for counts in (np.full((4, 4), 7, np.uint8), np.full((4, 4, 3), 4095, np.uint16)):
+        ref = images.put(counts)
+        assert images.source(ref) == images.path(ref)  # counts: one PNG, lossless
+        np.testing.assert_array_equal(read_image(images.source(ref)), counts)
+
+
+def test_teach_frames_of_measured_values_are_kept_as_values(tmp_path):
+    frames = TeachFrames(tmp_path / "teach", keep=2, interval=0)
+    t0 = dt.datetime(2026, 12, 6, 8, 0, tzinfo=dt.UTC)
+    for i, payload in enumerate((height_map(0), np.zeros((16, 24), np.uint8), height_map(1))):
+        frames.offer(Sample("laser:1", t0 + dt.timedelta(seconds=i), payload))
+    kept = frames.frames("laser:1")
+    assert [p.suffix for p in kept] == [".png", ".tiff"]  # the newest two, oldest first
+    np.testing.assert_array_equal(read_image(frames.frame("laser:1", kept[1].name)), height_map(1))
+    assert frames.reject("laser:1", [kept[1].name]) == 1 and frames.frames("laser:1") == kept[:1]
+
+
+def test_retraining_names_the_stored_images_it_cannot_decode(tmp_path, db_url):
+    engine = make_engine(db_url)
+    init_db(engine)
+    job = store.create_job(engine, kind="retrain", params={}, actor="test")
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((8, 8), np.uint8))
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(good.read_bytes()[:20])
+    images = readable([good, damaged, good], JobContext(engine, job))
+    assert len(images) == 2
+    assert f"skipped 1 of 3 images that cannot be decoded: {damaged}" in queries.job(engine, job_id=job).log
