@@ -68,11 +68,14 @@ def encode(image: np.ndarray) -> tuple[str, bytes]:
 
 def display(image: np.ndarray) -> np.ndarray:
     """The frame as 8-bit BGR to show: deeper counts and measured values stretched over their own
-    range (finite values only)."""
+    range, missing readings (NaN) black."""
     frame = image
     if image.dtype != np.uint8:
-        values = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        frame = cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        values = image.astype(np.float32)
+        readings = np.isfinite(values)
+        if not readings.all():
+            values = np.where(readings, values, values[readings].min() if readings.any() else 0.0)
+        frame = cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[-1] == 1 else frame[..., :3]
 
 

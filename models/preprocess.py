@@ -141,6 +141,19 @@ def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return image
 
 
+def _fill_missing(values: np.ndarray, low: float) -> np.ndarray:
+    """Measured values with the missing readings (NaN or infinite: a 3-D sensor's shadows and
+    glints) read as the span's low, black, in training and serving alike: where good parts always
+    lack readings the detector learns it; a hole where they had them shows as a dark region."""
+    readings = np.isfinite(values)
+    if readings.all():
+        return values
+    if not readings.any():
+        msg = "image holds no readings: every value is NaN or infinite"
+        raise PreprocessError(msg)
+    return np.where(readings, values, np.asarray(low, values.dtype))
+
+
 def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """H×W[×C] → float32 (C, H, W) as the network sees it: 8-bit counts times ``spec.scale``;
     16-bit ones read at ``spec.bit_depth``; measured values (float or signed integers) read over
@@ -172,6 +185,8 @@ def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
             msg = f"ROI {spec.roi} lies outside the {image.shape[1]}×{image.shape[0]} image"
             raise PreprocessError(msg)
         image = image[y : y + h, x : x + w]
+    if spec.value_range is not None and image.dtype.kind == "f":
+        image = _fill_missing(image, spec.value_range[0])
     image = _to_channels(image, spec.channels)
     h, w = spec.size
     if image.shape[:2] != (h, w):

@@ -170,11 +170,13 @@ def test_float_height_maps_train_and_serve_over_the_span_of_the_good_parts(
 ) -> None:
     """Float TIFFs of measured values (a 3-D sensor's heights, 40 to 60 mm): fit takes the span
     of the good parts' values, says so and keeps it in the bundle, so that a height map scores as
-    its 8-bit copy does; a part 3 mm higher all over (which stretching each image to its own range
-    would hide) scores above T2."""
+    its 8-bit copy does (missing readings, NaN, as black); a part 3 mm higher all over (which
+    stretching each image to its own range would hide) scores above T2."""
 
     def heights(grey: np.ndarray) -> np.ndarray:
-        return (40.0 + grey.astype(np.float32) * (20.0 / 255)).astype(np.float32)
+        values = (40.0 + grey.astype(np.float32) * (20.0 / 255)).astype(np.float32)
+        values[:3, :3] = np.nan  # a corner the sensor never sees: missing readings, read as black
+        return values
 
     folder = tmp_path / "heights"
     folder.mkdir()
@@ -190,6 +192,7 @@ def test_float_height_maps_train_and_serve_over_the_span_of_the_good_parts(
     )
     grey = cv2.imread(str(parts / "test" / "good" / "000.png"), cv2.IMREAD_GRAYSCALE)
     stretched = ((grey.astype(np.float32) * (20.0 / 255) + 40.0 - low) * 255 / (high - low)).round()
+    stretched[:3, :3] = 0
     cv2.imwrite(str(tmp_path / "eight.png"), stretched.clip(0, 255).astype(np.uint8))
     cv2.imwrite(str(tmp_path / "map.tiff"), heights(grey))
     cv2.imwrite(str(tmp_path / "raised.tiff"), heights(grey) + 3.0)

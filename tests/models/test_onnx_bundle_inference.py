@@ -336,7 +336,8 @@ def test_sixteen_bit_images_are_read_at_the_depth_their_camera_wrote():
 def test_images_of_measured_values_are_read_over_the_span_fit_found():
     """Float or signed images (heights in mm, temperatures) are read from the spec's value_range
     low as black to high as white, the same at every frame (never stretched per image, which would
-    hide a part that is hotter or higher all over); values outside go through unclipped."""
+    hide a part that is hotter or higher all over); values outside go through unclipped; missing
+    readings (NaN) read as black."""
     from models.preprocess import nnc_image_spec, preprocess_image, value_range_of
 
     scene = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint8)
@@ -349,6 +350,15 @@ def test_images_of_measured_values_are_read_over_the_span_fit_found():
     signed = (scene.astype(np.int16) - 128) * 10  # a signed 16-bit image (-1280 to 1270)
     spec = InputSpec(kind="image", channels=1, size=(8, 8), value_range=value_range_of(-1280, 1270))
     np.testing.assert_allclose(preprocess_image(signed, spec), preprocess_image(scene, spec), atol=1e-5)
+    holes = heights.copy()
+    holes[2:4, 5] = np.nan  # a 3-D sensor's missing readings (a shadow, a glint)
+    holes[7, 7] = np.inf
+    spec = InputSpec(kind="image", channels=1, size=(8, 8), value_range=value_range_of(40.0, 60.0))
+    read = preprocess_image(holes, spec)[0]
+    assert (read[2:4, 5] == 0).all() and read[7, 7] == 0  # read as the span's low: black
+    np.testing.assert_allclose(read[0], preprocess_image(heights, spec)[0, 0], atol=1e-5)
+    with pytest.raises(PreprocessError, match="holds no readings: every value is NaN or infinite"):
+        preprocess_image(np.full((8, 8), np.nan, np.float32), spec)
     assert value_range_of(5.0, 5.0) == (5.0, 6.0)  # a flat image: a span of 1
     assert InputSpec.from_dict(spec.to_dict() | {"value_range": [-1280, 1270]}).value_range == (-1280.0, 1270.0)
     old = {k: v for k, v in spec.to_dict().items() if k != "value_range"}  # a bundle from before the field:
