@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.datasets.images import ImageFolderError, mvtec_layout
 from appliance.datasets.nnc import write_csv
 from connectors.base import IMAGE_SUFFIXES
 
@@ -46,6 +47,9 @@ def convert_image(path: Path, fmt: ImageFormat) -> np.ndarray:
         raise CreateError(msg)
     if image.dtype == np.uint16:
         image = (image / 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        msg = f"{path}: holds measured values ({image.dtype}), not 8- or 16-bit counts; NNC datasets hold 8-bit images"
+        raise CreateError(msg)
     if image.ndim == 3 and image.shape[2] == 4:  # RGBA: converted, never dropped
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if fmt.channels == 1 and image.ndim == 3:
@@ -139,26 +143,29 @@ def import_mvtec(category: str | Path, out: str | Path, fmt: ImageFormat) -> dic
     if not (category / "train" / "good").is_dir() or not (category / "test").is_dir():
         msg = f"{category} is not an MVTec AD category (needs train/good and test/)"
         raise CreateError(msg)
+    try:
+        layout = mvtec_layout(category, need_good=False)
+    except ImageFolderError as exc:
+        raise CreateError(str(exc)) from exc
     mask_fmt = ImageFormat(1, fmt.width, fmt.height, fmt.mode)
     train_rows = []
-    for n, path in enumerate(_images_in(category / "train" / "good")):
+    for n, path in enumerate(layout.train):
         rel = f"train/good/{n:04d}.png"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out / rel), convert_image(path, fmt))
         train_rows.append([rel])
     test_rows = []
     empty = np.zeros((fmt.height, fmt.width), np.uint8)
-    for defect in sorted(d.name for d in (category / "test").iterdir() if d.is_dir()):
-        for path in _images_in(category / "test" / defect):
-            rel = f"test/{defect}/{path.stem}.png"
-            mask_rel = f"masks/{defect}/{path.stem}.png"
-            for r in (rel, mask_rel):
-                (out / r).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out / rel), convert_image(path, fmt))
-            mask_path = category / "ground_truth" / defect / f"{path.stem}_mask.png"
-            mask = empty if defect == "good" or not mask_path.exists() else convert_image(mask_path, mask_fmt)
-            cv2.imwrite(str(out / mask_rel), (mask > 127).astype(np.uint8) * 255)
-            test_rows.append([rel, int(defect != "good"), defect, mask_rel])
+    for item in layout.test:
+        name = item.path.relative_to(category / "test" / item.defect).with_suffix(".png").as_posix()
+        rel, mask_rel = f"test/{item.defect}/{name}", f"masks/{item.defect}/{name}"
+        for r in (rel, mask_rel):
+            (out / r).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / rel), convert_image(item.path, fmt))
+        mask = empty if item.defect == "good" or item.mask is None else convert_image(item.mask, mask_fmt)
+        # masks come as 0 / 255 or 0 / 1: more than half covered is defect
+        cv2.imwrite(str(out / mask_rel), (mask > max(mask.max(), 1) / 2).astype(np.uint8) * 255)
+        test_rows.append([rel, int(item.defect != "good"), item.defect, mask_rel])
     write_csv(out / "train.csv", ["x:image"], train_rows)
     write_csv(out / "test.csv", ["x:image", "y:label", "#defect", "mask:image"], test_rows)
     return {"train": len(train_rows), "test": len(test_rows)}

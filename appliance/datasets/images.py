@@ -1,6 +1,6 @@
 """Image folders as a line engineer has them: any depth, png/jpg/bmp/tif, 8 or 16 bit, grey or
 colour; and the MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>/``,
-``ground_truth/<defect>/<name>_mask.png``, masks optional)."""
+``ground_truth/<defect>/<name>_mask.png``, masks optional; see :func:`mask_for`)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,21 @@ class MVTecLayout:
         return sorted({i.defect for i in self.test} - {"good"})
 
 
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".PNG", ".BMP", ".TIF", ".TIFF")
+
+
+def mask_for(ground_truth: Path, image: Path) -> Path | None:
+    """The mask of ``test/<defect>/<image>`` under ``ground_truth/<defect>/``, in the same
+    subfolder: ``<name>_mask`` (MVTec AD's naming) or ``<name>`` (how anomalib's folder datasets,
+    and VisA put in this layout, name masks), as a lossless image of any of the usual suffixes."""
+    folder = ground_truth / image.parent
+    for name in (f"{image.stem}_mask", image.stem):
+        for suffix in MASK_SUFFIXES:
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
+    return None
+
+
 def mvtec_layout(root: str | Path, need_good: bool = True) -> MVTecLayout:
     """Read the MVTec AD layout under ``root``; ``train/good`` may be missing (test only), and
     with ``need_good`` False so may ``test/good`` (a set of known-bad parts)."""
@@ -94,11 +109,11 @@ def mvtec_layout(root: str | Path, need_good: bool = True) -> MVTecLayout:
     if not test_dir.is_dir():
         msg = f"{root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>/)"
         raise ImageFolderError(msg)
-    items = []
-    for folder in sorted(d for d in test_dir.iterdir() if d.is_dir()):
-        for path in find_images(folder):
-            mask = root / "ground_truth" / folder.name / f"{path.stem}_mask.png"
-            items.append(TestItem(path, folder.name, mask if mask.is_file() else None))
+    items = [
+        TestItem(path, folder.name, mask_for(root / "ground_truth" / folder.name, path.relative_to(folder)))
+        for folder in sorted(d for d in test_dir.iterdir() if d.is_dir())
+        for path in find_images(folder)
+    ]
     if not items:
         msg = f"{test_dir} holds no images in its subfolders (test/good, test/<defect>/)"
         raise ImageFolderError(msg)

@@ -354,6 +354,46 @@ def test_mvtec_layout_import(tmp_path):
     assert masks[:3].max() == 1.0 and masks[3:].max() == 0.0 and masks[0, 0, 4:8, 4:8].min() == 1.0
 
 
+def test_masks_named_as_other_tools_name_them_are_found(tmp_path, capsys):
+    """MVTec AD's ``<name>_mask.png``; ``<name>.png`` holding 0 / 1 beside JPEG images (anomalib's
+    folder datasets, VisA put in this layout); a subfolder mirrored under ground_truth/, as BMP."""
+    from appliance.datasets.images import mvtec_layout
+
+    cat = tmp_path / "part"
+    region = np.zeros((32, 32), np.uint8)
+    region[8:16, 8:16] = 1
+    files = {
+        "train/good/000.png": np.full((32, 32), 120, np.uint8),
+        "test/good/000.png": np.full((32, 32), 120, np.uint8),
+        "test/crack/000.png": np.full((32, 32), 30, np.uint8),
+        "ground_truth/crack/000_mask.png": region * 255,
+        "test/bad/000.JPG": np.full((32, 32), 30, np.uint8),
+        "ground_truth/bad/000.png": region,
+        "test/dent/left/000.png": np.full((32, 32), 30, np.uint8),
+        "ground_truth/dent/left/000_mask.bmp": region * 255,
+    }
+    for rel, image in files.items():
+        (cat / rel).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(cat / rel), image)
+    masks = {i.path.relative_to(cat).as_posix(): i.mask for i in mvtec_layout(cat).test}
+    assert masks == {
+        "test/bad/000.JPG": cat / "ground_truth/bad/000.png",
+        "test/crack/000.png": cat / "ground_truth/crack/000_mask.png",
+        "test/dent/left/000.png": cat / "ground_truth/dent/left/000_mask.bmp",
+        "test/good/000.png": None,
+    }
+    assert cli("dataset", "create", cat, tmp_path / "mv", "--mvtec", "--width", "16", "--height", "16") == 0
+    from appliance.datasets import NNCDataset
+
+    test = NNCDataset(tmp_path / "mv" / "test.csv")
+    assert list(test.load("y")) == [1, 1, 1, 0]
+    made = test.load("mask")
+    assert all(m[0, 4:8, 4:8].min() == 1.0 and m.sum() == 16 for m in made[:3]) and made[3].max() == 0.0
+    cv2.imwrite(str(cat / "test" / "good" / "001.tiff"), np.full((32, 32), 0.5, np.float32))
+    assert cli("dataset", "create", cat, tmp_path / "mv2", "--mvtec", "--width", "16", "--height", "16") == 2
+    assert "001.tiff: holds measured values (float32), not 8- or 16-bit counts" in capsys.readouterr().err
+
+
 def test_second_load_reads_no_image_files_and_edits_invalidate_the_cache(tmp_path, samples, monkeypatch):
     import appliance.datasets.nnc as nnc
 
