@@ -30,6 +30,22 @@ class ImageStore:
         values = self.path(ref).with_suffix(".tiff")
         return values if values.is_file() else self.path(ref)
 
+    def files(self, ref: str) -> list[Path]:
+        """Every file kept for ``ref``: the PNG, and the values' TIFF where there is one."""
+        png = self.path(ref)
+        return [p for p in (png, png.with_suffix(".tiff")) if p.exists()]
+
+    def size(self, ref: str) -> int:
+        return sum(p.stat().st_size for p in self.files(ref))
+
+    def delete(self, ref: str) -> int:
+        """Remove every file of ``ref``; returns how many bytes that freed."""
+        freed = 0
+        for path in self.files(ref):
+            freed += path.stat().st_size
+            path.unlink(missing_ok=True)
+        return freed
+
     def put(self, image: np.ndarray) -> str:
         suffix, raw = encode(image)
         ref = hashlib.sha256(raw).hexdigest()

@@ -65,10 +65,8 @@ def _unlink_unused(engine: Engine, images: ImageStore, refs: Iterable[str], repo
                 ).scalar()
                 or session.execute(select(exists().where(col(ShadowResult.heatmap_ref) == ref))).scalar()
             )
-            path = images.path(ref)
-            if not used and path.exists():
-                report.bytes_freed += path.stat().st_size
-                path.unlink(missing_ok=True)
+            if not used and images.path(ref).exists():
+                report.bytes_freed += images.delete(ref)
                 report.files_deleted += 1
 
 
@@ -85,9 +83,7 @@ def _clear(engine: Engine, images: ImageStore, query, report: PruneReport, budge
                     if report.bytes_freed + planned >= budget:
                         break
                     chosen.append(row)
-                    planned += sum(
-                        images.path(r).stat().st_size for r in (row[1], row[2]) if r and images.path(r).exists()
-                    )
+                    planned += sum(images.size(r) for r in (row[1], row[2]) if r)
                 rows = chosen
             if not rows:
                 return

@@ -344,3 +344,28 @@ def test_a_defective_image_without_a_mask_is_left_out_of_the_pixel_metrics_and_s
     assert report["defect_images"] == 24 and report["defect_images_without_mask"] == 1
     assert 0 < report["pixel_auroc"] <= 1
     assert "1 defective image has no mask under ground_truth/: left out of both" in capsys.readouterr().out
+
+
+def test_a_teach_job_learns_a_3d_sensors_frames_with_missing_readings(parts: Path, tmp_path: Path) -> None:
+    """Teach frames of measured values (heights with a corner the sensor never sees, NaN) go
+    through the teach job whole: near-twin search, fit over the good parts' span, the test report."""
+    from appliance.jobs import JobContext
+    from appliance.storage import store
+    from appliance.storage.db import init_db, make_engine
+    from appliance.workflows.teach import teach
+
+    folder = tmp_path / "laser"
+    folder.mkdir()
+    for i, f in enumerate(sorted((parts / "train" / "good").rglob("*.*"))):
+        grey = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        heights = (40.0 + grey.astype(np.float32) * (20.0 / 255)).astype(np.float32)
+        heights[:3, :3] = np.nan
+        assert cv2.imwrite(str(folder / f"{i:03d}.tiff"), heights)
+    engine = make_engine(f"sqlite:///{tmp_path / 'appliance.db'}")
+    init_db(engine)
+    job = store.create_job(engine, kind="teach", params={}, actor="test")
+    params = {"source_id": "laser:1", "source": "folder", "folder": str(folder), "size": 32, "epochs": 2}
+    result = teach(JobContext(engine, job), engine, tmp_path / "data", params | {"method": "autoencoder"})
+    assert result["report"]["good_images"] == 12 and result["report"]["false_alarm_rate"] is not None
+    bundle = bundle_io.load(tmp_path / "data" / "models" / f"teach-{job}.zip")
+    assert 40.0 <= bundle.meta["input"]["value_range"][0] < bundle.meta["input"]["value_range"][1] <= 60.0

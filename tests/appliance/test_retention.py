@@ -17,8 +17,9 @@ from appliance.storage.models import Alert, Inspection
 DAY = dt.timedelta(days=1)
 
 
-def make(engine, images, decision: str, age_days: float, seed: int) -> int:
-    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64), dtype=np.uint8)
+def make(engine, images, decision: str, age_days: float, seed: int, pixels: np.ndarray | None = None) -> int:
+    if pixels is None:
+        pixels = np.random.default_rng(seed).integers(0, 255, (64, 64), dtype=np.uint8)
     ref = images.put(pixels)
     inspection = Inspection(
         source_id="s",
@@ -92,3 +93,17 @@ def test_shared_files_stay_while_used(tmp_path):
     assert kept(engine) == {a: False, b: True}
     with Session(engine) as session:
         assert images.path(session.get(Inspection, b).image_ref).exists()
+
+
+def test_a_frame_of_measured_values_goes_whole(tmp_path):
+    """A float frame is kept as its values' TIFF and a PNG to show: pruning frees both."""
+    engine, images = setup(tmp_path)
+    heights = 40 + 20 * np.random.default_rng(5).random((64, 64)).astype(np.float32)
+    old = make(engine, images, "ok", 40, 5, heights)
+    with Session(engine) as session:
+        ref = session.get(Inspection, old).image_ref
+    files = images.files(ref)
+    assert [p.suffix for p in files] == [".png", ".tiff"]
+    size = sum(p.stat().st_size for p in files)
+    report = prune(engine, images, max_age=30 * DAY, max_bytes=10**9)
+    assert report.bytes_freed == size and not any(p.exists() for p in files)
