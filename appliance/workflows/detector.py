@@ -192,7 +192,7 @@ def fit(
     how = {"latest": f" (the last {len(split.held)} by file name)", "blocks": " (runs of consecutive files)"}
     which = how.get(config.holdout_order, "")
     log(
-        f"training a {config.method} detector from scratch: {len(train)} images for training, {len(split.held)} held "
+        f"training a detector ({config.method}) from scratch: {len(train)} images for training, {len(split.held)} held "
         f"out for calibration{which}{split.describe()}, {options.size}x{options.size}, {options.channels} channel(s), "
         f"{config.epochs_for(len(train))} epochs"
     )

@@ -119,6 +119,54 @@ def pipeline_sources(pipeline):
     return {sid: w.source for sid, w in pipeline.workers.items()}
 
 
+def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model):
+    """A frame the model cannot read (one without a single reading) in a batch with good ones:
+    the others are judged and stored, it is counted and named in its source's status, and a
+    trigger that gets such a frame says why it has no decision."""
+    import threading
+
+    import cv2
+    import numpy as np
+
+    from appliance import registry
+    from appliance.errors import InvalidInput
+    from connectors.synthetic import SyntheticLine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    init_db(engine)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    version = registry.register(engine, models_dir / trained_model.name)
+    store.activate_model(engine, version=version, actor="test", reason="test")
+    recipes = Recipes(engine, models_dir)
+    pipeline = Pipeline(engine, recipes, Topics(), ImageStore(tmp_path / "img"), batch_size=8)
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    blank = np.full((64, 64), np.nan, np.float32)  # a 3-D sensor that saw nothing
+    for i, part in enumerate(SyntheticLine(size=64, defect_rate=0.0, seed=3).take(2)):
+        cv2.imwrite(str(folder / f"part{i}.png"), part.image)
+    cv2.imwrite(str(folder / "blank.tiff"), blank)
+    pipeline.add_source(open_source(f"folder:{folder}?poll=0.1&settle=0", "cam"))
+    recipes.refresh(pipeline_sources(pipeline))
+    try:
+        assert wait_for(lambda: len(pipeline.workers["cam"].queue) == 3)
+        pipeline.start()  # the three in one batch
+        assert wait_for(lambda: pipeline.metrics["cam"].scored == 2 and pipeline.metrics["cam"].rejected == 1)
+        status = pipeline.status()["cam"]
+        assert status["rejected"] == 1 and status["decisions"]["ok"] + status["decisions"]["review"] == 2
+        assert status["last_rejected"] == "blank.tiff: image contains NaN or infinite values"
+        later = threading.Timer(0.5, lambda: cv2.imwrite(str(folder / "blank2.tiff"), blank))
+        later.start()
+        with pytest.raises(InvalidInput, match=r"frame cannot be judged by .*: blank2.tiff: image contains NaN"):
+            pipeline.capture_and_inspect("cam", timeout=10)
+        later.join()
+    finally:
+        pipeline.stop()
+    with Session(engine) as session:
+        assert sorted(r.item for r in session.exec(select(Inspection))) == ["part0.png", "part1.png"]
+
+
 def test_full_queue_drops_the_oldest_and_counts(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     init_db(engine)
