@@ -20,6 +20,7 @@ def prometheus_text(
             ("in", s.get("frames_in", 0)),
             ("scored", s["scored"]),
             ("dropped", s["queue_dropped"] + s.get("frames_dropped", 0)),
+            ("rejected", s.get("rejected", 0)),
         ):
             lines.append(f'appliance_frames_total{{source="{label}",stage="{stage}"}} {value}')
     lines += ["# HELP appliance_decisions_total Decisions per source.", "# TYPE appliance_decisions_total counter"]

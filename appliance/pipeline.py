@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from appliance.alerts.schema import Topics, alert_message
-from appliance.errors import NotFound, Unavailable
+from appliance.errors import InvalidInput, NotFound, Unavailable
 from appliance.images import ImageStore
 from appliance.metrics import prometheus_text
 from appliance.recipes import Recipe, Recipes
@@ -44,6 +44,7 @@ from appliance.teach import TeachFrames
 from connectors.base import Backoff, Sample, Source, SourceError, SourceFailure
 from models.decision import Debounce, Thresholds, is_flagged
 from models.inference import Result
+from models.preprocess import PreprocessError, preprocess
 
 if TYPE_CHECKING:
     from appliance.alerts.publisher import Doorbell
@@ -71,6 +72,8 @@ class SourceMetrics:
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     published_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     store_failed: int = 0  # inspections that could not be stored (counted, logged once per kind)
+    rejected: int = 0  # frames the model cannot read (ROI outside, no readings...): counted, not judged
+    last_rejected: str | None = None  # which frame, and why
     teach_frames: int = 0  # frames seen in teach mode
     shadow_lost: int = 0  # shadow results that could not be stored (the database away)
 
@@ -242,6 +245,30 @@ class Pipeline:
             self.cpu["shadow"] += time.thread_time() - started
 
     def inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
+        """Judge, store and announce a batch. A frame the model cannot read (a region of interest
+        outside it, a frame with no readings...) is left out alone, counted and named in its
+        source's status (``rejected``, ``last_rejected``); the rest of the batch is judged."""
+        try:
+            return self._inspect(batch, recipe)
+        except PreprocessError:
+            readable = [s for s in batch if self._readable(s, recipe)]
+            return self._inspect(readable, recipe) if readable else []
+
+    def _readable(self, sample: Sample, recipe: Recipe) -> bool:
+        try:
+            preprocess(sample.payload, recipe.model.input_spec)
+        except PreprocessError as exc:
+            m = self.metrics.get(sample.source_id)
+            if m is not None:
+                reason = f"{_item(sample) or 'a frame'}: {exc}"
+                if m.last_rejected is None or not m.last_rejected.endswith(str(exc)):  # once per kind
+                    log.warning("source %r: model %s cannot read %s", sample.source_id, recipe.version, reason)
+                m.rejected += 1
+                m.last_rejected = reason
+            return False
+        return True
+
+    def _inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
         debounce = [self._debouncer(s.source_id) for s in batch]
         cpu = self.cpu  # this thread's CPU seconds per stage, for /metrics and pipeline_bench
         payloads, prepared = [s.payload for s in batch], []
@@ -449,7 +476,12 @@ class Pipeline:
             self._teach(sample)
             msg = f"source {source_id!r} is in teach mode: no model judges it yet (the frame was kept for teaching)"
             raise Unavailable(msg)
-        inspection = self.inspect([sample], recipe)[0]
+        inspected = self.inspect([sample], recipe)
+        if not inspected:
+            why = self.metrics[source_id].last_rejected
+            msg = f"source {source_id!r}'s frame cannot be judged by {recipe.version}: {why}"
+            raise InvalidInput(msg)
+        inspection = inspected[0]
         return {
             "decision": inspection.decision,
             "score": inspection.score,
@@ -498,6 +530,8 @@ class Pipeline:
                 "queued": len(worker.queue),
                 "queue_dropped": worker.dropped,
                 "store_failed": m.store_failed,
+                "rejected": m.rejected,
+                "last_rejected": m.last_rejected,
                 "scored": m.scored,
                 "decisions": dict(m.decisions),
                 "capture_to_decision_ms": percentiles(m.decision_ms),

@@ -542,7 +542,9 @@ def status_lines(status: dict[str, dict], delivered: int) -> list[str]:
         dropped = st.get("queue_dropped", 0) + st.get("frames_dropped", 0) + st.get("store_failed", 0)
         lines.append(
             f"{sid}: {st.get('state')}, scored {st.get('scored', 0)} ({st.get('decisions', {})}), dropped "
-            f"{dropped}, capture→decision p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; "
+            f"{dropped}, "
+            + (f"unreadable {st['rejected']} (last: {st.get('last_rejected')}), " if st.get("rejected") else "")
+            + f"capture→decision p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; "
             f"MQTT messages delivered {delivered}"
         )
     return lines

@@ -130,6 +130,8 @@ def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model
 
     from appliance import registry
     from appliance.errors import InvalidInput
+    from appliance.runtime import status_lines
+    from appliance.storage import recipes as recipes_db
     from connectors.synthetic import SyntheticLine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
@@ -138,7 +140,7 @@ def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model
     models_dir.mkdir()
     (models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
     version = registry.register(engine, models_dir / trained_model.name)
-    store.activate_model(engine, version=version, actor="test", reason="test")
+    recipes_db.bind(engine, source_id="cam", version=version, actor="test", reason="the camera's own model")
     recipes = Recipes(engine, models_dir)
     pipeline = Pipeline(engine, recipes, Topics(), ImageStore(tmp_path / "img"), batch_size=8)
     folder = tmp_path / "camera"
@@ -156,6 +158,8 @@ def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model
         status = pipeline.status()["cam"]
         assert status["rejected"] == 1 and status["decisions"]["ok"] + status["decisions"]["review"] == 2
         assert status["last_rejected"] == "blank.tiff: image contains NaN or infinite values"
+        assert 'appliance_frames_total{source="cam",stage="rejected"} 1' in pipeline.prometheus()
+        assert "unreadable 1 (last: blank.tiff: image contains NaN" in status_lines({"cam": status}, 0)[0]
         later = threading.Timer(0.5, lambda: cv2.imwrite(str(folder / "blank2.tiff"), blank))
         later.start()
         with pytest.raises(InvalidInput, match=r"frame cannot be judged by .*: blank2.tiff: image contains NaN"):

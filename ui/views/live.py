@@ -91,6 +91,11 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
         st.subheader(source_id)
         own = "its own model" if status.get("own_model") else "the default model"
         st.caption(f"{own} **{status.get('model_version')}** · T1 (review) {t1:.4g} · T2 (NG) {t2:.4g}")
+        if status.get("rejected"):
+            st.warning(
+                f"{status['rejected']:,} frames left unjudged: the model cannot read them. "
+                f"Last: {status.get('last_rejected')}"
+            )
         left, right = st.columns([1, 2])
         frame = client.frame(source_id, heatmap=show_heatmap)
         history = client.inspections(source_id=source_id, limit=200)["data"]
