@@ -38,6 +38,7 @@ class InputSpec:
     size: tuple[int, int] | None = (64, 64)  # (height, width) for images
     shape: tuple[int, ...] | None = None  # vectors: (features,) or (channels, length)
     roi: tuple[int, int, int, int] | None = None  # x, y, width, height in the source image
+    frame_size: tuple[int, int] | None = None  # (height, width) of the frames the ROI was drawn on
     scale: float = 1.0 / 255.0  # applied to 8-bit images; 16-bit ones are first brought to 8-bit's range
     # the full scale of 16-bit images: 2 ** bit_depth - 1 (a 12-bit camera's files: 12; see bit_depth_of)
     bit_depth: int = 16
@@ -58,6 +59,7 @@ class InputSpec:
         self.size = _positive_ints("size", self.size, 2)
         self.shape = _positive_ints("shape", self.shape)
         self.roi = _positive_ints("roi", self.roi, 4, allow_zero=True)
+        self.frame_size = _positive_ints("frame_size", self.frame_size, 2)
         if not MIN_BIT_DEPTH <= self.bit_depth <= 16:
             msg = f"bit_depth must be {MIN_BIT_DEPTH} to 16 (the bits 16-bit images use), got {self.bit_depth}"
             raise PreprocessError(msg)
@@ -181,6 +183,12 @@ def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         raise PreprocessError(msg)
     if spec.roi is not None:
         x, y, w, h = spec.roi
+        if spec.frame_size is not None and image.shape[:2] != spec.frame_size:
+            msg = (
+                f"the frame is {image.shape[1]}×{image.shape[0]}; the region of interest {list(spec.roi)} was drawn "
+                f"on {spec.frame_size[1]}×{spec.frame_size[0]} frames (a new camera or resolution needs a new model)"
+            )
+            raise PreprocessError(msg)
         if y + h > image.shape[0] or x + w > image.shape[1]:
             msg = f"ROI {spec.roi} lies outside the {image.shape[1]}×{image.shape[0]} image"
             raise PreprocessError(msg)

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,20 +99,23 @@ def load_images(paths: Sequence[Path], spec: InputSpec) -> np.ndarray:
     return np.stack(out)
 
 
-def full_scale(paths: Sequence[Path], spec: InputSpec, log: Log) -> None:
-    """Set how the good images' stored values map to the networks' range, and say so: the bits
-    16-bit images use (:func:`models.preprocess.bit_depth_of` of their largest value; a 12-bit
-    camera's files: 12; 16 when there are none) and the span of measured values (float or signed
-    TIFFs, :func:`models.preprocess.value_range_of`). Reads every image once more (a folder may mix
-    formats), which costs seconds against the minutes of training."""
+def frame_format(paths: Sequence[Path], spec: InputSpec, log: Log) -> None:
+    """Set how the good images' frames are read, and say so: the bits 16-bit images use
+    (:func:`models.preprocess.bit_depth_of` of their largest value; a 12-bit camera's files: 12;
+    16 when there are none), the span of measured values (float or signed TIFFs,
+    :func:`models.preprocess.value_range_of`), and with a region of interest the frame size it
+    was drawn on (one size, or refused). Reads every image once more (a folder may mix formats),
+    which costs seconds against the minutes of training."""
     largest: list[int] = []
     lows: list[float] = []
     highs: list[float] = []
+    sizes: Counter[tuple[int, int]] = Counter()
     for _, images in read_all(paths):
         for im in images:
+            sizes[im.shape[:2]] += 1
             if im.dtype == np.uint16:
                 largest.append(int(im.max()))
-            elif im.dtype != np.uint8 and (finite := im[np.isfinite(im)]).size:  # NaN: refused when loaded
+            elif im.dtype != np.uint8 and (finite := im[np.isfinite(im)]).size:  # missing readings aside
                 lows.append(float(finite.min()))
                 highs.append(float(finite.max()))
     spec.bit_depth = bit_depth_of(max(largest)) if largest else 16
@@ -121,6 +125,12 @@ def full_scale(paths: Sequence[Path], spec: InputSpec, log: Log) -> None:
         spec.value_range = value_range_of(min(lows), max(highs))
         low, high = spec.value_range
         log(f"images of measured values (float): read from {low:.6g} as black to {high:.6g} as white")
+    if spec.roi is not None and sizes:
+        if len(sizes) > 1:
+            found = ", ".join(f"{w}×{h} ({n})" for (h, w), n in sizes.most_common(5))
+            msg = f"a region of interest needs frames of one size; the good images come in {len(sizes)}: {found}"
+            raise ImageFolderError(msg)
+        spec.frame_size = next(iter(sizes))
 
 
 def unique_version(bundle: Any) -> Any:
@@ -184,7 +194,7 @@ def fit(
         raise ImageFolderError(msg)
     spec = options.input_spec()
     log(f"reading {len(paths)} good images from {root}")
-    full_scale(paths, spec, log)
+    frame_format(paths, spec, log)
     x = load_images(paths, spec)
     detector = Detector(config)
     split = detector.holdout(x)

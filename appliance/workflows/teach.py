@@ -26,7 +26,7 @@ from appliance.errors import InvalidInput
 from appliance.jobs import JobContext
 from appliance.storage import store
 from appliance.teach import TeachFrames
-from appliance.workflows.detector import FitOptions, detector_report, fit, full_scale, load_images
+from appliance.workflows.detector import FitOptions, detector_report, fit, frame_format, load_images
 from models import bundle as bundle_io
 from models.calibration import HOLDOUT_ORDER, CalibrationError, holdout_split
 from models.detector.twins import twin_links
@@ -125,7 +125,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
     paths = good_images(data_dir, params)
     ctx.update(message=f"teaching {source_id}: looking for near-twins among {len(paths)} good parts", progress=0.01)
     spec = options.input_spec()
-    full_scale(paths, spec, log=lambda _: None)  # as fit reads them (fit says how, in the job's log)
+    frame_format(paths, spec, log=lambda _: None)  # as fit reads them (fit says how, in the job's log)
     train, held = split(paths, params.get("test_share", 0.2), twin_links(load_images(paths, spec)))
     work = job_dir(data_dir, ctx.job_id)
     if work.exists():

@@ -217,17 +217,31 @@ def test_fit_refuses_too_few_images_and_a_bad_size(parts: Path, tmp_path: Path, 
     assert "is not a folder" in capsys.readouterr().err
 
 
-def test_roi_and_colour_are_stored_and_applied(parts: Path, tmp_path: Path) -> None:
+def test_roi_and_colour_are_stored_and_applied(parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
     out = tmp_path / "roi.zip"
     args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--channels", "3"]
     assert main([*args, "--roi", "8,8,48,48", "--epochs", "2", "--method", "autoencoder", "-o", str(out)]) == 0
     with zipfile.ZipFile(out) as zf:
         spec = json.loads(zf.read("model.json"))["input"]
-    assert spec["roi"] == [8, 8, 48, 48] and spec["channels"] == 3
+    assert spec["roi"] == [8, 8, 48, 48] and spec["channels"] == 3 and spec["frame_size"] == [64, 64]
     one = str(parts / "test" / "good" / "000.png")
     assert main(["detector", "predict", str(out), one, "-o", str(tmp_path / "p")]) == 0
     overlay = cv2.imread(str(tmp_path / "p" / "overlays" / "000.png"))
     assert overlay.shape[:2] == (48, 48)  # the heat map covers the region the model judged
+    # a camera of a higher resolution: the region no longer frames the part, and the model says so
+    cv2.imwrite(str(tmp_path / "bigger.png"), cv2.resize(cv2.imread(one), (96, 96)))
+    assert main(["detector", "predict", str(out), str(tmp_path / "bigger.png"), "-o", str(tmp_path / "p2")]) == 2
+    err = capsys.readouterr().err
+    assert "the frame is 96×96; the region of interest [8, 8, 48, 48] was drawn on 64×64 frames" in err
+    mixed = tmp_path / "mixed"
+    shutil.copytree(parts / "train" / "good", mixed)
+    cv2.imwrite(str(mixed / "wide.png"), np.zeros((64, 80, 3), np.uint8))
+    assert main([*args[:3], str(mixed), *args[4:], "--roi", "8,8,48,48", "-o", str(tmp_path / "y.zip")]) == 2
+    assert "a region of interest needs frames of one size; the good images come in 2: 64×64 (60), 80×64 (1)" in (
+        capsys.readouterr().err
+    )
     bad = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--roi", "60,60,50,50"]
     assert main([*bad, "-o", str(tmp_path / "x.zip")]) == 2
     assert main([*bad[:-2], "--roi", "1,2,3", "-o", str(tmp_path / "x.zip")]) == 2

@@ -333,6 +333,21 @@ def test_sixteen_bit_images_are_read_at_the_depth_their_camera_wrote():
             InputSpec(kind="image", bit_depth=bad)
 
 
+def test_a_region_of_interest_holds_only_on_frames_of_the_size_it_was_drawn_on():
+    """Pixel coordinates mean nothing on a frame of another size (a new camera, binning changed):
+    such a frame is refused, naming both sizes, rather than judged on the wrong region."""
+    from models.preprocess import preprocess_image
+
+    framed = InputSpec(kind="image", channels=1, size=(8, 8), roi=(2, 2, 4, 4), frame_size=(8, 8))
+    assert preprocess_image(np.zeros((8, 8), np.uint8), framed).shape == (1, 8, 8)
+    with pytest.raises(PreprocessError, match=r"the frame is 16×8; the region of interest \[2, 2, 4, 4\] was drawn"):
+        preprocess_image(np.zeros((8, 16), np.uint8), framed)
+    unframed = InputSpec.from_dict({k: v for k, v in framed.to_dict().items() if k != "frame_size"})  # older bundles
+    assert preprocess_image(np.zeros((8, 16), np.uint8), unframed).shape == (1, 8, 8)
+    with pytest.raises(PreprocessError, match="'frame_size' has value"):
+        InputSpec(kind="image", frame_size=(0, 8))
+
+
 def test_images_of_measured_values_are_read_over_the_span_fit_found():
     """Float or signed images (heights in mm, temperatures) are read from the spec's value_range
     low as black to high as white, the same at every frame (never stretched per image, which would
