@@ -26,7 +26,7 @@ from models.calibration import HOLDOUT_ORDER, holdout_split
 from models.detector.model import Detector
 from models.detector.twins import twin_links
 from models.inference import Inferencer
-from models.preprocess import InputSpec, preprocess_batch
+from models.preprocess import InputSpec, PreprocessError, preprocess
 
 
 def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
@@ -49,17 +49,26 @@ def confirmed_defect_images(engine: Engine, data_dir: Path) -> list[Path]:
     return [images.source(r) for r in refs if images.path(r).is_file()]
 
 
-def readable(files: list[Path], ctx: JobContext) -> list[np.ndarray]:
-    """The images of ``files`` that decode; the others are skipped and named in the job's log (a
-    stored frame damaged on disk must not stop a retraining, nor go unsaid)."""
-    images, bad = [], []
+def readable(files: list[Path], spec: InputSpec, ctx: JobContext) -> tuple[list[np.ndarray], np.ndarray]:
+    """The images of ``files`` that decode and that the model can read, as stored and as the
+    network sees them; the others are skipped and named, with why, in the job's log (a stored
+    frame damaged on disk, or one of another size after a camera change, must not stop a
+    retraining, nor go unsaid)."""
+    images, seen, bad = [], [], []
     for f in files:
         image = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-        (bad if image is None else images).append(f if image is None else image)
+        try:
+            if image is None:
+                msg = "cannot be decoded"
+                raise PreprocessError(msg)
+            seen.append(preprocess(image, spec))
+            images.append(image)
+        except PreprocessError as exc:
+            bad.append(f"{f} ({exc})")
     if bad:
-        names = ", ".join(str(p) for p in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        ctx.update(message=f"skipped {len(bad)} of {len(files)} images that cannot be decoded: {names}")
-    return images
+        names = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        ctx.update(message=f"skipped {len(bad)} of {len(files)} images the model cannot read: {names}")
+    return images, np.stack(seen).astype(np.float32, copy=False) if seen else np.zeros((0, *spec.tensor_shape))
 
 
 def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
@@ -84,12 +93,11 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     if len(files) < min_images:
         msg = f"only {len(files)} new normal images; retraining needs at least {min_images}"
         raise InvalidInput(msg)
-    images = readable(files, ctx)
+    images, x = readable(files, spec, ctx)
     if len(images) < min_images:
-        msg = f"only {len(images)} of {len(files)} new normal images can be decoded; retraining needs {min_images}"
+        msg = f"only {len(images)} of {len(files)} new normal images can be read; retraining needs {min_images}"
         raise InvalidInput(msg)
     ctx.update(message=f"retraining {active[0]} on {len(images)} normal images", progress=0.02)
-    x = preprocess_batch(images, spec)
     total = len(x)
     # a share the candidate never sees (neither trained nor calibrated on, nor any near-twin of it):
     # where both models are compared
@@ -121,7 +129,7 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     version = candidate.meta["version"] = f"{candidate.meta['version']}-job{ctx.job_id}"
     path = models_dir / f"detector-{version}.zip"
     candidate.save(path)
-    defects = readable(confirmed_defect_images(engine, data_dir), ctx)
+    defects, _ = readable(confirmed_defect_images(engine, data_dir), spec, ctx)
     comparison = compare(Inferencer(active_path), Inferencer(path), held_out, defects)
     store.register_model(
         engine,

@@ -16,6 +16,7 @@ from appliance.storage.db import init_db, make_engine
 from appliance.teach import TeachFrames
 from appliance.workflows.retrain import readable
 from connectors.base import Sample
+from models.preprocess import InputSpec
 
 
 def height_map(seed: int = 0) -> np.ndarray:
@@ -51,7 +52,7 @@ def test_teach_frames_of_measured_values_are_kept_as_values(tmp_path):
     assert frames.reject("laser:1", [kept[1].name]) == 1 and frames.frames("laser:1") == kept[:1]
 
 
-def test_retraining_names_the_stored_images_it_cannot_decode(tmp_path, db_url):
+def test_retraining_names_the_stored_images_it_cannot_read(tmp_path, db_url):
     engine = make_engine(db_url)
     init_db(engine)
     job = store.create_job(engine, kind="retrain", params={}, actor="test")
@@ -59,6 +60,12 @@ def test_retraining_names_the_stored_images_it_cannot_decode(tmp_path, db_url):
     cv2.imwrite(str(good), np.zeros((8, 8), np.uint8))
     damaged = tmp_path / "damaged.png"
     damaged.write_bytes(good.read_bytes()[:20])
-    images = readable([good, damaged, good], JobContext(engine, job))
-    assert len(images) == 2
-    assert f"skipped 1 of 3 images that cannot be decoded: {damaged}" in queries.job(engine, job_id=job).log
+    wide = tmp_path / "wide.png"  # a frame from after a camera change
+    cv2.imwrite(str(wide), np.zeros((8, 12), np.uint8))
+    spec = InputSpec(kind="image", channels=1, size=(4, 4), roi=(0, 0, 8, 8), frame_size=(8, 8))
+    images, seen = readable([good, damaged, good, wide], spec, JobContext(engine, job))
+    assert len(images) == 2 and seen.shape == (2, 1, 4, 4)
+    assert (
+        f"skipped 2 of 4 images the model cannot read: {damaged} (cannot be decoded), {wide} (the frame is 12×8"
+        in queries.job(engine, job_id=job).log
+    )
