@@ -81,16 +81,23 @@ def test_appliance_inspects_stores_and_alerts(tmp_path, db_url, broker, trained_
     sub.close()
 
 
-def test_model_swap_lands_between_samples(tmp_path, trained_model):
+def registered(tmp_path: Path, trained_model: Path):
+    """A SQLite database with the trained model registered: (engine, models folder, version)."""
     from appliance import registry
-    from models import bundle as bundle_io
 
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     init_db(engine)
     models_dir = tmp_path / "models"
     models_dir.mkdir()
     (models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    first = registry.register(engine, models_dir / trained_model.name)
+    return engine, models_dir, registry.register(engine, models_dir / trained_model.name)
+
+
+def test_model_swap_lands_between_samples(tmp_path, trained_model):
+    from appliance import registry
+    from models import bundle as bundle_io
+
+    engine, models_dir, first = registered(tmp_path, trained_model)
     swapped = bundle_io.load(trained_model)
     swapped.meta["version"] = "swapped"
     swapped.save(models_dir / "swapped.zip")
@@ -128,18 +135,12 @@ def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model
     import cv2
     import numpy as np
 
-    from appliance import registry
     from appliance.errors import InvalidInput
     from appliance.runtime import status_lines
     from appliance.storage import recipes as recipes_db
     from connectors.synthetic import SyntheticLine
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
-    init_db(engine)
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    (models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    version = registry.register(engine, models_dir / trained_model.name)
+    engine, models_dir, version = registered(tmp_path, trained_model)
     recipes_db.bind(engine, source_id="cam", version=version, actor="test", reason="the camera's own model")
     recipes = Recipes(engine, models_dir)
     pipeline = Pipeline(engine, recipes, Topics(), ImageStore(tmp_path / "img"), batch_size=8)
