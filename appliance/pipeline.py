@@ -479,7 +479,7 @@ class Pipeline:
         inspected = self.inspect([sample], recipe)
         if not inspected:
             why = self.metrics[source_id].last_rejected
-            msg = f"source {source_id!r}'s frame cannot be judged by {recipe.version}: {why}"
+            msg = f"the frame from source {source_id!r} cannot be judged by {recipe.version}: {why}"
             raise InvalidInput(msg)
         inspection = inspected[0]
         return {
