@@ -478,7 +478,8 @@ class Pipeline:
             raise Unavailable(msg)
         inspected = self.inspect([sample], recipe)
         if not inspected:
-            why = self.metrics[source_id].last_rejected
+            m = self.metrics.get(source_id)
+            why = m.last_rejected if m is not None else "it cannot be read"
             msg = f"the frame from source {source_id!r} cannot be judged by {recipe.version}: {why}"
             raise InvalidInput(msg)
         inspection = inspected[0]
