@@ -27,13 +27,13 @@ class ImageStore:
 
     def source(self, ref: str) -> Path:
         """The image as it came (to train on): the values' TIFF where there is one, else the PNG."""
-        values = self.path(ref).with_suffix(".tiff")
+        values = self.path(ref).with_suffix(FRAME_SUFFIXES[1])
         return values if values.is_file() else self.path(ref)
 
     def files(self, ref: str) -> list[Path]:
         """Every file kept for ``ref``: the PNG, and the values' TIFF where there is one."""
         png = self.path(ref)
-        return [p for p in (png, png.with_suffix(".tiff")) if p.exists()]
+        return [p for p in (png, png.with_suffix(FRAME_SUFFIXES[1])) if p.exists()]
 
     def size(self, ref: str) -> int:
         return sum(p.stat().st_size for p in self.files(ref))
@@ -50,7 +50,7 @@ class ImageStore:
         suffix, raw = encode(image)
         ref = hashlib.sha256(raw).hexdigest()
         path = self.path(ref)
-        if suffix != ".png":
+        if suffix != FRAME_SUFFIXES[0]:
             _write(path.with_suffix(suffix), raw)
             raw = encode(display(image))[1]
         _write(path, raw)
@@ -70,11 +70,14 @@ def _write(path: Path, data: bytes) -> None:
         tmp.replace(path)
 
 
+FRAME_SUFFIXES = (".png", ".tiff")  # counts, measured values: as encode writes them
+
+
 def encode(image: np.ndarray) -> tuple[str, bytes]:
     """The file suffix and bytes that keep a frame without loss: PNG for 8- and 16-bit counts,
     float32 TIFF for measured values."""
     counts = image.dtype in (np.uint8, np.uint16)
-    suffix = ".png" if counts else ".tiff"
+    suffix = FRAME_SUFFIXES[0] if counts else FRAME_SUFFIXES[1]
     ok, data = cv2.imencode(suffix, image if counts else image.astype(np.float32))
     if not ok:
         msg = f"image of shape {image.shape} and dtype {image.dtype} cannot be encoded"

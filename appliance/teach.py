@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 from appliance.errors import NotFound
-from appliance.images import encode
+from appliance.images import FRAME_SUFFIXES, encode
 from appliance.registry import safe_name
 from connectors.base import Sample
-
-FRAME_SUFFIXES = (".png", ".tiff")  # as appliance.images.encode writes them
 
 
 class TeachFrames:

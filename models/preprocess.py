@@ -87,15 +87,6 @@ class InputSpec:
         return cls(**data)
 
 
-def nnc_image_spec(channels: int, size: Sequence[int], normalize: bool) -> InputSpec:
-    """An image spec that feeds a network what NNC's dataset reader fed it in training: with image
-    normalisation 8-bit counts / 255, 16-bit ones / 65535 and float values as stored; without it,
-    every value as stored (16-bit counts read at 8 bits are unscaled)."""
-    if normalize:
-        return InputSpec("image", channels, tuple(size))
-    return InputSpec("image", channels, tuple(size), scale=1.0, bit_depth=MIN_BIT_DEPTH)
-
-
 def _positive_ints(key: str, value: Any, n: int | None = None, allow_zero: bool = False) -> tuple[int, ...] | None:
     """A shape-like value of the input spec, checked: a list of ``n`` whole numbers above 0."""
     if value is None or (isinstance(value, list | tuple) and not value):

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from connectors.base import IMAGE_SUFFIXES
+from models.preprocess import MIN_BIT_DEPTH, InputSpec
 
 HEADER = re.compile(r"^(?P<name>[^:#]+?)(?:__(?P<index>\d+))?(?::(?P<label>.*))?$")
 
@@ -99,6 +101,16 @@ def parse_header(cells: list[str]) -> tuple[dict[str, Variable], list[Problem]]:
     if not variables and not problems:
         problems.append(Problem(1, "", "no variables in the header"))
     return variables, problems
+
+
+def nnc_image_spec(channels: int, size: Sequence[int], normalize: bool) -> InputSpec:
+    """An image spec that feeds a network what NNC's dataset reader (:func:`read_file_cell`) fed
+    it in training: with image
+    normalisation 8-bit counts / 255, 16-bit ones / 65535 and float values as stored; without it,
+    every value as stored (16-bit counts read at 8 bits are unscaled)."""
+    if normalize:
+        return InputSpec("image", channels, tuple(size))
+    return InputSpec("image", channels, tuple(size), scale=1.0, bit_depth=MIN_BIT_DEPTH)
 
 
 def read_file_cell(path: Path, normalize: bool) -> np.ndarray:

@@ -566,8 +566,9 @@ def import_nnp(
     """``.nnp`` → our model bundle at ``out`` (with its ONNX graph); returns a summary. With
     ``calibrate_on`` (a dataset CSV of normal samples), an autoencoder gets T1/T2 from their
     reconstruction errors, so the line can run it."""
+    from appliance.datasets.nnc import nnc_image_spec
     from models import bundle as bundle_io
-    from models.preprocess import InputSpec, nnc_image_spec
+    from models.preprocess import InputSpec
     from models.spec import SpecError, build
 
     nnp = read_nnp(path)

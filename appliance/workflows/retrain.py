@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from sqlalchemy.engine import Engine
 
 from appliance import registry
+from appliance.datasets.images import ImageFolderError, read_image
 from appliance.datasets.library import dataset_dir, image_files
 from appliance.errors import InvalidInput, Unavailable
 from appliance.images import ImageStore
@@ -56,15 +56,17 @@ def readable(files: list[Path], spec: InputSpec, ctx: JobContext) -> tuple[list[
     retraining, nor go unsaid)."""
     images, seen, bad = [], [], []
     for f in files:
-        image = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         try:
-            if image is None:
-                msg = "cannot be decoded"
-                raise PreprocessError(msg)
+            image = read_image(f)
+        except ImageFolderError:
+            bad.append(f"{f} (cannot be decoded)")
+            continue
+        try:
             seen.append(preprocess(image, spec))
-            images.append(image)
         except PreprocessError as exc:
             bad.append(f"{f} ({exc})")
+            continue
+        images.append(image)
     if bad:
         names = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         ctx.update(message=f"skipped {len(bad)} of {len(files)} images the model cannot read: {names}")

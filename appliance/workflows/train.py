@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from appliance.datasets import NNCDataset
+from appliance.datasets.nnc import nnc_image_spec
 from appliance.project import Project, ProjectError, load_project
 from appliance.workflows.curves import CURVE_KEYS, plot_curve, write_curve
 from engine import Tensor, losses, no_grad, seed
@@ -31,7 +32,7 @@ from engine.schedulers import CosineScheduler, ExponentialScheduler, PolynomialS
 from engine.solvers import create_solver
 from engine.training import ArrayIterator, Callback, Checkpoint, Trainer
 from models import bundle as bundle_io
-from models.preprocess import InputSpec, nnc_image_spec
+from models.preprocess import InputSpec
 from models.spec import Network, build, load_spec
 from models.zoo import ZOO, get_spec
 

@@ -413,3 +413,19 @@ def test_an_imported_autoencoder_calibrated_on_normal_data_can_judge_parts(nnabl
         tmp_path / "normal.csv",
     )
     assert refused.returncode == 2 and "applies to autoencoders; this is a classifier" in refused.stderr
+
+
+def test_nnc_models_are_served_what_nncs_dataset_reader_fed_them():
+    """With image normalisation 8-bit counts / 255, 16-bit / 65535 and float as stored; without
+    it, every value as stored."""
+    from appliance.datasets.nnc import nnc_image_spec
+    from models.preprocess import preprocess_image
+
+    scene = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint8)
+    # NNC's dataset reader without image normalisation gives the network every value as stored
+    raw = nnc_image_spec(1, (8, 8), normalize=False)
+    for image in (scene, scene.astype(np.uint16), scene.astype(np.float32)):
+        np.testing.assert_allclose(preprocess_image(image, raw), scene[None].astype(np.float32))
+    normalised = nnc_image_spec(1, (8, 8), normalize=True)  # 8-bit / 255, 16-bit / 65535, float as stored
+    np.testing.assert_allclose(preprocess_image(scene.astype(np.float32), normalised), scene[None].astype(np.float32))
+    np.testing.assert_allclose(preprocess_image(scene.astype(np.uint16), normalised), scene[None] / 65535, rtol=1e-6)

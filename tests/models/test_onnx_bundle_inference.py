@@ -353,7 +353,7 @@ def test_images_of_measured_values_are_read_over_the_span_fit_found():
     low as black to high as white, the same at every frame (never stretched per image, which would
     hide a part that is hotter or higher all over); values outside go through unclipped; missing
     readings (NaN) read as black."""
-    from models.preprocess import nnc_image_spec, preprocess_image, value_range_of
+    from models.preprocess import preprocess_image, value_range_of
 
     scene = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint8)
     heights = 40.0 + scene.astype(np.float32) * (20.0 / 255)  # 40 to 60 mm
@@ -386,13 +386,6 @@ def test_images_of_measured_values_are_read_over_the_span_fit_found():
     for bad in (scene > 0, scene.astype(np.int64)):  # a Python list of 8-bit values is int64: refused, not misread
         with pytest.raises(PreprocessError, match=f"dtype {bad.dtype} is none that images are stored in"):
             preprocess_image(bad, spec)
-    # NNC's dataset reader without image normalisation gives the network every value as stored
-    raw = nnc_image_spec(1, (8, 8), normalize=False)
-    for image in (scene, scene.astype(np.uint16), scene.astype(np.float32)):
-        np.testing.assert_allclose(preprocess_image(image, raw), scene[None].astype(np.float32))
-    normalised = nnc_image_spec(1, (8, 8), normalize=True)  # 8-bit / 255, 16-bit / 65535, float as stored
-    np.testing.assert_allclose(preprocess_image(scene.astype(np.float32), normalised), scene[None].astype(np.float32))
-    np.testing.assert_allclose(preprocess_image(scene.astype(np.uint16), normalised), scene[None] / 65535, rtol=1e-6)
 
 
 def test_bundles_made_in_the_same_second_get_distinct_versions():

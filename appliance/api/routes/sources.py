@@ -12,7 +12,7 @@ from appliance.api.deps import AppDep, Engineer, Operator, Viewer
 from appliance.api.schemas import SourceIn, TeachRejectIn
 from appliance.datasets.images import read_image
 from appliance.errors import NotFound
-from appliance.images import display, encode, overlay
+from appliance.images import FRAME_SUFFIXES, display, encode, overlay
 from appliance.sources import check_paths, try_source
 from connectors.factory import build_source
 
@@ -83,7 +83,7 @@ def read_teach_frames(source_id: str, appliance: AppDep, _: Viewer) -> dict[str,
 def read_teach_frame(source_id: str, name: str, appliance: AppDep, _: Viewer) -> Response:
     """One kept teach frame (PNG; a frame of measured values, kept as TIFF, stretched to show)."""
     path = appliance.teach.frame(source_id, name)
-    if path.suffix == ".png":
+    if path.suffix == FRAME_SUFFIXES[0]:
         return Response(path.read_bytes(), media_type="image/png")
     return Response(encode(display(read_image(path)))[1], media_type="image/png")
 
