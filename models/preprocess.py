@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 MIN_BIT_DEPTH = 8
+PIXELS = {None: "any", "counts": "counts (8- or 16-bit)", "values": "measured values (float or signed)"}
 
 
 class PreprocessError(ValueError):
@@ -46,6 +47,9 @@ class InputSpec:
     # as (x - low) / (high - low) of full scale; fit takes the span of the good images' values.
     # None: as stored (float 0..1 as 8-bit / 255 under the default scale; NNC's reader's way)
     value_range: tuple[float, float] | None = None
+    # the kind of image the model was fitted on, the only kind it reads: "counts" (8- or 16-bit) or
+    # "values" (measured values); None: any, as stored (NNC's reader; bundles from before the field)
+    pixels: str | None = None
     mean: list[float] = field(default_factory=list)  # per channel, after scaling (vectors: per element)
     std: list[float] = field(default_factory=list)
 
@@ -64,6 +68,12 @@ class InputSpec:
             msg = f"bit_depth must be {MIN_BIT_DEPTH} to 16 (the bits 16-bit images use), got {self.bit_depth}"
             raise PreprocessError(msg)
         self.value_range = None if self.value_range is None else _value_range(self.value_range)
+        if self.pixels not in tuple(PIXELS):
+            msg = f"input spec 'pixels' has value {self.pixels!r}. Needs one of {list(PIXELS)}."
+            raise PreprocessError(msg)
+        if self.pixels == "values" and self.value_range is None:
+            msg = "input spec 'pixels' is 'values' without a 'value_range' to read them over"
+            raise PreprocessError(msg)
         if self.kind == "image" and self.size is None:
             msg = "an image input spec needs 'size' (height, width)"
             raise PreprocessError(msg)
@@ -171,6 +181,13 @@ def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         raise PreprocessError(msg)
     if image.size == 0:
         msg = "image is empty"
+        raise PreprocessError(msg)
+    pixels = "counts" if image.dtype in (np.uint8, np.uint16) else "values"
+    if spec.pixels not in (None, pixels):
+        msg = (
+            f"the image holds {PIXELS[pixels]} ({image.dtype}); the model was fitted on images of "
+            f"{PIXELS[spec.pixels]} and reads no other kind: fit one on this camera's images"
+        )
         raise PreprocessError(msg)
     if spec.roi is not None:
         x, y, w, h = spec.roi

@@ -103,21 +103,32 @@ def frame_format(paths: Sequence[Path], spec: InputSpec, log: Log) -> None:
     """Set how the good images' frames are read, and say so: the bits 16-bit images use
     (:func:`models.preprocess.bit_depth_of` of their largest value; a 12-bit camera's files: 12;
     16 when there are none), the span of measured values (float or signed TIFFs,
-    :func:`models.preprocess.value_range_of`), and with a region of interest the frame size it
+    :func:`models.preprocess.value_range_of`), the one kind of image the model will read (counts or
+    measured values; a folder mixing both is refused), and with a region of interest the frame size it
     was drawn on (one size, or refused). Reads every image once more (a folder may mix formats),
     which costs seconds against the minutes of training."""
     largest: list[int] = []
     lows: list[float] = []
     highs: list[float] = []
     sizes: Counter[tuple[int, int]] = Counter()
-    for _, images in read_all(paths):
-        for im in images:
+    kinds: dict[str, list[Path]] = {"counts": [], "values": []}
+    for chunk, images in read_all(paths):
+        for path, im in zip(chunk, images, strict=True):
             sizes[im.shape[:2]] += 1
+            kinds["counts" if im.dtype in (np.uint8, np.uint16) else "values"].append(path)
             if im.dtype == np.uint16:
                 largest.append(int(im.max()))
             elif im.dtype != np.uint8 and (finite := im[np.isfinite(im)]).size:  # missing readings aside
                 lows.append(float(finite.min()))
                 highs.append(float(finite.max()))
+    if kinds["counts"] and kinds["values"]:
+        counts, values = kinds["counts"], kinds["values"]
+        msg = (
+            f"the good images mix counts (8- or 16-bit: {len(counts)}, e.g. {counts[0].name}) and measured values "
+            f"(float or signed: {len(values)}, e.g. {values[0].name}); a model reads one kind of image"
+        )
+        raise ImageFolderError(msg)
+    spec.pixels = "values" if kinds["values"] else "counts"
     spec.bit_depth = bit_depth_of(max(largest)) if largest else 16
     if spec.bit_depth < 16:
         log(f"16-bit images using {spec.bit_depth} bits: read with {2**spec.bit_depth - 1:,} as full scale")
@@ -494,7 +505,11 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Pat
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     rows, names = [], set()
     for chunk, images in read_all(paths, 16):
-        for path, image, res in zip(chunk, images, model.predict_batch(images), strict=True):
+        try:
+            results = model.predict_batch(images)
+        except ValueError:  # one image the model cannot read (another size, kind of image): name it
+            results = [_predict_one(model, path, image) for path, image in zip(chunk, images, strict=True)]
+        for path, image, res in zip(chunk, images, results, strict=True):
             name = _unique(path, names)
             roi = model.input_spec.roi
             seen = image if roi is None else image[roi[1] : roi[1] + roi[3], roi[0] : roi[0] + roi[2]]
@@ -508,6 +523,14 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Pat
     counts = {d: sum(r[3] == d for r in rows) for d in ("ok", "review", "ng")}
     log(f"{len(rows)} images: {counts['ok']} ok, {counts['review']} review, {counts['ng']} ng; wrote {csv_path}")
     return csv_path
+
+
+def _predict_one(model: Inferencer, path: Path, image: np.ndarray) -> Result:
+    try:
+        return model.predict(image)
+    except ValueError as exc:
+        msg = f"{path}: {exc}"
+        raise ImageFolderError(msg) from exc
 
 
 def _unique(path: Path, taken: set[str]) -> str:

@@ -388,6 +388,33 @@ def test_images_of_measured_values_are_read_over_the_span_fit_found():
             preprocess_image(bad, spec)
 
 
+def test_a_model_reads_only_the_kind_of_image_it_was_fitted_on():
+    """Counts (8- or 16-bit) and measured values (float or signed) are read differently: a height
+    map given to a model fitted on 8-bit pictures would be read as stored (40 mm as 40 times white)
+    and every frame called NG. The spec's ``pixels`` refuses the other kind, naming both; specs
+    without it (NNC's reader, older bundles) read any kind as stored."""
+    from models.preprocess import preprocess_image, value_range_of
+
+    counts = InputSpec(kind="image", channels=1, size=(8, 8), pixels="counts")
+    values = InputSpec(kind="image", channels=1, size=(8, 8), value_range=value_range_of(40, 60), pixels="values")
+    heights = np.full((8, 8), 50.0, np.float32)
+    for image in (np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint16)):
+        assert preprocess_image(image, counts).shape == (1, 8, 8)
+        with pytest.raises(PreprocessError, match=rf"holds counts \(8- or 16-bit\) \({image.dtype}\); the model was "):
+            preprocess_image(image, values)
+    for image in (heights, heights.astype(np.int16)):
+        np.testing.assert_allclose(preprocess_image(image, values), 0.5)
+        with pytest.raises(PreprocessError, match=r"holds measured values .*fitted on images of counts \(8- or 16"):
+            preprocess_image(image, counts)
+    anything = InputSpec.from_dict({k: v for k, v in counts.to_dict().items() if k != "pixels"})
+    assert preprocess_image(heights / 100, anything).max() == pytest.approx(0.5)
+    assert InputSpec.from_dict(values.to_dict()) == values
+    with pytest.raises(PreprocessError, match="'pixels' has value 'float'"):
+        InputSpec(kind="image", pixels="float")
+    with pytest.raises(PreprocessError, match="'pixels' is 'values' without a 'value_range'"):
+        InputSpec(kind="image", pixels="values")
+
+
 def test_bundles_made_in_the_same_second_get_distinct_versions():
     """The registry keys models by version: a first start and a retrain finishing in one second
     (it happened on a fast machine) must not collide."""
