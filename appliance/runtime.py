@@ -61,6 +61,8 @@ SOURCE_STATE_KEYS = (
     "last_error",
     "mode",
     "model_version",
+    "rejected",
+    "last_rejected",
 )
 
 
@@ -243,7 +245,7 @@ class Appliance:
         from models.detector.model import Detector, DetectorConfig
 
         d = self.settings.detector
-        spec = InputSpec(kind="image", channels=1, size=(d.size, d.size))
+        spec = InputSpec(kind="image", channels=1, size=(d.size, d.size), pixels="counts")  # the line's 8-bit frames
         self.log(
             f"first start: training the default detector on {d.training_images} normal parts "
             f"({d.size}x{d.size}, {d.epochs} epochs)"
@@ -506,9 +508,9 @@ class Appliance:
 
     def _announce_source_states(self) -> None:
         """Announce each source's state, mode (teach / inspecting) and model on MQTT (retained)
-        whenever one changes."""
+        whenever one changes, and when it begins to send frames its model cannot read."""
         for sid, st in self.pipeline.status().items():
-            now = f"{st['state']} {st['mode']} {st['model_version']}"
+            now = f"{st['state']} {st['mode']} {st['model_version']} {bool(st.get('rejected'))}"
             if self._last_states.get(sid) != now:
                 payload = {k: st.get(k) for k in SOURCE_STATE_KEYS} | {"ts": dt.datetime.now(dt.UTC).isoformat()}
                 store.queue_message(self.engine, topic=self.topics.source_state(sid), payload=payload, retain=True)

@@ -127,7 +127,7 @@ def pipeline_sources(pipeline):
 
 
 def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model):
-    """A frame the model cannot read (one without a single reading) in a batch with good ones:
+    """A frame the model cannot read (a 3-D sensor's, on a model fitted on 8-bit pictures) in a batch with good ones:
     the others are judged and stored, it is counted and named in its source's status, and a
     trigger that gets such a frame says why it has no decision."""
     import threading
@@ -158,12 +158,14 @@ def test_a_frame_the_model_cannot_read_is_left_out_alone(tmp_path, trained_model
         assert wait_for(lambda: pipeline.metrics["cam"].scored == 2 and pipeline.metrics["cam"].rejected == 1)
         status = pipeline.status()["cam"]
         assert status["rejected"] == 1 and status["decisions"]["ok"] + status["decisions"]["review"] == 2
-        assert status["last_rejected"] == "blank.tiff: image contains NaN or infinite values"
+        assert status["last_rejected"].startswith("blank.tiff: the image holds measured values (float or signed)")
         assert 'appliance_frames_total{source="cam",stage="rejected"} 1' in pipeline.prometheus()
-        assert "unreadable 1 (last: blank.tiff: image contains NaN" in status_lines({"cam": status}, 0)[0]
+        assert "unreadable 1 (last: blank.tiff: the image holds measured" in status_lines({"cam": status}, 0)[0]
         later = threading.Timer(0.5, lambda: cv2.imwrite(str(folder / "blank2.tiff"), blank))
         later.start()
-        with pytest.raises(InvalidInput, match=r"source .cam. cannot be judged by .*: blank2.tiff: image contains"):
+        with pytest.raises(
+            InvalidInput, match=r"source .cam. cannot be judged by .*: blank2.tiff: the image holds measured"
+        ):
             pipeline.capture_and_inspect("cam", timeout=10)
         later.join()
     finally:
@@ -286,6 +288,46 @@ def test_source_state_changes_are_announced_on_mqtt(tmp_path, broker, trained_mo
         app.stop()
         sub.close()
     assert "/" not in topic.split("/sources/")[1].removesuffix("/state")
+
+
+def test_a_source_sending_frames_its_model_cannot_read_says_so_on_mqtt(tmp_path, broker, trained_model):
+    """A camera swapped for a 3-D sensor (float height maps) on a line whose model was fitted on
+    8-bit pictures: its frames are left out, not called NG, and the source's retained state says
+    how many and why, for the MES that watches it."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    from appliance.storage import recipes as recipes_db
+
+    line = tmp_path / "line"
+    line.mkdir()
+    cv2.imwrite(str(line / "heights.tiff"), np.full((64, 64), 42.5, np.float32))
+    settings = load_settings(
+        data_dir=tmp_path / "var",
+        detector=SMALL,
+        sources=[source := f"folder:{line}?settle=0"],
+        api_port=0,
+        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "kinds"},
+    )
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    version = app.register(app.models_dir / trained_model.name)
+    recipes_db.bind(app.engine, source_id=source, version=version, actor="test", reason="the line's model")
+    sub = Subscriber(broker.port, [app.topics.source_state(source)])
+    app.start()
+    try:
+        assert wait_for(lambda: any(json.loads(p)["rejected"] for p in sub.payloads("/state")), timeout=20)
+        state = json.loads(sub.payloads("/state")[-1])
+        assert state["state"] == "online" and state["rejected"] == 1
+        assert state["last_rejected"].startswith("heights.tiff: the image holds measured values (float or signed)")
+        assert "fitted on images of counts (8- or 16-bit)" in state["last_rejected"]
+        assert app.pipeline.status()[source]["frames_in"] == 1
+    finally:
+        app.stop()
+        sub.close()
 
 
 def test_jobs_interrupted_by_a_stop_are_marked_failed(tmp_path, broker, trained_model):
