@@ -22,7 +22,7 @@ from models import bundle as bundle_io
 from models.calibration import normalize
 from models.decision import Debounce, ThresholdError, Thresholds, decide
 from models.preprocess import InputSpec, preprocess_batch
-from models.scoring import image_scores, reconstruction_error_maps
+from models.scoring import UNLIKE, AppearanceCheck, image_scores, reconstruction_error_maps
 
 
 @dataclass
@@ -67,6 +67,11 @@ class Inferencer:
         self.top_k = float(post.get("top_k", 0.01))
         self.sigma = float(post.get("sigma", 2.0))
         self.score_rule = post.get("score", "topk")  # topk of the smoothed map, or the mean (NNC's) or max error
+        try:  # image detectors since December 2026: frames unlike the good parts as a whole score NG
+            self.appearance = AppearanceCheck.from_dict(post["appearance"]) if "appearance" in post else None
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"{where}: the appearance check in model.json cannot be read ({exc})"
+            raise bundle_io.BundleError(msg) from exc
         cal = post.get("calibration") or {}
         self.median = float(cal.get("median", 0.0))
         self.score_upper: float | None = cal.get("upper")  # the score's attainable maximum, if any
@@ -116,6 +121,9 @@ class Inferencer:
         outputs = dict(zip(self.output_names, self.session.run(None, {"input": x}), strict=True))
         inferred = time.thread_time()
         scores, maps, labels, raw = self._postprocess(x, outputs)
+        unlike = None
+        if self.appearance is not None:
+            scores, unlike = self.appearance.apply(scores, x)
         if cpu is not None:
             for stage, seconds in (("preprocess", prepared - clock), ("inference", inferred - prepared)):
                 cpu[stage] = cpu.get(stage, 0.0) + seconds
@@ -128,6 +136,9 @@ class Inferencer:
         decisions = [decide(float(s), thresholds, d) for s, d in zip(scores, states, strict=True)]
         if self.kind == "detector" and labels is not None:  # a defect type only for flagged items
             labels = [lab if d != "ok" else None for lab, d in zip(labels, decisions, strict=True)]
+        if unlike is not None and unlike.any():  # what a defect type would not say
+            labels = labels or [None] * len(scores)
+            labels = [UNLIKE if u and d != "ok" else lab for lab, u, d in zip(labels, unlike, decisions, strict=True)]
         return [
             Result(
                 score=float(s),

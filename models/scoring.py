@@ -1,6 +1,10 @@
-"""Anomaly maps to image scores, shared by calibration and serving (numpy and OpenCV only)."""
+"""Anomaly maps to image scores, shared by calibration and serving (numpy and OpenCV only; fitting
+the appearance check uses scikit-learn)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,3 +32,99 @@ def image_scores(maps: np.ndarray, top_k: float = 0.01, sigma: float = 2.0) -> n
 def reconstruction_error_maps(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
     """Per-pixel squared error, averaged over channels: (N, C, H, W) → (N, H, W)."""
     return ((x - recon) ** 2).mean(axis=1)
+
+
+# -- the appearance check: is the whole frame like the good parts at all? -------------------------
+GRID = 4  # the frame's layout: the means of GRID × GRID cells
+MEAN_FLOOR = 0.1  # brightness changes under about a tenth of full scale never count alone
+SHAPE_FLOOR = 0.02  # nor do changes of the relative features under 2 %
+LIMIT_FACTOR = 1.5  # the limit: this times the farthest held-out good part ...
+MIN_LIMIT = 4.0  # ... and never under this (a surface so uniform that any light change would count)
+UNLIKE = "unlike the good parts"  # the label of a frame the check flags
+
+
+def appearance_features(x: np.ndarray) -> np.ndarray:
+    """What a whole frame looks like, per channel: its mean, and relative to that mean its
+    spread, its edges (mean absolute difference of neighbours) and the means of a 4 × 4 grid of
+    cells (where things are). Relative features do not change with the light's strength.
+
+    **Shape:** (N, C, H, W) → (N, C × (3 + GRID²)); the cells leave out the last H mod GRID rows
+    and W mod GRID columns.
+    """
+    x = np.asarray(x, np.float64)
+    n, c, h, w = x.shape
+    h, w = h - h % GRID, w - w % GRID
+    mean = x.mean(axis=(2, 3))
+    scale = (np.abs(mean) + 0.05)[:, :, None]
+    spread = x.std(axis=(2, 3))
+    edges = np.abs(np.diff(x, axis=3)).mean(axis=(2, 3)) + np.abs(np.diff(x, axis=2)).mean(axis=(2, 3))
+    cells = x[:, :, :h, :w].reshape(n, c, GRID, h // GRID, GRID, w // GRID).mean(axis=(3, 5)).reshape(n, c, GRID * GRID)
+    relative = np.concatenate([spread[:, :, None], edges[:, :, None], cells], axis=2) / scale
+    return np.concatenate([mean, relative.reshape(n, -1)], axis=1)
+
+
+@dataclass
+class AppearanceCheck:
+    """Flags frames unlike any good part as a whole: an empty or blank frame, a part missing,
+    shifted or of another kind, the lights failing. A detector of local defects can pass those
+    (a flat grey frame is easy to restore and shows no local defect). The distance of a frame's
+    :func:`appearance_features` from the good parts' (Mahalanobis, Ledoit–Wolf shrunk covariance
+    with a floor per feature) is compared with ``limit``; beyond it the frame's score is raised
+    to at least the calibrated ``t2``, growing with the distance, so that it is NG at the
+    calibrated thresholds."""
+
+    location: np.ndarray
+    whitening: np.ndarray  # precision = whitening @ whitening.T
+    limit: float
+    t2: float
+    upper: float | None = None  # the score's attainable maximum (a probability's 1), if any
+
+    @classmethod
+    def fit(cls, train: np.ndarray, held: np.ndarray, t2: float, upper: float | None) -> AppearanceCheck:
+        """From the good images trained on and held out (N, C, H, W): the limit is
+        ``LIMIT_FACTOR`` times the farthest held-out image's distance, at least ``MIN_LIMIT``."""
+        from sklearn.covariance import LedoitWolf
+
+        features = appearance_features(train)
+        channels = train.shape[1]
+        floor = np.full(features.shape[1], SHAPE_FLOOR)
+        floor[:channels] = MEAN_FLOOR
+        lw = LedoitWolf().fit(features)
+        whitening = np.linalg.cholesky(np.linalg.inv(lw.covariance_ + np.diag(floor**2)))
+        check = cls(lw.location_, whitening, np.inf, float(t2), upper)
+        check.limit = max(MIN_LIMIT, LIMIT_FACTOR * float(check.distances(held).max()))
+        return check
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        return np.linalg.norm((appearance_features(x) - self.location) @ self.whitening, axis=1)
+
+    def apply(self, scores: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scores with frames beyond the limit raised (and which those are)."""
+        d = self.distances(x)
+        unlike = d > self.limit
+        if not unlike.any():
+            return scores, unlike
+        excess = np.maximum(d / self.limit, 1.0)
+        if self.upper is None:
+            raised = self.t2 * excess
+        else:
+            raised = self.t2 + (self.upper - self.t2) * (1.0 - 1.0 / excess)
+        return np.where(unlike, np.maximum(scores, raised), scores), unlike
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "location": self.location.tolist(),
+            "whitening": self.whitening.tolist(),
+            "limit": self.limit,
+            "t2": self.t2,
+            "upper": self.upper,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AppearanceCheck:
+        location = np.asarray(data["location"], np.float64)
+        whitening = np.asarray(data["whitening"], np.float64)
+        if location.ndim != 1 or whitening.shape != (len(location), len(location)):
+            msg = f"appearance check of {location.shape} features has a {whitening.shape} whitening matrix"
+            raise ValueError(msg)
+        return cls(location, whitening, float(data["limit"]), float(data["t2"]), data.get("upper"))

@@ -243,6 +243,10 @@ def fit(
         f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images: "
         f"T1={cal['t1']:.5f} T2={cal['t2']:.5f} (false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']})"
     )
+    log(
+        f"appearance check: a frame farther than {summary['appearance_limit']:.3g} from the good parts as a whole "
+        "(blank, a part missing or shifted) is NG, 'unlike the good parts'"
+    )
     log(f"wrote {out} (version {bundle.version})")
     return {"path": str(out), "version": bundle.version, **summary}
 

@@ -16,7 +16,8 @@ for a grain or light from one side, none for aligned parts or where held-out ima
 with training ones.
 
 Either way the image score is the top-k mean of the smoothed anomaly map, and thresholds are
-calibrated on held-out normal images only.
+calibrated on held-out normal images only. A frame unlike the good parts as a whole (blank, a part
+missing or shifted) scores NG whatever its map shows (:class:`models.scoring.AppearanceCheck`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from models.detector.synthetic import synthesize
 from models.detector.twins import twin_links
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
-from models.scoring import image_scores, reconstruction_error_maps
+from models.scoring import AppearanceCheck, image_scores, reconstruction_error_maps
 from models.spec import Network, build
 from models.zoo import get_spec
 
@@ -190,6 +191,7 @@ class Detector:
             )
         self.net = DraemNet(self.ae.module, None if self.clf is None else self.clf.module)
         self.calibration: Calibration | None = None
+        self.appearance: AppearanceCheck | None = None  # frames unlike the good parts as a whole
         self.history: list[dict[str, float]] = []
         self.orientations: tuple[int, ...] = (0,)  # those training shows the good images in (fit decides)
         self.type_head: Network | None = None  # names the defect type, where labelled defects exist
@@ -270,7 +272,9 @@ class Detector:
         trainer.callbacks += [_EpochLog(log)] if log else []
         self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), epochs)
         train_seconds = time.perf_counter() - start
+        self.appearance = None  # the thresholds rest on the defect scores alone
         self.calibration = calibrate(self.scores(held), c.false_alarm_rate, upper=self.score_upper)
+        self.appearance = AppearanceCheck.fit(train, held, self.calibration.t2, self.score_upper)
         return {
             "train_seconds": train_seconds,
             "train_images": len(train),
@@ -279,6 +283,7 @@ class Detector:
             "orientations": list(self.orientations),
             "orientations_note": note,
             "calibration": self.calibration.to_dict(),
+            "appearance_limit": self.appearance.limit,
             "final_cost": self.history[-1]["cost"],
         }
 
@@ -355,7 +360,10 @@ class Detector:
         return None if self.clf is None else 1.0
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return image_scores(self.anomaly_maps(x), self.config.top_k, self.config.sigma)
+        """Image scores as served: the top-k mean of the anomaly map, raised for frames unlike the
+        good parts as a whole (:class:`models.scoring.AppearanceCheck`)."""
+        scores = image_scores(self.anomaly_maps(x), self.config.top_k, self.config.sigma)
+        return scores if self.appearance is None else self.appearance.apply(scores, x)[0]
 
     # -- export --------------------------------------------------------------------------
     def onnx_model(self):
@@ -394,7 +402,12 @@ class Detector:
             name,
             networks,
             spec.to_dict(),
-            postprocess={"top_k": c.top_k, "sigma": c.sigma, "calibration": self.calibration.to_dict()},
+            postprocess={
+                "top_k": c.top_k,
+                "sigma": c.sigma,
+                "calibration": self.calibration.to_dict(),
+                **({"appearance": self.appearance.to_dict()} if self.appearance else {}),
+            },
             labels=self.defect_types,
             provenance={"config": asdict(c), **(provenance or {})},
         )
@@ -409,6 +422,8 @@ class Detector:
         detector.clf = bundle.network("classifier") if "classifier" in bundle.meta["networks"] else None
         detector.net = DraemNet(detector.ae.module, None if detector.clf is None else detector.clf.module)
         detector.calibration = Calibration.from_dict(bundle.meta["postprocess"]["calibration"])
+        if "appearance" in bundle.meta["postprocess"]:
+            detector.appearance = AppearanceCheck.from_dict(bundle.meta["postprocess"]["appearance"])
         if "defect_type" in bundle.meta["networks"]:
             detector.type_head = bundle.network("defect_type")
             detector.defect_types = list(bundle.meta["labels"])

@@ -301,3 +301,34 @@ def test_defect_types_are_named_for_flagged_items(tmp_path):
     assert again.defect_types == names and again.type_head is not None
     with pytest.raises(ValueError, match="one label in"):
         detector.fit_defect_types(x, labels + 5, names)
+
+
+def test_frames_unlike_the_good_parts_as_a_whole_are_ng(trained, frames, tmp_path):
+    """A detector of local defects can pass a frame with no part at all (a flat grey frame is easy
+    to restore and has no local defect) or a part far off its place. The appearance check raises
+    those to NG, labelled as unlike the good parts, served as the engine computes it; good parts,
+    also under light 10 % weaker or stronger, keep their scores."""
+    from models.scoring import UNLIKE, AppearanceCheck
+
+    detector, _ = trained
+    check = detector.appearance
+    assert check is not None and check.limit >= 4.0
+    path = tmp_path / "d.zip"
+    detector.to_bundle(SPEC).save(path)
+    inferencer = Inferencer(path)
+    part = frames[0]
+    odd = [np.full_like(part, 128), np.roll(part, part.shape[1] // 4, axis=1), np.zeros_like(part)]
+    goods = [*frames[-6:], *(np.clip(f * gain, 0, 255).astype(np.uint8) for f in frames[-6:] for gain in (0.9, 1.1))]
+    results = inferencer.predict_batch(odd + goods)
+    x = preprocess_batch(odd + goods, SPEC)
+    assert all(r.decision == "ng" and r.label == UNLIKE for r in results[:3])
+    assert not (check.distances(x[3:]) > check.limit).any()
+    np.testing.assert_allclose([r.score for r in results], detector.scores(x), rtol=1e-4, atol=1e-6)
+    assert all(r.label is None for r in results[3:])
+    again = Detector.from_bundle(bundle_io.load(path))
+    np.testing.assert_allclose(again.appearance.distances(x), check.distances(x))
+    scores = np.full(3, 0.1)  # beyond the limit a score grows with the distance, below the maximum
+    raised, unlike = check.apply(scores, x[:3])
+    assert unlike.all() and (raised >= check.t2).all() and (check.upper is None or (raised < check.upper).all())
+    with pytest.raises(ValueError, match=r"appearance check of \(19,\) features has a \(3, 3\) whitening"):
+        AppearanceCheck.from_dict(check.to_dict() | {"whitening": np.eye(3).tolist()})
