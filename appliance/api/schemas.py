@@ -85,6 +85,8 @@ class ResultPublic(BaseModel):
     score: float
     norm_score: float
     decision: str
+    # the defect type where the model names one; "unlike the good parts" for a frame unlike every
+    # good part as a whole (models.scoring.AppearanceCheck)
     label: str | None
     model_version: str
     latency_ms: float

@@ -84,6 +84,18 @@ def test_inspect_an_image_and_bad_inputs_get_4xx(running):
         "/inspect", files={"file": ("x.png", png(rgba), "image/png")}, headers=auth(tokens, "operator")
     )
     assert converted.status_code == 200 and converted.json()["score"] == pytest.approx(ok.json()["score"], rel=1e-3)
+    blank = client.post(  # no part in the frame: nothing local to find, unlike every good part
+        "/inspect",
+        files={"file": ("blank.png", png(np.full_like(image, 128)), "image/png")},
+        headers=auth(tokens, "operator"),
+    )
+    assert blank.status_code == 200 and blank.json()["decision"] == "ng"
+    assert blank.json()["label"] == "unlike the good parts"
+    heights = cv2.imencode(".tiff", image.astype(np.float32) / 10)[1].tobytes()  # a 3-D sensor's frame
+    other_kind = client.post(
+        "/inspect", files={"file": ("h.tiff", heights, "image/tiff")}, headers=auth(tokens, "operator")
+    )
+    assert other_kind.status_code == 422 and "fitted on images of counts" in other_kind.json()["detail"]
     huge = client.post(
         "/inspect",
         files={"file": ("big.png", b"0" * (21 * 1024 * 1024), "image/png")},
