@@ -105,6 +105,13 @@ def format_report(report: dict) -> str:
         f"items never trained on); review {_pct(report['review_rate_good'])}",
         f"defects flagged (review or NG): {_pct(report['defects_flagged'])}; NG {_pct(report['defects_ng'])}",
     ]
+    unlike = report.get("unlike_good_parts") or {}
+    if unlike.get("good") or unlike.get("defective"):
+        lines.append(
+            f"unlike the good parts as a whole (appearance check): {unlike['good']} good, {unlike['defective']} "
+            "defective images"
+            + (" (good parts unlike the training's: the same camera, light and fixture?)" if unlike["good"] else "")
+        )
     if report["per_defect"]:
         lines.append(f"  {'defect':<20} {'images':>6} {'AUROC':>7} {'flagged':>8} {'NG':>6}")
         for kind, row in report["per_defect"].items():

@@ -31,6 +31,7 @@ from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
 from models.inference import Inferencer, Result
 from models.preprocess import InputSpec, bit_depth_of, preprocess_image, value_range_of
+from models.scoring import UNLIKE
 
 Log = Callable[[str], None]
 GALLERY = 8  # worst-scored good parts and best-hidden defects shown
@@ -365,6 +366,11 @@ def item_report(model: Inferencer, data: str, kinds: np.ndarray, results: Sequen
         "defects_ng": float(ng[defect].mean()) if defect.any() else None,
         "t1": t1,
         "t2": t2,
+        # items the appearance check found unlike the good parts as a whole (models.scoring.AppearanceCheck)
+        "unlike_good_parts": {
+            "good": int(sum(r.label == UNLIKE for r, d in zip(results, defect, strict=True) if not d)),
+            "defective": int(sum(r.label == UNLIKE for r, d in zip(results, defect, strict=True) if d)),
+        },
         "per_defect": per_defect,
     }
 

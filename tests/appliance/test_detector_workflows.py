@@ -72,9 +72,34 @@ def test_test_report_on_the_mvtec_layout(fitted: Path, parts: Path, tmp_path: Pa
     assert report["defects_flagged"] > 0.4
     assert set(report["per_defect"]) == {"scratch", "dent", "chip"}
     assert all(row["images"] == 8 for row in report["per_defect"].values())
+    assert report["unlike_good_parts"]["good"] == 0  # no good part beyond the appearance check
     for name in ("score_histogram.png", "roc_pr.png", "gallery.png"):
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] > 100, name
+
+
+def test_the_report_counts_frames_unlike_the_good_parts(
+    fitted: Path, parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Frames with no washer at all (an empty fixture, the camera's flat grey) are NG by the
+    appearance check; the commissioning report says how many of each kind it caught."""
+    import shutil
+
+    data = tmp_path / "washer"
+    shutil.copytree(parts, data)
+    (data / "test" / "missing").mkdir()
+    background = cv2.imread(str(next((parts / "test" / "good").iterdir())), cv2.IMREAD_GRAYSCALE)
+    for i, value in enumerate((int(np.median(background)), 128, 0)):
+        cv2.imwrite(str(data / "test" / "missing" / f"{i}.png"), np.full_like(background, value))
+    assert main(["detector", "test", str(fitted), "--data", str(data), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["per_defect"]["missing"]["ng"] == 1 and report["unlike_good_parts"]["good"] == 0
+    assert report["unlike_good_parts"]["defective"] >= 3  # the missing ones, and large chips and dents may be
+    out = capsys.readouterr().out
+    assert (
+        f"unlike the good parts as a whole (appearance check): 0 good, {report['unlike_good_parts']['defective']}"
+        in out
+    )
 
 
 def test_gallery_shows_the_part_its_ground_truth_and_its_heat_map_side_by_side() -> None:
