@@ -70,6 +70,7 @@ class AlertPublic(BaseModel):
     threshold: float  # the one crossed: T2 for ng, T1 for review
     model_version: str
     item: str | None = None  # the source's name for the part
+    label: str | None = None  # what was found: a defect type, "unlike the good parts"
     state: str
     created_at: dt.datetime
     acknowledged_by: str | None = None

@@ -91,6 +91,7 @@ class AlertBase(SQLModel):
     threshold: float
     model_version: str = Field(max_length=100)
     item: str | None = Field(default=None, max_length=300)
+    label: str | None = Field(default=None, max_length=100)  # the inspection's: a defect type, "unlike the good parts"
     state: str = Field(default="open", index=True, max_length=20)  # open | acknowledged | confirmed | false_positive
 
 

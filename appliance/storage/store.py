@@ -81,6 +81,7 @@ def new_alert(inspection: Inspection, threshold: float, event_id: str | None) ->
         threshold=threshold,
         model_version=inspection.model_version,
         item=inspection.item,
+        label=inspection.label,
         created_at=utcnow(),
     )
 

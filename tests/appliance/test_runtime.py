@@ -330,6 +330,51 @@ def test_a_source_sending_frames_its_model_cannot_read_says_so_on_mqtt(tmp_path,
         sub.close()
 
 
+def test_a_frame_unlike_the_good_parts_alerts_with_that_label(tmp_path, broker, trained_model):
+    """An empty station (a flat grey frame, no part) on a line whose model judges local defects:
+    NG, and the alert says what was found, on MQTT, in the alert list and in its CSV export."""
+
+    import cv2
+    import httpx
+    import numpy as np
+
+    from appliance.storage import recipes as recipes_db
+    from connectors.synthetic import SyntheticLine
+    from ui.client import alerts_csv
+
+    line = tmp_path / "line"
+    line.mkdir()
+    cv2.imwrite(str(line / "a-part.png"), SyntheticLine(size=64, defect_rate=0.0, seed=4).next().image)
+    cv2.imwrite(str(line / "b-empty.png"), np.full((64, 64), 128, np.uint8))
+    settings = load_settings(
+        data_dir=tmp_path / "var",
+        detector=SMALL,
+        sources=[source := f"folder:{line}?settle=0"],
+        api_port=0,
+        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "unlike"},
+    )
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    version = app.register(app.models_dir / trained_model.name)
+    recipes_db.bind(app.engine, source_id=source, version=version, actor="test", reason="the line's model")
+    sub = Subscriber(broker.port, [app.topics.alerts])
+    app.start()
+    try:
+        assert wait_for(lambda: any(a["item"] == "b-empty.png" for a in sub.alerts()), timeout=30)
+        alert = next(a for a in sub.alerts() if a["item"] == "b-empty.png")
+        assert alert["decision"] == "ng" and alert["label"] == "unlike the good parts"
+        token = store.create_token(app.engine, name="t", role="viewer")
+        listed = httpx.get(
+            f"http://127.0.0.1:{app.api_port}/alerts", headers={"Authorization": f"Bearer {token}"}
+        ).json()["data"]
+        assert [a["label"] for a in listed if a["item"] == "b-empty.png"] == ["unlike the good parts"]
+        assert "b-empty.png,ng,unlike the good parts," in alerts_csv(listed)
+    finally:
+        app.stop()
+        sub.close()
+
+
 def test_jobs_interrupted_by_a_stop_are_marked_failed(tmp_path, broker, trained_model):
     from sqlmodel import Session
 

@@ -51,7 +51,8 @@ if notice := st.session_state.pop("alerts_notice", None):
 for alert in shown:
     title = (
         f"#{alert['id']} · {alert['source_id']} · {alert['decision'].upper()} · score {alert['score']:.4g} "
-        f"· {STATES[alert['state']]} · {alert['created_at'][:19]}"
+        + (f"· {alert['label']} " if alert.get("label") else "")
+        + f"· {STATES[alert['state']]} · {alert['created_at'][:19]}"
     )
     first = alert is shown[0]
     with st.expander(title, expanded=alert["state"] == "open" and first):
@@ -67,6 +68,7 @@ for alert in shown:
         crossed = "T2" if alert["decision"] == "ng" else "T1"
         right.markdown(
             f"**Score** {alert['score']:.4g} ({crossed} {alert['threshold']:.4g}, normalised {alert['norm_score']:.2f})"
+            + (f"  \n**Found** {alert['label']}" if alert.get("label") else "")
             + (f"  \n**Part** {alert['item']}" if alert.get("item") else "")
             + f"  \n**Model** {alert['model_version']}  \n**Inspection** {alert['inspection_id']}  \n"
             f"**Event** `{alert['event_id']}`"
