@@ -17,6 +17,11 @@ MIN_BIT_DEPTH = 8
 PIXELS = {None: "any", "counts": "counts (8- or 16-bit)", "values": "measured values (float or signed)"}
 
 
+def pixel_kind(dtype: np.dtype) -> str:
+    """What an image's values are: "counts" (8- or 16-bit) or "values" (measured: float or signed)."""
+    return "counts" if dtype in (np.uint8, np.uint16) else "values"
+
+
 class PreprocessError(ValueError):
     """An input does not fit the model's input spec."""
 
@@ -182,7 +187,7 @@ def preprocess_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     if image.size == 0:
         msg = "image is empty"
         raise PreprocessError(msg)
-    pixels = "counts" if image.dtype in (np.uint8, np.uint16) else "values"
+    pixels = pixel_kind(image.dtype)
     if spec.pixels not in (None, pixels):
         msg = (
             f"the image holds {PIXELS[pixels]} ({image.dtype}); the model was fitted on images of "

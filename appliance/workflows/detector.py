@@ -30,7 +30,7 @@ from models import metrics
 from models.decision import is_flagged
 from models.detector.model import Detector, DetectorConfig
 from models.inference import Inferencer, Result
-from models.preprocess import InputSpec, bit_depth_of, preprocess_image, value_range_of
+from models.preprocess import InputSpec, bit_depth_of, pixel_kind, preprocess_image, value_range_of
 from models.scoring import UNLIKE
 
 Log = Callable[[str], None]
@@ -116,7 +116,7 @@ def frame_format(paths: Sequence[Path], spec: InputSpec, log: Log) -> None:
     for chunk, images in read_all(paths):
         for path, im in zip(chunk, images, strict=True):
             sizes[im.shape[:2]] += 1
-            kinds["counts" if im.dtype in (np.uint8, np.uint16) else "values"].append(path)
+            kinds[pixel_kind(im.dtype)].append(path)
             if im.dtype == np.uint16:
                 largest.append(int(im.max()))
             elif im.dtype != np.uint8 and (finite := im[np.isfinite(im)]).size:  # missing readings aside
