@@ -290,32 +290,39 @@ def test_source_state_changes_are_announced_on_mqtt(tmp_path, broker, trained_mo
     assert "/" not in topic.split("/sources/")[1].removesuffix("/state")
 
 
+def folder_line(tmp_path: Path, port: int, trained_model: Path, frames: dict) -> tuple[Appliance, str]:
+    """An appliance (not started) whose one source is a folder holding ``frames`` (name: image),
+    judged by the trained model, bound to it as an engineer would."""
+    import cv2
+
+    from appliance.storage import recipes as recipes_db
+
+    line = tmp_path / "line"
+    line.mkdir()
+    for name, image in frames.items():
+        assert cv2.imwrite(str(line / name), image)
+    source = f"folder:{line}?settle=0"
+    mqtt = {"host": "127.0.0.1", "port": port, "appliance_id": tmp_path.name[-20:]}
+    settings = load_settings(data_dir=tmp_path / "var", detector=SMALL, sources=[source], api_port=0, mqtt=mqtt)
+    app = Appliance(settings, log=lambda line: None)
+    app.models_dir.mkdir(parents=True)
+    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    version = app.register(app.models_dir / trained_model.name)
+    recipes_db.bind(app.engine, source_id=source, version=version, actor="test", reason="the line's model")
+    return app, source
+
+
 def test_a_source_sending_frames_its_model_cannot_read_says_so_on_mqtt(tmp_path, broker, trained_model):
     """A camera swapped for a 3-D sensor (float height maps) on a line whose model was fitted on
     8-bit pictures: its frames are left out, not called NG, and the source's retained state says
     how many and why, for the MES that watches it."""
     import json
 
-    import cv2
     import numpy as np
 
-    from appliance.storage import recipes as recipes_db
-
-    line = tmp_path / "line"
-    line.mkdir()
-    cv2.imwrite(str(line / "heights.tiff"), np.full((64, 64), 42.5, np.float32))
-    settings = load_settings(
-        data_dir=tmp_path / "var",
-        detector=SMALL,
-        sources=[source := f"folder:{line}?settle=0"],
-        api_port=0,
-        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "kinds"},
+    app, source = folder_line(
+        tmp_path, broker.port, trained_model, {"heights.tiff": np.full((64, 64), 42.5, np.float32)}
     )
-    app = Appliance(settings, log=lambda line: None)
-    app.models_dir.mkdir(parents=True)
-    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    version = app.register(app.models_dir / trained_model.name)
-    recipes_db.bind(app.engine, source_id=source, version=version, actor="test", reason="the line's model")
     sub = Subscriber(broker.port, [app.topics.source_state(source)])
     app.start()
     try:
@@ -333,31 +340,15 @@ def test_a_source_sending_frames_its_model_cannot_read_says_so_on_mqtt(tmp_path,
 def test_a_frame_unlike_the_good_parts_alerts_with_that_label(tmp_path, broker, trained_model):
     """An empty station (a flat grey frame, no part) on a line whose model judges local defects:
     NG, and the alert says what was found, on MQTT, in the alert list and in its CSV export."""
-
-    import cv2
     import httpx
     import numpy as np
 
-    from appliance.storage import recipes as recipes_db
     from connectors.synthetic import SyntheticLine
     from ui.client import alerts_csv
 
-    line = tmp_path / "line"
-    line.mkdir()
-    cv2.imwrite(str(line / "a-part.png"), SyntheticLine(size=64, defect_rate=0.0, seed=4).next().image)
-    cv2.imwrite(str(line / "b-empty.png"), np.full((64, 64), 128, np.uint8))
-    settings = load_settings(
-        data_dir=tmp_path / "var",
-        detector=SMALL,
-        sources=[source := f"folder:{line}?settle=0"],
-        api_port=0,
-        mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "unlike"},
-    )
-    app = Appliance(settings, log=lambda line: None)
-    app.models_dir.mkdir(parents=True)
-    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    version = app.register(app.models_dir / trained_model.name)
-    recipes_db.bind(app.engine, source_id=source, version=version, actor="test", reason="the line's model")
+    part = SyntheticLine(size=64, defect_rate=0.0, seed=4).next().image
+    frames = {"a-part.png": part, "b-empty.png": np.full((64, 64), 128, np.uint8)}
+    app, _ = folder_line(tmp_path, broker.port, trained_model, frames)
     sub = Subscriber(broker.port, [app.topics.alerts])
     app.start()
     try:
