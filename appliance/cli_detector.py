@@ -57,6 +57,7 @@ def fit_command(args: argparse.Namespace) -> int:
         name=args.name or "",
         full_resolution=args.full_resolution,
         orientations=args.orientations,
+        appearance_check=not args.no_appearance_check,
     )
     fit(args.normal, args.output, options, log=_say)
     return 0
@@ -176,6 +177,12 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="images: the turns and mirror images training shows the good images in; auto (default): those the "
         "surface looks the same in (none for aligned parts); none: as they come; all: every one of the 8",
+    )
+    p_fit.add_argument(
+        "--no-appearance-check",
+        action="store_true",
+        help="images: let the defect map alone decide; by default a frame unlike the good parts as a whole "
+        "(blank, a part missing or shifted) is NG",
     )
     p_fit.add_argument("--seed", type=int, default=0)
     p_fit.add_argument("--window", type=int, default=64, help="readings: rows per window (as the csv: source)")

@@ -51,6 +51,7 @@ class FitOptions:
     name: str = ""
     full_resolution: bool = False  # draem: the discriminative U-Net at full resolution (thin defects, ~2.5x training)
     orientations: str = "auto"  # turns and mirror images training shows the good images in (DetectorConfig)
+    appearance_check: bool = True  # frames unlike the good parts as a whole score NG (DetectorConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # further DetectorConfig fields
 
     def config(self) -> DetectorConfig:
@@ -65,6 +66,7 @@ class FitOptions:
             "batch_size": self.batch_size,
             "seed": self.seed,
             "orientations": self.orientations,
+            "appearance_check": self.appearance_check,
         }
         return DetectorConfig(**{**chosen, **extra})  # further fields win
 
@@ -244,10 +246,13 @@ def fit(
         f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images: "
         f"T1={cal['t1']:.5f} T2={cal['t2']:.5f} (false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']})"
     )
-    log(
-        f"appearance check: a frame farther than {summary['appearance_limit']:.3g} from the good parts as a whole "
-        "(blank, a part missing or shifted) is NG, 'unlike the good parts'"
-    )
+    if summary["appearance_limit"] is not None:
+        log(
+            f"appearance check: a frame farther than {summary['appearance_limit']:.3g} from the good parts as a "
+            "whole (blank, a part missing or shifted) is NG, 'unlike the good parts'"
+        )
+    else:
+        log("appearance check: off (the defect map alone decides)")
     log(f"wrote {out} (version {bundle.version})")
     return {"path": str(out), "version": bundle.version, **summary}
 

@@ -92,6 +92,9 @@ class DetectorConfig:
     # the turns and mirror images training shows the good images in: "auto" (those they look the same
     # in, .symmetry), "none" (as they come), "all" (every one of the 8)
     orientations: str = "auto"
+    # frames unlike the good parts as a whole (blank, a part missing or shifted) score NG
+    # (models.scoring.AppearanceCheck); False: the defect map alone decides
+    appearance_check: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def epochs_for(self, train_images: int) -> int:
@@ -274,7 +277,8 @@ class Detector:
         train_seconds = time.perf_counter() - start
         self.appearance = None  # the thresholds rest on the defect scores alone
         self.calibration = calibrate(self.scores(held), c.false_alarm_rate, upper=self.score_upper)
-        self.appearance = AppearanceCheck.fit(train, held, self.calibration.t2, self.score_upper)
+        if c.appearance_check:
+            self.appearance = AppearanceCheck.fit(train, held, self.calibration.t2, self.score_upper)
         return {
             "train_seconds": train_seconds,
             "train_images": len(train),
@@ -283,7 +287,7 @@ class Detector:
             "orientations": list(self.orientations),
             "orientations_note": note,
             "calibration": self.calibration.to_dict(),
-            "appearance_limit": self.appearance.limit,
+            "appearance_limit": self.appearance.limit if self.appearance else None,
             "final_cost": self.history[-1]["cost"],
         }
 
