@@ -180,6 +180,7 @@ class TeachIn(BaseModel):
     method: Literal["draem", "autoencoder"] = "draem"
     full_resolution: bool = False  # draem: its defect map at full resolution (thin defects; ~2.5x training)
     orientations: Literal[ORIENTATION_CHOICES] = "auto"  # turns and mirror images shown in training
+    appearance_check: bool = True  # frames unlike the good parts as a whole score NG (blank, a part missing)
     test_share: float = Field(0.2, gt=0, lt=0.6)
 
 

@@ -120,6 +120,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         method=params.get("method", "draem"),
         full_resolution=params.get("full_resolution", False),
         orientations=params.get("orientations", "auto"),
+        appearance_check=params.get("appearance_check", True),
         name=f"teach-{source_id}",
     )
     paths = good_images(data_dir, params)

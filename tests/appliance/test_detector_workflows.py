@@ -412,10 +412,12 @@ def test_a_teach_job_learns_a_3d_sensors_frames_with_missing_readings(parts: Pat
     init_db(engine)
     job = store.create_job(engine, kind="teach", params={}, actor="test")
     params = {"source_id": "laser:1", "source": "folder", "folder": str(folder), "size": 32, "epochs": 2}
-    result = teach(JobContext(engine, job), engine, tmp_path / "data", params | {"method": "autoencoder"})
+    params |= {"method": "autoencoder", "appearance_check": False}  # the console's toggle, off
+    result = teach(JobContext(engine, job), engine, tmp_path / "data", params)
     assert result["report"]["good_images"] == 12 and result["report"]["false_alarm_rate"] is not None
     bundle = bundle_io.load(tmp_path / "data" / "models" / f"teach-{job}.zip")
     assert 40.0 <= bundle.meta["input"]["value_range"][0] < bundle.meta["input"]["value_range"][1] <= 60.0
+    assert bundle.meta["input"]["pixels"] == "values" and "appearance" not in bundle.meta["postprocess"]
 
 
 def test_the_appearance_check_can_be_left_off(parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

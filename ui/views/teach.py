@@ -114,6 +114,13 @@ full_resolution = st.toggle(
     disabled=method != "draem",
     help="finds thin scratches and cracks better; training takes about 2.5 times as long",
 )
+appearance_check = st.toggle(
+    "Frames unlike every good part are NG",
+    value=True,
+    key="teach_appearance_check",
+    help="a blank frame, a part missing or far off its place: NG however its defect map looks. Off where good "
+    "parts vary in their whole look beyond the good images",
+)
 orientation_choices = {
     "auto": "auto: those the surface looks the same in",
     "none": "none: as the parts come",
@@ -149,6 +156,7 @@ if st.button("Train a detector for this source", type="primary", key="teach_star
         "method": method,
         "full_resolution": bool(full_resolution),
         "orientations": orientations,
+        "appearance_check": bool(appearance_check),
         "false_alarm_rate": float(rate),
     }
     try:
