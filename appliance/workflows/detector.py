@@ -209,6 +209,8 @@ def fit(
     spec = options.input_spec()
     log(f"reading {len(paths)} good images from {root}")
     frame_format(paths, spec, log)
+    if spec.pixels == "values":
+        config.light_jitter = 0.0  # measured values do not change with the light
     x = load_images(paths, spec)
     detector = Detector(config)
     split = detector.holdout(x)

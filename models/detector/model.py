@@ -95,6 +95,9 @@ class DetectorConfig:
     # frames unlike the good parts as a whole (blank, a part missing or shifted) score NG
     # (models.scoring.AppearanceCheck); False: the defect map alone decides
     appearance_check: bool = True
+    # training shows each good image with its light up to this share weaker or stronger (a camera's
+    # frames: lamps age, daylight comes in); 0 for measured values (a height does not change with light)
+    light_jitter: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def epochs_for(self, train_images: int) -> int:
@@ -111,6 +114,9 @@ class DetectorConfig:
             raise ValueError(msg)
         if self.size % 2 ** len(self.ae_widths) or self.size % 2 ** (self.clf_depth + 1):
             msg = f"size {self.size} must be divisible by {2 ** max(len(self.ae_widths), self.clf_depth + 1)}"
+            raise ValueError(msg)
+        if not 0 <= self.light_jitter < 0.5:
+            msg = f"light_jitter must be in [0, 0.5), got {self.light_jitter}"
             raise ValueError(msg)
         if not 0 < self.holdout < 1:
             msg = f"holdout must be in (0, 1), got {self.holdout}"
@@ -216,9 +222,18 @@ class Detector:
         picks = self._rng.choice(self.orientations, len(x))
         return np.ascontiguousarray(np.stack([orient(img, o) for img, o in zip(x, picks, strict=True)]))
 
+    def _light(self, x: np.ndarray) -> np.ndarray:
+        """Each image of the batch under a light up to ``light_jitter`` weaker or stronger, at
+        random; what would be brighter than full scale saturates, as a camera's pixels do."""
+        c = self.config
+        if not c.light_jitter:
+            return x
+        gain = self._rng.uniform(1 - c.light_jitter, 1 + c.light_jitter, (len(x), 1, 1, 1)).astype(x.dtype)
+        return np.minimum(x * gain, np.maximum(x.max(axis=(1, 2, 3), keepdims=True), 1.0))
+
     def loss(self, model: DraemNet, x: np.ndarray) -> Tensor:
         c = self.config
-        x = self._orient(self._crop(x))
+        x = self._light(self._orient(self._crop(x)))
         if c.method == "autoencoder":
             return losses.squared_error(model.ae(x), x).mean()
         x_aug, mask = synthesize(x, self._rng, c.anomaly_probability)
