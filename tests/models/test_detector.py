@@ -115,6 +115,25 @@ def test_learning_rate_schedules_decay_over_the_fit(schedule, expected):
     assert rates == pytest.approx([1e-3 * e for e in expected], abs=1e-7)
 
 
+def test_training_shows_the_good_images_under_weaker_and_stronger_light():
+    """Lamps age and daylight comes in: training shows each good image with its light up to
+    ``light_jitter`` weaker or stronger (one gain per image, what would pass full scale saturates),
+    so that the defect map does not call a whole frame defective for its brightness alone."""
+    detector = Detector(DetectorConfig(size=SIZE, ae_widths=(8, 16), clf_width=8, clf_depth=1, light_jitter=0.2))
+    detector._rng = np.random.default_rng(0)
+    x = np.random.default_rng(1).uniform(0.2, 0.9, (64, 1, SIZE, SIZE)).astype(np.float32)
+    lit = detector._light(x)
+    unsaturated = lit < 1.0
+    gain = np.array([np.median((li / xi)[u]) for li, xi, u in zip(lit, x, unsaturated, strict=True)])
+    np.testing.assert_allclose(lit[unsaturated], (x * gain[:, None, None, None])[unsaturated], rtol=1e-5)
+    assert 0.8 <= gain.min() < 0.9 and 1.1 < gain.max() <= 1.2  # both ways, within the share
+    assert lit.max() == 1.0 and lit.dtype == np.float32  # saturated, as a camera's pixels
+    detector.config.light_jitter = 0.0
+    assert detector._light(x) is x
+    with pytest.raises(ValueError, match=r"light_jitter must be in \[0, 0.5\), got 0.5"):
+        DetectorConfig(light_jitter=0.5)
+
+
 def test_synthetic_anomalies_mark_what_they_change():
     rng = np.random.default_rng(0)
     images = preprocess_batch([p.image for p in SyntheticLine(size=64, defect_rate=0.0, seed=3).take(64)], SPEC)
