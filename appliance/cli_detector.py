@@ -58,6 +58,7 @@ def fit_command(args: argparse.Namespace) -> int:
         full_resolution=args.full_resolution,
         orientations=args.orientations,
         appearance_check=not args.no_appearance_check,
+        light_jitter=args.light_tolerance,
     )
     fit(args.normal, args.output, options, log=_say)
     return 0
@@ -183,6 +184,13 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="images: let the defect map alone decide; by default a frame unlike the good parts as a whole "
         "(blank, a part missing or shifted) is NG",
+    )
+    p_fit.add_argument(
+        "--light-tolerance",
+        type=float,
+        default=0.1,
+        help="images: training shows the good parts under light up to this share weaker or stronger, so that a "
+        "lamp's drift is not a defect (default 0.1; 0: none; measured values: always 0)",
     )
     p_fit.add_argument("--seed", type=int, default=0)
     p_fit.add_argument("--window", type=int, default=64, help="readings: rows per window (as the csv: source)")

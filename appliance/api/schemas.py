@@ -181,6 +181,9 @@ class TeachIn(BaseModel):
     full_resolution: bool = False  # draem: its defect map at full resolution (thin defects; ~2.5x training)
     orientations: Literal[ORIENTATION_CHOICES] = "auto"  # turns and mirror images shown in training
     appearance_check: bool = True  # frames unlike the good parts as a whole score NG (blank, a part missing)
+    light_tolerance: float = Field(
+        0.1, ge=0, lt=0.5
+    )  # training shows the good parts under light this much weaker/stronger
     test_share: float = Field(0.2, gt=0, lt=0.6)
 
 

@@ -52,6 +52,7 @@ class FitOptions:
     full_resolution: bool = False  # draem: the discriminative U-Net at full resolution (thin defects, ~2.5x training)
     orientations: str = "auto"  # turns and mirror images training shows the good images in (DetectorConfig)
     appearance_check: bool = True  # frames unlike the good parts as a whole score NG (DetectorConfig)
+    light_jitter: float = 0.1  # training shows the good images under light this share weaker or stronger
     extra: dict[str, Any] = field(default_factory=dict)  # further DetectorConfig fields
 
     def config(self) -> DetectorConfig:
@@ -67,6 +68,7 @@ class FitOptions:
             "seed": self.seed,
             "orientations": self.orientations,
             "appearance_check": self.appearance_check,
+            "light_jitter": self.light_jitter,
         }
         return DetectorConfig(**{**chosen, **extra})  # further fields win
 

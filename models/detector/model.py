@@ -116,7 +116,7 @@ class DetectorConfig:
             msg = f"size {self.size} must be divisible by {2 ** max(len(self.ae_widths), self.clf_depth + 1)}"
             raise ValueError(msg)
         if not 0 <= self.light_jitter < 0.5:
-            msg = f"light_jitter must be in [0, 0.5), got {self.light_jitter}"
+            msg = f"light_jitter (the light tolerance) must be in [0, 0.5), got {self.light_jitter}"
             raise ValueError(msg)
         if not 0 < self.holdout < 1:
             msg = f"holdout must be in (0, 1), got {self.holdout}"

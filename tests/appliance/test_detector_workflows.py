@@ -418,6 +418,7 @@ def test_a_teach_job_learns_a_3d_sensors_frames_with_missing_readings(parts: Pat
     bundle = bundle_io.load(tmp_path / "data" / "models" / f"teach-{job}.zip")
     assert 40.0 <= bundle.meta["input"]["value_range"][0] < bundle.meta["input"]["value_range"][1] <= 60.0
     assert bundle.meta["input"]["pixels"] == "values" and "appearance" not in bundle.meta["postprocess"]
+    assert bundle.meta["provenance"]["config"]["light_jitter"] == 0  # heights do not change with the light
 
 
 def test_the_appearance_check_can_be_left_off(parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -425,11 +426,13 @@ def test_the_appearance_check_can_be_left_off(parts: Path, tmp_path: Path, capsy
     good parts 'unlike the good parts'): ``--no-appearance-check`` lets the defect map alone decide."""
     out = tmp_path / "plain.zip"
     args = ["detector", "fit", "--normal", str(parts / "train" / "good"), "--size", "32", "--epochs", "1"]
-    assert main([*args, "--method", "autoencoder", "--no-appearance-check", "-o", str(out)]) == 0
+    args += ["--method", "autoencoder", "--no-appearance-check", "--light-tolerance", "0"]
+    assert main([*args, "-o", str(out)]) == 0
     assert "appearance check: off (the defect map alone decides)" in capsys.readouterr().out
     bundle = bundle_io.load(out)
     assert "appearance" not in bundle.meta["postprocess"]
-    assert bundle.meta["provenance"]["config"]["appearance_check"] is False
+    config = bundle.meta["provenance"]["config"]
+    assert config["appearance_check"] is False and config["light_jitter"] == 0
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((64, 64), 128, np.uint8))
     assert main(["detector", "predict", str(out), str(blank), "-o", str(tmp_path / "pred")]) == 0

@@ -130,7 +130,7 @@ def test_training_shows_the_good_images_under_weaker_and_stronger_light():
     assert lit.max() == 1.0 and lit.dtype == np.float32  # saturated, as a camera's pixels
     detector.config.light_jitter = 0.0
     assert detector._light(x) is x
-    with pytest.raises(ValueError, match=r"light_jitter must be in \[0, 0.5\), got 0.5"):
+    with pytest.raises(ValueError, match=r"light_jitter \(the light tolerance\) must be in \[0, 0.5\), got 0.5"):
         DetectorConfig(light_jitter=0.5)
 
 

@@ -114,6 +114,16 @@ full_resolution = st.toggle(
     disabled=method != "draem",
     help="finds thin scratches and cracks better; training takes about 2.5 times as long",
 )
+light_tolerance = st.slider(
+    "Light tolerance",
+    0.0,
+    0.3,
+    0.1,
+    step=0.05,
+    key="teach_light_tolerance",
+    help="training shows the good parts under light up to this share weaker or stronger, so that a lamp's drift is "
+    "not a defect; 0 where brightness itself is what you inspect (measured values: always 0)",
+)
 appearance_check = st.toggle(
     "Frames unlike every good part are NG",
     value=True,
@@ -157,6 +167,7 @@ if st.button("Train a detector for this source", type="primary", key="teach_star
         "full_resolution": bool(full_resolution),
         "orientations": orientations,
         "appearance_check": bool(appearance_check),
+        "light_tolerance": float(light_tolerance),
         "false_alarm_rate": float(rate),
     }
     try:
