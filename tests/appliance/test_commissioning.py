@@ -96,7 +96,8 @@ def test_commission_a_folder_source_from_teach_mode_to_alerts_and_keep_what_the_
         assert set(inspections) == set(good) | set(bad)  # every part matched to its file
         flagged = {a.item for a in alerts}
         assert len(flagged & set(bad)) >= 0.5 * len(bad)  # most defects alert
-        assert len(flagged & set(good)) <= 2  # 24 held-out good parts, 2 % nominal NG, 20 % review
+        # 24 good parts never trained on: flagged at most at the nominal review share (T1 at 20 %, T2 at 2 %)
+        assert len(flagged & set(good)) <= round(0.2 * len(good))
         assert {a.model_version for a in alerts} == {version}
         assert all(i.t1 is not None and i.t2 == r.json()["t2"] for i in inspections.values())
         assert wait_for(lambda: len(sub.payloads("/alerts")) == len(alerts))
