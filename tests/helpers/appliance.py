@@ -38,11 +38,10 @@ def appliance_settings(folder: Path, broker_port: int, source: str, appliance_id
     """Settings of a test appliance: the small detector, a free API port, one source, a private broker."""
     return load_settings(
         data_dir=folder,
-        detector=SMALL,
         api_port=0,
         sources=[source],
         mqtt={"host": "127.0.0.1", "port": broker_port, "appliance_id": appliance_id},
-        **extra,
+        **{"detector": SMALL, **extra},
     )
 
 
