@@ -28,7 +28,7 @@ from appliance.registry import safe_name
 from engine.training import Callback
 from models import metrics
 from models.decision import is_flagged
-from models.detector.model import Detector, DetectorConfig
+from models.detector.model import Detector, DetectorConfig, fit_light_to
 from models.inference import Inferencer, Result
 from models.preprocess import InputSpec, bit_depth_of, pixel_kind, preprocess_image, value_range_of
 from models.scoring import UNLIKE
@@ -211,8 +211,7 @@ def fit(
     spec = options.input_spec()
     log(f"reading {len(paths)} good images from {root}")
     frame_format(paths, spec, log)
-    if spec.pixels == "values":
-        config.light_jitter = 0.0  # measured values do not change with the light
+    fit_light_to(config, spec)
     x = load_images(paths, spec)
     detector = Detector(config)
     split = detector.holdout(x)

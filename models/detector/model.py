@@ -142,6 +142,13 @@ class DetectorConfig:
             raise ValueError(msg)
 
 
+def fit_light_to(config: DetectorConfig, spec: InputSpec) -> None:
+    """No light jitter for images of measured values: a height or a temperature does not change
+    with the light."""
+    if spec.pixels == "values" or spec.value_range is not None:
+        config.light_jitter = 0.0
+
+
 @dataclass
 class Split:
     """Normal images held out for calibration and trained on (indices); ``left_out``: twins of
@@ -435,8 +442,9 @@ class Detector:
     @classmethod
     def from_bundle(cls, bundle: bundle_io.Bundle) -> Detector:
         """Rebuild a trained detector (engine side) from its bundle, e.g. to fine-tune it."""
-        config = dict(bundle.meta["provenance"]["config"])
-        detector = cls(DetectorConfig(**config))
+        config = DetectorConfig(**bundle.meta["provenance"]["config"])
+        fit_light_to(config, InputSpec.from_dict(bundle.meta["input"]))  # bundles from before the field
+        detector = cls(config)
         detector.ae = bundle.network("autoencoder")
         detector.clf = bundle.network("classifier") if "classifier" in bundle.meta["networks"] else None
         detector.net = DraemNet(detector.ae.module, None if detector.clf is None else detector.clf.module)

@@ -13,6 +13,7 @@ import pytest
 
 from appliance.cli import main
 from models import bundle as bundle_io
+from models.detector.model import Detector
 from tests.helpers.parts import make_parts
 
 REPORT_KEYS = {
@@ -419,6 +420,8 @@ def test_a_teach_job_learns_a_3d_sensors_frames_with_missing_readings(parts: Pat
     assert 40.0 <= bundle.meta["input"]["value_range"][0] < bundle.meta["input"]["value_range"][1] <= 60.0
     assert bundle.meta["input"]["pixels"] == "values" and "appearance" not in bundle.meta["postprocess"]
     assert bundle.meta["provenance"]["config"]["light_jitter"] == 0  # heights do not change with the light
+    del bundle.meta["provenance"]["config"]["light_jitter"]  # a bundle from before the field, retrained:
+    assert Detector.from_bundle(bundle).config.light_jitter == 0
 
 
 def test_the_appearance_check_can_be_left_off(parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
