@@ -58,7 +58,7 @@ def fit_command(args: argparse.Namespace) -> int:
         full_resolution=args.full_resolution,
         orientations=args.orientations,
         appearance_check=not args.no_appearance_check,
-        light_jitter=args.light_tolerance,
+        **({} if args.light_tolerance is None else {"light_jitter": args.light_tolerance}),
     )
     fit(args.normal, args.output, options, log=_say)
     return 0
@@ -188,7 +188,6 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
     p_fit.add_argument(
         "--light-tolerance",
         type=float,
-        default=0.1,
         help="images: training shows the good parts under light up to this share weaker or stronger, so that a "
         "lamp's drift is not a defect (default 0.1; 0: none; measured values: always 0)",
     )

@@ -34,6 +34,23 @@ def reconstruction_error_maps(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
     return ((x - recon) ** 2).mean(axis=1)
 
 
+def gaussian_fit(z: np.ndarray, floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Location and whitening matrix ``W`` (precision = W Wᵀ) of the Ledoit–Wolf covariance of
+    the rows of ``z``, with ``floor ** 2`` added to its diagonal where given (a spread below which
+    a change of that feature never counts alone): the Mahalanobis distance is then a plain norm,
+    :func:`mahalanobis`, accurate in float32."""
+    from sklearn.covariance import LedoitWolf
+
+    lw = LedoitWolf(assume_centered=False).fit(np.asarray(z, np.float64))
+    precision = lw.precision_ if floor is None else np.linalg.inv(lw.covariance_ + np.diag(floor**2))
+    return lw.location_, np.linalg.cholesky(precision)
+
+
+def mahalanobis(z: np.ndarray, location: np.ndarray, whitening: np.ndarray) -> np.ndarray:
+    """Each row's distance from ``location`` under the whitening :func:`gaussian_fit` gave."""
+    return np.linalg.norm((np.asarray(z, np.float64) - location) @ whitening, axis=1)
+
+
 # -- the appearance check: is the whole frame like the good parts at all? -------------------------
 GRID = 4  # the frame's layout: the means of GRID × GRID cells
 MEAN_FLOOR = 0.1  # brightness changes under about a tenth of full scale never count alone
@@ -83,20 +100,15 @@ class AppearanceCheck:
     def fit(cls, train: np.ndarray, held: np.ndarray, t2: float, upper: float | None) -> AppearanceCheck:
         """From the good images trained on and held out (N, C, H, W): the limit is
         ``LIMIT_FACTOR`` times the farthest held-out image's distance, at least ``MIN_LIMIT``."""
-        from sklearn.covariance import LedoitWolf
-
         features = appearance_features(train)
-        channels = train.shape[1]
         floor = np.full(features.shape[1], SHAPE_FLOOR)
-        floor[:channels] = MEAN_FLOOR
-        lw = LedoitWolf().fit(features)
-        whitening = np.linalg.cholesky(np.linalg.inv(lw.covariance_ + np.diag(floor**2)))
-        check = cls(lw.location_, whitening, np.inf, float(t2), upper)
+        floor[: train.shape[1]] = MEAN_FLOOR  # the channels' means
+        check = cls(*gaussian_fit(features, floor), np.inf, float(t2), upper)
         check.limit = max(MIN_LIMIT, LIMIT_FACTOR * float(check.distances(held).max()))
         return check
 
     def distances(self, x: np.ndarray) -> np.ndarray:
-        return np.linalg.norm((appearance_features(x) - self.location) @ self.whitening, axis=1)
+        return mahalanobis(appearance_features(x), self.location, self.whitening)
 
     def apply(self, scores: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scores with frames beyond the limit raised (and which those are)."""

@@ -51,8 +51,8 @@ class FitOptions:
     name: str = ""
     full_resolution: bool = False  # draem: the discriminative U-Net at full resolution (thin defects, ~2.5x training)
     orientations: str = "auto"  # turns and mirror images training shows the good images in (DetectorConfig)
-    appearance_check: bool = True  # frames unlike the good parts as a whole score NG (DetectorConfig)
-    light_jitter: float = 0.1  # training shows the good images under light this share weaker or stronger
+    appearance_check: bool = DetectorConfig.appearance_check  # frames unlike the good parts as a whole score NG
+    light_jitter: float = DetectorConfig.light_jitter  # training shows the good images under light this much off
     extra: dict[str, Any] = field(default_factory=dict)  # further DetectorConfig fields
 
     def config(self) -> DetectorConfig:

@@ -120,8 +120,8 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         method=params.get("method", "draem"),
         full_resolution=params.get("full_resolution", False),
         orientations=params.get("orientations", "auto"),
-        appearance_check=params.get("appearance_check", True),
-        light_jitter=params.get("light_tolerance", 0.1),
+        appearance_check=params.get("appearance_check", FitOptions.appearance_check),
+        light_jitter=params.get("light_tolerance", FitOptions.light_jitter),
         name=f"teach-{source_id}",
     )
     paths = good_images(data_dir, params)

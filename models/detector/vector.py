@@ -53,6 +53,7 @@ from models.calibration import MIN_SCORES, Calibration, CalibrationError, calibr
 from models.detector import normal_training_data
 from models.onnx_export import GraphBuilder, emit, finish
 from models.preprocess import InputSpec
+from models.scoring import gaussian_fit, mahalanobis
 from models.spec import Network, build
 from models.zoo import get_spec
 
@@ -154,19 +155,6 @@ def loo_bandwidth(z: np.ndarray, seed_: int, rows: int = 1000) -> float:
     dims = z.shape[1]
     likelihood = [(logsumexp(-d2 / (2 * h * h), axis=1) - dims * np.log(h)).mean() for h in grid]
     return float(grid[int(np.argmax(likelihood))])
-
-
-def _gauss_fit(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Location and whitening matrix ``W`` (precision = W Wᵀ) of the Ledoit–Wolf covariance: the
-    distance is then a plain norm, ``|(z - location) W|``, accurate in float32."""
-    from sklearn.covariance import LedoitWolf
-
-    lw = LedoitWolf(assume_centered=False).fit(z.astype(np.float64))
-    return lw.location_, np.linalg.cholesky(lw.precision_)
-
-
-def _gauss_scores(z: np.ndarray, location: np.ndarray, whitening: np.ndarray) -> np.ndarray:
-    return np.linalg.norm((z.astype(np.float64) - location) @ whitening, axis=1)
 
 
 def _folds(n: int, folds: int) -> list[np.ndarray]:
@@ -278,8 +266,8 @@ class VectorDetector:
         oof = np.empty(len(z))
         for held in _folds(len(z), c.folds):
             train = np.setdiff1d(np.arange(len(z)), held)
-            oof[held] = _gauss_scores(z[held], *_gauss_fit(z[train]))
-        location, whitening = _gauss_fit(z)
+            oof[held] = mahalanobis(z[held], *gaussian_fit(z[train]))
+        location, whitening = gaussian_fit(z)
         self.state |= {"location": location.astype(np.float32), "whitening": whitening.astype(np.float32)}
         log(f"Gaussian: {z.shape[1]} elements, Ledoit–Wolf shrunk covariance")
         return oof, f"{min(c.folds, len(z))}-fold out-of-fold"
@@ -349,7 +337,7 @@ class VectorDetector:
             return knn_scores(z, s["reference"], int(s["k"]))
         if member == "kde":
             return kde_scores(z, s["reference"], float(s["bandwidth"]))
-        return _gauss_scores(z, s["location"], s["whitening"])
+        return mahalanobis(z, s["location"], s["whitening"])
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         z = self.scaled(windows)
