@@ -255,7 +255,7 @@ def normalize(score: Any, median: float, t2: float) -> np.ndarray:
     s = np.asarray(score, dtype=np.float64)
     span = max(t2 - median, 1e-12)
     below = 0.5 * np.clip((s - median) / span, 0.0, 1.0)
-    above = 0.5 + 0.5 * (1.0 - np.exp(-(s - t2) / span))
+    above = 0.5 + 0.5 * (1.0 - np.exp(-np.maximum(s - t2, 0.0) / span))  # (the below-T2 side would overflow)
     return np.where(s <= t2, below, above)
 
 
