@@ -4,6 +4,7 @@ aggregates of a long history), and the score sets with presets that the console'
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -123,10 +124,11 @@ def score_sets(
     While the window's rows are all raw and no more than ``limit``, these are the stored scores.
     Otherwise ``normal`` and ``flagged`` are samples in proportion: the rolled-up hours'
     histograms (scores resolved to 0.5 %) and the newest raw scores, by their shares of the
-    window; ``flagged`` then holds every review / NG item, judged ones included. A fast line
-    flags tens of thousands of items a day: fetched one by one they were most of this call's time
-    (and the newest ``limit`` of them only the last few hours). The judged alerts are always read
-    one by one: operators judge hundreds, not tens of thousands."""
+    window; the aggregates do not know which flagged items were judged, so the judged alerts'
+    scores (in their share of the sample) are taken out of ``flagged`` at the nearest values. A
+    fast line flags tens of thousands of items a day: fetched one by one they were most of this
+    call's time (and the newest ``limit`` of them only the last few hours). The judged alerts are
+    always read one by one: operators judge hundreds, not tens of thousands."""
     scope = scope or {}
     win = window(engine, hours=hours, thresholds=Thresholds(0.0, 0.0), scope=scope)  # any pair: only counts used
     judged = queries.alert_scores(engine, since=win.since, states=("confirmed", "false_positive"), limit=limit, **scope)
@@ -140,11 +142,28 @@ def score_sets(
         normal = _in_proportion(engine, win, limit, scope, ("ok",), win.fresh_ok, win.past.ok_scores)
         fresh_flagged = sum(win.fresh.values()) - win.fresh_ok
         flagged = _in_proportion(engine, win, limit, scope, ("review", "ng"), fresh_flagged, win.past.flagged_scores)
+        share = len(flagged) / max(win.past.flagged_scores.total + fresh_flagged, 1)
+        flagged = _without(flagged, [s for s, _ in judged], share)
     return {
         "normal": normal + false_positives,
         "flagged": flagged,
         "confirmed": [s for s, st in judged if st == "confirmed"],
     }
+
+
+def _without(sample: list[float], judged: list[float], share: float) -> list[float]:
+    """``sample`` less, for ``share`` of the ``judged`` scores (spread over their range), the
+    sample's value nearest to each."""
+    k = min(round(share * len(judged)), len(sample))
+    if not k:
+        return sample
+    rest = sorted(sample)
+    for score in np.sort(judged)[np.linspace(0, len(judged) - 1, k).round().astype(np.int64)]:
+        i = bisect.bisect_left(rest, score)
+        if i == len(rest) or (i and score - rest[i - 1] <= rest[i] - score):
+            i -= 1
+        del rest[i]
+    return rest
 
 
 def _in_proportion(
@@ -164,20 +183,33 @@ def _in_proportion(
 
 
 def presets(
-    normal: list[float],
-    confirmed: list[float],
+    sets: dict[str, list[float]],
     current: Thresholds,
     false_alarm_rate: float,
     upper: float | None = None,
 ) -> dict[str, dict[str, float]]:
-    """T1/T2 at a target false-alarm rate on the normal scores (the model's own calibration rule,
-    given ``MIN_SCORES`` or more; ``upper``: the score's attainable maximum), and max-F1 where defects are
-    confirmed."""
+    """T1/T2 at a target false-alarm rate, and max-F1 where defects are confirmed, from
+    :func:`score_sets`. Both take for good parts every item not confirmed as a defect.
+
+    The false-alarm preset applies the model's own calibration rule (given ``MIN_SCORES`` or
+    more; ``upper``: the score's attainable maximum) to the OK items, those judged false positive
+    and the alerts not judged yet. The OK items alone are the good parts *below the current T1*: a
+    tail quantile of them lands below T1 (at a 1 % target with T1 at 10 %, about 11 % of good
+    parts NG). Counting an unjudged defect as good can only raise the thresholds, so the target
+    holds as an upper bound; judging alerts sharpens it (``unjudged``: how many were counted)."""
     out: dict[str, dict[str, float]] = {}
-    if len(normal) >= MIN_SCORES:
-        fit = calibrate(normal, false_alarm_rate, review_rate=min(0.5, 5 * false_alarm_rate), upper=upper)
-        out["false_alarm_rate"] = {"t1": fit.t1, "t2": fit.t2, "rate": false_alarm_rate, "n": float(fit.n)}
-    if normal and confirmed:
-        t2, f1 = max_f1_threshold(normal, confirmed)
+    normal, unjudged, confirmed = sets["normal"], sets["flagged"], sets["confirmed"]
+    good = normal + unjudged
+    if len(good) >= MIN_SCORES:
+        fit = calibrate(good, false_alarm_rate, upper=upper)
+        out["false_alarm_rate"] = {
+            "t1": fit.t1,
+            "t2": fit.t2,
+            "rate": false_alarm_rate,
+            "n": float(fit.n),
+            "unjudged": float(len(unjudged)),
+        }
+    if good and confirmed:
+        t2, f1 = max_f1_threshold(good, confirmed)
         out["max_f1"] = {"t1": min(current.t1, t2), "t2": t2, "f1": f1}
     return out

@@ -261,7 +261,8 @@ class ScoresPublic(BaseModel):
     t2: float
     model_version: str
     source_id: str | None = None
-    presets: dict[str, dict[str, float]]  # the false-alarm preset's "n": the OK scores it rests on
+    # the false-alarm preset's "n": the scores it rests on (normal and flagged), "unjudged": flagged among them
+    presets: dict[str, dict[str, float]]
     calibrated_on: int | None = None  # held-out normal items the model's own T1/T2 rest on
 
 

@@ -105,18 +105,46 @@ def test_preview_and_scores_from_aggregates_equal_the_raw_replay(db_url, tmp_pat
             assert after[key] == pytest.approx(before[key], rel=1e-3), key
     sets = thresholds.score_sets(engine, hours=8, limit=100_000, scope=scope)
     assert sets["confirmed"] == raw_sets["confirmed"]  # judged alerts: read one by one, always
-    # flagged from the aggregates: every review / NG item of the window, judged ones included
+    # flagged from the aggregates: the review / NG items of the window less the judged ones (whose
+    # scores are taken out at the nearest values), as the raw rows' unjudged alerts
     with Session(engine) as session:
         flagged_a = [a.score for a in session.exec(select(Alert).where(Alert.source_id == "a")).all()]
     assert len(flagged_a) > len(raw_sets["flagged"])  # some of them judged
-    for ours, raw_ in ((sets["normal"], raw_sets["normal"]), (sets["flagged"], flagged_a)):
+    for ours, raw_ in ((sets["normal"], raw_sets["normal"]), (sets["flagged"], raw_sets["flagged"])):
         assert len(ours) == pytest.approx(len(raw_), abs=50)  # rounding per bin
         for q in (0.5, 0.9, 0.99):  # the histogram's quantiles to the bins' resolution
             assert np.quantile(ours, q) == pytest.approx(np.quantile(raw_, q), rel=0.01)
-    # the preset a threshold tuner reads off the normal scores barely moves
-    preset = thresholds.presets(sets["normal"], sets["confirmed"], LINE, 0.01)["false_alarm_rate"]
-    raw_preset = thresholds.presets(raw_sets["normal"], raw_sets["confirmed"], LINE, 0.01)["false_alarm_rate"]
-    assert preset["t2"] == pytest.approx(raw_preset["t2"], rel=0.02)
+    # the presets a threshold tuner reads off the scores barely move
+    presets, raw_presets = thresholds.presets(sets, LINE, 0.01), thresholds.presets(raw_sets, LINE, 0.01)
+    for name in ("false_alarm_rate", "max_f1"):
+        assert presets[name]["t2"] == pytest.approx(raw_presets[name]["t2"], rel=0.02), name
+
+
+def test_the_false_alarm_preset_counts_the_good_parts_above_t1(db_url):
+    """The line's OK items are the good parts below T1 only: a 1 % preset read off them alone put
+    T2 below T1 (11 % of good parts NG here). Every item not confirmed as a defect counts."""
+    engine = make_engine(db_url)
+    init_db(engine)
+    total = fill(engine, hours=2, per_hour=1500, sources=("a",))  # all good parts: gamma scores
+    scores = np.array(thresholds.score_sets(engine, hours=3, limit=100_000)["normal"])
+    assert len(scores) < total * 0.92  # T1 (0.45) flags about 11 % of these good parts
+    ok_only = thresholds.presets({"normal": scores.tolist(), "flagged": [], "confirmed": []}, LINE, 0.01)
+    fresh = np.random.default_rng(1).gamma(2.0, 0.12, 200_000)  # new good parts from the same line
+    assert np.mean(fresh >= ok_only["false_alarm_rate"]["t2"]) > 0.08  # what the preset used to do
+
+    sets = thresholds.score_sets(engine, hours=3, limit=100_000)
+    preset = thresholds.presets(sets, LINE, 0.01)["false_alarm_rate"]
+    assert preset["n"] == total and preset["unjudged"] == count(engine, Alert) == total - len(scores)
+    assert 0.005 <= np.mean(fresh >= preset["t2"]) <= 0.01  # a 90 % upper bound of the 1 % quantile
+    assert preset["t1"] < preset["t2"] and 0.05 <= np.mean(fresh >= preset["t1"]) <= 0.1  # the model's own rule
+    with Session(engine) as session:  # judged false positive: the same good parts, now known
+        for alert in session.exec(select(Alert)).all():
+            alert.state = "false_positive"
+            session.add(alert)
+        session.commit()
+    judged = thresholds.presets(thresholds.score_sets(engine, hours=3, limit=100_000), LINE, 0.01)
+    assert judged["false_alarm_rate"]["unjudged"] == 0
+    assert judged["false_alarm_rate"]["t2"] == pytest.approx(preset["t2"])
 
 
 def test_rollup_counts_each_row_once_and_late_rows_join_their_hour(tmp_path):

@@ -158,8 +158,9 @@ def test_threshold_preview_matches_the_api(console, appliance):
         assert float(metric(at, label)) == pytest.approx(expected[key], rel=0.01)
     at.button(key="thr_p_rate").click().run()  # the false-alarm preset moves the candidate to the API's values
     preset = scores["presets"]["false_alarm_rate"]
-    assert preset["n"] == len(scores["normal"])  # what the preset rests on, said on the page
-    assert any(f"preset on {len(scores['normal']):,} OK scores" in c.value for c in at.caption)
+    n = len(scores["normal"]) + len(scores["flagged"])  # every item not confirmed as a defect
+    assert preset["n"] == n and preset["unjudged"] == len(scores["flagged"])  # what the preset rests on, said
+    assert any(f"preset on {n:,} scores" in c.value for c in at.caption)
     assert any(f"rest on {scores['calibrated_on']} good items" in c.value for c in at.caption)
     chosen = (at.number_input(key="thr_t1").value, at.number_input(key="thr_t2").value)
     assert chosen == pytest.approx((preset["t1"], preset["t2"]), rel=1e-9)

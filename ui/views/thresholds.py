@@ -66,9 +66,14 @@ rests = []
 if data.get("calibrated_on"):
     rests.append(f"the model's own T1/T2 rest on {data['calibrated_on']} good items it never trained on")
 if "false_alarm_rate" in presets:
-    rests.append(f"the false-alarm preset on {int(presets['false_alarm_rate']['n']):,} OK scores from this window")
+    preset = presets["false_alarm_rate"]
+    unjudged = int(preset["unjudged"])
+    rests.append(
+        f"the false-alarm preset on {int(preset['n']):,} scores from this window, every item not confirmed as a "
+        "defect" + (f" ({unjudged:,} alerts not judged yet counted as good: judging them sharpens it)" * bool(unjudged))
+    )
 else:
-    rests.append(f"the false-alarm preset needs more OK scores in this window ({len(normal)} now)")
+    rests.append(f"the false-alarm preset needs more scores in this window ({len(normal) + len(flagged)} now)")
 st.caption(
     "Thresholds from few items sit higher (an upper confidence bound on the quantile): " + "; ".join(rests) + "."
 )

@@ -80,12 +80,13 @@ def read_threshold_scores(
     false_alarm_rate: float = Query(0.01, ge=MIN_RATE, lt=0.5),
 ) -> ScoresPublic:
     """Recent scores of the source (or all) under its current model, for the threshold histogram
-    (OK items, unjudged flags, confirmed defects), with presets: T2 at a target false-alarm rate
-    on the normal scores, and max-F1 where defects are labelled."""
+    (OK items, unjudged flags, confirmed defects), with presets: T1/T2 at a target false-alarm
+    rate and max-F1 where defects are labelled, both taking every item not confirmed as a defect
+    for a good part (:func:`appliance.thresholds.presets`)."""
     recipe = appliance.recipe_for(source_id)
     current = recipe.thresholds
     sets = thresholds.score_sets(appliance.engine, hours=hours, limit=limit, scope=_scope(recipe, source_id))
-    presets = thresholds.presets(sets["normal"], sets["confirmed"], current, false_alarm_rate, recipe.model.score_upper)
+    presets = thresholds.presets(sets, current, false_alarm_rate, recipe.model.score_upper)
     return ScoresPublic(
         hours=hours,
         **sets,
