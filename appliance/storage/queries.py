@@ -170,20 +170,40 @@ def alert_scores(
 
 
 def image_refs(
-    engine: Engine, *, decision: str | None = None, alert_state: str | None = None, limit: int | None = None
+    engine: Engine,
+    *,
+    decision: str | None = None,
+    alert_state: str | tuple[str, ...] | None = None,
+    since: dt.datetime | None = None,
+    limit: int | None = None,
 ) -> list[str]:
-    """Stored image references, newest first: of inspections with ``decision``, or of those whose
-    alert is in ``alert_state``."""
-    query = select(Inspection.image_ref).where(col(Inspection.image_ref).is_not(None))
+    """Stored image references, newest first: of inspections with ``decision``, and / or of those
+    whose alert is in ``alert_state`` (one or several), captured ``since``."""
+    return [ref for ref, _ in image_rows(engine, decision=decision, alert_state=alert_state, since=since, limit=limit)]
+
+
+def image_rows(
+    engine: Engine,
+    *,
+    decision: str | None = None,
+    alert_state: str | tuple[str, ...] | None = None,
+    since: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, dt.datetime]]:
+    """As :func:`image_refs`, each reference with its inspection's capture time."""
+    query = select(Inspection.image_ref, Inspection.t_capture).where(col(Inspection.image_ref).is_not(None))
     if decision:
         query = query.where(Inspection.decision == decision)
     if alert_state:
-        query = query.join(Alert, Alert.inspection_id == Inspection.id).where(Alert.state == alert_state)
+        states = (alert_state,) if isinstance(alert_state, str) else alert_state
+        query = query.join(Alert, Alert.inspection_id == Inspection.id).where(col(Alert.state).in_(states))
+    if since is not None:
+        query = query.where(col(Inspection.t_capture) >= since)
     query = query.order_by(col(Inspection.id).desc())
     if limit is not None:
         query = query.limit(limit)
     with Session(engine) as session:
-        return list(session.exec(query).all())
+        return [(ref, t) for ref, t in session.exec(query).all()]
 
 
 def models(engine: Engine) -> list[ModelVersion]:

@@ -273,9 +273,12 @@ class Detector:
         log: Callable[[str], None] | None = None,
         callbacks: tuple[Callback, ...] = (),
         split: Split | None = None,
+        calibrate_also: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Train on preprocessed normal images (N, C, H, W) in [0, 1], then calibrate on a held-out
-        share of them (``split``: as :meth:`holdout` chose for these images). Returns a summary
+        share of them (``split``: as :meth:`holdout` chose for these images) and on
+        ``calibrate_also``, images counted as good for the thresholds but never trained on (a
+        retraining's review-band items, which the recent OK items leave out). Returns a summary
         (times, calibration)."""
         c = self.config
         images = normal_training_data(images, (c.channels, c.size, c.size), "training images")
@@ -298,13 +301,20 @@ class Detector:
         self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), epochs)
         train_seconds = time.perf_counter() - start
         self.appearance = None  # the thresholds rest on the defect scores alone
-        self.calibration = calibrate(self.scores(held), c.false_alarm_rate, upper=self.score_upper)
+        also = normal_training_data(
+            np.zeros((0, *images.shape[1:])) if calibrate_also is None else calibrate_also,
+            images.shape[1:],
+            "images to calibrate on",
+        )
+        held_scores = self.scores(np.concatenate([held, also]))
+        self.calibration = calibrate(held_scores, c.false_alarm_rate, upper=self.score_upper)
         if c.appearance_check:
             self.appearance = AppearanceCheck.fit(train, held, self.calibration.t2, self.score_upper)
         return {
             "train_seconds": train_seconds,
             "train_images": len(train),
             "holdout_images": len(held),
+            "calibrated_also": len(also),
             "twins_left_out": split.left_out,
             "orientations": list(self.orientations),
             "orientations_note": note,

@@ -346,6 +346,52 @@ def test_retraining_job_yields_a_compared_candidate(running):
     models = {m["version"]: m for m in client.get("/models", headers=headers).json()}
     assert models[result["candidate_version"]]["status"] == "candidate"
     assert "epoch 2/2" in client.get(f"/jobs/{job['id']}/log", headers=headers).text
+    assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
+
+
+def test_retraining_on_recent_ok_items_calibrates_on_the_review_band_too(tmp_path):
+    """The OK items are the good parts below the active T1: the unjudged review items join the
+    candidate's calibration and the comparison in the share the line keeps OK images (here all)."""
+    import time
+
+    from sqlmodel import Session, col, func, select
+
+    from appliance.storage.models import Alert, Inspection
+    from tests.helpers.appliance import SMALL, running_appliance
+
+    source = "synth:line?size=64&fps=50&defect_rate=0.1&seed=5"
+    wide_band = {**SMALL, "false_alarm_rate": 0.03}  # T1 at 30 %: a review band the small model surely fills
+    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as (
+        app,
+        client,
+        tokens,
+        *_,
+    ):
+        headers = auth(tokens, "engineer")
+        app.pipeline.remove_source(source)  # what the job reads stays put
+        time.sleep(1.0)  # the inspector stores what it holds
+        with Session(app.engine) as session:
+            band = session.exec(
+                select(func.count())
+                .select_from(Inspection)
+                .join(Alert, Alert.inspection_id == Inspection.id)
+                .where(Inspection.decision == "review", col(Alert.state).in_(("open", "acknowledged")))
+            ).one()
+        assert band >= 10, f"the small model flags some parts for review: {band}"
+        started = client.post("/jobs/retrain", json={"epochs": 1, "include_false_positives": False}, headers=headers)
+        job = wait_job(client, tokens, started.json()["id"])
+        assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        used = job["result"]["review_band_images"]
+        compared, calibrated = used["compared_on"], used["calibrated_on"]
+        # the band is split as the OK images are: a fifth compared on, a fifth of the rest calibrated on
+        assert 0 < calibrated < band and compared + calibrated < band
+        log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        assert f"calibrating on {calibrated} and comparing on {compared} of {band} unjudged review items" in log
+        comparison = job["result"]["comparison"]
+        metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[
+            job["result"]["candidate_version"]
+        ]["metrics"]
+        assert metrics["calibration"]["n"] > calibrated and comparison["held_out_normal_images"] > compared
 
 
 def test_jobs_can_be_cancelled_and_bad_requests_are_refused(running):

@@ -87,9 +87,16 @@ def show_comparison(job: dict) -> None:
             }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    band = result.get("review_band_images") or {}
+    among = (
+        f", {band['compared_on']} of them unjudged review items counted as good (the candidate's thresholds also "
+        f"rest on {band['calibrated_on']} others: recent OK items alone leave out the good parts above T1)"
+        if band.get("compared_on") or band.get("calibrated_on")
+        else ""
+    )
     st.caption(
         f"compared on {comparison.get('held_out_normal_images', 0)} held-out normal images (the candidate never "
-        "trained on them), "
+        f"trained on them){among}, "
         f"{comparison.get('confirmed_defects', 0)} confirmed defects; "
         f"trained in {result.get('train_seconds', 0):.0f} s"
     )

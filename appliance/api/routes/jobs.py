@@ -33,7 +33,9 @@ def create_retraining_job(body: RetrainIn, appliance: AppDep, actor: Engineer) -
     for name in body.datasets:
         dataset_dir(appliance.data, name, must_exist=True)
     appliance.active_model()  # there must be a model to retrain
-    return _submit(appliance, "retrain", body.model_dump(), actor.name)
+    # the share of OK images the line keeps: the review band joins the calibration in that share
+    params = {**body.model_dump(), "keep_ok_images": appliance.pipeline.keep_ok}
+    return _submit(appliance, "retrain", params, actor.name)
 
 
 @router.post("/project", status_code=202)
