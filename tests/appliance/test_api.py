@@ -119,10 +119,17 @@ def test_inspections_filters_images_and_alert_workflow(running):
     headers = auth(tokens, "operator")
     page = client.get("/inspections", params={"limit": 5}, headers=headers).json()
     assert len(page["data"]) == 5 and page["count"] >= 60
-    flagged = client.get("/inspections", params={"decision": "ng", "limit": 1}, headers=headers).json()["data"]
-    if not flagged:
-        flagged = client.get("/inspections", params={"decision": "review", "limit": 1}, headers=headers).json()["data"]
-    inspection = flagged[0]
+
+    def first_flagged():
+        for decision in ("ng", "review"):
+            found = client.get("/inspections", params={"decision": decision, "limit": 1}, headers=headers).json()
+            if found["data"]:
+                return found["data"][0]
+        return None
+
+    # the two-epoch test model flags few parts (scores 0.50-0.59): the first may come after frame 60
+    assert wait_for(lambda: first_flagged() is not None, timeout=30), "nothing flagged in 30 s (half are defective)"
+    inspection = first_flagged()
     image = client.get(f"/inspections/{inspection['id']}/image", headers=headers)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert client.get(f"/inspections/{inspection['id']}/heatmap", headers=headers).status_code == 200
