@@ -352,7 +352,9 @@ def test_retraining_job_yields_a_compared_candidate(running):
     assert result["comparison"]["candidate"]["false_alarm_rate"] is not None
     models = {m["version"]: m for m in client.get("/models", headers=headers).json()}
     assert models[result["candidate_version"]]["status"] == "candidate"
-    assert "epoch 2/2" in client.get(f"/jobs/{job['id']}/log", headers=headers).text
+    log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
+    assert "epoch 2/2" in log
+    assert "retrain job started (niceness 10, one BLAS thread)" in log  # the line keeps its share of the cores
     assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
 
 
