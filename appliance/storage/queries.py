@@ -169,17 +169,9 @@ def alert_scores(
     return [(float(score), state) for score, state in read_rows(engine, query)]
 
 
-def image_refs(
-    engine: Engine,
-    *,
-    decision: str | None = None,
-    alert_state: str | tuple[str, ...] | None = None,
-    since: dt.datetime | None = None,
-    limit: int | None = None,
-) -> list[str]:
-    """Stored image references, newest first: of inspections with ``decision``, and / or of those
-    whose alert is in ``alert_state`` (one or several), captured ``since``."""
-    return [ref for ref, _ in image_rows(engine, decision=decision, alert_state=alert_state, since=since, limit=limit)]
+def image_refs(engine: Engine, **filters: Any) -> list[str]:
+    """Stored image references, newest first, filtered as :func:`image_rows` filters."""
+    return [ref for ref, _ in image_rows(engine, **filters)]
 
 
 def image_rows(
@@ -190,7 +182,9 @@ def image_rows(
     since: dt.datetime | None = None,
     limit: int | None = None,
 ) -> list[tuple[str, dt.datetime]]:
-    """As :func:`image_refs`, each reference with its inspection's capture time."""
+    """Stored image references, newest first, each with its inspection's capture time: of
+    inspections with ``decision``, and / or of those whose alert is in ``alert_state`` (one or
+    several), captured ``since``."""
     query = select(Inspection.image_ref, Inspection.t_capture).where(col(Inspection.image_ref).is_not(None))
     if decision:
         query = query.where(Inspection.decision == decision)

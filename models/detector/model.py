@@ -281,7 +281,11 @@ class Detector:
         retraining's review-band items, which the recent OK items leave out). Returns a summary
         (times, calibration)."""
         c = self.config
-        images = normal_training_data(images, (c.channels, c.size, c.size), "training images")
+        shape = (c.channels, c.size, c.size)
+        images = normal_training_data(images, shape, "training images")
+        also = normal_training_data(
+            np.zeros((0, *shape)) if calibrate_also is None else calibrate_also, shape, "images to calibrate on"
+        )
         split = split or self.holdout(images)
         held, train = images[split.held], images[split.train]
         self.orientations, note = self._orientations(train, split)
@@ -301,11 +305,6 @@ class Detector:
         self.history = trainer.fit(ArrayIterator([train], c.batch_size, seed=c.seed, drop_last=True), epochs)
         train_seconds = time.perf_counter() - start
         self.appearance = None  # the thresholds rest on the defect scores alone
-        also = normal_training_data(
-            np.zeros((0, *images.shape[1:])) if calibrate_also is None else calibrate_also,
-            images.shape[1:],
-            "images to calibrate on",
-        )
         held_scores = self.scores(np.concatenate([held, also]))
         self.calibration = calibrate(held_scores, c.false_alarm_rate, upper=self.score_upper)
         if c.appearance_check:

@@ -92,6 +92,11 @@ def test_bad_training_input_is_refused(frames):
         detector.fit(bad)
     with pytest.raises(ValueError, match="need at least"):
         detector.fit(preprocess_batch(frames[:21], SPEC))
+    good = preprocess_batch(frames[:40], SPEC)
+    for also, message in ((good[:3, :, :16, :16], r"images to calibrate on have shape"), (bad[:5], "NaN")):
+        with pytest.raises(ValueError, match=message):  # refused before any training, not after it
+            detector.fit(good, calibrate_also=also)
+    assert not detector.history
     with pytest.raises(RuntimeError, match="not trained"):
         detector.to_bundle(SPEC)
     with pytest.raises(ValueError, match="method must be one of"):
