@@ -4,6 +4,9 @@ source and model, window by window (the test: :mod:`models.drift`).
 - The reference is the first ``reference`` frames a model version judges on a source (stored, so
   a restart under changed conditions does not learn them as normal), learned again after an
   engineer's reset ("the new conditions are normal") or when another version takes the source.
+- Every frame's score is kept with the lowest review threshold T1 seen over the frames; a window's
+  scores are compared with the reference's below the lower of the two (:func:`models.drift.compare`),
+  so an operator's threshold change is not called a drift.
 - When a window is called drifted the source turns ``drifting``: a drift event is stored with the
   tests and the before / after values, audited, and its state published (retained) on
   ``…/events/drift/{source}``, through the outbox like the alerts. After ``recover`` windows in a
@@ -18,6 +21,7 @@ what cannot be stored (the database away) is tried again at the next window.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,9 +34,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from appliance.alerts.schema import Topics
 from appliance.storage import queries, store
 from appliance.storage.models import Inspection
-from models.drift import FEATURES, IMAGE_FEATURES, DriftConfig, FeatureTest, compare, image_stats
+from models.drift import FEATURES, IMAGE_FEATURES, DriftConfig, FeatureTest, compare, image_stats, normal_looking
 
 log = logging.getLogger(__name__)
+
+CUT = "score_cut"  # the stored reference's lowest T1 (references stored before it kept OK scores only)
 
 HINTS = {
     "score": "the model scores normal parts differently: retrain from recent OK items once they are confirmed good",
@@ -51,10 +57,12 @@ def _values(features: dict[str, list[float]]) -> dict[str, list[float]]:
 class SourceWatch:
     model_version: str
     reference: dict[str, list[float]] | None  # None: still learning it
+    reference_cut: float = math.inf  # the lowest T1 over the reference's frames
     state: str = "stable"  # stable | drifting (while learning: stable)
     event_id: int | None = None  # the event that set the state
     collected: dict[str, list[float]] = field(default_factory=lambda: {f: [] for f in FEATURES})
     frames: int = 0  # frames in ``collected``
+    cut: float = math.inf  # the lowest T1 over them
     quiet: int = 0  # windows in a row without drift while drifting
     windows: int = 0  # windows tested
     last: list[FeatureTest] = field(default_factory=list)
@@ -89,8 +97,9 @@ class DriftWatch:
             watch = self._watch(inspection.source_id, inspection.model_version)
             if watch is None:
                 return
-            if inspection.decision == "ok":
-                watch.collected["score"].append(float(inspection.score))
+            watch.collected["score"].append(float(inspection.score))
+            if inspection.t1 is not None:
+                watch.cut = min(watch.cut, float(inspection.t1))
             if payload.ndim >= 2:
                 for name, value in zip(IMAGE_FEATURES, image_stats(payload), strict=True):
                     watch.collected[name].append(value)
@@ -108,7 +117,8 @@ class DriftWatch:
             last = queries.drift_state(self.engine, source_id=source_id, model_version=model_version)
         except SQLAlchemyError:
             return None  # the database is away: watch again when it is back
-        watch = SourceWatch(model_version, reference)
+        cut = math.inf if reference is None else reference.pop(CUT, [math.inf])[0]
+        watch = SourceWatch(model_version, reference, cut)
         if last is not None and reference is not None:
             watch.state, watch.event_id = last.state, last.id
         self.sources[source_id] = watch
@@ -118,19 +128,22 @@ class DriftWatch:
         collected = {k: v for k, v in watch.collected.items() if v}
         if watch.reference is None:
             try:
+                features = _values(collected) | ({CUT: [watch.cut]} if math.isfinite(watch.cut) else {})
                 store.save_drift_reference(
-                    self.engine, source_id=source_id, model_version=watch.model_version, features=_values(collected)
+                    self.engine, source_id=source_id, model_version=watch.model_version, features=features
                 )
             except SQLAlchemyError:
                 log.warning("the drift reference of %r could not be stored; learning it again", source_id)
             else:
-                watch.reference = collected
+                watch.reference, watch.reference_cut = collected, watch.cut
             self._restart(watch)
             return
+        below = min(watch.reference_cut, watch.cut)
         tests = compare(
             {k: np.asarray(v) for k, v in watch.reference.items()},
             {k: np.asarray(v) for k, v in collected.items()},
             self.config,
+            below,
         )
         watch.windows += 1
         watch.last = tests
@@ -145,7 +158,7 @@ class DriftWatch:
                 new_state = "stable"
         if new_state != watch.state:
             try:
-                event = self._event(source_id, watch, new_state, tests, collected)
+                event = self._event(source_id, watch, new_state, tests, collected, below)
             except SQLAlchemyError:
                 log.warning("the drift event of %r could not be stored; tested again at the next window", source_id)
             else:
@@ -155,10 +168,16 @@ class DriftWatch:
     @staticmethod
     def _restart(watch: SourceWatch) -> None:
         watch.collected = {f: [] for f in FEATURES}
-        watch.frames = 0
+        watch.frames, watch.cut = 0, math.inf
 
     def _event(
-        self, source_id: str, watch: SourceWatch, state: str, tests: list[FeatureTest], current: dict[str, list[float]]
+        self,
+        source_id: str,
+        watch: SourceWatch,
+        state: str,
+        tests: list[FeatureTest],
+        current: dict[str, list[float]],
+        below: float,
     ) -> int:
         moved = [t.feature for t in tests if t.drifted]
         if state == "drifting":
@@ -171,8 +190,9 @@ class DriftWatch:
             "reason": reason,
             "hints": hints,
             "tests": [t.to_dict() for t in tests],
-            "before": watch.reference,
-            "after": _values(current),
+            "before": _values(normal_looking(watch.reference, below)),
+            "after": _values(normal_looking(current, below)),
+            "score_below": below if math.isfinite(below) else None,
             "config": self.config.__dict__,
         }
         message = {

@@ -28,8 +28,11 @@ Frames of a real line are not exchangeable (slow changes within a shift, parts i
 rate above is what the test promises on a stationary line, and ``min_distance`` is what keeps a
 real line's small wanderings quiet.
 
-Scores are compared only below the review threshold T1 on both sides ("normal-looking"): a run of
-defects is the alerts' business, not drift.
+Scores are compared only below one cut on both sides, the lowest review threshold T1 in effect over
+the reference and the window ("normal-looking"): a run of defects is the alerts' business, not
+drift, and an operator moving T1 changes neither side's share of what is compared (cutting each side
+at its own T1 would: raising T1 from the 90th to the 99th percentile of good scores moves D by 0.09,
+lowering it to the 60th by 0.33, a drift called for a threshold change).
 """
 
 from __future__ import annotations
@@ -116,9 +119,21 @@ def dkw(n: int, a: float) -> float:
     return math.sqrt(math.log(2.0 / a) / (2.0 * n))
 
 
-def compare(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], config: DriftConfig) -> list[FeatureTest]:
-    """Test each feature present on both sides (the score only with ``min_scores`` values on
-    each); the per-feature level is ``alpha`` over the number of features tested."""
+def normal_looking(features: dict[str, Any], below: float) -> dict[str, Any]:
+    """The features with only the scores under the cut ``below``."""
+    if "score" not in features:
+        return features
+    scores = np.asarray(features["score"], float)
+    return {**features, "score": scores[scores < below]}
+
+
+def compare(
+    reference: dict[str, np.ndarray], current: dict[str, np.ndarray], config: DriftConfig, below: float = math.inf
+) -> list[FeatureTest]:
+    """Test each feature present on both sides, the score only on the values under ``below`` (the
+    cut) and with ``min_scores`` of them on each; the per-feature level is ``alpha`` over the
+    number of features tested."""
+    reference, current = normal_looking(reference, below), normal_looking(current, below)
     names = [
         f
         for f in FEATURES

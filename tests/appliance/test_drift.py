@@ -12,7 +12,9 @@ from urllib.parse import quote
 
 import cv2
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
+from scipy import stats
 from sqlmodel import Session, select
 
 from appliance.alerts.schema import Topics
@@ -31,13 +33,16 @@ from tests.helpers.waiting import wait_for
 CONFIG = DriftConfig(window=50, reference=200)
 
 
-def frames(rng: np.random.Generator, n: int, light: float = 1.0):
-    """Good parts under ``light`` (1: as the reference saw them), each with an OK inspection."""
+def frames(rng: np.random.Generator, n: int, light: float = 1.0, t1: float | None = None, shift: float = 0.0):
+    """Good parts under ``light`` (1: as the reference saw them), each with its inspection: scores
+    of a gamma law (moved up by ``shift``), decided against ``t1`` when given (OK otherwise)."""
     for _ in range(n):
         image = np.clip(good_part(64, rng) * light, 0, 255).astype(np.uint8)
+        score = float(rng.gamma(2.0, 0.1)) + shift
+        decision = "ok" if t1 is None or score < t1 else "review"
         yield image, Inspection(
-            source_id="cam", t_capture=utcnow(), score=float(rng.gamma(2.0, 0.1)), norm_score=0.1, decision="ok",
-            model_version="m1", latency_ms=1.0,
+            source_id="cam", t_capture=utcnow(), score=score, norm_score=0.1, decision=decision,
+            model_version="m1", latency_ms=1.0, t1=t1, t2=None if t1 is None else 10 * t1,
         )  # fmt: skip
 
 
@@ -88,6 +93,50 @@ def test_dimming_light_is_caught_within_a_bound_and_an_unchanged_line_stays_quie
         ]
     # another model version learns its own reference
     assert watch.source_status("cam", "m2")["state"] == "learning"
+
+
+def test_moving_the_review_threshold_is_not_a_drift_and_a_score_shift_still_is(db_url):
+    """The reference learned with T1 at the 90th percentile of the good parts' scores; an operator
+    then lowers T1 to the 60th percentile (40 % of good parts flagged: the OK scores alone would
+    move the KS distance by 0.33) or raises it to the 99.9th: no drift in 10 windows either way
+    (the default window and reference). A real shift of the scores (up by half their mean) is
+    still caught with T1 raised. A reference stored before the cut was kept (OK scores only) still
+    loads and tests."""
+    engine = make_engine(db_url)
+    init_db(engine)
+    rng = np.random.default_rng(5)
+    law = stats.gamma(2.0, scale=0.1)
+    config = DriftConfig()
+    watch = DriftWatch(engine, Topics(appliance_id="drift"), config)
+    assert feed(watch, frames(rng, config.reference, t1=law.ppf(0.9))) is None
+    for quantile in (0.6, 0.999):
+        assert feed(watch, frames(rng, 10 * config.window, t1=law.ppf(quantile))) is None
+        (score,) = [t for t in watch.source_status("cam", "m1")["last_test"] if t["feature"] == "score"]
+        assert score["n_after"] < config.window * min(quantile, 0.9) * 1.2  # one cut for both sides
+        assert score["n_before"] < config.reference * min(quantile, 0.9) * 1.2
+    fired = feed(watch, frames(rng, 10 * config.window, t1=law.ppf(0.999), shift=0.1))
+    assert fired is not None and fired < 2 * config.window
+    with Session(engine) as session:
+        (event,) = session.exec(select(DriftEvent)).all()
+        detail = json.loads(event.detail)
+        assert "score" in detail["reason"] and detail["score_below"] == pytest.approx(law.ppf(0.9), rel=1e-6)
+        assert max(detail["before"]["score"] + detail["after"]["score"]) < law.ppf(0.9)
+    # a reference stored before: OK scores only, no cut
+    store.save_drift_reference(
+        engine, source_id="cam", model_version="m0", features={"score": list(law.rvs(300, random_state=rng))}
+    )
+    watch = DriftWatch(engine, Topics(appliance_id="drift"), config)
+    old = (replace_version(item, "m0") for item in frames(rng, 5 * config.window, t1=law.ppf(0.999)))
+    for image, inspection in old:
+        watch.observe(image, inspection)
+    status = watch.source_status("cam", "m0")
+    assert status["windows_tested"] == 5 and status["state"] == "stable"
+
+
+def replace_version(item, version: str):
+    image, inspection = item
+    inspection.model_version = version
+    return image, inspection
 
 
 def test_drift_of_a_folder_source_through_the_appliance_api_and_broker(tmp_path: Path, broker) -> None:

@@ -16,7 +16,8 @@ client, role = session.current()
 st.title("Drift watch")
 st.caption(
     "Every window of frames is compared with the source's reference (brightness, contrast, sharpness, "
-    "and the scores of OK parts). A drift is called when a feature moves past its critical distance: "
+    "and the scores of normal-looking parts, below the lowest review threshold either side had). "
+    "A drift is called when a feature moves past its critical distance: "
     "on an unchanged line that happens at most at the configured rate per window."
 )
 
