@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from appliance.datasets.create import ImageFormat, create_image_dataset
-from appliance.datasets.images import ImageFolderError, mvtec_layout
+from appliance.datasets.images import ImageFolderError, find_images, mvtec_layout
 from appliance.datasets.nnc import write_csv
 from appliance.errors import Conflict, InvalidInput, NotFound, TooLarge
 from connectors.base import IMAGE_SUFFIXES
@@ -47,15 +47,22 @@ def dataset_dir(
     return folder
 
 
+# A collected dataset's images to calibrate on only (see :func:`collect_images`), with their CSV
+CALIBRATE_DIR, CALIBRATE_CSV = "calibrate", "calibration.csv"
+
+
 def list_datasets(data_dir: pathlib.Path) -> list[dict[str, Any]]:
     root = pathlib.Path(data_dir) / "datasets"
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     return [{"name": p.name, "images": sum(1 for _ in p.rglob("*.png"))} for p in folders]
 
 
-def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    """Every image under a folder (any depth), in name order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def normal_dataset_images(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """A normal-image dataset's images (any depth, name order): those to train on, and those to
+    calibrate on only (its ``calibrate`` folder, see :func:`collect_images`)."""
+    calibrate = folder / CALIBRATE_DIR
+    images = find_images(folder)
+    return [p for p in images if not p.is_relative_to(calibrate)], [p for p in images if p.is_relative_to(calibrate)]
 
 
 def describe(folder: pathlib.Path, limit: int) -> dict[str, Any]:
@@ -212,14 +219,25 @@ def _classes_dataset(
     return {k: v for k, v in summary.items() if k != "skipped"}
 
 
-def collect_images(folder: pathlib.Path, files: list[pathlib.Path]) -> dict[str, Any]:
-    """A normal-image dataset from stored image files (copied once, content-addressed names)."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
+def collect_images(
+    folder: pathlib.Path, files: list[pathlib.Path], calibrate_only: list[pathlib.Path] = ()
+) -> dict[str, Any]:
+    """A normal-image dataset from stored image files (copied once, content-addressed names):
+    ``files`` to train on (``images/``, ``training.csv``) and ``calibrate_only``, good parts as
+    far as anyone knows that no model may learn from but whose scores the thresholds must cover
+    (``calibrate/``, ``calibration.csv``): the unjudged review items beside the OK ones."""
+    out = {"name": folder.name, "images": _copy_listed(folder, "images", "training.csv", files)}
+    out["calibrate_only"] = _copy_listed(folder, CALIBRATE_DIR, CALIBRATE_CSV, calibrate_only) if calibrate_only else 0
+    return out
+
+
+def _copy_listed(folder: pathlib.Path, sub: str, csv_name: str, files: list[pathlib.Path]) -> int:
+    (folder / sub).mkdir(parents=True, exist_ok=True)
     rows = []
     for f in files:
-        target = folder / "images" / f.name
+        target = folder / sub / f.name
         if not target.exists():
             target.write_bytes(f.read_bytes())
-        rows.append([f"images/{f.name}"])
-    write_csv(folder / "training.csv", ["x:image"], rows)
-    return {"name": folder.name, "images": len(rows)}
+        rows.append([f"{sub}/{f.name}"])
+    write_csv(folder / csv_name, ["x:image"], rows)
+    return len(rows)

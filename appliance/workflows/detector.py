@@ -192,9 +192,11 @@ def fit(
     options: FitOptions,
     log: Log = print,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    calibrate_also: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Train a new detector from scratch on the good images under ``normal``, calibrate T1/T2 on
-    a held-out share of them (images it never trained on), save the bundle to ``out``."""
+    a held-out share of them (images it never trained on) and on ``calibrate_also`` (images
+    counted as good that it must never learn from), save the bundle to ``out``."""
     root = Path(normal)
     try:
         config = options.config()  # refuses a bad size / method before any image is read
@@ -213,6 +215,7 @@ def fit(
     frame_format(paths, spec, log)
     fit_light_to(config, spec)
     x = load_images(paths, spec)
+    also = load_images(calibrate_also, spec) if calibrate_also else None
     detector = Detector(config)
     split = detector.holdout(x)
     train = split.train
@@ -230,7 +233,11 @@ def fit(
             f"{config.epochs_for(len(train))} epochs) "
             f"may leave the detector undertrained; {MIN_STEPS} or more is safer: raise --epochs or add good images"
         )
-    summary = detector.fit(x, callbacks=(_Progress(config.epochs_for(len(train)), log, on_epoch),), split=split)
+    if calibrate_also:
+        log(f"calibrating also on {len(calibrate_also)} images counted as good, never trained on")
+    summary = detector.fit(
+        x, callbacks=(_Progress(config.epochs_for(len(train)), log, on_epoch),), split=split, calibrate_also=also
+    )
     provenance = {
         "dataset": str(root),
         "dataset_digest": folder_digest(root, paths),
@@ -246,7 +253,9 @@ def fit(
     cal = summary["calibration"]
     log(summary["orientations_note"])
     log(
-        f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images: "
+        f"trained in {summary['train_seconds']:.0f} s; calibrated on {summary['holdout_images']} held-out good images"
+        + (f" and {summary['calibrated_also']} to calibrate on only" if summary["calibrated_also"] else "")
+        + ": "
         f"T1={cal['t1']:.5f} T2={cal['t2']:.5f} (false-alarm rate {cal['false_alarm_rate']:.2%}, {cal['method']})"
     )
     if summary["appearance_limit"] is not None:

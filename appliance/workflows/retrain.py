@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from appliance import registry
 from appliance.datasets.images import ImageFolderError, read_image
-from appliance.datasets.library import dataset_dir, image_files
+from appliance.datasets.library import dataset_dir, normal_dataset_images
 from appliance.errors import InvalidInput, Unavailable
 from appliance.images import ImageStore
 from appliance.jobs import JobContext
@@ -32,7 +32,8 @@ from models.preprocess import InputSpec, PreprocessError, preprocess
 
 
 def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
-    """Image files of new normal data: recent OK items, false positives, uploaded datasets."""
+    """Image files of new normal data to train on: recent OK items, false positives, datasets
+    (but their images to calibrate on only: :func:`review_band_images`)."""
     images = ImageStore(data_dir / "images")
     refs: list[str] = []
     if params.get("include_ok", True):
@@ -41,29 +42,31 @@ def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> lis
         refs += queries.image_refs(engine, alert_state="false_positive")
     files = [images.source(r) for r in dict.fromkeys(refs) if images.path(r).is_file()]
     for name in params.get("datasets", []):
-        files += image_files(dataset_dir(data_dir, name))
+        files += normal_dataset_images(dataset_dir(data_dir, name))[0]
     return files
 
 
 def review_band_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
-    """Images of unjudged review items, in the share the line keeps OK images (``keep_ok_images``)
-    and from as far back as the newest ``max_images`` OK images go: with the held-out OK images,
-    a sample of the good parts as the line saw them. The OK items alone are the good parts below
-    the active T1: a candidate calibrated on them alone sets its thresholds too low (measured on
-    the synthetic line with 5 % defects: 4.3 % of new good parts NG at a nominal 1 %; 0.85 % with
-    the band). An unjudged item may be a defect: these are calibrated on, never trained on, and
-    count as good, which can only raise the thresholds (30 % defects: 0.19 %)."""
+    """Images to calibrate on, never to train on. With recent OK items: unjudged review items,
+    in the share the line keeps OK images (``keep_ok_images``) and from as far back as the newest
+    ``max_images`` OK images go: with the held-out OK images, a sample of the good parts as the
+    line saw them. The OK items alone are the good parts below the active T1: a candidate
+    calibrated on them alone sets its thresholds too low (measured on the synthetic line with 5 %
+    defects: 4.3 % of new good parts NG at a nominal 1 %; 0.85 % with the band). An unjudged item
+    may be a defect: these count as good, which can only raise the thresholds (30 % defects:
+    0.19 %). With datasets: their ``calibrate`` folders (collected so: ``POST /datasets``)."""
+    files = [f for name in params.get("datasets", []) for f in normal_dataset_images(dataset_dir(data_dir, name))[1]]
     keep = float(params.get("keep_ok_images", 0.0))
     if not params.get("include_ok", True) or keep <= 0:
-        return []
+        return files
     ok = queries.image_rows(engine, decision="ok", limit=int(params.get("max_images", 500)))
     if not ok:
-        return []
+        return files
     since = min(t for _, t in ok)
     images = ImageStore(data_dir / "images")
     refs = queries.image_refs(engine, decision="review", alert_state=("open", "acknowledged"), since=since)
     chosen = np.random.default_rng(0).random(len(refs)) < keep
-    return [images.source(r) for r, c in zip(refs, chosen, strict=True) if c and images.path(r).is_file()]
+    return [images.source(r) for r, c in zip(refs, chosen, strict=True) if c and images.path(r).is_file()] + files
 
 
 def confirmed_defect_images(engine: Engine, data_dir: Path) -> list[Path]:
@@ -143,7 +146,8 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     if len(band):
         ctx.update(
             message=f"calibrating on {int(to_calibrate.sum())} and comparing on {int(to_compare.sum())} of "
-            f"{len(band)} unjudged review items besides the OK ones (counted as good, never trained on)"
+            f"{len(band)} images to calibrate on only (unjudged review items, datasets' calibrate folders: "
+            "counted as good, never trained on)"
         )
 
     class Progress(Callback):

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from appliance import registry
 from appliance.datasets.images import find_images, mvtec_layout, read_image
-from appliance.datasets.library import dataset_dir
+from appliance.datasets.library import dataset_dir, normal_dataset_images
 from appliance.errors import InvalidInput
 from appliance.jobs import JobContext
 from appliance.storage import store
@@ -48,8 +48,18 @@ def good_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
     if origin == "dataset":
         folder = dataset_dir(data_dir, params["dataset"], must_exist=True)
         train_good = folder / "train" / "good"
-        return find_images(train_good if train_good.is_dir() else folder)
+        return find_images(train_good) if train_good.is_dir() else normal_dataset_images(folder)[0]
     return find_images(params["folder"])
+
+
+def calibrate_only_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
+    """Good parts to calibrate and test on, never to train on: a collected dataset's ``calibrate``
+    folder (the unjudged review items beside its OK items: without them the thresholds would
+    rest on the good parts below the old model's T1 alone)."""
+    if params.get("source", "live") != "dataset":
+        return []
+    folder = dataset_dir(data_dir, params["dataset"], must_exist=True)
+    return [] if (folder / "train" / "good").is_dir() else normal_dataset_images(folder)[1]
 
 
 def split(paths: list[Path], share: float, twins: np.ndarray | None = None) -> tuple[list[Path], list[Path]]:
@@ -84,10 +94,10 @@ def check(data_dir: Path, params: dict[str, Any]) -> int:
     return len(paths)
 
 
-def _place(paths: list[Path], folder: Path) -> None:
+def _place(paths: list[Path], folder: Path, prefix: str = "") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(paths):
-        target = folder / f"{i:05d}{path.suffix.lower()}"
+        target = folder / f"{prefix}{i:05d}{path.suffix.lower()}"
         try:
             os.link(path, target)  # no copy where the file system allows it
         except OSError:
@@ -134,12 +144,27 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         shutil.rmtree(work)
     _place(train, work / "train" / "good")
     _place(held, work / "test" / "good")
+    # the good parts to calibrate on only, in the shares the good parts were split: the test's, the
+    # detector's calibration share of the rest (the share it would have trained on goes unused)
+    band = calibrate_only_images(data_dir, params)
+    where = np.random.default_rng(1).random(len(band))
+    test_share = len(held) / max(len(held) + len(train), 1)
+    fit_share = (1 - test_share) * options.config().holdout if band else 0.0
+    band_test = [b for b, w in zip(band, where, strict=True) if w < test_share]
+    band_fit = [b for b, w in zip(band, where, strict=True) if test_share <= w < test_share + fit_share]
+    _place(band_test, work / "test" / "good", prefix="calibrate-only-")
     if params.get("known_bad"):
         _known_bad(data_dir, params["known_bad"], work)
     aside = len(paths) - len(train) - len(held)
     ctx.update(
         message=f"teaching {source_id}: {len(train)} good parts, {len(held)} held out to test"
-        + (f", {aside} near-twins of those set aside" if aside else ""),
+        + (f", {aside} near-twins of those set aside" if aside else "")
+        + (
+            f"; of {len(band)} good parts to calibrate on only (never trained on), {len(band_fit)} calibrate "
+            f"the detector and {len(band_test)} join the test, in the shares the others were split"
+            if band
+            else ""
+        ),
         progress=0.02,
     )
 
@@ -155,7 +180,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         if line.startswith("warning:"):
             warnings.append(line)
 
-    summary = fit(work / "train" / "good", path, options, log=keep_warnings, on_epoch=on_epoch)
+    summary = fit(work / "train" / "good", path, options, log=keep_warnings, on_epoch=on_epoch, calibrate_also=band_fit)
     ctx.update(message="testing on held-out good parts" + (" and known-bad parts" if params.get("known_bad") else ""))
     report = detector_report(path, work, out=work / "report", log=lambda line: None)
     version = summary["version"]
@@ -174,6 +199,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         "source_id": source_id,
         "report": report,
         "train_images": len(train),
+        "calibrate_only_images": {"calibrated_on": len(band_fit), "tested_on": len(band_test)},
         "twins_set_aside": aside,
         "warnings": warnings,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -395,12 +396,81 @@ def test_retraining_on_recent_ok_items_calibrates_on_the_review_band_too(tmp_pat
         # the band is split as the OK images are: a fifth compared on, a fifth of the rest calibrated on
         assert 0 < calibrated < band and compared + calibrated < band
         log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
-        assert f"calibrating on {calibrated} and comparing on {compared} of {band} unjudged review items" in log
+        assert f"calibrating on {calibrated} and comparing on {compared} of {band} images to calibrate on only" in log
         comparison = job["result"]["comparison"]
         metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[
             job["result"]["candidate_version"]
         ]["metrics"]
         assert metrics["calibration"]["n"] > calibrated and comparison["held_out_normal_images"] > compared
+
+
+def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only(tmp_path):
+    """A dataset collected from recent OK items takes the unjudged review items of the same span
+    into its ``calibrate`` folder; teaching from it and retraining on it calibrate (and test) on
+    them and never train on them."""
+    import csv
+
+    from sqlmodel import Session, col, select
+
+    from appliance.storage.models import Alert, Inspection
+    from tests.helpers.appliance import SMALL, running_appliance
+
+    source = "synth:line?size=64&fps=50&defect_rate=0.1&seed=6"
+    wide_band = {**SMALL, "false_alarm_rate": 0.03}  # T1 at 30 %: a review band the small model surely fills
+    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as (
+        app,
+        client,
+        tokens,
+        *_,
+    ):
+        headers = auth(tokens, "engineer")
+        made = client.post(
+            "/datasets", json={"name": "recent", "include_false_positives": False, "limit": 100}, headers=headers
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["images"] == 100 and made.json()["calibrate_only"] > 5
+        folder = app.data / "datasets" / "recent"
+        with (folder / "calibration.csv").open() as f:
+            listed = [row[0] for row in csv.reader(f)][1:]
+        assert len(listed) == made.json()["calibrate_only"] and all(r.startswith("calibrate/") for r in listed)
+        with Session(app.engine) as session:  # each one an unjudged review item's image
+            refs = session.exec(
+                select(Inspection.image_ref)
+                .join(Alert, Alert.inspection_id == Inspection.id)
+                .where(Inspection.decision == "review", col(Alert.state).in_(("open", "acknowledged")))
+            ).all()
+        assert {Path(r).stem for r in listed} <= {Path(r).stem for r in refs if r}
+
+        taught = client.post(
+            "/jobs/teach",
+            json={"source_id": source, "source": "dataset", "dataset": "recent", "size": 64, "method": "autoencoder"}
+            | {"epochs": 2},
+            headers=headers,
+        )
+        assert taught.status_code == 202, taught.text
+        job = wait_job(client, tokens, taught.json()["id"])
+        assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        result, band = job["result"], made.json()["calibrate_only"]
+        used = result["calibrate_only_images"]
+        assert used["calibrated_on"] > 0 and used["tested_on"] > 0 and sum(used.values()) < band
+        held = result["report"]["good_images"] - used["tested_on"]
+        assert result["train_images"] + held + result["twins_set_aside"] == 100  # the band is never trained on
+        metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[result["candidate_version"]][
+            "metrics"
+        ]
+        assert metrics["calibration"]["n"] > used["calibrated_on"]
+        assert "to calibrate on only" in client.get(f"/jobs/{job['id']}/log", headers=headers).text
+
+        app.pipeline.remove_source(source)
+        retrained = client.post(
+            "/jobs/retrain",
+            json={"epochs": 1, "include_ok": False, "include_false_positives": False, "datasets": ["recent"]},
+            headers=headers,
+        )
+        job = wait_job(client, tokens, retrained.json()["id"])
+        assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        assert job["result"]["normal_images"] == 100
+        assert job["result"]["review_band_images"]["calibrated_on"] > 0
 
 
 def test_jobs_can_be_cancelled_and_bad_requests_are_refused(running):

@@ -198,6 +198,7 @@ def show(job: dict) -> None:
         help=f"on the held-out good parts, which the detector never trained or calibrated on; "
         f"nominal {fmt(report['nominal_false_alarm_rate'], True)}",
     )
+    band = result.get("calibrate_only_images") or {}
     st.caption(
         f"T1 and T2 rest on {report.get('calibrated_on', 'n/a')} good images the detector never trained on "
         f"({report.get('calibration_method', 'n/a')}: a 90 % upper confidence bound of the nominal rate's quantile)"
@@ -205,6 +206,13 @@ def show(job: dict) -> None:
             f"; {result['twins_set_aside']} good parts sharing content with the held-out test parts (the same part "
             "in successive frames, overlapping views) were set aside: the false-alarm figure is that of new parts"
             if result.get("twins_set_aside")
+            else ""
+        )
+        + (
+            f"; {band['calibrated_on']} of them and {band['tested_on']} of the test's good parts are the dataset's "
+            "images to calibrate on only (review items not judged yet: the OK items alone leave out the good parts "
+            "above the old T1)"
+            if band.get("calibrated_on") or band.get("tested_on")
             else ""
         )
     )

@@ -14,7 +14,7 @@ from appliance.api.schemas import DatasetIn, SampleIn
 from appliance.api.uploads import MAX_BUNDLE_BYTES, MAX_UPLOAD_BYTES, read_upload
 from appliance.datasets import ImageFormat, create_sample
 from appliance.datasets import library as lib
-from appliance.workflows.retrain import normal_images
+from appliance.workflows.retrain import normal_images, review_band_images
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -27,14 +27,18 @@ def read_datasets(appliance: AppDep, _: Viewer) -> list[dict[str, Any]]:
 
 @router.post("", status_code=201)
 def create_dataset(body: DatasetIn, appliance: AppDep, _: Engineer) -> dict[str, Any]:
-    """Collect stored OK images and/or false-positive items into a named dataset (NNC CSV)."""
+    """Collect stored OK images and/or false-positive items into a named dataset (NNC CSV). With
+    the OK images, a sample of the unjudged review items of the same span goes to its
+    ``calibrate`` folder: teaching or retraining on the dataset calibrates on them, never trains."""
     folder = lib.dataset_dir(appliance.data, body.name)
     params = {
         "include_ok": body.include_ok,
         "include_false_positives": body.include_false_positives,
         "max_images": body.limit,
+        "keep_ok_images": appliance.pipeline.keep_ok,
     }
-    return lib.collect_images(folder, normal_images(appliance.engine, appliance.data, params)[: body.limit])
+    files = normal_images(appliance.engine, appliance.data, params)[: body.limit]
+    return lib.collect_images(folder, files, review_band_images(appliance.engine, appliance.data, params))
 
 
 @router.post("/upload", status_code=201)
