@@ -2,8 +2,8 @@
 
 Jobs wait in the database as ``queued``; the :class:`JobRunner` of the running appliance starts
 the oldest ones in spawned worker processes, at most ``max_jobs`` at a time (a worker runs below
-the line's priority with one BLAS thread, see :func:`run_job`), reaps the workers that ended, and
-fails a job whose worker died without saying why. The worker writes status, progress and log
+the line's priority, with one BLAS thread while the line inspects: see :func:`run_job`), reaps
+the workers that ended, and fails a job whose worker died without saying why. The worker writes status, progress and log
 lines to the job's row; a cancel request is honoured between epochs (or before the start, for a
 queued job). What a job does lives with its workflow: ``retrain`` in
 :mod:`appliance.workflows.retrain`, ``project`` and ``search`` in :mod:`appliance.workflows.runs`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from appliance.storage import queries, store
+from appliance.storage.models import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,17 @@ class JobCancelled(Exception):
     """The job was asked to stop."""
 
 
+LINE_IDLE_S = 10.0  # no inspection decided for this long: the line is idle, a job may take every core
+
+
 class JobContext:
-    """What a running job uses to report progress and to notice cancellation."""
+    """What a running job uses to report progress, to notice cancellation and to share the cores
+    with the line (between epochs, like the cancellation)."""
 
     def __init__(self, engine: Engine, job_id: int) -> None:
         self.engine, self.job_id = engine, job_id
+        self.blas_threads: int | None = None  # as share_cores last asked for
+        self.blas_actual = 0  # as the BLAS library then said it uses
 
     def update(self, **changes: Any) -> None:
         """``progress``, ``message`` (a log line), ``status`` and/or ``result``."""
@@ -44,6 +52,35 @@ class JobContext:
     def check_cancel(self) -> None:
         if queries.job(self.engine, job_id=self.job_id).cancel_requested:
             raise JobCancelled
+        self.share_cores()
+
+    def share_cores(self) -> str:
+        """One BLAS thread while a line is inspecting (an inspection decided within ``LINE_IDLE_S``)
+        or another job runs, every core otherwise (commissioning: the sources in teach mode judge
+        nothing). Measured on this 2-core machine, beside a 100 frames/s line a retrain took 47-55 s
+        with two threads and 32-34 s with one (the line's p99 19-37 ms → 16-19 ms); on an idle
+        machine two threads train the detector about a quarter faster. Says what it chose when that
+        changes (in the job's log) and returns why."""
+        import numpy  # noqa: F401  threadpoolctl limits the BLAS libraries already loaded only
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        last = queries.last_decision(self.engine)
+        busy = last is not None and (utcnow() - as_utc(last)).total_seconds() < LINE_IDLE_S
+        others = queries.running_jobs(self.engine) > 1
+        threads = 1 if busy or others else len(os.sched_getaffinity(0))
+        why = "a line is inspecting" if busy else "another job runs" if others else "no line is inspecting"
+        if threads != self.blas_threads:
+            threadpool_limits(threads)
+            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+            actual = max(blas, default=threads)  # as the library says, not as asked
+            if self.blas_threads is not None:
+                self.update(message=f"{why}: {_threads(actual)} from now on")
+            self.blas_threads, self.blas_actual = threads, actual
+        return why
+
+
+def _threads(n: int) -> str:
+    return f"{n} BLAS thread{'s' if n != 1 else ''}"
 
 
 def runners() -> dict[str, Callable[[JobContext, Engine, Path, dict[str, Any]], dict[str, Any]]]:
@@ -60,23 +97,18 @@ JOB_NICENESS = 10  # a job's worker yields the cores to the line: inspection is 
 
 def run_job(job_id: int, db_url: str, data_dir: str) -> None:
     """Worker process entry point. The worker runs below the appliance's scheduling priority
-    (``JOB_NICENESS``) with one BLAS thread: training beside a running line, two BLAS threads
-    fought the line and each other for the two cores. Measured on this 2-core machine (a retrain of
-    15 epochs beside a 100 frames/s line): the job took 47-55 s with two threads and 32-34 s with
-    one, and the line's capture-to-decision p99 during it fell from 19-37 ms to 16-19 ms; the lower
-    priority alone took it from 26-55 ms to 16-41 ms."""
-    import os
-
-    from threadpoolctl import threadpool_limits
-
+    (``JOB_NICENESS``; beside a 100 frames/s line that alone took the line's capture-to-decision
+    p99 during a retrain from 26-55 ms to 16-41 ms) with the BLAS threads
+    :meth:`JobContext.share_cores` chooses."""
     from appliance.storage.db import make_engine
 
     niceness = os.nice(JOB_NICENESS)
-    threadpool_limits(1)
     engine = make_engine(db_url)
     ctx = JobContext(engine, job_id)
     job = queries.job(engine, job_id=job_id)
-    ctx.update(status="running", message=f"{job.kind} job started (niceness {niceness}, one BLAS thread)")
+    ctx.update(status="running")
+    why = ctx.share_cores()
+    ctx.update(message=f"{job.kind} job started (niceness {niceness}, {_threads(ctx.blas_actual)}: {why})")
     try:
         result = runners()[job.kind](ctx, engine, Path(data_dir), json.loads(job.params))
         ctx.update(status="succeeded", progress=1.0, message="done", result=result)

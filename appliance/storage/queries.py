@@ -229,6 +229,17 @@ def last_change(engine: Engine) -> int:
         return session.exec(select(func.max(AuditLog.id))).one() or 0
 
 
+def last_decision(engine: Engine) -> dt.datetime | None:
+    """When the newest stored inspection was decided (by the primary key: one index lookup)."""
+    with Session(engine) as session:
+        return session.exec(select(Inspection.t_decided).order_by(col(Inspection.id).desc()).limit(1)).first()
+
+
+def running_jobs(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).where(TrainingJob.status == "running")).one()
+
+
 def jobs(engine: Engine, *, limit: int = 50) -> list[TrainingJob]:
     with Session(engine) as session:
         return list(session.exec(select(TrainingJob).order_by(col(TrainingJob.id).desc()).limit(limit)).all())

@@ -355,7 +355,7 @@ def test_retraining_job_yields_a_compared_candidate(running):
     assert models[result["candidate_version"]]["status"] == "candidate"
     log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
     assert "epoch 2/2" in log
-    assert "retrain job started (niceness 10, one BLAS thread)" in log  # the line keeps its share of the cores
+    assert "retrain job started (niceness 10, 1 BLAS thread: a line is inspecting)" in log  # the line's share
     assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
 
 

@@ -6,6 +6,7 @@ operator's thresholds and a rollback surviving restarts, and two recipes side by
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -256,6 +257,9 @@ def test_teach_a_source_from_its_live_frames_through_the_api(tmp_path: Path, bro
         )
         done = client.get(f"/jobs/{job_id}", headers=h).json()
         assert done["status"] == "succeeded", done["message"]
+        cores = len(os.sched_getaffinity(0))  # commissioning: no line inspects, the job takes every core
+        threads = f"{cores} BLAS thread{'s' if cores > 1 else ''}: no line is inspecting"
+        assert threads in client.get(f"/jobs/{job_id}/log", headers=h).text
         report, version = done["result"]["report"], done["result"]["candidate_version"]
         assert report["good_images"] == 12 and report["defect_images"] == 16  # held out: 20 % of 60
         assert done["result"]["train_images"] == 48 and report["image_auroc"] > 0.7
