@@ -3,9 +3,9 @@
 Jobs wait in the database as ``queued``; the :class:`JobRunner` of the running appliance starts
 the oldest ones in spawned worker processes, at most ``max_jobs`` at a time (a worker runs below
 the line's priority, with one BLAS thread while the line inspects: see :func:`run_job`), reaps
-the workers that ended, and fails a job whose worker died without saying why. The worker writes status, progress and log
-lines to the job's row; a cancel request is honoured between epochs (or before the start, for a
-queued job). What a job does lives with its workflow: ``retrain`` in
+the workers that ended, and fails a job whose worker died without saying why. The worker writes
+status, progress and log lines to the job's row; a cancel request is honoured between epochs (or
+before the start, for a queued job). What a job does lives with its workflow: ``retrain`` in
 :mod:`appliance.workflows.retrain`, ``project`` and ``search`` in :mod:`appliance.workflows.runs`.
 """
 

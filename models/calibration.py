@@ -119,6 +119,15 @@ def holdout_split(
     return ranks[:n_hold], ranks[n_hold:]
 
 
+def calibrate_only_split(n: int, test_share: float, holdout: float, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``n`` images that may be calibrated and tested on but never trained on go, in the
+    shares the good images were split: ``test_share`` of them to the test (or comparison), the
+    detector's ``holdout`` share of the rest to its calibration, none in place of the rest (the
+    share it trains on). Two boolean masks (to test, to calibrate)."""
+    where = np.random.default_rng(seed).random(n)
+    return where < test_share, (where >= test_share) & (where < test_share + (1 - test_share) * holdout)
+
+
 def _twin_free_split(twins: np.ndarray, n_hold: int, min_train: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
     from scipy.sparse.csgraph import connected_components
 

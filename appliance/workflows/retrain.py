@@ -24,7 +24,7 @@ from appliance.jobs import JobContext
 from appliance.storage import queries, store
 from engine.training import Callback
 from models import bundle as bundle_io
-from models.calibration import HOLDOUT_ORDER, holdout_split
+from models.calibration import HOLDOUT_ORDER, calibrate_only_split, holdout_split
 from models.detector.model import Detector
 from models.detector.twins import twin_links
 from models.inference import Inferencer
@@ -140,8 +140,7 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
     detector.config.epochs = int(params.get("epochs", 10))
     # the review band, split as the OK images are: its share of the comparison and of the calibration
     band, x_band = readable(review_band_images(engine, data_dir, params), spec, ctx)
-    where = np.random.default_rng(1).random(len(band))
-    to_compare, to_calibrate = where < share, (where >= share) & (where < share + (1 - share) * detector.config.holdout)
+    to_compare, to_calibrate = calibrate_only_split(len(band), share, detector.config.holdout)
     held_out += [b for b, c in zip(band, to_compare, strict=True) if c]
     if len(band):
         ctx.update(

@@ -28,7 +28,7 @@ from appliance.storage import store
 from appliance.teach import TeachFrames
 from appliance.workflows.detector import FitOptions, detector_report, fit, frame_format, load_images
 from models import bundle as bundle_io
-from models.calibration import HOLDOUT_ORDER, CalibrationError, holdout_split
+from models.calibration import HOLDOUT_ORDER, CalibrationError, calibrate_only_split, holdout_split
 from models.detector.twins import twin_links
 
 MIN_TEST_GOOD = 10
@@ -144,14 +144,14 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         shutil.rmtree(work)
     _place(train, work / "train" / "good")
     _place(held, work / "test" / "good")
-    # the good parts to calibrate on only, in the shares the good parts were split: the test's, the
-    # detector's calibration share of the rest (the share it would have trained on goes unused)
     band = calibrate_only_images(data_dir, params)
-    where = np.random.default_rng(1).random(len(band))
-    test_share = len(held) / max(len(held) + len(train), 1)
-    fit_share = (1 - test_share) * options.config().holdout if band else 0.0
-    band_test = [b for b, w in zip(band, where, strict=True) if w < test_share]
-    band_fit = [b for b, w in zip(band, where, strict=True) if test_share <= w < test_share + fit_share]
+    to_test, to_fit = calibrate_only_split(
+        len(band), len(held) / max(len(held) + len(train), 1), options.config().holdout if band else 0.0
+    )
+    band_test, band_fit = (
+        [b for b, t in zip(band, to_test, strict=True) if t],
+        [b for b, f in zip(band, to_fit, strict=True) if f],
+    )
     _place(band_test, work / "test" / "good", prefix="calibrate-only-")
     if params.get("known_bad"):
         _known_bad(data_dir, params["known_bad"], work)

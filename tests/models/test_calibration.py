@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import CalibrationError, calibrate, holdout_split, max_f1_threshold, normalize, twins_across
+from models.calibration import (
+    CalibrationError,
+    calibrate,
+    calibrate_only_split,
+    holdout_split,
+    max_f1_threshold,
+    normalize,
+    twins_across,
+)
 from models.decision import Thresholds, decide
 
 RNG = np.random.default_rng(0)
@@ -167,3 +175,12 @@ def test_holdout_keeps_near_twins_on_one_side() -> None:
     held, train = holdout_split(n, 0.2, 16, seed=3, twins=alike)
     assert held.tolist() == holdout_split(n, 0.2, 16, seed=3)[0].tolist() and len(train) == n - 40
     assert twins_across(held, train, alike) == 40
+
+
+def test_images_to_calibrate_on_only_are_split_in_the_shares_of_the_good_ones():
+    """A fifth to the test, the detector's calibration share (a fifth) of the rest to its
+    calibration, none anywhere else: the band is as present in each as among the good parts."""
+    to_test, to_fit = calibrate_only_split(20_000, 0.2, 0.2)
+    assert not (to_test & to_fit).any()
+    assert to_test.mean() == pytest.approx(0.2, abs=0.01) and to_fit.mean() == pytest.approx(0.16, abs=0.01)
+    assert [m.sum() for m in calibrate_only_split(0, 0.2, 0.2)] == [0, 0]
