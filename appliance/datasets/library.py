@@ -8,12 +8,14 @@ the dataset folder, exceed the size limit or be an unreadable image; each is nam
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import pathlib
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -151,19 +153,27 @@ def dataset_from_zip(
     It is built in a staging folder and moved into place only when complete, so a refused upload
     leaves nothing behind (and an existing dataset of that name is replaced only on success)."""
     members = image_members(archive, max_member)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
-        staging = pathlib.Path(tmp) / "dataset"
+    with staged(folder) as staging:
         if layout == "mvtec":
             summary = _mvtec_dataset(archive, members, staging)
         elif fmt is None:
             summary = _normal_dataset(archive, members, staging)
         else:
-            summary = _classes_dataset(archive, members, staging, pathlib.Path(tmp) / "unpacked", fmt, train_percent)
+            summary = _classes_dataset(archive, members, staging, staging.parent / "unpacked", fmt, train_percent)
+    return {"name": folder.name, **summary}
+
+
+@contextlib.contextmanager
+def staged(folder: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A staging folder to build a dataset in, moved into place as ``folder`` (replacing a dataset
+    of that name) only when the block completes: a refused or failed build leaves nothing behind."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
+        staging = pathlib.Path(tmp) / "dataset"
+        yield staging
         if folder.exists():
             shutil.rmtree(folder)
         staging.replace(folder)
-    return {"name": folder.name, **summary}
 
 
 def _normal_dataset(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], staging: pathlib.Path) -> dict[str, Any]:
@@ -225,9 +235,16 @@ def collect_images(
     """A normal-image dataset from stored image files (copied once, content-addressed names):
     ``files`` to train on (``images/``, ``training.csv``) and ``calibrate_only``, good parts as
     far as anyone knows that no model may learn from but whose scores the thresholds must cover
-    (``calibrate/``, ``calibration.csv``): the unjudged review items beside the OK ones."""
-    out = {"name": folder.name, "images": _copy_listed(folder, "images", "training.csv", files)}
-    out["calibrate_only"] = _copy_listed(folder, CALIBRATE_DIR, CALIBRATE_CSV, calibrate_only) if calibrate_only else 0
+    (``calibrate/``, ``calibration.csv``): the unjudged review items beside the OK ones. A dataset
+    of that name is replaced (nothing of it is kept: its items may have been judged since)."""
+    if not files:
+        msg = f"dataset {folder.name!r}: no stored items to collect (no images kept of the kinds asked for)"
+        raise InvalidInput(msg)
+    with staged(folder) as staging:
+        out = {"name": folder.name, "images": _copy_listed(staging, "images", "training.csv", files)}
+        out["calibrate_only"] = (
+            _copy_listed(staging, CALIBRATE_DIR, CALIBRATE_CSV, calibrate_only) if calibrate_only else 0
+        )
     return out
 
 
@@ -236,7 +253,7 @@ def _copy_listed(folder: pathlib.Path, sub: str, csv_name: str, files: list[path
     rows = []
     for f in files:
         target = folder / sub / f.name
-        if not target.exists():
+        if not target.exists():  # content-addressed: the same name, the same image
             target.write_bytes(f.read_bytes())
         rows.append([f"{sub}/{f.name}"])
     write_csv(folder / csv_name, ["x:image"], rows)

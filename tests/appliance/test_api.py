@@ -478,6 +478,17 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
         assert job["result"]["normal_images"] == 100
         assert job["result"]["review_band_images"]["calibrated_on"] > 0
 
+        # nothing to collect: refused, the dataset of that name kept as it was
+        empty = {"name": "recent", "include_ok": False, "include_false_positives": False}
+        refused = client.post("/datasets", json=empty, headers=headers)
+        assert refused.status_code == 422 and "no stored items to collect" in refused.json()["detail"]
+        assert len(list((folder / "images").iterdir())) == 100
+        # collected again: replaced, nothing of the old one left (its items may have been judged since)
+        again = client.post("/datasets", json={"name": "recent", "limit": 30}, headers=headers)
+        assert again.status_code == 201 and again.json()["images"] == 30
+        assert len(list((folder / "images").iterdir())) == 30
+        assert len(list((folder / "calibrate").iterdir())) == again.json()["calibrate_only"] < band
+
 
 def test_jobs_can_be_cancelled_and_bad_requests_are_refused(running):
     app, client, tokens, _, _ = running
