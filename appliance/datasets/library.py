@@ -56,7 +56,11 @@ CALIBRATE_DIR, CALIBRATE_CSV = "calibrate", "calibration.csv"
 def list_datasets(data_dir: pathlib.Path) -> list[dict[str, Any]]:
     root = pathlib.Path(data_dir) / "datasets"
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    return [{"name": p.name, "images": sum(1 for _ in p.rglob("*.png"))} for p in folders]
+    out = []
+    for p in folders:
+        aside = sum(1 for _ in (p / CALIBRATE_DIR).rglob("*.png"))
+        out.append({"name": p.name, "images": sum(1 for _ in p.rglob("*.png")) - aside, "calibrate_only": aside})
+    return out
 
 
 def normal_dataset_images(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:

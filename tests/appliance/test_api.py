@@ -488,6 +488,8 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
         assert again.status_code == 201 and again.json()["images"] == 30
         assert len(list((folder / "images").iterdir())) == 30
         assert len(list((folder / "calibrate").iterdir())) == again.json()["calibrate_only"] < band
+        (listed,) = [d for d in client.get("/datasets", headers=headers).json() if d["name"] == "recent"]
+        assert listed == again.json()
 
 
 def test_jobs_can_be_cancelled_and_bad_requests_are_refused(running):
