@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import re
 import uuid
 from pathlib import Path
 
@@ -359,35 +361,46 @@ def test_retraining_job_yields_a_compared_candidate(running):
     assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
 
 
+@contextlib.contextmanager
+def line_with_a_review_band(tmp_path: Path, seed: int):
+    """(source, running appliance): a synthetic line with 10 % defects judged by a small model with
+    T1 at 30 % of the good parts (a review band it surely fills), every OK image kept."""
+    from tests.helpers.appliance import SMALL, running_appliance
+
+    source = f"synth:line?size=64&fps=50&defect_rate=0.1&seed={seed}"
+    wide_band = {**SMALL, "false_alarm_rate": 0.03}
+    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as run:
+        yield source, run
+
+
+def unjudged_review_items(engine, what) -> list:
+    """``what`` of the stored review items whose alerts nobody judged yet."""
+    from sqlmodel import Session, col, select
+
+    from appliance.storage.models import Alert, Inspection
+
+    with Session(engine) as session:
+        return session.exec(
+            select(what)
+            .select_from(Inspection)
+            .join(Alert, Alert.inspection_id == Inspection.id)
+            .where(Inspection.decision == "review", col(Alert.state).in_(("open", "acknowledged")))
+        ).all()
+
+
 def test_retraining_on_recent_ok_items_calibrates_on_the_review_band_too(tmp_path):
     """The OK items are the good parts below the active T1: the unjudged review items join the
     candidate's calibration and the comparison in the share the line keeps OK images (here all)."""
     import time
 
-    from sqlmodel import Session, col, func, select
+    from sqlmodel import func
 
-    from appliance.storage.models import Alert, Inspection
-    from tests.helpers.appliance import SMALL, running_appliance
-
-    source = "synth:line?size=64&fps=50&defect_rate=0.1&seed=5"
-    wide_band = {**SMALL, "false_alarm_rate": 0.03}  # T1 at 30 %: a review band the small model surely fills
-    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as (
-        app,
-        client,
-        tokens,
-        *_,
-    ):
+    with line_with_a_review_band(tmp_path, seed=5) as (source, (app, client, tokens, *_)):
         headers = auth(tokens, "engineer")
         app.pipeline.remove_source(source)  # what the job reads stays put
 
         def review_items() -> int:
-            with Session(app.engine) as session:
-                return session.exec(
-                    select(func.count())
-                    .select_from(Inspection)
-                    .join(Alert, Alert.inspection_id == Inspection.id)
-                    .where(Inspection.decision == "review", col(Alert.state).in_(("open", "acknowledged")))
-                ).one()
+            return unjudged_review_items(app.engine, func.count())[0]
 
         previous, band = -1, review_items()
         while band != previous:  # the inspector stores what it holds (slower on a loaded machine)
@@ -402,7 +415,10 @@ def test_retraining_on_recent_ok_items_calibrates_on_the_review_band_too(tmp_pat
         # the band is split as the OK images are: a fifth compared on, a fifth of the rest calibrated on
         assert 0 < calibrated < band and compared + calibrated < band
         log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
-        assert f"calibrating on {calibrated} and comparing on {compared} of {band} images to calibrate on only" in log
+        said = re.search(r"calibrating on (\d+) and comparing on (\d+) of (\d+) images to calibrate on only", log)
+        # of the review items as far back as the newest 500 OK images go (all of them, unless the
+        # line ran long enough to keep more OK images than that before it was stopped)
+        assert said and (int(said[1]), int(said[2])) == (calibrated, compared) and int(said[3]) <= band
         comparison = job["result"]["comparison"]
         metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[
             job["result"]["candidate_version"]
@@ -416,35 +432,21 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
     them and never train on them."""
     import csv
 
-    from sqlmodel import Session, col, select
+    from appliance.storage.models import Inspection
 
-    from appliance.storage.models import Alert, Inspection
-    from tests.helpers.appliance import SMALL, running_appliance
-
-    source = "synth:line?size=64&fps=50&defect_rate=0.1&seed=6"
-    wide_band = {**SMALL, "false_alarm_rate": 0.03}  # T1 at 30 %: a review band the small model surely fills
-    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as (
-        app,
-        client,
-        tokens,
-        *_,
-    ):
+    with line_with_a_review_band(tmp_path, seed=6) as (source, (app, client, tokens, *_)):
         headers = auth(tokens, "engineer")
         made = client.post(
-            "/datasets", json={"name": "recent", "include_false_positives": False, "limit": 100}, headers=headers
-        )
+            "/datasets", json={"name": "recent", "include_false_positives": False}, headers=headers
+        )  # every OK image so far (up to 1,000), and the review items of the same span
         assert made.status_code == 201, made.text
-        assert made.json()["images"] == 100 and made.json()["calibrate_only"] > 5
+        collected, band = made.json()["images"], made.json()["calibrate_only"]
+        assert collected >= 150 and band >= 10
         folder = app.data / "datasets" / "recent"
         with (folder / "calibration.csv").open() as f:
             listed = [row[0] for row in csv.reader(f)][1:]
         assert len(listed) == made.json()["calibrate_only"] and all(r.startswith("calibrate/") for r in listed)
-        with Session(app.engine) as session:  # each one an unjudged review item's image
-            refs = session.exec(
-                select(Inspection.image_ref)
-                .join(Alert, Alert.inspection_id == Inspection.id)
-                .where(Inspection.decision == "review", col(Alert.state).in_(("open", "acknowledged")))
-            ).all()
+        refs = unjudged_review_items(app.engine, Inspection.image_ref)  # each one an unjudged review item's image
         assert {Path(r).stem for r in listed} <= {Path(r).stem for r in refs if r}
 
         taught = client.post(
@@ -456,11 +458,11 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
         assert taught.status_code == 202, taught.text
         job = wait_job(client, tokens, taught.json()["id"])
         assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
-        result, band = job["result"], made.json()["calibrate_only"]
+        result = job["result"]
         used = result["calibrate_only_images"]
         assert used["calibrated_on"] > 0 and used["tested_on"] > 0 and sum(used.values()) < band
         held = result["report"]["good_images"] - used["tested_on"]
-        assert result["train_images"] + held + result["twins_set_aside"] == 100  # the band is never trained on
+        assert result["train_images"] + held + result["twins_set_aside"] == collected  # the band is never trained on
         metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[result["candidate_version"]][
             "metrics"
         ]
@@ -475,19 +477,19 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
         )
         job = wait_job(client, tokens, retrained.json()["id"])
         assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
-        assert job["result"]["normal_images"] == 100
+        assert job["result"]["normal_images"] == collected
         assert job["result"]["review_band_images"]["calibrated_on"] > 0
 
         # nothing to collect: refused, the dataset of that name kept as it was
         empty = {"name": "recent", "include_ok": False, "include_false_positives": False}
         refused = client.post("/datasets", json=empty, headers=headers)
         assert refused.status_code == 422 and "no stored items to collect" in refused.json()["detail"]
-        assert len(list((folder / "images").iterdir())) == 100
+        assert len(list((folder / "images").iterdir())) == collected
         # collected again: replaced, nothing of the old one left (its items may have been judged since)
         again = client.post("/datasets", json={"name": "recent", "limit": 30}, headers=headers)
         assert again.status_code == 201 and again.json()["images"] == 30
         assert len(list((folder / "images").iterdir())) == 30
-        assert len(list((folder / "calibrate").iterdir())) == again.json()["calibrate_only"] < band
+        assert len(list((folder / "calibrate").glob("*"))) == again.json()["calibrate_only"] < band
         (listed,) = [d for d in client.get("/datasets", headers=headers).json() if d["name"] == "recent"]
         assert listed == again.json()
 

@@ -25,11 +25,18 @@ try:
 except ApiError as exc:
     st.error(exc.message)
     st.stop()
+
+
+def describe(dataset: dict) -> str:
+    aside = dataset.get("calibrate_only")
+    return f"{dataset['name']} ({dataset['images']} images" + (f", {aside} to calibrate on only)" if aside else ")")
+
+
 chosen = st.multiselect(
     "Uploaded datasets of normal images",
     [d["name"] for d in datasets],
     key="rt_datasets",
-    format_func=lambda n: f"{n} ({next(d['images'] for d in datasets if d['name'] == n)} images)",
+    format_func=lambda n: describe(next(d for d in datasets if d["name"] == n)),
 )
 with st.expander("Upload a folder of normal images (zip)"):
     name = st.text_input("Dataset name", key="rt_upload_name")
