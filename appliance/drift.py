@@ -66,6 +66,7 @@ class SourceWatch:
     quiet: int = 0  # windows in a row without drift while drifting
     windows: int = 0  # windows tested
     last: list[FeatureTest] = field(default_factory=list)
+    last_below: float | None = None  # the scores' cut in the last test (None: none known)
 
     def status(self, config: DriftConfig) -> dict[str, Any]:
         learning = self.reference is None
@@ -79,6 +80,7 @@ class SourceWatch:
             "window": config.window,
             "windows_tested": self.windows,
             "last_test": [t.to_dict() for t in self.last],
+            "score_below": self.last_below,
         }
 
 
@@ -146,7 +148,7 @@ class DriftWatch:
             below,
         )
         watch.windows += 1
-        watch.last = tests
+        watch.last, watch.last_below = tests, below if math.isfinite(below) else None
         drifted = [t for t in tests if t.drifted]
         new_state = watch.state
         if drifted:

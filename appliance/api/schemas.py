@@ -333,6 +333,7 @@ class DriftSourcePublic(BaseModel):
     window: int = 0
     windows_tested: int = 0
     last_test: list[DriftTestPublic] = Field(default_factory=list)
+    score_below: float | None = None  # the last test compared the scores under this (the lowest T1 either side had)
 
 
 class DriftEventPublic(BaseModel):
@@ -346,6 +347,7 @@ class DriftEventPublic(BaseModel):
     tests: list[DriftTestPublic]
     before: dict[str, list[float]] | None = None  # the reference's values per feature (one event only)
     after: dict[str, list[float]] | None = None  # the window's
+    score_below: float | None = None  # the scores compared (and in before / after) were under this
 
 
 class DriftResetIn(BaseModel):

@@ -114,13 +114,15 @@ def test_moving_the_review_threshold_is_not_a_drift_and_a_score_shift_still_is(d
         (score,) = [t for t in watch.source_status("cam", "m1")["last_test"] if t["feature"] == "score"]
         assert score["n_after"] < config.window * min(quantile, 0.9) * 1.2  # one cut for both sides
         assert score["n_before"] < config.reference * min(quantile, 0.9) * 1.2
+        below = watch.source_status("cam", "m1")["score_below"]
+        assert below == pytest.approx(law.ppf(min(quantile, 0.9)))
     fired = feed(watch, frames(rng, 10 * config.window, t1=law.ppf(0.999), shift=0.1))
     assert fired is not None and fired < 2 * config.window
     with Session(engine) as session:
         (event,) = session.exec(select(DriftEvent)).all()
         detail = json.loads(event.detail)
         assert "score" in detail["reason"] and detail["score_below"] == pytest.approx(law.ppf(0.9), rel=1e-6)
-        assert max(detail["before"]["score"] + detail["after"]["score"]) < law.ppf(0.9)
+        assert max(detail["before"]["score"] + detail["after"]["score"]) <= law.ppf(0.9) * 1.0001  # 5 digits kept
     # a reference stored before: OK scores only, no cut
     store.save_drift_reference(
         engine, source_id="cam", model_version="m0", features={"score": list(law.rvs(300, random_state=rng))}
@@ -176,6 +178,8 @@ def test_drift_of_a_folder_source_through_the_appliance_api_and_broker(tmp_path:
         assert wait_for(lambda: scored() >= written[0], timeout=60)
         (state,) = client.get("/drift", headers=h).json()
         assert state["state"] == "stable" and state["windows_tested"] == 3, state
+        t1 = client.get("/thresholds", params={"source_id": sid}, headers=h).json()["t1"]
+        assert state["score_below"] == pytest.approx(t1)  # T1 never moved: the cut is T1
         for step in range(1, 7):
             drop(20, light=0.93**step)
         assert wait_for(lambda: client.get("/drift", headers=h).json()[0]["state"] == "drifting", timeout=60)
@@ -185,6 +189,7 @@ def test_drift_of_a_folder_source_through_the_appliance_api_and_broker(tmp_path:
         drifted = {t["feature"] for t in event["tests"] if t["drifted"]}
         assert "brightness" in drifted
         assert len(event["before"]["brightness"]) == 80 and len(event["after"]["brightness"]) == 40
+        assert max(event["before"]["score"] + event["after"]["score"]) <= event["score_below"] * 1.0001  # 5 digits kept
         # what a subscriber that connects now reads: the retained state
         assert wait_for(lambda: store.outbox_backlog(app.engine, topic_prefix=app.topics.own) == 0, timeout=20)
         out = subprocess.run(

@@ -40,6 +40,7 @@ table = pd.DataFrame(
             "reference": f"{s['reference_frames']}/{s['reference_needed']}",
             "window": f"{s['window_frames']}/{s['window']}",
             "windows tested": s["windows_tested"],
+            "scores compared below": s.get("score_below"),  # the lowest T1 either side had
         }
         for s in sources
     ]

@@ -29,6 +29,7 @@ def _event(event: DriftEvent, values: bool) -> DriftEventPublic:
         tests=detail.get("tests", []),
         before=detail.get("before") if values else None,
         after=detail.get("after") if values else None,
+        score_below=detail.get("score_below"),
     )
 
 
