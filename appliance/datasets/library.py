@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
+import json
 import pathlib
 import shutil
 import tempfile
@@ -49,8 +51,9 @@ def dataset_dir(
     return folder
 
 
-# A collected dataset's images to calibrate on only (see :func:`collect_images`), with their CSV
-CALIBRATE_DIR, CALIBRATE_CSV = "calibrate", "calibration.csv"
+# A collected dataset's images to calibrate on only (see :func:`collect_images`), with their CSV,
+# and the file that marks a dataset as collected from stored items (so collecting again may replace it)
+CALIBRATE_DIR, CALIBRATE_CSV, COLLECTED = "calibrate", "calibration.csv", "collected.json"
 
 
 def list_datasets(data_dir: pathlib.Path) -> list[dict[str, Any]]:
@@ -240,7 +243,11 @@ def collect_images(
     ``files`` to train on (``images/``, ``training.csv``) and ``calibrate_only``, good parts as
     far as anyone knows that no model may learn from but whose scores the thresholds must cover
     (``calibrate/``, ``calibration.csv``): the unjudged review items beside the OK ones. A dataset
-    of that name is replaced (nothing of it is kept: its items may have been judged since)."""
+    of that name collected before is replaced (nothing of it is kept: its items may have been
+    judged since); one uploaded or made otherwise is never overwritten."""
+    if folder.exists() and not (folder / COLLECTED).is_file():
+        msg = f"dataset {folder.name!r} exists and was not collected from stored items; choose another name"
+        raise Conflict(msg)
     if not files:
         msg = f"dataset {folder.name!r}: no stored items to collect (no images kept of the kinds asked for)"
         raise InvalidInput(msg)
@@ -249,6 +256,7 @@ def collect_images(
         out["calibrate_only"] = (
             _copy_listed(staging, CALIBRATE_DIR, CALIBRATE_CSV, calibrate_only) if calibrate_only else 0
         )
+        (staging / COLLECTED).write_text(json.dumps({**out, "collected_at": dt.datetime.now(dt.UTC).isoformat()}))
     return out
 
 

@@ -492,6 +492,12 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
         assert len(list((folder / "calibrate").glob("*"))) == again.json()["calibrate_only"] < band
         (listed,) = [d for d in client.get("/datasets", headers=headers).json() if d["name"] == "recent"]
         assert listed == again.json()
+        # an uploaded dataset is never overwritten by a collection of the same name
+        mine = {"file": ("n.zip", zip_of_frames(30), "application/zip")}
+        assert client.post("/datasets/upload", params={"name": "mine"}, files=mine, headers=headers).status_code == 201
+        clash = client.post("/datasets", json={"name": "mine"}, headers=headers)
+        assert clash.status_code == 409 and "was not collected from stored items" in clash.json()["detail"]
+        assert len(list((app.data / "datasets" / "mine" / "images").iterdir())) == 30
 
 
 def test_jobs_can_be_cancelled_and_bad_requests_are_refused(running):
