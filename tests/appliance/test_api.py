@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 import uuid
@@ -361,18 +360,6 @@ def test_retraining_job_yields_a_compared_candidate(running):
     assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
 
 
-@contextlib.contextmanager
-def line_with_a_review_band(tmp_path: Path, seed: int):
-    """(source, running appliance): a synthetic line with 10 % defects judged by a small model with
-    T1 at 30 % of the good parts (a review band it surely fills), every OK image kept."""
-    from tests.helpers.appliance import SMALL, running_appliance
-
-    source = f"synth:line?size=64&fps=50&defect_rate=0.1&seed={seed}"
-    wide_band = {**SMALL, "false_alarm_rate": 0.03}
-    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as run:
-        yield source, run
-
-
 def unjudged_review_items(engine, what) -> list:
     """``what`` of the stored review items whose alerts nobody judged yet."""
     from sqlmodel import Session, col, select
@@ -388,53 +375,27 @@ def unjudged_review_items(engine, what) -> list:
         ).all()
 
 
-def test_retraining_on_recent_ok_items_calibrates_on_the_review_band_too(tmp_path):
-    """The OK items are the good parts below the active T1: the unjudged review items join the
-    candidate's calibration and the comparison in the share the line keeps OK images (here all)."""
+def test_the_review_band_is_calibrated_on_never_trained_on_in_retraining_and_in_collected_datasets(tmp_path):
+    """The OK items are the good parts below the active T1. A dataset collected from recent OK
+    items takes the unjudged review items of the same span into its ``calibrate`` folder; teaching
+    from it and retraining on it calibrate (and test) on them and never train on them. Retraining
+    on recent OK items takes them too, in the share the line keeps OK images (here all)."""
+    import csv
     import time
 
     from sqlmodel import func
 
-    with line_with_a_review_band(tmp_path, seed=5) as (source, (app, client, tokens, *_)):
-        headers = auth(tokens, "engineer")
-        app.pipeline.remove_source(source)  # what the job reads stays put
-
-        def review_items() -> int:
-            return unjudged_review_items(app.engine, func.count())[0]
-
-        previous, band = -1, review_items()
-        while band != previous:  # the inspector stores what it holds (slower on a loaded machine)
-            time.sleep(1.0)
-            previous, band = band, review_items()
-        assert band >= 10, f"the small model flags some parts for review: {band}"
-        started = client.post("/jobs/retrain", json={"epochs": 1, "include_false_positives": False}, headers=headers)
-        job = wait_job(client, tokens, started.json()["id"])
-        assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
-        used = job["result"]["review_band_images"]
-        compared, calibrated = used["compared_on"], used["calibrated_on"]
-        # the band is split as the OK images are: a fifth compared on, a fifth of the rest calibrated on
-        assert 0 < calibrated < band and compared + calibrated < band
-        log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
-        said = re.search(r"calibrating on (\d+) and comparing on (\d+) of (\d+) images to calibrate on only", log)
-        # of the review items as far back as the newest 500 OK images go (all of them, unless the
-        # line ran long enough to keep more OK images than that before it was stopped)
-        assert said and (int(said[1]), int(said[2])) == (calibrated, compared) and int(said[3]) <= band
-        comparison = job["result"]["comparison"]
-        metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[
-            job["result"]["candidate_version"]
-        ]["metrics"]
-        assert metrics["calibration"]["n"] > calibrated and comparison["held_out_normal_images"] > compared
-
-
-def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only(tmp_path):
-    """A dataset collected from recent OK items takes the unjudged review items of the same span
-    into its ``calibrate`` folder; teaching from it and retraining on it calibrate (and test) on
-    them and never train on them."""
-    import csv
-
     from appliance.storage.models import Inspection
+    from tests.helpers.appliance import SMALL, running_appliance
 
-    with line_with_a_review_band(tmp_path, seed=6) as (source, (app, client, tokens, *_)):
+    source = "synth:line?size=64&fps=50&defect_rate=0.1&seed=6"
+    wide_band = {**SMALL, "false_alarm_rate": 0.03}  # T1 at 30 %: a review band the small model surely fills
+    with running_appliance(tmp_path, "sqlite", source, min_scored=300, keep_ok_images=1.0, detector=wide_band) as (
+        app,
+        client,
+        tokens,
+        *_,
+    ):
         headers = auth(tokens, "engineer")
         made = client.post(
             "/datasets", json={"name": "recent", "include_false_positives": False}, headers=headers
@@ -469,7 +430,35 @@ def test_a_dataset_of_recent_ok_items_keeps_the_review_band_to_calibrate_on_only
         assert metrics["calibration"]["n"] > used["calibrated_on"]
         assert "to calibrate on only" in client.get(f"/jobs/{job['id']}/log", headers=headers).text
 
-        app.pipeline.remove_source(source)
+        app.pipeline.remove_source(source)  # what the jobs read stays put
+
+        # retraining on recent OK items: the review band joins the calibration and the comparison
+        def review_items() -> int:
+            return unjudged_review_items(app.engine, func.count())[0]
+
+        previous, stored = -1, review_items()
+        while stored != previous:  # the inspector stores what it holds (slower on a loaded machine)
+            time.sleep(1.0)
+            previous, stored = stored, review_items()
+        body = {"epochs": 1, "include_false_positives": False, "max_images": 200}
+        started = client.post("/jobs/retrain", json=body, headers=headers)
+        job = wait_job(client, tokens, started.json()["id"])
+        assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        used = job["result"]["review_band_images"]
+        compared, calibrated = used["compared_on"], used["calibrated_on"]
+        # the band is split as the OK images are: a fifth compared on, a fifth of the rest calibrated on
+        assert 0 < calibrated < stored and compared + calibrated < stored
+        log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        said = re.search(r"calibrating on (\d+) and comparing on (\d+) of (\d+) images to calibrate on only", log)
+        # of the review items as far back as the newest 200 OK images go
+        assert said and (int(said[1]), int(said[2])) == (calibrated, compared) and int(said[3]) <= stored
+        comparison = job["result"]["comparison"]
+        metrics = {m["version"]: m for m in client.get("/models", headers=headers).json()}[
+            job["result"]["candidate_version"]
+        ]["metrics"]
+        assert metrics["calibration"]["n"] > calibrated and comparison["held_out_normal_images"] > compared
+
+        # retraining on the dataset: its calibrate folder, never trained on
         retrained = client.post(
             "/jobs/retrain",
             json={"epochs": 1, "include_ok": False, "include_false_positives": False, "datasets": ["recent"]},
