@@ -56,6 +56,7 @@ def review_band_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -
     may be a defect: these count as good, which can only raise the thresholds (30 % defects:
     0.19 %). With datasets: their ``calibrate`` folders (collected so: ``POST /datasets``)."""
     files = [f for name in params.get("datasets", []) for f in normal_dataset_images(dataset_dir(data_dir, name))[1]]
+    files = without_confirmed(engine, files)
     keep = float(params.get("keep_ok_images", 0.0))
     if not params.get("include_ok", True) or keep <= 0:
         return files
@@ -67,6 +68,14 @@ def review_band_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -
     refs = queries.image_refs(engine, decision="review", alert_state=("open", "acknowledged"), since=since)
     chosen = np.random.default_rng(0).random(len(refs)) < keep
     return [images.source(r) for r, c in zip(refs, chosen, strict=True) if c and images.path(r).is_file()] + files
+
+
+def without_confirmed(engine: Engine, files: list[Path]) -> list[Path]:
+    """``files`` (a dataset's images to calibrate on: review items nobody had judged when it was
+    collected) less those confirmed as defects since (stored and collected images share their
+    content-addressed names)."""
+    confirmed = {Path(r).stem for r in queries.image_refs(engine, alert_state="confirmed")}
+    return [f for f in files if f.stem not in confirmed]
 
 
 def confirmed_defect_images(engine: Engine, data_dir: Path) -> list[Path]:

@@ -27,6 +27,7 @@ from appliance.jobs import JobContext
 from appliance.storage import store
 from appliance.teach import TeachFrames
 from appliance.workflows.detector import FitOptions, detector_report, fit, frame_format, load_images
+from appliance.workflows.retrain import without_confirmed
 from models import bundle as bundle_io
 from models.calibration import HOLDOUT_ORDER, CalibrationError, calibrate_only_split, holdout_split
 from models.detector.twins import twin_links
@@ -52,14 +53,14 @@ def good_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
     return find_images(params["folder"])
 
 
-def calibrate_only_images(data_dir: Path, params: dict[str, Any]) -> list[Path]:
+def calibrate_only_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
     """Good parts to calibrate and test on, never to train on: a collected dataset's ``calibrate``
     folder (the unjudged review items beside its OK items: without them the thresholds would
-    rest on the good parts below the old model's T1 alone)."""
+    rest on the good parts below the old model's T1 alone), less those confirmed as defects since."""
     if params.get("source", "live") != "dataset":
         return []
     folder = dataset_dir(data_dir, params["dataset"], must_exist=True)
-    return [] if (folder / "train" / "good").is_dir() else normal_dataset_images(folder)[1]
+    return [] if (folder / "train" / "good").is_dir() else without_confirmed(engine, normal_dataset_images(folder)[1])
 
 
 def split(paths: list[Path], share: float, twins: np.ndarray | None = None) -> tuple[list[Path], list[Path]]:
@@ -144,7 +145,7 @@ def teach(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, Any
         shutil.rmtree(work)
     _place(train, work / "train" / "good")
     _place(held, work / "test" / "good")
-    band = calibrate_only_images(data_dir, params)
+    band = calibrate_only_images(engine, data_dir, params)
     to_test, to_fit = calibrate_only_split(
         len(band), len(held) / max(len(held) + len(train), 1), options.config().holdout if band else 0.0
     )

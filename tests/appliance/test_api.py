@@ -431,6 +431,19 @@ def test_the_review_band_is_calibrated_on_never_trained_on_in_retraining_and_in_
         assert "to calibrate on only" in client.get(f"/jobs/{job['id']}/log", headers=headers).text
 
         app.pipeline.remove_source(source)  # what the jobs read stays put
+        # one of the dataset's review items is judged a defect after the collection: never calibrated on again
+        from sqlmodel import Session, select
+
+        from appliance.storage.models import Alert
+
+        with Session(app.engine) as session:
+            judged = next(
+                a.id
+                for a, i in session.exec(select(Alert, Inspection).where(Alert.inspection_id == Inspection.id))
+                if i.image_ref and Path(i.image_ref).stem == Path(listed[0]).stem
+            )
+        verdict = client.post(f"/alerts/{judged}/verdict", json={"verdict": "confirmed"}, headers=headers)
+        assert verdict.status_code == 200, verdict.text
 
         # retraining on recent OK items: the review band joins the calibration and the comparison
         def review_items() -> int:
@@ -468,6 +481,8 @@ def test_the_review_band_is_calibrated_on_never_trained_on_in_retraining_and_in_
         assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
         assert job["result"]["normal_images"] == collected
         assert job["result"]["review_band_images"]["calibrated_on"] > 0
+        log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
+        assert f"of {band - 1} images to calibrate on only" in log  # the one judged a defect left out
 
         # nothing to collect: refused, the dataset of that name kept as it was
         empty = {"name": "recent", "include_ok": False, "include_false_positives": False}
