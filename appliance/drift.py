@@ -194,7 +194,7 @@ class DriftWatch:
             "tests": [t.to_dict() for t in tests],
             "before": _values(normal_looking(watch.reference, below)),
             "after": _values(normal_looking(current, below)),
-            "score_below": below if math.isfinite(below) else None,
+            "score_below": watch.last_below,
             "config": self.config.__dict__,
         }
         message = {

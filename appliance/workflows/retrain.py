@@ -55,8 +55,7 @@ def review_band_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -
     defects: 4.3 % of new good parts NG at a nominal 1 %; 0.85 % with the band). An unjudged item
     may be a defect: these count as good, which can only raise the thresholds (30 % defects:
     0.19 %). With datasets: their ``calibrate`` folders (collected so: ``POST /datasets``)."""
-    files = [f for name in params.get("datasets", []) for f in normal_dataset_images(dataset_dir(data_dir, name))[1]]
-    files = without_confirmed(engine, files)
+    files = dataset_calibrate_images(engine, data_dir, params.get("datasets", []))
     keep = float(params.get("keep_ok_images", 0.0))
     if not params.get("include_ok", True) or keep <= 0:
         return files
@@ -70,11 +69,12 @@ def review_band_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -
     return [images.source(r) for r, c in zip(refs, chosen, strict=True) if c and images.path(r).is_file()] + files
 
 
-def without_confirmed(engine: Engine, files: list[Path]) -> list[Path]:
-    """``files`` (a dataset's images to calibrate on: review items nobody had judged when it was
-    collected) less those confirmed as defects since (stored and collected images share their
+def dataset_calibrate_images(engine: Engine, data_dir: Path, names: list[str]) -> list[Path]:
+    """The named datasets' images to calibrate on only (review items nobody had judged when they
+    were collected) less those confirmed as defects since (stored and collected images share their
     content-addressed names)."""
     confirmed = {Path(r).stem for r in queries.image_refs(engine, alert_state="confirmed")}
+    files = [f for name in names for f in normal_dataset_images(dataset_dir(data_dir, name))[1]]
     return [f for f in files if f.stem not in confirmed]
 
 

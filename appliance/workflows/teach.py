@@ -27,7 +27,7 @@ from appliance.jobs import JobContext
 from appliance.storage import store
 from appliance.teach import TeachFrames
 from appliance.workflows.detector import FitOptions, detector_report, fit, frame_format, load_images
-from appliance.workflows.retrain import without_confirmed
+from appliance.workflows.retrain import dataset_calibrate_images
 from models import bundle as bundle_io
 from models.calibration import HOLDOUT_ORDER, CalibrationError, calibrate_only_split, holdout_split
 from models.detector.twins import twin_links
@@ -60,7 +60,9 @@ def calibrate_only_images(engine: Engine, data_dir: Path, params: dict[str, Any]
     if params.get("source", "live") != "dataset":
         return []
     folder = dataset_dir(data_dir, params["dataset"], must_exist=True)
-    return [] if (folder / "train" / "good").is_dir() else without_confirmed(engine, normal_dataset_images(folder)[1])
+    return (
+        [] if (folder / "train" / "good").is_dir() else dataset_calibrate_images(engine, data_dir, [params["dataset"]])
+    )
 
 
 def split(paths: list[Path], share: float, twins: np.ndarray | None = None) -> tuple[list[Path], list[Path]]:
