@@ -56,6 +56,8 @@ class Convolution(Function):
         self.geo = win.Geometry(n, c, spatial, pads, kernel, stride, dilation, out, x.dtype)
         self.col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
         self.w, self.group, self.kernel = w.reshape(group, oc // group, -1), group, kernel
+        self.transposed = _transposed_geometry(self.geo, oc, group)
+        self.w_full = w
         y = group_matmul(self.w, self.col).reshape(oc, -1)
         if b is not None:
             y += b.reshape(-1, 1)
@@ -65,7 +67,9 @@ class Convolution(Function):
         group, oc = self.group, g.shape[1]
         g_grid = self.geo.to_grid(g).reshape(group, oc // group, -1)
         gx = gw = gb = None
-        if self.needs_grad[0]:
+        if self.needs_grad[0] and self.transposed is not None:
+            gx = self._input_gradient_by_convolution(g)
+        elif self.needs_grad[0]:
             dcol = group_matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, self.geo.columns)
             gx = self.geo.crop(self.geo.col2im(dcol))
         if self.needs_grad[1]:
@@ -73,6 +77,27 @@ class Convolution(Function):
         if self.needs_grad[2]:
             gb = g.sum(axis=(0, *range(2, g.ndim)))
         return gx, gw, gb
+
+    def _input_gradient_by_convolution(self, g: np.ndarray) -> np.ndarray:
+        """The input gradient as the convolution of ``g`` with the flipped, transposed kernel: its
+        im2col has OC·K rows where col2im would add C·K, and its GEMM runs over OC·K instead of OC."""
+        geo = self.transposed
+        axes = tuple(range(2, self.w_full.ndim))
+        flipped = np.ascontiguousarray(np.flip(self.w_full, axes).swapaxes(0, 1)).reshape(self.geo.c, -1)
+        return geo.from_grid(flipped @ geo.im2col(geo.pad(g)))
+
+
+def _transposed_geometry(geo: win.Geometry, oc: int, group: int) -> win.Geometry | None:
+    """The geometry of the input gradient computed as a stride-1 convolution of the output
+    gradient, where that is the cheaper way: one group, stride 1, no more output channels than
+    input channels, and padding within the kernel's span (else None: col2im)."""
+    spans = [d * (k - 1) for k, d in zip(geo.kernel, geo.dilation, strict=True)]
+    if group != 1 or any(s != 1 for s in geo.stride) or oc > geo.c:
+        return None
+    if any(lo > span or hi > span for (lo, hi), span in zip(geo.pads, spans, strict=True)):
+        return None
+    pads = tuple((span - lo, span - hi) for (lo, hi), span in zip(geo.pads, spans, strict=True))
+    return win.Geometry(geo.n, oc, geo.out, pads, geo.kernel, geo.stride, geo.dilation, geo.spatial, geo.dtype)
 
 
 class Deconvolution(Function):

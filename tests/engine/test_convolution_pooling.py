@@ -55,6 +55,13 @@ CONV_CASES = [
     ((2, 2, 8, 7), (3, 2, 2, 3), 0, (2, 3), 1, 1),
     ((2, 2, 9), (3, 2, 3), 1, 1, 1, 1),  # 1-D sensor window
     ((2, 4, 11), (2, 2, 3), 2, 2, 2, 2),
+    # no more outputs than inputs at stride 1: the input gradient is a convolution of the output's
+    ((2, 5, 6, 5), (3, 5, 3, 3), 1, 1, 1, 1),
+    ((2, 4, 7, 6), (4, 4, 3, 2), ((1, 2), (0, 1)), 1, (1, 2), 1),
+    ((2, 4, 9), (2, 4, 3), 1, 1, 2, 1),
+    ((1, 3, 4, 4, 3), (2, 3, 3, 3, 3), 1, 1, 1, 1),
+    ((2, 3, 5, 4), (3, 3, 1, 1), 0, 1, 1, 1),
+    ((2, 3, 6, 6), (2, 3, 3, 3), 3, 1, 1, 1),  # padded beyond the kernel: col2im again
 ]
 
 
@@ -69,6 +76,17 @@ def test_convolution_forward_and_gradients(case):
     dl = dilation if isinstance(dilation, tuple) else (dilation,) * nd
     np.testing.assert_allclose(y, direct_convolution(x, w, b, pads, st, dl, group), atol=1e-10)
     gradcheck(lambda x, w, b: F.convolution(x, w, b, pad=pad, stride=stride, dilation=dilation, group=group), [x, w, b])
+
+
+def test_the_input_gradient_is_a_convolution_where_that_is_cheaper():
+    """Where the output has no more channels than the input (stride 1, one group) the input
+    gradient is the convolution of the output gradient with the flipped kernel, else col2im."""
+    x, w = Tensor(randn(2, 5, 6, 5), requires_grad=True), Tensor(randn(3, 5, 3, 3), requires_grad=True)
+    assert F.convolution(x, w, pad=1)._ctx.transposed is not None
+    for kwargs in ({"pad": 1, "stride": 2}, {"pad": 3}):
+        assert F.convolution(x, w, **kwargs)._ctx.transposed is None
+    wider = Tensor(randn(8, 5, 3, 3), requires_grad=True)
+    assert F.convolution(x, wider, pad=1)._ctx.transposed is None
 
 
 @pytest.mark.parametrize("mode,expected", [("valid", (5, 4)), ("same", (7, 6)), ("full", (9, 8))])
