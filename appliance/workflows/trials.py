@@ -139,7 +139,8 @@ def plot_tradeoff(path: Path, rows: Sequence[dict[str, Any]], error_name: str) -
     ax.set_ylabel(f"validation error ({error_name})")
     ax.set_title(f"structure search: {len(rows)} trials")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if shown:  # a search stopped before any trial finished has nothing to name
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
