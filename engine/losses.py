@@ -206,19 +206,11 @@ def ssim(x: Any, y: Any, window: int = 11, sigma: float = 1.5, data_range: float
     **Shape:** → (N, C, H, W).
     """
     x, y = as_tensor(x), as_tensor(y)
-    c = x.shape[1]
     g = gaussian_kernel(window, sigma).astype(x.dtype)
-    rows = np.broadcast_to(g.reshape(1, 1, 1, window), (c, 1, 1, window))
-    cols = np.broadcast_to(g.reshape(1, 1, window, 1), (c, 1, window, 1))
-
-    def blur(t: Any) -> Tensor:
-        t = F.depthwise_convolution(t, rows, border_mode="same")
-        return F.depthwise_convolution(t, cols, border_mode="same")
-
-    norm = blur(np.ones((1, c, *x.shape[2:]), dtype=x.dtype)).data
+    norm = F.separable_filter(np.ones((1, 1, *x.shape[2:]), dtype=x.dtype), g).data
 
     def local_mean(t: Tensor) -> Tensor:
-        return blur(t) / norm
+        return F.separable_filter(t, g) / norm
 
     mu_x, mu_y = local_mean(x), local_mean(y)
     var_x = local_mean(x * x) - mu_x * mu_x

@@ -40,6 +40,7 @@ from engine.functions.convolution import (
     convolution,
     deconvolution,
     depthwise_convolution,
+    separable_filter,
 )
 from engine.functions.normalization import batch_normalization, dropout
 from engine.functions.pooling import (
@@ -99,6 +100,7 @@ __all__ = [
     "sqrt",
     "sub",
     "sum",
+    "separable_filter",
     "sum_pooling",
     "swish",
     "tanh",

@@ -234,3 +234,25 @@ def test_bilinear_upsample_values_and_gradients():
     np.testing.assert_allclose(y[..., 0, 0], x[..., 0, 0])  # clamped at the border
     gradcheck(lambda x: F.upsample(x, 2, mode="bilinear"), [x])
     gradcheck(lambda x: F.upsample(x, size=(7,), mode="bilinear"), [randn(2, 2, 3)])
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,axes",
+    [
+        ((2, 3, 6, 5), [0.25, 0.5, 0.25], (2, 3)),
+        ((2, 2, 9), [1.0, -2.0, 0.5, 3.0, 0.1], (2,)),
+        ((1, 2, 4, 5, 3), [0.2, 0.7, 0.1], (2, 3, 4)),
+    ],
+)
+def test_separable_filter_values_and_gradients(shape, kernel, axes):
+    """Each axis in turn, zero padded, the same size out: a 2-D one equals the K×K convolution of
+    the outer product; gradients checked numerically (an asymmetric kernel too)."""
+    x = randn(*shape)
+    gradcheck(lambda x: F.separable_filter(x, kernel, axes), [x])
+    if len(axes) == 2:
+        k = np.asarray(kernel)
+        full = np.broadcast_to(np.outer(k, k), (shape[1], 1, len(k), len(k)))
+        expected = F.depthwise_convolution(x, full, pad=len(k) // 2).data
+        np.testing.assert_allclose(F.separable_filter(x, kernel, axes).data, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="odd length"):
+        F.separable_filter(x, [0.5, 0.5])
