@@ -55,37 +55,47 @@ class Convolution(Function):
             msg = f"convolution: kernel {tuple(kernel)} does not fit input {tuple(spatial)} with pads {pads}"
             raise ValueError(msg)
         self.geo = win.Geometry(n, c, spatial, pads, kernel, stride, dilation, out, x.dtype)
-        self.col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
+        col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
         self.w, self.group, self.kernel = w.reshape(group, oc // group, -1), group, kernel
+        # where the gradients come from the output gradient's columns, the input is kept instead of
+        # its columns (K times its size)
         self.transposed = _transposed_geometry(self.geo, oc, group)
-        self.w_full = w
-        y = group_matmul(self.w, self.col).reshape(oc, -1)
+        self.w_full, self.x, self.col = w, x, col if self.transposed is None else None
+        y = group_matmul(self.w, col).reshape(oc, -1)
         if b is not None:
             y += b.reshape(-1, 1)
         return self.geo.from_grid(y)
 
     def backward(self, g):
+        gb = g.sum(axis=(0, *range(2, g.ndim))) if self.needs_grad[2] else None
+        if self.transposed is not None:
+            return (*self._gradients_by_convolution(g), gb)
         group, oc = self.group, g.shape[1]
         g_grid = self.geo.to_grid(g).reshape(group, oc // group, -1)
-        gx = gw = gb = None
-        if self.needs_grad[0] and self.transposed is not None:
-            gx = self._input_gradient_by_convolution(g)
-        elif self.needs_grad[0]:
+        gx = gw = None
+        if self.needs_grad[0]:
             dcol = group_matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, self.geo.columns)
             gx = self.geo.crop(self.geo.col2im(dcol))
         if self.needs_grad[1]:
             gw = group_matmul(g_grid, self.col.transpose(0, 2, 1)).reshape(oc, -1, *self.kernel)
-        if self.needs_grad[2]:
-            gb = g.sum(axis=(0, *range(2, g.ndim)))
         return gx, gw, gb
 
-    def _input_gradient_by_convolution(self, g: np.ndarray) -> np.ndarray:
-        """The input gradient as the convolution of ``g`` with the flipped, transposed kernel: its
-        im2col has OC·K rows where col2im would add C·K, and its GEMM runs over OC·K instead of OC."""
-        geo = self.transposed
-        axes = tuple(range(2, self.w_full.ndim))
-        flipped = np.ascontiguousarray(np.flip(self.w_full, axes).swapaxes(0, 1)).reshape(self.geo.c, -1)
-        return geo.from_grid(flipped @ geo.im2col(geo.pad(g)))
+    def _gradients_by_convolution(self, g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Both gradients from the columns of ``g`` padded for the flipped kernel (OC·K rows, where
+        col2im would add C·K): the input's is their product with the flipped, transposed kernel,
+        the weight's their product with the input on the same grid (kernel offsets flipped back)."""
+        geo, w = self.transposed, self.w_full
+        spatial_axes = tuple(range(2, w.ndim))
+        cols = geo.im2col(geo.pad(g))
+        gx = gw = None
+        if self.needs_grad[0]:
+            flipped = np.ascontiguousarray(np.flip(w, spatial_axes).swapaxes(0, 1)).reshape(self.geo.c, -1)
+            gx = geo.from_grid(flipped @ cols)
+        if self.needs_grad[1]:
+            per_offset = (cols @ geo.to_grid(self.x).T).reshape(w.shape[0], *self.kernel, w.shape[1])
+            kernel_axes = tuple(range(1, w.ndim - 1))  # (OC, *k, C)
+            gw = np.ascontiguousarray(np.moveaxis(np.flip(per_offset, kernel_axes), -1, 1))
+        return gx, gw
 
 
 def _transposed_geometry(geo: win.Geometry, oc: int, group: int) -> win.Geometry | None:

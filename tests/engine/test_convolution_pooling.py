@@ -78,11 +78,13 @@ def test_convolution_forward_and_gradients(case):
     gradcheck(lambda x, w, b: F.convolution(x, w, b, pad=pad, stride=stride, dilation=dilation, group=group), [x, w, b])
 
 
-def test_the_input_gradient_is_a_convolution_where_that_is_cheaper():
-    """Where the output has no more channels than the input (stride 1, one group) the input
-    gradient is the convolution of the output gradient with the flipped kernel, else col2im."""
+def test_gradients_come_from_the_output_gradients_columns_where_that_is_cheaper():
+    """Where the output has no more channels than the input (stride 1, one group) both gradients
+    come from the columns of the output gradient (the input's is its convolution with the flipped
+    kernel) and the input is kept instead of its K times larger columns; else im2col / col2im."""
     x, w = Tensor(randn(2, 5, 6, 5), requires_grad=True), Tensor(randn(3, 5, 3, 3), requires_grad=True)
-    assert F.convolution(x, w, pad=1)._ctx.transposed is not None
+    ctx = F.convolution(x, w, pad=1)._ctx
+    assert ctx.transposed is not None and ctx.col is None
     for kwargs in ({"pad": 1, "stride": 2}, {"pad": 3}):
         assert F.convolution(x, w, **kwargs)._ctx.transposed is None
     wider = Tensor(randn(8, 5, 3, 3), requires_grad=True)
