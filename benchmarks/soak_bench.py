@@ -2,6 +2,7 @@
 
     python benchmarks/soak_bench.py [--minutes 30] [--fps 50] [--defect-rate 0.05] [--readers 2]
                                     [--database-url postgresql+psycopg://…] [--data DIR]
+                                    [--bursts EVERY:LENGTH]
 
 Starts ``appliance run`` as a plant would (its own process, settings from a file: a synthetic
 line at ``--fps``, SQLite in the data folder or ``--database-url``, a private Mosquitto), with
@@ -17,6 +18,11 @@ warm-up: caches, the drift reference, the metrics' windows filling), descriptors
 the start and end of that half, disk per million frames, and every alert the broker delivered
 against the alerts the appliance stored. Goals: memory slope within noise (≤ 5 MB/hour),
 descriptors and threads flat, no alert missing.
+
+``--bursts 10:3`` loads the machine the same way again and again: every 10 minutes, for 3, one
+busy process per core starves the appliance (as other work on a shared box does), which then falls
+behind and catches up. It prints each burst's highest resident memory and the memory before the
+next one: bounded memory stops rising after the first bursts, a leak steps up with every one.
 """
 
 from __future__ import annotations
@@ -106,6 +112,54 @@ def alert_count(client: httpx.Client) -> int:
     return int(client.get("/alerts", params={"limit": 1}).json()["count"])
 
 
+class Bursts:
+    """Every ``every`` seconds, ``length`` seconds of one busy process per core."""
+
+    def __init__(self, spec: str) -> None:
+        every, length = (float(v) * 60 for v in spec.split(":"))
+        if not 0 < length < every:
+            sys.exit(f"--bursts {spec}: the burst must be shorter than the time between bursts")
+        self.every, self.length = every, length
+        self.hogs: list[subprocess.Popen] = []
+
+    def burst_of(self, t: float) -> int | None:
+        """The burst running at ``t`` seconds into the soak (1, 2, …), None between bursts."""
+        k, into = divmod(t, self.every)
+        return int(k) if k >= 1 and into < self.length else None
+
+    def at(self, t: float) -> int | None:
+        burst = self.burst_of(t)
+        if burst and not self.hogs:
+            command = [sys.executable, "-c", "while True: pass"]
+            self.hogs = [subprocess.Popen(command) for _ in range(os.cpu_count() or 1)]
+        elif not burst:
+            self.stop()
+        return burst
+
+    def stop(self) -> None:
+        for hog in self.hogs:
+            hog.kill()
+            hog.wait()
+        self.hogs = []
+
+
+def burst_table(samples: list[dict], bursts: Bursts) -> list[dict]:
+    """Per burst: the highest resident memory during it and until the next, and the last sample
+    before the next one starts (settled)."""
+    rows = []
+    for k in sorted({s["burst"] for s in samples if s["burst"]}):
+        start = k * bursts.every
+        window = [s for s in samples if start <= s["t"] < start + bursts.every]
+        rows.append(
+            {
+                "burst": k,
+                "highest_mb": round(max(s["rss_mb"] for s in window), 1),
+                "settled_mb": round(window[-1]["rss_mb"], 1),
+            }
+        )
+    return rows
+
+
 def slope_per_hour(t: np.ndarray, v: np.ndarray) -> float:
     return float(np.polyfit(t / 3600, v, 1)[0]) if len(t) > 1 else 0.0
 
@@ -119,7 +173,9 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=15, help="seconds between samples")
     parser.add_argument("--database-url", help="default: SQLite in the data folder")
     parser.add_argument("--data", type=Path, help="data folder (kept; a trained model in it is reused)")
+    parser.add_argument("--bursts", help="EVERY:LENGTH minutes: repeated load, one busy process per core")
     args = parser.parse_args()
+    bursts = Bursts(args.bursts) if args.bursts else None
 
     with tempfile.TemporaryDirectory() as tmp, private_mosquitto() as mqtt:
         data = args.data or Path(tmp) / "var"
@@ -169,14 +225,17 @@ def main() -> None:
             alerts_before = alert_count(client)
             samples = []
             start = time.monotonic()
-            print("| " + " | ".join(COLUMNS) + " |")
-            print("|---|---|---|---|---|---|---|---|")
+            columns = (*COLUMNS, "burst") if bursts else COLUMNS
+            print("| " + " | ".join(columns) + " |")
+            print("|---" * len(columns) + "|")
+            burst = None
             while time.monotonic() - start < args.minutes * 60:
                 time.sleep(args.sample)
+                burst = bursts.at(time.monotonic() - start) if bursts else None
                 if process.poll() is not None:
                     sys.exit(f"appliance run ended with code {process.returncode} during the soak")
                 frames = client.get("/sources").json()[source]["scored"]
-                s = proc_stats(process.pid) | {"t": time.monotonic() - start, "frames": frames}
+                s = proc_stats(process.pid) | {"t": time.monotonic() - start, "frames": frames, "burst": burst}
                 db = database_mb(data, args.database_url)
                 s |= {"db_mb": db, "images_mb": folder_mb(data / "images")}
                 per_frame = (
@@ -187,10 +246,12 @@ def main() -> None:
                 samples.append(s)
                 print(
                     f"| {s['t'] / 60:.1f} | {frames:,} | {s['rss_mb']:.1f} | {s['fds']} | {s['threads']} "
-                    f"| {per_frame:.2f} | {db:.1f} | {s['images_mb']:.1f} |",
+                    f"| {per_frame:.2f} | {db:.1f} | {s['images_mb']:.1f} |" + (f" {burst or ''} |" if bursts else ""),
                     flush=True,
                 )
             stop.set()
+            if bursts:
+                bursts.stop()
             time.sleep(3)  # the last alerts reach the subscriber
             half = samples[len(samples) // 2 :]
             t, rss = np.array([s["t"] for s in half]), np.array([s["rss_mb"] for s in half])
@@ -208,6 +269,8 @@ def main() -> None:
                 "disk_mb_per_million_frames": round(disk / max(frames, 1) * 1e6, 1),
                 "api_errors": len(errors),
             }
+            if bursts:
+                summary["bursts"] = burst_table(samples, bursts)
             if subscriber is not None:
                 summary["alerts_stored"] = alert_count(client) - alerts_before
                 summary["alerts_received"] = len(received)
@@ -215,6 +278,8 @@ def main() -> None:
             if errors:
                 print("first API errors:", *errors[:5], sep="\n  ")
         finally:
+            if bursts:
+                bursts.stop()
             process.terminate()
             process.wait(30)
             if subscriber is not None:

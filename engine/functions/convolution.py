@@ -99,9 +99,10 @@ class Convolution(Function):
 
 
 def _transposed_geometry(geo: win.Geometry, oc: int, group: int) -> win.Geometry | None:
-    """The geometry of the input gradient computed as a stride-1 convolution of the output
-    gradient, where that is the cheaper way: one group, stride 1, no more output channels than
-    input channels, and padding within the kernel's span (else None: col2im)."""
+    """The geometry on which both gradients come from the output gradient's columns (the input's
+    as a stride-1 convolution of it with the flipped kernel), where that is the cheaper way: one
+    group, stride 1, no more output channels than input channels, padding within the kernel's
+    span (else None: the input's columns are kept, and col2im gives the input gradient)."""
     spans = [d * (k - 1) for k, d in zip(geo.kernel, geo.dilation, strict=True)]
     if group != 1 or any(s != 1 for s in geo.stride) or oc > geo.c:
         return None
