@@ -2,7 +2,7 @@
 
     python benchmarks/soak_bench.py [--minutes 30] [--fps 50] [--defect-rate 0.05] [--readers 2]
                                     [--database-url postgresql+psycopg://…] [--data DIR]
-                                    [--bursts EVERY:LENGTH]
+                                    [--bursts EVERY:LENGTH[:HOGS]]
 
 Starts ``appliance run`` as a plant would (its own process, settings from a file: a synthetic
 line at ``--fps``, SQLite in the data folder or ``--database-url``, a private Mosquitto), with
@@ -19,10 +19,11 @@ the start and end of that half, disk per million frames, and every alert the bro
 against the alerts the appliance stored. Goals: memory slope within noise (≤ 5 MB/hour),
 descriptors and threads flat, no alert missing.
 
-``--bursts 10:3`` loads the machine the same way again and again: every 10 minutes, for 3, one
-busy process per core starves the appliance (as other work on a shared box does), which then falls
-behind and catches up. It prints each burst's highest resident memory and the memory before the
-next one: bounded memory stops rising after the first bursts, a leak steps up with every one.
+``--bursts 10:3`` loads the machine the same way again and again: every 10 minutes, for 3, busy
+processes (four per core unless ``:HOGS`` says how many) starve the appliance, as other work on a
+shared box does; it falls behind and catches up. It prints each burst's highest resident memory and
+the memory before the next one: bounded memory stops rising after the first bursts, a leak steps up
+with every one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,13 +115,14 @@ def alert_count(client: httpx.Client) -> int:
 
 
 class Bursts:
-    """Every ``every`` seconds, ``length`` seconds of one busy process per core."""
+    """Every ``every`` seconds, ``length`` seconds of ``hogs`` busy processes."""
 
     def __init__(self, spec: str) -> None:
-        every, length = (float(v) * 60 for v in spec.split(":"))
-        if not 0 < length < every:
-            sys.exit(f"--bursts {spec}: the burst must be shorter than the time between bursts")
-        self.every, self.length = every, length
+        every, length, *hogs = spec.split(":")
+        self.every, self.length = float(every) * 60, float(length) * 60
+        self.count = int(hogs[0]) if hogs else 4 * (os.cpu_count() or 1)
+        if not 0 < self.length < self.every or self.count < 1:
+            sys.exit(f"--bursts {spec}: the burst must be shorter than the time between bursts, with a busy process")
         self.hogs: list[subprocess.Popen] = []
 
     def burst_of(self, t: float) -> int | None:
@@ -131,7 +134,7 @@ class Bursts:
         burst = self.burst_of(t)
         if burst and not self.hogs:
             command = [sys.executable, "-c", "while True: pass"]
-            self.hogs = [subprocess.Popen(command) for _ in range(os.cpu_count() or 1)]
+            self.hogs = [subprocess.Popen(command) for _ in range(self.count)]
         elif not burst:
             self.stop()
         return burst
@@ -173,9 +176,10 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=15, help="seconds between samples")
     parser.add_argument("--database-url", help="default: SQLite in the data folder")
     parser.add_argument("--data", type=Path, help="data folder (kept; a trained model in it is reused)")
-    parser.add_argument("--bursts", help="EVERY:LENGTH minutes: repeated load, one busy process per core")
+    parser.add_argument("--bursts", help="EVERY:LENGTH[:HOGS] minutes: repeated load by HOGS busy processes")
     args = parser.parse_args()
     bursts = Bursts(args.bursts) if args.bursts else None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops the appliance and the busy processes too
 
     with tempfile.TemporaryDirectory() as tmp, private_mosquitto() as mqtt:
         data = args.data or Path(tmp) / "var"
