@@ -20,10 +20,10 @@ against the alerts the appliance stored. Goals: memory slope within noise (≤ 5
 descriptors and threads flat, no alert missing.
 
 ``--bursts 10:3`` loads the machine the same way again and again: every 10 minutes, for 3, busy
-processes (four per core unless ``:HOGS`` says how many) starve the appliance, as other work on a
-shared box does; it falls behind and catches up. It prints each burst's highest resident memory and
-the memory before the next one: bounded memory stops rising after the first bursts, a leak steps up
-with every one.
+processes (four per core unless ``:HOGS`` says how many) compete with the appliance for the CPU, as
+other work on a shared box does (the frames scored column shows whether the line kept up). It
+prints each burst's highest resident memory and the memory before the next one: bounded memory
+stops rising after the first bursts, a leak steps up with every one.
 """
 
 from __future__ import annotations
