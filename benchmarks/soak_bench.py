@@ -148,10 +148,13 @@ class Bursts:
 
 def burst_table(samples: list[dict], bursts: Bursts) -> list[dict]:
     """Per burst: the highest resident memory during it and until the next, and the last sample
-    before the next one starts (settled)."""
+    before the next one starts (settled); a burst whose time until the next outlasted the run is
+    left out."""
     rows = []
     for k in sorted({s["burst"] for s in samples if s["burst"]}):
         start = k * bursts.every
+        if start + bursts.every > samples[-1]["t"] + bursts.every / 10:
+            continue
         window = [s for s in samples if start <= s["t"] < start + bursts.every]
         rows.append(
             {
