@@ -60,7 +60,7 @@ class Convolution(Function):
         # where the gradients come from the output gradient's columns, the input is kept instead of
         # its columns (K times its size)
         self.transposed = _transposed_geometry(self.geo, oc, group)
-        self.w_full, self.x, self.col = w, x, col if self.transposed is None else None
+        self.x, self.col = (x, None) if self.transposed is not None else (None, col)
         y = group_matmul(self.w, col).reshape(oc, -1)
         if b is not None:
             y += b.reshape(-1, 1)
@@ -84,7 +84,8 @@ class Convolution(Function):
         """Both gradients from the columns of ``g`` padded for the flipped kernel (OC·K rows, where
         col2im would add C·K): the input's is their product with the flipped, transposed kernel,
         the weight's their product with the input on the same grid (kernel offsets flipped back)."""
-        geo, w = self.transposed, self.w_full
+        geo = self.transposed
+        w = self.w.reshape(g.shape[1], self.geo.c, *self.kernel)  # (OC, C, *k): one group
         spatial_axes = tuple(range(2, w.ndim))
         cols = geo.im2col(geo.pad(g))
         gx = gw = None
