@@ -118,9 +118,12 @@ class Bursts:
     """Every ``every`` seconds, ``length`` seconds of ``hogs`` busy processes."""
 
     def __init__(self, spec: str) -> None:
-        every, length, *hogs = spec.split(":")
-        self.every, self.length = float(every) * 60, float(length) * 60
-        self.count = int(hogs[0]) if hogs else 4 * (os.cpu_count() or 1)
+        try:
+            every, length, *hogs = spec.split(":")
+            self.every, self.length = float(every) * 60, float(length) * 60
+            self.count = int(hogs[0]) if hogs else 4 * (os.cpu_count() or 1)
+        except ValueError:
+            sys.exit(f"--bursts {spec}: expected EVERY:LENGTH[:HOGS], minutes and a count (e.g. 10:3 or 10:3:8)")
         if not 0 < self.length < self.every or self.count < 1:
             sys.exit(f"--bursts {spec}: the burst must be shorter than the time between bursts, with a busy process")
         self.hogs: list[subprocess.Popen] = []
