@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from appliance.images import ImageStore
 from appliance.storage import history, partitions, store
+from appliance.storage.db import padded
 from appliance.storage.models import Alert, Inspection, ShadowResult, utcnow
 
 RESOLVED = ("confirmed", "false_positive")
@@ -89,7 +90,7 @@ def _clear(engine: Engine, images: ImageStore, query, report: PruneReport, budge
                 return
             ids = [row[0] for row in rows]
             session.execute(
-                update(Inspection).where(col(Inspection.id).in_(ids)).values(image_ref=None, heatmap_ref=None)
+                update(Inspection).where(col(Inspection.id).in_(padded(ids))).values(image_ref=None, heatmap_ref=None)
             )
             session.commit()
         report.inspections_cleared += len(rows)

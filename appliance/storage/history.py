@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from appliance.storage import partitions, store
+from appliance.storage.db import padded
 from appliance.storage.models import Alert, Inspection, InspectionHour, as_utc
 from appliance.storage.queries import read_rows, scoped
 
@@ -226,9 +227,8 @@ def _rollup_batch(engine: Engine, *, before: dt.datetime, batch: int) -> int:
             target.latencies = merged.latencies.to_bytes()
             session.add(target)
         captured = col(Inspection.t_capture).between(rows[0].t_capture, rows[-1].t_capture)  # partitions to look in
-        session.execute(
-            update(Inspection).where(col(Inspection.id).in_([r.id for r in rows]), captured).values(rolled_up=True)
-        )
+        ids = col(Inspection.id).in_(padded([r.id for r in rows]))
+        session.execute(update(Inspection).where(ids, captured).values(rolled_up=True))
         session.commit()
         return len(rows)
 

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from appliance.storage.db import padded
 from appliance.storage.models import Inspection
 
 Item = tuple[Inspection, float, str | None]  # (inspection, the T2 that decided it, its alert's event id)
@@ -90,6 +91,7 @@ class Spool:
         if not ids:
             return set()
         with self._lock:
+            ids = padded(ids)
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(f"SELECT id FROM item WHERE published = 1 AND id IN ({marks})", ids).fetchall()
         return {row[0] for row in rows}

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from appliance.errors import Conflict, NotFound
+from appliance.storage.db import padded
 from appliance.storage.models import (
     Alert,
     ApiToken,
@@ -58,7 +59,8 @@ def stored_captures(engine: Engine, *, inspections: list[Inspection]) -> set[tup
         return set()
     times = {as_utc(i.t_capture) for i in inspections}
     query = select(Inspection.source_id, Inspection.t_capture).where(
-        col(Inspection.t_capture).in_(times), col(Inspection.source_id).in_({i.source_id for i in inspections})
+        col(Inspection.t_capture).in_(padded(times)),
+        col(Inspection.source_id).in_(padded({i.source_id for i in inspections})),
     )
     with Session(engine) as session:
         return {(sid, as_utc(t)) for sid, t in session.exec(query).all()}
@@ -134,7 +136,7 @@ def pending_messages(
     with Session(engine) as session:
         query = select(OutboxMessage).where(*_unsent(topic_prefix))
         if exclude:
-            query = query.where(col(OutboxMessage.id).not_in(exclude))
+            query = query.where(col(OutboxMessage.id).not_in(padded(exclude)))
         return list(session.exec(query.order_by(OutboxMessage.id).limit(limit)))
 
 
@@ -144,7 +146,7 @@ def mark_events_sent(engine: Engine, *, event_ids: set[str]) -> None:
         return
     with Session(engine) as session:
         query = select(OutboxMessage).where(
-            col(OutboxMessage.event_id).in_(event_ids), col(OutboxMessage.sent_at).is_(None)
+            col(OutboxMessage.event_id).in_(padded(event_ids)), col(OutboxMessage.sent_at).is_(None)
         )
         for message in session.exec(query):
             message.sent_at = utcnow()
@@ -154,7 +156,7 @@ def mark_events_sent(engine: Engine, *, event_ids: set[str]) -> None:
 
 def mark_sent(engine: Engine, *, message_ids: list[int], at: dt.datetime | None = None) -> None:
     with Session(engine) as session:
-        for message in session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(message_ids))):
+        for message in session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(padded(message_ids)))):
             message.sent_at = at or utcnow()
             session.add(message)
         session.commit()
@@ -173,7 +175,7 @@ def forget_sent_messages(engine: Engine, *, before: dt.datetime, batch: int = 5_
                 .limit(batch)
             ).all()
             if ids:
-                session.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
+                session.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(padded(ids))))
                 session.commit()
         total += len(ids)
         if len(ids) < batch:
@@ -518,7 +520,7 @@ def delete_in_batches(engine: Engine, table: Any, query: Any, batch: int, also: 
             rows = session.execute(query.limit(batch)).all()
             if not rows:
                 return
-            chosen = col(table.id).in_([r.id for r in rows])
+            chosen = col(table.id).in_(padded([r.id for r in rows]))
             session.execute(delete(table).where(chosen if also is None else chosen & also))
             session.commit()
         yield rows

@@ -297,3 +297,25 @@ def test_a_day_past_the_window_goes_with_its_partition(tmp_path, caplog):
         assert partitions.ensure(engine, first=ahead, last=ahead) == []
         assert "partition maintenance postponed" in caplog.text and count(engine, Inspection) == before
         engine.dispose()
+
+
+def test_backlogs_of_every_size_make_a_handful_of_statements(db_url):
+    """An IN list's length is part of its statement's text, and the drivers keep what they
+    prepared (SQLite 128 statements a connection, psycopg 100 on the server): a rollup of each
+    minute's backlog made a new statement nearly every time and the appliance's memory crept
+    (benchmarks/soak_bench.py). Lists padded to powers of two: backlogs of 1 to 40 rows, 7 texts."""
+    from sqlalchemy import event
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    texts: set[str] = set()
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: texts.add(statement))
+    end = history.floor_hour(utcnow())
+    total = 0
+    for n in range(1, 41):
+        total += fill(engine, hours=1, per_hour=n, sources=("a",), seed=n, end=end)
+        assert history.rollup(engine, before=end) == n
+    updates = {t for t in texts if t.lstrip().upper().startswith("UPDATE INSPECTION SET ROLLED_UP")}
+    assert len(updates) == 7, sorted(len(t) for t in updates)  # 1, 2, 4, … 64 ids
+    assert sum(agg.count for _, _, agg in history.hours(engine, since=end - dt.timedelta(hours=1))) == total
+    engine.dispose()
