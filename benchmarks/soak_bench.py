@@ -94,14 +94,19 @@ def read_like_a_console(client: httpx.Client, stop: threading.Event, errors: lis
         stop.wait(1.0)
 
 
-def wait_inspecting(client: httpx.Client, process: subprocess.Popen, timeout: float) -> str:
-    """The source's id once a model judges it (the first start trains one)."""
+def wait_inspecting(client: httpx.Client, process: subprocess.Popen, timeout: float, token_file: Path) -> str:
+    """The source's id once a model judges it (the first start trains one). A data folder kept
+    from a run on another database holds that database's admin token until the appliance writes
+    its own: on 401 the token is read again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             sys.exit(f"appliance run ended with code {process.returncode} before the line inspected")
-        try:
-            for source_id, row in client.get("/sources").json().items():
+        try:  # until it answers: a starting appliance may say 401 (see above) or 503
+            answer = client.get("/sources")
+            if answer.status_code == 401:
+                client.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
+            for source_id, row in answer.raise_for_status().json().items():
                 if row.get("mode") == "inspecting" and row.get("scored", 0) > 0:
                     return source_id
         except (httpx.HTTPError, ValueError):
@@ -214,7 +219,7 @@ def main() -> None:
                 base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=30
             )
             print("waiting for the line to inspect (the first start trains the default detector) …", flush=True)
-            source = wait_inspecting(client, process, 1800)
+            source = wait_inspecting(client, process, 1800, data / "admin-token")
             if mqtt and shutil.which("mosquitto_sub"):
                 topic = "appliance/+/+/+/alerts/#"  # the default prefix, any site, line and node
                 subscriber = subprocess.Popen(
