@@ -41,11 +41,12 @@ def padded(values: Collection[T]) -> list[T]:
     """``values`` for an ``IN (…)`` list, lengthened to the next power of two by repeating one.
 
     A statement's text names each value of an IN list (``IN (?, ?, ?)``), so every distinct
-    length is a statement of its own, and the drivers keep the statements they prepared: SQLite
-    128 per connection (one with 5,000 ids took about 150 KB there), psycopg 3 up to 100 per
-    connection on the server. Batches of varying size made the appliance's memory creep by about
-    28 MB an hour (``benchmarks/soak_bench.py``); lengths padded to powers of two make 14 texts
-    for up to 8,192 values. The same rows match: a repeated value selects nothing more."""
+    length is a statement of its own, and the drivers keep the statements they prepare: Python's
+    sqlite3 128 per connection, psycopg 3 up to 100 per connection on the server. Each minute's
+    history rollup, a different number of rows each time, made the appliance's resident memory
+    creep by about 25 MB an hour on SQLite (``benchmarks/soak_bench.py``; 6 MB an hour padded).
+    Lengths padded to powers of two make 14 texts for up to 8,192 values, and the same rows
+    match: a repeated value selects nothing more."""
     out = list(values)
     if len(out) > 1:
         out += out[-1:] * ((1 << (len(out) - 1).bit_length()) - len(out))
