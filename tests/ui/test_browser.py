@@ -146,11 +146,13 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         wait.until(ec.element_to_be_clickable((By.XPATH, confirm))).click()
         promote = "//button[.//p[text()='Promote to the source']]"
         wait.until(ec.element_to_be_clickable((By.XPATH, promote))).click()
-        done = wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'washer is now judged by')]")))
+        done = wait.until(ec.presence_of_element_located((By.XPATH, "//p[contains(., 'washer is now judged by')]")))
         driver.execute_script("arguments[0].scrollIntoView();", done)
         time.sleep(1)
         driver.save_screenshot(str(SHOTS / "6-teach-promoted.png"))
+        time.sleep(3)  # the finished job's page is not refreshed (every 2 s while it ran): the confirmation stays
         page = driver.page_source
+        assert "washer is now judged by" in page
         assert "stException" not in page and "Traceback" not in page
     finally:
         driver.save_screenshot(str(SHOTS / "teach-last.png"))  # where it stopped, when it fails

@@ -41,16 +41,27 @@ def pick_job(client: Client, kind: str, label: str, key: str, chosen: str | None
 def watch_job(
     client: Client, job_id: int, show: Callable[[dict], None], *, every: float, cancel_label: str, cancel_key: str
 ) -> None:
-    """Refresh every ``every`` seconds: the progress bar with the status and latest message, what
-    ``show`` draws of the job, and a cancel button while it runs (engineers only)."""
+    """While the job runs, refresh every ``every`` seconds: the progress bar with the status and
+    latest message, what ``show`` draws of the job, and a cancel button (engineers only). A finished
+    job is drawn once and left alone, so that what its buttons answer (a promotion's confirmation)
+    stays on the page and its report is not fetched again every few seconds."""
 
-    @st.fragment(run_every=every)
-    def watch() -> None:
-        job = client.job(job_id)
+    def draw(job: dict) -> bool:
         st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")
         show(job)
         running = job["status"] in ("queued", "running")
         if running and session.can("engineer") and st.button(cancel_label, key=cancel_key):
             client.cancel_job(job_id)
+        return running
+
+    job = client.job(job_id)
+    if job["status"] not in ("queued", "running"):
+        draw(job)
+        return
+
+    @st.fragment(run_every=every)
+    def watch() -> None:
+        if not draw(client.job(job_id)):
+            st.rerun()  # finished: the whole page once more, without the refresh
 
     watch()
