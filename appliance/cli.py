@@ -12,11 +12,12 @@ def run(args: argparse.Namespace) -> int:
     """The main job: inspect the configured sources, store results, send alerts over MQTT."""
     import logging
 
-    from appliance.runtime import run as run_appliance
     from appliance.settings import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(args.config)
+    settings = load_settings(args.config)  # a mistake is named before the runtime's seconds of imports
+
+    from appliance.runtime import run as run_appliance
 
     def say(line: str) -> None:  # flushed: status lines must reach journals and pipes at once
         print(line, flush=True)

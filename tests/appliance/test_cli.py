@@ -74,15 +74,18 @@ def test_settings_mistakes_end_in_one_line_naming_the_key(tmp_path):
     ]
     (tmp_path / "typo.yaml").write_text("api_portt: 1\n")
     cases.append(({}, ["--config", str(tmp_path / "typo.yaml")], "unknown setting 'api_portt'"))
-    for extra, args, message in cases:
-        got = subprocess.run(
+    started = [  # side by side: each is a cold start of the CLI
+        subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "run", *args, "--duration", "0"],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             cwd=tmp_path,
             env={**env, **extra},
-            check=False,
-            timeout=120,
         )
-        assert got.returncode == 2 and message in got.stderr, (extra, args, got.stderr[-500:])
-        assert len(got.stderr.strip().splitlines()) == 1, got.stderr
+        for extra, args, _ in cases
+    ]
+    for (extra, args, message), proc in zip(cases, started, strict=True):
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 2 and message in err, (extra, args, err[-500:])
+        assert len(err.strip().splitlines()) == 1, err
