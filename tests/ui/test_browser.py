@@ -97,6 +97,7 @@ def test_click_through_live_alerts_and_threshold_tuning(console_server, applianc
 
 @pytest.mark.parametrize("console_server", ["engineer"], indirect=True)
 def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -136,18 +137,26 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         driver.save_screenshot(str(SHOTS / "4b-teach-settings.png"))
         start = "//button[.//p[text()='Train a detector for this source']]"
         wait.until(ec.element_to_be_clickable((By.XPATH, start))).click()
-        report = WebDriverWait(driver, 240).until(
-            ec.presence_of_element_located((By.XPATH, "//div[@data-testid='stMetric'][.//p[text()='Image AUROC']]"))
-        )
-        driver.execute_script("arguments[0].scrollIntoView();", report)
+        report = "//div[@data-testid='stMetric'][.//p[text()='Image AUROC']]"
+        WebDriverWait(driver, 240).until(ec.presence_of_element_located((By.XPATH, report)))
+        # the finished job's page is drawn once more, without the refresh: what was found may be replaced
+        steady = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+
+        def on(xpath: str, act) -> None:
+            steady.until(lambda d: act(d.find_element(By.XPATH, xpath)) or True)
+
+        def scroll(element) -> None:
+            driver.execute_script("arguments[0].scrollIntoView();", element)
+
+        on(report, scroll)
         time.sleep(2)
         driver.save_screenshot(str(SHOTS / "5-teach-report.png"))
-        confirm = "//label[.//p[starts-with(., 'I have read the report')]]"
-        wait.until(ec.element_to_be_clickable((By.XPATH, confirm))).click()
-        promote = "//button[.//p[text()='Promote to the source']]"
-        wait.until(ec.element_to_be_clickable((By.XPATH, promote))).click()
-        done = wait.until(ec.presence_of_element_located((By.XPATH, "//p[contains(., 'washer is now judged by')]")))
-        driver.execute_script("arguments[0].scrollIntoView();", done)
+        on("//label[.//p[starts-with(., 'I have read the report')]]", lambda box: box.click())
+        promote = "//button[.//p[text()='Promote to the source']]"  # enabled once the box is ticked
+        steady.until(lambda d: (button := d.find_element(By.XPATH, promote)).is_enabled() and (button.click() or True))
+        done = "//p[contains(., 'washer is now judged by')]"
+        wait.until(ec.presence_of_element_located((By.XPATH, done)))
+        on(done, scroll)
         time.sleep(1)
         driver.save_screenshot(str(SHOTS / "6-teach-promoted.png"))
         time.sleep(3)  # the finished job's page is not refreshed (every 2 s while it ran): the confirmation stays
