@@ -360,6 +360,18 @@ def test_retraining_job_yields_a_compared_candidate(running):
     assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
 
 
+def test_a_job_refused_for_its_input_says_why_in_its_message_and_keeps_the_traceback_in_its_log(running):
+    _, client, tokens, _, _ = running
+    headers = auth(tokens, "engineer")
+    started = client.post("/jobs/retrain", json={"epochs": 1, "max_images": 10}, headers=headers)
+    assert started.status_code == 202, started.text
+    job = wait_job(client, tokens, started.json()["id"])
+    assert job["status"] == "failed"  # at most 10 images asked for, 40 needed: the console shows this sentence
+    assert re.fullmatch(r"only \d+ new normal images; retraining needs at least 40", job["message"]), job["message"]
+    log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
+    assert "Traceback (most recent call last)" in log and log.rstrip().endswith(job["message"])
+
+
 def unjudged_review_items(engine, what) -> list:
     """``what`` of the stored review items whose alerts nobody judged yet."""
     from sqlmodel import Session, col, select
