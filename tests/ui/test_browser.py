@@ -5,6 +5,7 @@ each page (kept in var/screenshots/ to look at)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,8 @@ def test_teach_a_new_source_in_the_browser(console_server, appliance, tmp_path):
         time.sleep(3)  # the finished job's page is not refreshed (every 2 s while it ran): the confirmation stays
         page = driver.page_source
         assert "washer is now judged by" in page
+        # the job picker says what became of the job it was picked in (Streamlit kept the first labels)
+        assert re.search(r"job \d+: succeeded", page) and not re.search(r"job \d+: (queued|running)", page)
         assert "stException" not in page and "Traceback" not in page
     finally:
         driver.save_screenshot(str(SHOTS / "teach-last.png"))  # where it stopped, when it fails

@@ -3,6 +3,7 @@ cancel it, for retraining, training runs and structure searches."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import streamlit as st
@@ -11,9 +12,9 @@ from ui import session
 from ui.client import Client
 
 
-def pick_job(client: Client, kind: str, label: str, key: str, chosen: str | None = None) -> int | None:
-    """A select box over the newest jobs of one kind; ``chosen`` names the session-state key of the
-    job to preselect (and is kept up to date with the pick)."""
+def pick_job(client: Client, kind: str, label: str, key: str, chosen: str) -> int | None:
+    """A select box over the newest jobs of one kind, each with its status; ``chosen`` names the
+    session-state key of the job to preselect (kept up to date with the pick)."""
     found = [j for j in client.jobs(50) if j["kind"] == kind]
     if not found:
         return None
@@ -25,16 +26,12 @@ def pick_job(client: Client, kind: str, label: str, key: str, chosen: str | None
         name = job["params"].get("project")
         return f"job {i}: {name} ({job['status']})" if name else f"job {i}: {job['status']}"
 
-    default = ids.index(st.session_state[chosen]) if chosen and st.session_state.get(chosen) in ids else 0
-    job_id = st.selectbox(
-        label,
-        ids,
-        index=default,
-        key=key,
-        format_func=describe,
-    )
-    if chosen:
-        st.session_state[chosen] = job_id
+    default = ids.index(st.session_state[chosen]) if st.session_state.get(chosen) in ids else 0
+    # the labels are part of the box's key: Streamlit keeps a keyed select box's labels as first
+    # drawn, and a job picked while it ran read "running" after it had finished
+    labels = zlib.crc32("|".join(map(describe, ids)).encode())
+    job_id = st.selectbox(label, ids, index=default, key=f"{key}-{labels:08x}", format_func=describe)
+    st.session_state[chosen] = job_id
     return job_id
 
 

@@ -60,7 +60,7 @@ if st.button("Start retraining", type="primary", key="rt_start"):
             include_false_positives=include_fp,
             datasets=chosen,
         )
-        st.session_state["rt_job"] = st.session_state["rt_job_pick"] = job["id"]
+        st.session_state["rt_job"] = job["id"]
     except ApiError as exc:
         st.error(exc.message)
 

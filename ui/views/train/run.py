@@ -81,7 +81,7 @@ def project_form(client: Client, datasets: list[dict], choice: NetworkChoice) ->
             try:
                 client.create_project(name=project, dataset=dataset, task=task, **network, **config)
                 job = client.run_project(f"{project}.yaml")
-                st.session_state["tr_job"] = st.session_state["tr_run_pick"] = job["id"]
+                st.session_state["tr_job"] = job["id"]
                 st.success(f"job {job['id']} started")
             except ApiError as exc:
                 st.error(exc.message)

@@ -20,7 +20,7 @@ def render(client: Client) -> None:
         st.info("Save a project under Config & run first.")
         return
     start_form(client, projects)
-    job_id = pick_job(client, "search", "Search", "sr_job_pick")
+    job_id = pick_job(client, "search", "Search", "sr_job_pick", chosen="sr_job")
     if job_id is not None:
         watch_job(
             client,
@@ -44,7 +44,7 @@ def start_form(client: Client, projects: list[dict]) -> None:
             job = client.search(
                 project_file, method=method, objective=objective, trials=int(trials), epochs=int(epochs)
             )
-            st.session_state["sr_job"] = st.session_state["sr_job_pick"] = job["id"]
+            st.session_state["sr_job"] = job["id"]
         except ApiError as exc:
             st.error(exc.message)
 
