@@ -85,5 +85,6 @@ def domain_errors() -> dict[type[Exception], int]:
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean "the user's input is wrong" (for the CLI)."""
+    """The errors that mean "the user's input is wrong" (the CLI's one-line errors, a failed job's
+    message without the error's kind)."""
     return tuple(kind for kind, status in domain_errors().items() if status < 500)

@@ -115,13 +115,13 @@ def run_job(job_id: int, db_url: str, data_dir: str) -> None:
     except JobCancelled:
         ctx.update(status="cancelled", message="cancelled on request")
     except Exception as exc:  # the job's row must say why it failed, whatever it was
-        from appliance.errors import domain_errors
+        from appliance.errors import user_errors
 
         ctx.update(message=traceback.format_exc()[-2000:])  # in the log, for whoever looks into it
-        theirs = tuple(kind for kind, status in domain_errors().items() if status < 500)
         # the message, last: what the console and the API show; a mistake in what was asked for
         # reads as the sentence that names it, anything else with its kind
-        ctx.update(status="failed", message=str(exc) if isinstance(exc, theirs) else f"{type(exc).__name__}: {exc}")
+        theirs = isinstance(exc, user_errors())
+        ctx.update(status="failed", message=str(exc) if theirs else f"{type(exc).__name__}: {exc}")
 
 
 class JobRunner:

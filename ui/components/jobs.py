@@ -11,6 +11,8 @@ import streamlit as st
 from ui import session
 from ui.client import Client
 
+RUNNING = ("queued", "running")  # the statuses of a job that may still change
+
 
 def pick_job(client: Client, kind: str, label: str, key: str, chosen: str) -> int | None:
     """A select box over the newest jobs of one kind, each with its status; ``chosen`` names the
@@ -46,13 +48,13 @@ def watch_job(
     def draw(job: dict) -> bool:
         st.progress(job["progress"], text=f"{job['status']}: {job['message'][-200:]}")
         show(job)
-        running = job["status"] in ("queued", "running")
+        running = job["status"] in RUNNING
         if running and session.can("engineer") and st.button(cancel_label, key=cancel_key):
             client.cancel_job(job_id)
         return running
 
     job = client.job(job_id)
-    if job["status"] not in ("queued", "running"):
+    if job["status"] not in RUNNING:
         draw(job)
         return
 
