@@ -425,9 +425,11 @@ class Pipeline:
         a crash) is skipped: its capture time within its source, or its alert's event id, names it."""
         done = 0
         while self.spool is not None and len(self.spool):
-            entries = self.spool.peek(batch)
-            # alerts the broker acknowledged from the spool are stored as sent: never sent twice
-            sent = self.spool.published([row_id for row_id, _ in entries])
+            # alerts the broker acknowledged from the spool are stored as sent: never sent twice;
+            # one on its way now holds the write-back until it is acknowledged (the next call)
+            entries, sent = self.spool.claim_settled(batch)
+            if not entries:
+                return done
             published = {item[2] for row_id, item in entries if row_id in sent}
             try:
                 stored = store.stored_captures(self.engine, inspections=[item[0] for _, item in entries])
@@ -438,6 +440,7 @@ class Pipeline:
                 )
                 self._record([item for _, item in fresh], published)
             except OperationalError:  # still away: try again at the next call
+                self.spool.release([row_id for row_id, _ in entries])
                 return done
             except IntegrityError:
                 for row_id, item in fresh:
@@ -446,6 +449,9 @@ class Pipeline:
                     except IntegrityError:
                         pass  # stored before the spool could forget it
                     self.spool.remove([row_id])
+            except BaseException:
+                self.spool.release([row_id for row_id, _ in entries])
+                raise
             self.spool.remove([row_id for row_id, _ in entries])
             done += len(entries)
             if self.alerts_waiting is not None:

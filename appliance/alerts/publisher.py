@@ -27,6 +27,7 @@ from appliance.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 PAGE = 100  # messages read from the outbox (and from the spool) at a time
+UNRECORDED = "recording acknowledged messages failed; the spool remembers them until the database answers"
 
 
 @dataclass
@@ -141,8 +142,8 @@ class AlertPublisher:
         self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self.wake = Doorbell()  # set() when new messages are in the outbox or spool
         self._last_summary = 0.0
-        # paho mid → (where: "outbox" | "spool", its id there, payload); the sender thread's only
-        self.inflight: dict[int, tuple[str, int, str]] = {}
+        # paho mid → (where: "outbox" | "spool", its id there, payload, event id); the sender thread's only
+        self.inflight: dict[int, tuple[str, int, str, str]] = {}
         self._outbox_retry_at = 0.0  # while the database fails, the outbox is polled once a second
         self.sent = 0
         self.outbox_failing = False  # the database did not answer the last outbox poll
@@ -199,42 +200,61 @@ class AlertPublisher:
             except queue.Empty:
                 break
             if kind == "disconnected":
-                self.inflight.clear()  # unacknowledged: sent again after reconnecting
+                self._release(list(self.inflight.values()))  # unacknowledged: sent again after reconnecting
+                self.inflight.clear()
                 self.wake.work = True
             elif kind == "acked" and mid in self.inflight:
                 acked.append(self.inflight.pop(mid))
-            else:
-                self.inflight.pop(mid, None)
+            elif mid in self.inflight:
+                self._release([self.inflight.pop(mid)])
         if acked:
             self.sent += len(acked)
-            spooled = [row_id for where, row_id, _ in acked if where == "spool"]
+            spooled = [row_id for where, row_id, _, _ in acked if where == "spool"]
             if spooled:  # local: always recorded, whatever the database does
                 self.spool.mark_published(spooled)
-            for _, _, payload in acked if self.on_sent else ():
+            for _, _, payload, _ in acked if self.on_sent else ():
                 try:
                     self.on_sent(payload)
                 except Exception:  # a metrics hook must never hold up delivery
                     log.exception("on_sent hook failed")
-            outbox = [row_id for where, row_id, _ in acked if where == "outbox"]
-            if outbox:  # a database that fails here leaves them pending: sent again, never lost
-                store.mark_sent(self.engine, message_ids=outbox)
+            outbox = [(row_id, event_id) for where, row_id, _, event_id in acked if where == "outbox"]
+            if outbox:
+                try:
+                    store.mark_sent(self.engine, message_ids=[row_id for row_id, _ in outbox])
+                except Exception:  # the spool remembers them until the database answers; without one they stay pending
+                    if self.spool is not None:
+                        self.spool.remember_sent([event_id for _, event_id in outbox])
+                    raise
+
+    def _release(self, messages: list[tuple[str, int, str, str]]) -> None:
+        """Spooled alerts that did not reach the broker: offered again."""
+        spooled = [row_id for where, row_id, _, _ in messages if where == "spool"]
+        if spooled:
+            self.spool.release(spooled)
 
     def _pending(self) -> list[tuple[str, int, str, str, int, bool]]:
         """What to send next: the spool's unpublished alerts (local, always readable) and the
         outbox's pending messages (skipped for a second after the database failed), as
         (where, id, topic, payload, qos, retain)."""
-        busy = {(where, row_id) for where, row_id, _ in self.inflight.values()}
         out = []
         if self.spool is not None:
-            exclude = {row_id for where, row_id in busy if where == "spool"}
-            out += [
-                ("spool", i, topic, payload, 1, False) for i, topic, payload in self.spool.unpublished(PAGE, exclude)
-            ]
+            claimed = self.spool.claim_unpublished(PAGE)
+            out += [("spool", i, topic, payload, 1, False, "") for i, topic, payload in claimed]
         if time.monotonic() < self._outbox_retry_at:
             return out
         try:
-            exclude = {row_id for where, row_id in busy if where == "outbox"}
-            pending = store.pending_messages(self.engine, topic_prefix=self.topics.own, limit=PAGE, exclude=exclude)
+            if self.spool is not None:  # acknowledged while the database was away: recorded now
+                remembered = self.spool.remembered(PAGE)
+                store.mark_events_sent(self.engine, event_ids=set(remembered))
+                self.spool.forget_sent(remembered)
+            exclude = {row_id for where, row_id, _, _ in self.inflight.values() if where == "outbox"}
+            for _ in range(3):  # alerts the spool holds are sent from there; skip them and read on
+                pending = store.pending_messages(self.engine, topic_prefix=self.topics.own, limit=PAGE, exclude=exclude)
+                held = self.spool.holding({m.event_id for m in pending}) if self.spool is not None else set()
+                if not held:
+                    break
+                exclude |= {m.id for m in pending if m.event_id in held}
+            pending = [m for m in pending if m.event_id not in held]
         except Exception:  # database briefly unavailable: try again, say so once per outage
             if not self.outbox_failing:
                 log.exception("outbox access failed; retrying every second until the database answers")
@@ -244,28 +264,31 @@ class AlertPublisher:
         if self.outbox_failing:
             log.warning("outbox reachable again")
             self.outbox_failing = False
-        return out + [("outbox", m.id, m.topic, m.payload, m.qos, m.retain) for m in pending]
+        return out + [("outbox", m.id, m.topic, m.payload, m.qos, m.retain, m.event_id) for m in pending]
 
     def _run(self) -> None:
         next_check = 0.0
         while not self.stopping.is_set():
             try:
                 self._drain_events()
-            except Exception:  # acknowledgements the database could not record: those are sent again
-                log.exception("recording acknowledged messages failed; they stay pending")
+            except Exception:  # acknowledgements the database could not record
+                log.exception(UNRECORDED)
             if not self.connected.wait(self.poll):
                 continue
             if self.wake.work or time.monotonic() >= next_check:
                 self.wake.work = False
                 next_check = time.monotonic() + self.recheck
                 pending = self._pending()
-                for where, row_id, topic, payload, qos, retain in pending:
+                for n, (where, row_id, topic, payload, qos, retain, event_id) in enumerate(pending):
                     if not self.connected.is_set():
+                        self._release([(w, r, p, e) for w, r, _, p, _, _, e in pending[n:]])
                         self.wake.work = True
                         break
                     info = self.client.publish(topic, payload, qos=qos, retain=retain)
                     if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                        self.inflight[info.mid] = (where, row_id, payload)
+                        self.inflight[info.mid] = (where, row_id, payload, event_id)
+                    else:
+                        self._release([(where, row_id, payload, event_id)])
                 if len(pending) >= PAGE:
                     self.wake.work = True  # more waiting: read the next page at once
                     continue
@@ -273,4 +296,4 @@ class AlertPublisher:
         try:
             self._drain_events()
         except Exception:
-            log.exception("recording acknowledged messages failed; they stay pending")
+            log.exception(UNRECORDED)

@@ -213,3 +213,77 @@ def test_mosquitto_speaks_mqtt5(system_broker):
     from appliance.alerts.publisher import speaks_mqtt5
 
     assert speaks_mqtt5(BrokerSettings(port=system_broker))
+
+
+def test_an_alert_both_spooled_and_stored_goes_out_once(db_url, broker, tmp_path):
+    """A cut between the database's commit and its answer leaves a batch both stored (its outbox
+    rows pending) and spooled (its alerts sent from the spool): each alert must reach the broker
+    once, before and after the batch is written back."""
+    from appliance.images import ImageStore
+    from appliance.pipeline import Pipeline
+    from appliance.recipes import Recipes
+    from appliance.storage.spool import Spool
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    pipeline = Pipeline(engine, Recipes(engine, tmp_path / "models"), topics, ImageStore(tmp_path / "img"))
+    pipeline.spool = Spool(tmp_path / "spool.db")
+    t0 = dt.datetime.now(dt.UTC)
+    batch = [
+        (
+            Inspection(
+                source_id="s",
+                t_capture=t0 + dt.timedelta(milliseconds=k),
+                score=1,
+                norm_score=1,
+                decision="ng",
+                model_version="m",
+                latency_ms=1,
+            ),
+            0.5,
+            f"{topics.appliance_id}-{k}",
+        )
+        for k in range(8)
+    ]
+    stored = pipeline._record(batch)  # committed, but the answer was lost ...
+    pipeline._spool(batch)  # ... so the line spooled it as well
+    expected = {alert.event_id for _, alert in stored}
+    sub = Subscriber(broker.port, [topics.alerts])
+    publisher = AlertPublisher(engine, BrokerSettings(port=broker.port), topics, spool=pipeline.spool).start()
+    try:
+        assert wait_for(lambda: {m["event_id"] for m in sub.alerts()} == expected)
+        time.sleep(1.5)  # the outbox is read again meanwhile: what the spool holds is not sent from there
+        assert store.outbox_backlog(engine, topic_prefix=topics.own) == 8
+        assert pipeline.drain_spool() == 8
+        assert wait_for(lambda: store.outbox_backlog(engine, topic_prefix=topics.own) == 0)
+        time.sleep(1.5)
+        received = [m["event_id"] for m in sub.alerts()]
+        assert sorted(received) == sorted(expected)  # each once
+    finally:
+        publisher.stop()
+        sub.close()
+
+
+def test_acknowledgements_the_database_missed_are_recorded_when_it_answers(db_url, broker, tmp_path):
+    """An alert the broker acknowledged while the database could not record it is remembered in
+    the spool (through a kill) and marked sent when the database answers, not sent again."""
+    from appliance.storage.spool import Spool
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    sent, waiting = (alert.event_id for alert in add_inspections(engine, topics, 2))
+    spool = Spool(tmp_path / "spool.db")
+    spool.remember_sent([sent])
+    sub = Subscriber(broker.port, [topics.alerts])
+    publisher = AlertPublisher(engine, BrokerSettings(port=broker.port), topics, spool=spool).start()
+    try:
+        assert wait_for(lambda: [m["event_id"] for m in sub.alerts()] == [waiting])
+        assert wait_for(lambda: store.outbox_backlog(engine, topic_prefix=topics.own) == 0)
+        assert spool.remembered(10) == []
+        time.sleep(1)
+        assert [m["event_id"] for m in sub.alerts()] == [waiting]
+    finally:
+        publisher.stop()
+        sub.close()

@@ -59,40 +59,92 @@ def test_a_full_spool_gives_back_what_did_not_fit(tmp_path):
     assert len(spool) == 3 and [i.score for i, _, _ in refused] == [3, 4]
 
 
-def test_spooled_alerts_are_offered_once_and_an_old_spool_file_is_upgraded(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # a spool file as written before alerts were sent from it
-        db.execute("CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL)")
-    spool = Spool(path)
+def inspections(n: int, alert_every: int = 2) -> list:
     now = dt.datetime.now(dt.UTC)
-    items = [
+    return [
         (
             Inspection(
                 source_id="s",
-                t_capture=now,
-                score=n,
+                t_capture=now + dt.timedelta(milliseconds=k),
+                score=k,
                 norm_score=0,
-                decision="ng" if n % 2 else "ok",
+                decision="ng" if k % alert_every == alert_every - 1 else "ok",
                 model_version="v",
                 latency_ms=1,
             ),
             1.0,
-            f"e{n}" if n % 2 else None,
+            f"e{k}" if k % alert_every == alert_every - 1 else None,
         )
-        for n in range(6)
+        for k in range(n)
     ]
-    spool.put(items, [("t/alerts", f'{{"event_id": "e{n}"}}') if n % 2 else None for n in range(6)])
-    offered = spool.unpublished(10, exclude=set())
+
+
+def messages(items: list) -> list:
+    return [("t/alerts", f'{{"event_id": "{e}"}}') if e else None for _, _, e in items]
+
+
+def test_spooled_alerts_are_offered_once_and_an_old_spool_file_is_upgraded(tmp_path):
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    (old, _, _), *_ = inspections(1)
+    with sqlite3.connect(path) as db:  # a spool file as written before alerts were sent from it
+        db.execute("CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL)")
+        entry = {"inspection": old.model_dump(mode="json", exclude={"id"}), "threshold": 1.0, "event_id": "e-old"}
+        db.execute("INSERT INTO item (data) VALUES (?)", (json.dumps(entry),))
+    spool = Spool(path)
+    assert spool.holding({"e-old", "e-other"}) == {"e-old"}  # its event ids found for the outbox
+    items = inspections(6)
+    spool.put(items, messages(items))
+    offered = spool.claim_unpublished(10)
     assert [payload for _, _, payload in offered] == ['{"event_id": "e1"}', '{"event_id": "e3"}', '{"event_id": "e5"}']
-    first = offered[0][0]
-    assert [row for row, _, _ in spool.unpublished(10, exclude={first})] == [r for r, _, _ in offered[1:]]
+    assert spool.claim_unpublished(10) == []  # on their way: not offered twice
+    first, second, _ = (row for row, _, _ in offered)
+    spool.release([second])  # the broker went away before acknowledging it
+    assert [row for row, _, _ in spool.claim_unpublished(10)] == [second]
     spool.mark_published([first])
-    assert spool.published([row for row, _ in spool.peek(10)]) == {first}
-    assert len(spool.unpublished(10, exclude=set())) == 2 and spool.published([]) == set()
+    entries, published = spool.claim_settled(10)
+    assert published == {first} and spool.holding({"e1", "e3", "e5"}) == {"e1", "e3", "e5"}
     spool.close()
-    assert Spool(path).published([first]) == {first}  # kept on disk
+    reopened = Spool(path)
+    assert [row for row, _, _ in reopened.claim_unpublished(10)] == [second, offered[2][0]]  # e1 was acknowledged
+    entries, published = reopened.claim_settled(10)
+    assert [row for row, _ in entries] == list(range(1, second)) and published == {first}  # up to e3's, on its way
+    reopened.mark_published([second, offered[2][0]])
+    assert reopened.claim_settled(10)[1] == {first, second, offered[2][0]}  # kept on disk
+
+
+def test_an_item_is_not_written_back_while_its_alert_is_on_its_way_nor_sent_while_written_back(tmp_path):
+    """The publisher and the write-back share the spool: an alert sent from the spool and written
+    back before its acknowledgement would be sent again from the outbox; one written back first
+    must not be sent from the spool as well."""
+    spool = Spool(tmp_path / "s.db")
+    items = inspections(4, alert_every=1)
+    spool.put(items, messages(items))
+    rows = [row for row, _ in spool.peek(10)]
+    writing, _ = spool.claim_settled(2)
+    assert [row for row, _ in writing] == rows[:2]
+    sending = spool.claim_unpublished(10)
+    assert [row for row, _, _ in sending] == rows[2:]  # the two being written back are not sent
+    spool.remove(rows[:2])  # written back
+    assert [row for row, _ in spool.claim_settled(10)[0]] == []  # the oldest left is on its way
+    spool.mark_published([rows[2]])
+    entries, published = spool.claim_settled(10)
+    assert [row for row, _ in entries] == [rows[2]] and published == {rows[2]}  # stops at the unacknowledged one
+    spool.release([rows[3]])  # never acknowledged (the broker went away): written back, sent from the outbox
+    assert [row for row, _ in spool.claim_settled(10)[0]] == rows[2:]
+
+
+def test_acknowledgements_the_database_could_not_record_survive_a_restart(tmp_path):
+    spool = Spool(tmp_path / "s.db")
+    spool.remember_sent(["a", "b"])
+    spool.remember_sent(["b"])
+    spool.close()
+    spool = Spool(tmp_path / "s.db")
+    assert sorted(spool.remembered(10)) == ["a", "b"]
+    spool.forget_sent(["a"])
+    assert spool.remembered(10) == ["b"]
 
 
 def test_a_batch_stored_although_its_commit_answer_was_lost_is_not_stored_twice(db_url, tmp_path):
@@ -135,7 +187,7 @@ def test_a_batch_stored_although_its_commit_answer_was_lost_is_not_stored_twice(
     lost_answer = batch(0, 6)
     pipeline._record(lost_answer)  # committed, but the caller saw an error ...
     pipeline.spool.put(batch(0, 6), [("t", "{}") if k % 4 == 0 else None for k in range(6)])  # ... and spooled it
-    pipeline.spool.mark_published([row for row, _, _ in pipeline.spool.unpublished(10, exclude=set())])  # sent
+    pipeline.spool.mark_published([row for row, _, _ in pipeline.spool.claim_unpublished(10)])  # sent
     pipeline.spool.put(batch(6, 4))  # then the outage went on
     assert pipeline.drain_spool() == 10 and len(pipeline.spool) == 0
     with Session(engine) as session:
