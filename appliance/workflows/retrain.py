@@ -46,6 +46,20 @@ def normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> lis
     return files
 
 
+def enough_normal_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
+    """:func:`normal_images`, refused (InvalidInput) when there are fewer than ``min_images``:
+    asked before a retraining is queued, and again when it starts."""
+    files = normal_images(engine, data_dir, params)
+    min_images = int(params.get("min_images", 40))
+    if len(files) < min_images:
+        msg = (
+            f"only {len(files)} new normal images; retraining needs at least {min_images} "
+            "(recent OK items with their images, items marked false positive, uploaded datasets)"
+        )
+        raise InvalidInput(msg)
+    return files
+
+
 def review_band_images(engine: Engine, data_dir: Path, params: dict[str, Any]) -> list[Path]:
     """Images to calibrate on, never to train on. With recent OK items: unjudged review items,
     in the share the line keeps OK images (``keep_ok_images``) and from as far back as the newest
@@ -125,11 +139,8 @@ def retrain(ctx: JobContext, engine: Engine, data_dir: Path, params: dict[str, A
             "fit a new one on normal readings (appliance detector fit --normal readings.csv) and promote it"
         )
         raise InvalidInput(msg)
-    files = normal_images(engine, data_dir, params)
+    files = enough_normal_images(engine, data_dir, params)
     min_images = int(params.get("min_images", 40))
-    if len(files) < min_images:
-        msg = f"only {len(files)} new normal images; retraining needs at least {min_images}"
-        raise InvalidInput(msg)
     images, x = readable(files, spec, ctx)
     if len(images) < min_images:
         msg = f"only {len(images)} of {len(files)} new normal images can be read; retraining needs {min_images}"

@@ -360,14 +360,44 @@ def test_retraining_job_yields_a_compared_candidate(running):
     assert result["review_band_images"] == {"calibrated_on": 0, "compared_on": 0}  # no recent OK items asked for
 
 
-def test_a_job_refused_for_its_input_says_why_in_its_message_and_keeps_the_traceback_in_its_log(running):
+def test_a_retraining_that_cannot_have_enough_images_is_refused_before_it_is_queued(running):
     _, client, tokens, _, _ = running
     headers = auth(tokens, "engineer")
-    started = client.post("/jobs/retrain", json={"epochs": 1, "max_images": 10}, headers=headers)
+    jobs = len(client.get("/jobs", headers=headers).json())
+    refused = client.post(
+        "/jobs/retrain", json={"epochs": 1, "max_images": 10, "include_false_positives": False}, headers=headers
+    )
+    assert refused.status_code == 422, refused.text
+    assert re.match(r"only \d new normal images; retraining needs at least 40 \(", refused.json()["detail"])
+    assert len(client.get("/jobs", headers=headers).json()) == jobs  # nothing queued
+
+
+def test_a_job_refused_for_its_input_says_why_in_its_message_and_keeps_the_traceback_in_its_log(running):
+    import shutil
+
+    from appliance.datasets.library import dataset_dir
+
+    app, client, tokens, _, _ = running
+    headers = auth(tokens, "engineer")
+    name = f"gone-{uuid.uuid4().hex[:4]}"
+    uploaded = client.post(
+        "/datasets/upload",
+        params={"name": name},
+        files={"file": ("normal.zip", zip_of_frames(45), "application/zip")},
+        headers=headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    started = client.post(
+        "/jobs/retrain",
+        json={"epochs": 1, "include_ok": False, "include_false_positives": False, "datasets": [name]},
+        headers=headers,
+    )
     assert started.status_code == 202, started.text
+    shutil.rmtree(dataset_dir(app.data, name))  # its images gone from the disk before the worker reads them
     job = wait_job(client, tokens, started.json()["id"])
-    assert job["status"] == "failed"  # at most 10 images asked for, 40 needed: the console shows this sentence
-    assert re.fullmatch(r"only \d+ new normal images; retraining needs at least 40", job["message"]), job["message"]
+    assert job["status"] == "failed"  # the console shows this sentence
+    gone = f"{dataset_dir(app.data, name, must_exist=False)} is not a folder"  # or, read first, none decodes:
+    assert job["message"] in (gone, "only 0 of 45 new normal images can be read; retraining needs 40"), job["message"]
     log = client.get(f"/jobs/{job['id']}/log", headers=headers).text
     assert "Traceback (most recent call last)" in log and log.rstrip().endswith(job["message"])
 

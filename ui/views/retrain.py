@@ -19,7 +19,7 @@ if notice := st.session_state.pop("rt_notice", None):
 c1, c2, c3 = st.columns(3)
 include_ok = c1.checkbox("Recent OK items", value=True, key="rt_ok")
 include_fp = c2.checkbox("Items marked false positive", value=True, key="rt_fp")
-max_images = c3.number_input("At most images", 20, 100_000, 500, step=100, key="rt_max")
+max_images = c3.number_input("At most recent OK images", 10, 100_000, 500, step=100, key="rt_max")
 try:
     datasets = client.datasets()
 except ApiError as exc:

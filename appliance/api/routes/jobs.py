@@ -17,6 +17,7 @@ from appliance.errors import InvalidInput, NotFound
 from appliance.sources import check_paths
 from appliance.storage import queries, store
 from appliance.workflows import teach
+from appliance.workflows.retrain import enough_normal_images
 from appliance.workflows.runs import project_file
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -35,6 +36,7 @@ def create_retraining_job(body: RetrainIn, appliance: AppDep, actor: Engineer) -
     appliance.active_model()  # there must be a model to retrain
     # the share of OK images the line keeps: the review band joins the calibration in that share
     params = {**body.model_dump(), "keep_ok_images": appliance.pipeline.keep_ok}
+    enough_normal_images(appliance.engine, appliance.data, params)  # refused now, not after queueing
     return _submit(appliance, "retrain", params, actor.name)
 
 
