@@ -62,9 +62,9 @@ for alert in shown:
             image = client.inspection_image(alert["inspection_id"])
             heat = client.inspection_image(alert["inspection_id"], heatmap=True)
             if image:
-                left.image(image, caption="image", use_container_width=True)
+                left.image(image, caption="image", width="stretch")
             if heat:
-                middle.image(heat, caption="heat map", use_container_width=True)
+                middle.image(heat, caption="heat map", width="stretch")
         crossed = "T2" if alert["decision"] == "ng" else "T1"
         right.markdown(
             f"**Score** {alert['score']:.4g} ({crossed} {alert['threshold']:.4g}, normalised {alert['norm_score']:.2f})"
@@ -95,5 +95,5 @@ for alert in shown:
                     args=(alert["id"], action),
                     disabled=disabled,
                     help=why,
-                    use_container_width=True,
+                    width="stretch",
                 )

@@ -45,7 +45,7 @@ table = pd.DataFrame(
         for s in sources
     ]
 )
-st.dataframe(table, hide_index=True, use_container_width=True)
+st.dataframe(table, hide_index=True, width="stretch")
 
 for s in sources:
     if s["state"] != "drifting":
@@ -87,7 +87,7 @@ except ApiError as exc:
     st.error(exc.message)
     st.stop()
 if event["tests"]:
-    st.dataframe(pd.DataFrame(event["tests"]), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(event["tests"]), hide_index=True, width="stretch")
 if event.get("before") and event.get("after"):
     features = [f for f in event["before"] if f in event["after"] and event["before"][f] and event["after"][f]]
     columns = st.columns(min(len(features), 2) or 1)
@@ -114,4 +114,4 @@ if event.get("before") and event.get("after"):
             )
             .properties(height=220)
         )
-        columns[i % len(columns)].altair_chart(chart, use_container_width=True)
+        columns[i % len(columns)].altair_chart(chart, width="stretch")

@@ -78,7 +78,7 @@ def show_teaching(source_id: str, status: dict) -> None:
         left, right = st.columns([1, 2])
         frame = client.frame(source_id, heatmap=False)
         if frame is not None:
-            left.image(frame[0], caption="teach mode: not inspected", use_container_width=True)
+            left.image(frame[0], caption="teach mode: not inspected", width="stretch")
         right.warning(
             "**Teach mode**: no model judges this source yet, so it raises no alerts. "
             f"{status.get('teach_frames', 0):,} frames seen; an engineer teaches it on the Teach page."
@@ -104,7 +104,7 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
             if frame is not None:
                 info = frame[1]
                 caption = f"{info['decision'].upper()} · score {float(info['score']):.4g} · {info['captured'][11:23]}"
-                st.image(frame[0], caption=caption, use_container_width=True)
+                st.image(frame[0], caption=caption, width="stretch")
             else:
                 st.caption("no image frame yet (sensor sources show scores only)")
         with right:
@@ -121,7 +121,7 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
                     min(max(latest["norm_score"], 0.0), 1.0),
                     text=f"normalised score {latest['norm_score']:.2f} (0.5 = T2)",
                 )
-                st.altair_chart(score_chart(list(reversed(history)), t1, t2), use_container_width=True)
+                st.altair_chart(score_chart(list(reversed(history)), t1, t2), width="stretch")
             if session.can("operator") and st.button("Capture now", key=f"trigger-{source_id}"):
                 try:
                     result = client.trigger(source_id)

@@ -36,7 +36,7 @@ table = pd.DataFrame(
         for m in models
     ]
 )
-st.dataframe(table, use_container_width=True, hide_index=True)
+st.dataframe(table, width="stretch", hide_index=True)
 
 version = st.selectbox("Version", [m["version"] for m in models], key="models_version")
 chosen = next((m for m in models if m["version"] == version), None)
@@ -96,7 +96,7 @@ if chosen:
                     key=f"models_{action}",
                     disabled=disabled,
                     help=why,
-                    use_container_width=True,
+                    width="stretch",
                 )
             if error := st.session_state.pop("models_error", None):
                 st.error(error)

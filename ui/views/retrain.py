@@ -93,7 +93,7 @@ def show_comparison(job: dict) -> None:
                 "AUROC (confirmed defects)": entry.get("auroc"),
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     band = result.get("review_band_images") or {}
     among = (
         f", {band['compared_on']} of them unjudged review items counted as good (the candidate's thresholds also "

@@ -27,7 +27,7 @@ if sources:
             ]
         ),
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
     )
 with st.form("src_add"):
     st.caption(
@@ -70,7 +70,7 @@ except ApiError as exc:
 if session.can("admin"):
     st.subheader("API tokens")
     tokens = client.tokens()
-    st.dataframe(pd.DataFrame(tokens), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(tokens), hide_index=True, width="stretch")
     with st.form("tok_new"):
         c = st.columns(2)
         name = c[0].text_input("Name", key="tok_name")

@@ -87,7 +87,7 @@ def show(c: dict, key: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Decisions** (rows: the model in charge; columns: the shadow)")
-        st.dataframe(pd.DataFrame(c["confusion"]).T, use_container_width=True)
+        st.dataframe(pd.DataFrame(c["confusion"]).T, width="stretch")
         v = c["verdicts"]
         st.markdown(
             f"**Judged alerts**: of {v['confirmed']['n']} confirmed defects the shadow would have caught "
@@ -104,7 +104,7 @@ def show(c: dict, key: str) -> None:
                     {"active_rate": "{:.1%}", "shadow_rate": "{:.1%}"}
                 ),
                 hide_index=True,
-                use_container_width=True,
+                width="stretch",
             )
     with right:
         scores = pd.concat(
@@ -124,7 +124,7 @@ def show(c: dict, key: str) -> None:
                 )
                 .properties(height=220)
             )
-            st.altair_chart(chart, use_container_width=True)
+            st.altair_chart(chart, width="stretch")
         if c["hours"]:
             hours = pd.DataFrame(c["hours"])
             hours["in charge"] = hours["active_flagged"] / hours["frames"]
@@ -136,7 +136,7 @@ def show(c: dict, key: str) -> None:
                 .encode(x="hour:T", y=alt.Y("alert rate:Q", axis=alt.Axis(format="%")), color="model:N")
                 .properties(height=200)
             )
-            st.altair_chart(chart, use_container_width=True)
+            st.altair_chart(chart, width="stretch")
     if c["disagreements"]:
         st.markdown(
             "**Where they disagree** (newest first): the frame, the heat map of the model in charge, the shadow's"
@@ -149,7 +149,7 @@ def show(c: dict, key: str) -> None:
             shadow_heat = client.shadow_heatmap(b["model_version"], item["id"]) if item["shadow_heatmap_url"] else None
             for col, data in zip(cols[:3], (image, heat, shadow_heat), strict=True):
                 if data:
-                    col.image(data, use_container_width=True)
+                    col.image(data, width="stretch")
                 else:
                     col.caption("(not kept)")
             cols[3].markdown(

@@ -62,7 +62,7 @@ if origin == "live":
             data = client.teach_frame(source_id, name)
             if data is not None:
                 stamp = f"{name[9:11]}:{name[11:13]}:{name[13:15]}.{name[16:19]}"  # 20261202T101530.123456.png
-                st.image(data, caption=stamp, use_container_width=True)
+                st.image(data, caption=stamp, width="stretch")
             if st.checkbox("reject", key=f"teach_rej_{name}"):
                 rejected.append(name)
     if rejected and st.button(f"Reject {len(rejected)} frame(s)", key="teach_reject"):
@@ -218,7 +218,7 @@ def show(job: dict) -> None:
     )
     m[4].metric("Defects flagged", fmt(report["defects_flagged"], True))
     if report["per_defect"]:
-        st.dataframe(pd.DataFrame(report["per_defect"]).T, use_container_width=True)
+        st.dataframe(pd.DataFrame(report["per_defect"]).T, width="stretch")
     for name, caption in (
         ("score_histogram.png", "scores with T1 and T2"),
         ("roc_pr.png", "ROC and precision-recall"),
@@ -226,7 +226,7 @@ def show(job: dict) -> None:
     ):
         data = client.job_file(job["id"], name)
         if data is not None:
-            st.image(data, caption=caption, use_container_width=True)
+            st.image(data, caption=caption, width="stretch")
     version = result["candidate_version"]
     st.subheader(f"Candidate {version}")
     confirm = st.checkbox(f"I have read the report: promote {version} to {result['source_id']}", key="teach_confirm")

@@ -119,7 +119,7 @@ rules = (
         color=alt.value("black"),
     )
 )
-st.altair_chart(alt.layer(hist, rules).properties(height=300), use_container_width=True)
+st.altair_chart(alt.layer(hist, rules).properties(height=300), width="stretch")
 st.caption(
     f"{len(normal)} OK scores, {len(confirmed)} confirmed defects, {len(flagged)} flagged not judged "
     f"(log-scaled counts); model {data['model_version']}"
@@ -127,43 +127,63 @@ st.caption(
 
 try:
     preview = client.preview(t1, t2, hours, source_id=source_id)
-    current = client.preview(data["t1"], data["t2"], hours, source_id=source_id)
+    # a second read of the same thresholds would differ only by the line's progress in between
+    unchanged = (t1, t2) == (data["t1"], data["t2"])
+    current = preview if unchanged else client.preview(data["t1"], data["t2"], hours, source_id=source_id)
 except ApiError as exc:
     st.error(exc.message)
     st.stop()
 
 
-def _change(value: float, fmt: str) -> str | None:
+def _rate(value: float, sign: str = "") -> str:
+    """A count per hour or shift as people read it: 32,220 / 41.5 / 0.25."""
+    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    return f"{value:{sign},.{digits}f}"
+
+
+def _change(value: float) -> str | None:
     """The change against the current thresholds; nothing when there is none."""
-    return None if abs(value) < 1e-9 else f"{value:+{fmt}}"
+    return None if abs(value) < 1e-9 else _rate(value, "+")
+
+
+def _entry(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def _span(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
 
 
 m = st.columns(5)
 m[0].metric(
     "Alerts per hour",
-    f"{preview['alerts_per_hour']:.2f}",
-    delta=_change(preview["alerts_per_hour"] - current["alerts_per_hour"], ".2f"),
+    _rate(preview["alerts_per_hour"]),
+    delta=_change(preview["alerts_per_hour"] - current["alerts_per_hour"]),
     delta_color="inverse",
 )
 m[1].metric(
     "Alerts per 8 h shift",
-    f"{preview['alerts_per_shift']:.1f}",
-    delta=_change(preview["alerts_per_shift"] - current["alerts_per_shift"], ".1f"),
+    _rate(preview["alerts_per_shift"]),
+    delta=_change(preview["alerts_per_shift"] - current["alerts_per_shift"]),
     delta_color="inverse",
 )
-m[2].metric("NG per hour", f"{preview['ng_per_hour']:.2f}")
-m[3].metric("Review per hour", f"{preview['review_per_hour']:.2f}")
+m[2].metric("NG per hour", _rate(preview["ng_per_hour"]))
+m[3].metric("Review per hour", _rate(preview["review_per_hour"]))
 m[4].metric(
     "Confirmed defects missed",
     f"{preview['missed_confirmed_defects']} of {preview['confirmed_defects']}",
-    delta=_change(preview["missed_confirmed_defects"] - current["missed_confirmed_defects"], "d"),
+    delta=_change(preview["missed_confirmed_defects"] - current["missed_confirmed_defects"]),
     delta_color="inverse",
 )
 if preview["replayed"]:
-    st.caption(f"replayed over {preview['inspections']:,} inspections in {preview['hours']:.1f} h")
+    st.caption(f"replayed over {preview['inspections']:,} inspections in {_span(preview['hours'])}")
 else:
     st.caption(
-        f"{preview['inspections']:,} inspections in {preview['hours']:.1f} h, read from the hourly history "
+        f"{preview['inspections']:,} inspections in {_span(preview['hours'])}, read from the hourly history "
         "(scores resolved to 0.5 %; debounce not replayed over so many)"
     )
 
@@ -182,7 +202,7 @@ if not hourly.empty:
         )
         .properties(height=160)
     )
-    st.altair_chart(chart, use_container_width=True)
+    st.altair_chart(chart, width="stretch")
     st.caption(f"alerts per hour under the thresholds of the time; {int(hourly['inspections'].sum()):,} inspections")
 
 if session.can("engineer"):
@@ -198,6 +218,10 @@ if session.can("engineer"):
             except ApiError as exc:
                 st.error(exc.message)
     with st.expander("Audit log"):
-        st.dataframe(pd.DataFrame(client.audit(50)), use_container_width=True, hide_index=True)
+        audit = pd.DataFrame(client.audit(50))
+        for column in ("old", "new"):  # one line of text each: entries hold settings, versions or nothing
+            if column in audit:
+                audit[column] = audit[column].map(_entry)
+        st.dataframe(audit, width="stretch", hide_index=True)
 else:
     st.caption("Applying thresholds needs an engineer token.")

@@ -54,4 +54,4 @@ def show_result(result: dict) -> None:
     st.metric("Label", result["label"] or "—")
     if result.get("output"):
         out = pd.DataFrame({"class": [str(i) for i in range(len(result["output"]))], "output": result["output"]})
-        st.altair_chart(alt.Chart(out).mark_bar().encode(x="class:N", y="output:Q"), use_container_width=True)
+        st.altair_chart(alt.Chart(out).mark_bar().encode(x="class:N", y="output:Q"), width="stretch")

@@ -67,4 +67,4 @@ def browse(client: Client, datasets: list[dict]) -> None:
         for i, row in enumerate(head["head"][:24]):
             data = client.dataset_file(name, row[image_col])
             if data:
-                cols[i % 8].image(data, caption=" ".join(row[1:]) or row[0], use_container_width=True)
+                cols[i % 8].image(data, caption=" ".join(row[1:]) or row[0], width="stretch")

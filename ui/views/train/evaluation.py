@@ -36,11 +36,11 @@ def confusion(report: dict) -> None:
     cells = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")))
     st.altair_chart(
         (cells + base.mark_text().encode(text="count:Q")).properties(height=320, title="confusion matrix"),
-        use_container_width=True,
+        width="stretch",
     )
     per_class = pd.DataFrame(report["per_class"]).T
     per_class.loc["macro avg"] = pd.Series(report["macro_avg"])
-    st.dataframe(per_class, use_container_width=True)
+    st.dataframe(per_class, width="stretch")
 
 
 def output_head(client: Client, report: dict, rows: list[list[str]]) -> None:
@@ -51,5 +51,5 @@ def output_head(client: Client, report: dict, rows: list[list[str]]) -> None:
         for i, row in enumerate(rows[1:17]):
             data = client.dataset_file(report["dataset_name"], row[0])
             if data:
-                cols[i % 8].image(data, caption=" · ".join(row[1:3]), use_container_width=True)
-    st.dataframe(table, hide_index=True, use_container_width=True)
+                cols[i % 8].image(data, caption=" · ".join(row[1:3]), width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch")

@@ -98,5 +98,5 @@ def show_stats(stats: dict) -> None:
             )
             .properties(height=22 * len(layers) + 20)
         )
-        st.altair_chart(chart, use_container_width=True)
-    st.dataframe(layers, hide_index=True, use_container_width=True)
+        st.altair_chart(chart, width="stretch")
+    st.dataframe(layers, hide_index=True, width="stretch")

@@ -56,7 +56,7 @@ def show_trials(client: Client, job: dict) -> None:
     plot = client.tradeoff_png(job["id"])
     if plot:
         st.image(plot, caption="trade-off: log multiply-adds against validation error")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption(
         "export a trial as a model bundle: `appliance search-export RUN TRIAL model.zip` "
         f"with RUN = {job['result'].get('run')}"
