@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -113,9 +114,16 @@ class Client:
         response = self._optional("GET", f"/inspections/{inspection_id}/{'heatmap' if heatmap else 'image'}")
         return None if response is None else response.content
 
-    def alerts(self, state: str | None = None, limit: int = 200, offset: int = 0) -> dict[str, Any]:
-        params = {"limit": limit, "offset": offset, **({"state": state} if state else {})}
-        return self._json("GET", "/alerts", params=params)
+    def alerts(
+        self,
+        state: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+        sources: Sequence[str] = (),
+        decisions: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        params = {"limit": limit, "offset": offset, "source_id": list(sources), "decision": list(decisions)}
+        return self._json("GET", "/alerts", params={**params, **({"state": state} if state else {})})
 
     def acknowledge(self, alert_id: int) -> dict[str, Any]:
         return self._json("POST", f"/alerts/{alert_id}/acknowledge")
@@ -332,14 +340,6 @@ def alerts_csv(alerts: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(alerts)
     return out.getvalue()
-
-
-def filter_alerts(alerts: list[dict[str, Any]], sources: list[str], decisions: list[str]) -> list[dict[str, Any]]:
-    return [
-        a
-        for a in alerts
-        if (not sources or a["source_id"] in sources) and (not decisions or a["decision"] in decisions)
-    ]
 
 
 def parse_vector(text: str) -> list[float]:

@@ -79,7 +79,8 @@ class AlertPublic(BaseModel):
 
 class AlertsPublic(BaseModel):
     data: list[AlertPublic]
-    count: int
+    count: int  # alerts that match (state, sources, decisions)
+    open: int  # of the sources and decisions asked for, whatever the state asked for
 
 
 class ResultPublic(BaseModel):

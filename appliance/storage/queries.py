@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import case
@@ -78,27 +79,38 @@ def inspection(engine: Engine, *, inspection_id: int) -> Inspection:
     return _get(engine, Inspection, inspection_id, "inspection")
 
 
-def alerts(engine: Engine, *, state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Any], int]:
-    """A page of alerts (rows), open ones first, then newest first, and how many match.
+def alerts(
+    engine: Engine,
+    *,
+    state: str | None = None,
+    sources: Sequence[str] = (),
+    decisions: Sequence[str] = (),
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Any], dict[str, int]]:
+    """A page of alerts (rows), open ones first, then newest first, of the given sources and
+    decisions (all when empty), and how many of those there are in each state.
 
     Read as two ranges of the (state, id) index, the open alerts and the others, each newest
     first, with the counts per state from the same index: no sort of the whole table per page."""
     newest, table = col(Alert.id).desc(), Alert.__table__
+    match = [col(Alert.source_id).in_(sources)] if sources else []
+    match += [col(Alert.decision).in_(decisions)] if decisions else []
     with Session(engine) as session:
-        counts = dict(session.exec(select(Alert.state, func.count()).group_by(Alert.state)).all())
+        counts = dict(session.exec(select(Alert.state, func.count()).where(*match).group_by(Alert.state)).all())
         if state:
-            query = select(table).where(Alert.state == state).order_by(newest).offset(offset).limit(limit)
-            return list(session.execute(query).all()), counts.get(state, 0)
+            query = select(table).where(Alert.state == state, *match).order_by(newest).offset(offset).limit(limit)
+            return list(session.execute(query).all()), counts
         n_open = counts.get("open", 0)
         rows: list[Any] = []
         if offset < n_open:
-            query = select(table).where(Alert.state == "open").order_by(newest).offset(offset).limit(limit)
+            query = select(table).where(Alert.state == "open", *match).order_by(newest).offset(offset).limit(limit)
             rows = list(session.execute(query).all())
         if len(rows) < limit:
-            rest = select(table).where(Alert.state != "open").order_by(newest)
+            rest = select(table).where(Alert.state != "open", *match).order_by(newest)
             rest = rest.offset(max(0, offset - n_open)).limit(limit - len(rows))
             rows += list(session.execute(rest).all())
-        return rows, sum(counts.values())
+        return rows, counts
 
 
 def scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:

@@ -146,6 +146,18 @@ def test_inspections_filters_images_and_alert_workflow(running):
     bad = client.post(f"/alerts/{alert_id}/verdict", json={"verdict": "maybe"}, headers=headers)
     assert bad.status_code == 422
     assert client.post("/alerts/999999/acknowledge", headers=headers).status_code == 404
+    source = alerts["data"][0]["source_id"]
+    every = client.get("/alerts", params={"limit": 1000}, headers=headers).json()
+    for decision in ("ng", "review"):
+        page = client.get(
+            "/alerts", params={"source_id": [source, "no-such-source"], "decision": decision}, headers=headers
+        ).json()
+        mine = [a for a in every["data"] if a["source_id"] == source and a["decision"] == decision]
+        assert page["count"] >= len(mine) and {a["decision"] for a in page["data"]} <= {decision}
+        assert page["open"] >= sum(a["state"] == "open" for a in mine)  # the line goes on raising alerts
+    assert every["open"] < every["count"]  # one confirmed above
+    refused = client.get("/alerts", params={"decision": "ok"}, headers=headers)
+    assert refused.status_code == 422 and "decision" in refused.text
 
 
 def test_thresholds_set_audit_publish_and_preview(running):
@@ -368,7 +380,7 @@ def test_a_retraining_that_cannot_have_enough_images_is_refused_before_it_is_que
         "/jobs/retrain", json={"epochs": 1, "max_images": 10, "include_false_positives": False}, headers=headers
     )
     assert refused.status_code == 422, refused.text
-    assert re.match(r"only \d new normal images; retraining needs at least 40 \(", refused.json()["detail"])
+    assert re.match(r"only \d+ new normal images; retraining needs at least 40 \(", refused.json()["detail"])
     assert len(client.get("/jobs", headers=headers).json()) == jobs  # nothing queued
 
 

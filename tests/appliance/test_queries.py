@@ -39,13 +39,27 @@ def test_alert_pages_list_open_alerts_first_then_the_rest_newest_first(db_url):
     for alert_id in judged:
         store.update_alert(engine, alert_id=alert_id, actor="op", verdict="confirmed")
     expected = sorted(set(ids) - set(judged), reverse=True) + sorted(judged, reverse=True)
+    counts = {"open": len(ids) - len(judged), "confirmed": len(judged)}
     for limit in (1, 3, 5, 12, 50):
         pages = [queries.alerts(engine, offset=o, limit=limit) for o in range(0, 14, limit)]
         assert [a.id for rows, _ in pages for a in rows] == expected, limit
-        assert {count for _, count in pages} == {12}
-    rows, count = queries.alerts(engine, state="confirmed", offset=1, limit=2)
-    assert [a.id for a in rows] == sorted(judged, reverse=True)[1:3] and count == len(judged)
-    assert queries.alerts(engine, offset=100) == ([], 12)
+        assert all(page_counts == counts for _, page_counts in pages)
+    rows, _ = queries.alerts(engine, state="confirmed", offset=1, limit=2)
+    assert [a.id for a in rows] == sorted(judged, reverse=True)[1:3]
+    assert queries.alerts(engine, offset=100) == ([], counts)
+
+
+def test_alert_pages_of_some_sources_and_decisions_count_those_alone(db_url):
+    engine = make_engine(db_url)
+    init_db(engine)
+    made = [record(engine, s, d)[1] for _ in range(2) for s in ("a", "b", "c") for d in ("ng", "review")]
+    store.update_alert(engine, alert_id=made[0].id, actor="op", verdict="confirmed")  # a's first NG
+    rows, counts = queries.alerts(engine, sources=["a", "b"], decisions=["ng"], limit=3)
+    expected = [a.id for a in made if a.source_id in "ab" and a.decision == "ng" and a.id != made[0].id]
+    assert [r.id for r in rows] == sorted(expected, reverse=True)[:3]  # open ones first, newest first
+    assert counts == {"open": 3, "confirmed": 1}
+    rows, counts = queries.alerts(engine, state="confirmed", sources=["b"])
+    assert rows == [] and counts == {"open": 4}
 
 
 def test_inspection_pages_by_key_match_the_newest_first_order(db_url):

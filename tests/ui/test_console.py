@@ -333,6 +333,23 @@ def test_operator_can_judge_alerts(console):
     assert [b for b in at.button if b.label == "False positive"]
 
 
+def test_alerts_are_filtered_by_the_api_and_counted_whole(console, appliance):
+    """Source and decision filters ask the API (before, they filtered the one page fetched, and
+    the open count was the page's)."""
+    at = console("operator", "alerts")
+    at.number_input(key="alerts_limit").set_value(5).run()
+    at.multiselect(key="alerts_sources").select(appliance.source_id).run()
+    at.multiselect(key="alerts_decisions").select("review").run()
+    assert not at.exception
+    with appliance.api("viewer") as api:
+        answer = api.get("/alerts", params={"source_id": appliance.source_id, "decision": "review"}).json()
+    assert answer["count"] > 5  # more than the page shows
+    caption = next(c.value for c in at.caption if "shown of" in c.value)
+    assert caption == f"5 shown of {answer['count']:,} alerts; {answer['open']:,} open"
+    titles = [e.label for e in at.expander]
+    assert len(titles) == 5 and all("REVIEW" in t and appliance.source_id in t for t in titles)
+
+
 def test_settings_test_a_source_and_manage_tokens_as_admin(console, appliance):
     at = console("admin", "settings")
     at.text_input(key="src_url").input("synth:line?size=32")  # inside a form: sent with its submit button

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import session
-from ui.client import ApiError, alerts_csv, filter_alerts
+from ui.client import ApiError, alerts_csv
 
 client, role = session.current()
 st.title("Alerts")
@@ -19,18 +19,24 @@ STATES = {
 }
 f1, f2, f3, f4 = st.columns(4)
 state = f1.selectbox("State", ["all", *STATES], format_func=lambda s: STATES.get(s, "All"), key="alerts_state")
-limit = f4.number_input("Show at most", 5, 500, 20, step=10, key="alerts_limit")
 try:
-    answer = client.alerts(state=None if state == "all" else state, limit=int(limit))
+    known = sorted(client.sources())
 except ApiError as exc:
     st.error(exc.message)
     st.stop()
-alerts = answer["data"]
-sources = f2.multiselect("Source", sorted({a["source_id"] for a in alerts}), key="alerts_sources")
+# a source removed since its alerts were raised stays pickable while picked
+sources = f2.multiselect("Source", sorted({*known, *st.session_state.get("alerts_sources", [])}), key="alerts_sources")
 decisions = f3.multiselect("Decision", ["ng", "review"], key="alerts_decisions")
-shown = filter_alerts(alerts, sources, decisions)
-open_count = sum(a["state"] == "open" for a in shown)
-st.caption(f"{len(shown)} shown of {answer['count']} alerts; {open_count} open")
+limit = f4.number_input("Show at most", 5, 500, 20, step=10, key="alerts_limit")
+try:
+    answer = client.alerts(
+        state=None if state == "all" else state, limit=int(limit), sources=sources, decisions=decisions
+    )
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+shown = answer["data"]
+st.caption(f"{len(shown)} shown of {answer['count']:,} alerts; {answer['open']:,} open")
 st.download_button("Export CSV", alerts_csv(shown), "alerts.csv", "text/csv", key="alerts_csv")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -20,18 +20,25 @@ def read_alerts(
     pages: PagesDep,
     _: Viewer,
     state: Literal["open", "acknowledged", "confirmed", "false_positive"] | None = None,
+    source_id: Annotated[list[str] | None, Query(max_length=100, description="only these sources (repeatable)")] = None,
+    decision: Annotated[list[Literal["ng", "review"]] | None, Query(description="only these decisions")] = None,
     offset: Offset = 0,
     limit: int = Query(50, ge=1, le=1000),
 ) -> Response:
-    """Alerts, open ones first, then newest first (new ones show within ``api_page_cache_s``)."""
+    """Alerts, open ones first, then newest first (new ones show within ``api_page_cache_s``),
+    with how many match and how many of those sources and decisions are open."""
+    sources, decisions = tuple(sorted(set(source_id or ()))), tuple(sorted(set(decision or ())))
 
     def render() -> bytes:
-        rows, count = queries.alerts(engine, state=state, offset=offset, limit=limit)
-        return (
-            AlertsPublic.model_validate({"data": [r._mapping for r in rows], "count": count}).model_dump_json().encode()
+        rows, counts = queries.alerts(
+            engine, state=state, sources=sources, decisions=decisions, offset=offset, limit=limit
         )
+        count = counts.get(state, 0) if state else sum(counts.values())
+        page = {"data": [r._mapping for r in rows], "count": count, "open": counts.get("open", 0)}
+        return AlertsPublic.model_validate(page).model_dump_json().encode()
 
-    return Response(pages.get(("alerts", state, offset, limit), render), media_type="application/json")
+    key = ("alerts", state, sources, decisions, offset, limit)
+    return Response(pages.get(key, render), media_type="application/json")
 
 
 @router.post("/{alert_id}/acknowledge")
