@@ -52,9 +52,12 @@ def enough_normal_images(engine: Engine, data_dir: Path, params: dict[str, Any])
     files = normal_images(engine, data_dir, params)
     min_images = int(params.get("min_images", 40))
     if len(files) < min_images:
+        kept, share = "", float(params.get("keep_ok_images", 0.0)) * 100
+        if params.get("include_ok", True):
+            kept = f"the line keeps {share:g} % of its OK images (keep_ok_images); "
         msg = (
-            f"only {len(files)} new normal images; retraining needs at least {min_images} "
-            "(recent OK items with their images, items marked false positive, uploaded datasets)"
+            f"only {len(files)} new normal images; retraining needs at least {min_images}: {kept}"
+            "wait for more, mark false positives as such, or upload a dataset of normal images"
         )
         raise InvalidInput(msg)
     return files

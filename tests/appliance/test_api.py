@@ -380,7 +380,11 @@ def test_a_retraining_that_cannot_have_enough_images_is_refused_before_it_is_que
         "/jobs/retrain", json={"epochs": 1, "max_images": 10, "include_false_positives": False}, headers=headers
     )
     assert refused.status_code == 422, refused.text
-    assert re.match(r"only \d+ new normal images; retraining needs at least 40 \(", refused.json()["detail"])
+    assert re.fullmatch(
+        r"only \d+ new normal images; retraining needs at least 40: the line keeps [\d.]+ % of its OK images "
+        r"\(keep_ok_images\); wait for more, mark false positives as such, or upload a dataset of normal images",
+        refused.json()["detail"],
+    ), refused.json()["detail"]
     assert len(client.get("/jobs", headers=headers).json()) == jobs  # nothing queued
 
 
