@@ -75,7 +75,7 @@ for alert in shown:
         right.markdown(
             f"**Score** {alert['score']:.4g} ({crossed} {alert['threshold']:.4g}, normalised {alert['norm_score']:.2f})"
             + (f"  \n**Found** {alert['label']}" if alert.get("label") else "")
-            + (f"  \n**Part** {alert['item']}" if alert.get("item") else "")
+            + (f"  \n**Item** {alert['item']}" if alert.get("item") else "")
             + f"  \n**Model** {alert['model_version']}  \n**Inspection** {alert['inspection_id']}  \n"
             f"**Event** `{alert['event_id']}`"
             + (f"  \n**Acknowledged by** {alert['acknowledged_by']}" if alert.get("acknowledged_by") else "")
