@@ -425,11 +425,8 @@ class Pipeline:
         a crash) is skipped: its capture time within its source, or its alert's event id, names it."""
         done = 0
         while self.spool is not None and len(self.spool):
-            # alerts the broker acknowledged from the spool are stored as sent: never sent twice;
-            # one on its way now holds the write-back until it is acknowledged (the next call)
-            entries, sent = self.spool.claim_settled(batch)
-            if not entries:
-                return done
+            # alerts the broker acknowledged from the spool are stored as sent: never sent twice
+            entries, sent = self.spool.peek(batch)
             published = {item[2] for row_id, item in entries if row_id in sent}
             try:
                 stored = store.stored_captures(self.engine, inspections=[item[0] for _, item in entries])
@@ -440,23 +437,30 @@ class Pipeline:
                 )
                 self._record([item for _, item in fresh], published)
             except OperationalError:  # still away: try again at the next call
-                self.spool.release([row_id for row_id, _ in entries])
                 return done
             except IntegrityError:
-                for row_id, item in fresh:
+                for _, item in fresh:
                     try:
                         self._record([item], published)
                     except IntegrityError:
                         pass  # stored before the spool could forget it
-                    self.spool.remove([row_id])
-            except BaseException:
-                self.spool.release([row_id for row_id, _ in entries])
-                raise
-            self.spool.remove([row_id for row_id, _ in entries])
+            # acknowledged while they were written back: stored as unsent, so marked sent now
+            late = self.spool.remove([row_id for row_id, _ in entries]) - sent
+            self._events_sent([item[2] for row_id, item in entries if row_id in late])
             done += len(entries)
             if self.alerts_waiting is not None:
                 self.alerts_waiting.set()
         return done
+
+    def _events_sent(self, event_ids: list[str]) -> None:
+        """These alerts reached the broker: their outbox rows are done (remembered in the spool
+        until the database records it)."""
+        if not event_ids:
+            return
+        try:
+            store.mark_events_sent(self.engine, event_ids=set(event_ids))
+        except SQLAlchemyError:
+            self.spool.remember_sent(event_ids)
 
     def _count_store_failure(self, inspection: Inspection) -> None:
         m = self.metrics.get(inspection.source_id)

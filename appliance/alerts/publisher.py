@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,6 +28,7 @@ from appliance.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 PAGE = 100  # messages read from the outbox (and from the spool) at a time
+RESEND_AFTER = 120.0  # seconds connected without the broker acknowledging a message: it is read again
 UNRECORDED = "recording acknowledged messages failed; the spool remembers them until the database answers"
 
 
@@ -108,12 +110,27 @@ class Doorbell:
         self.event.clear()
 
 
+class Flight(NamedTuple):
+    """A message handed to paho and not yet acknowledged."""
+
+    where: str  # "outbox" or "spool"
+    row_id: int  # its id there
+    payload: str
+    event_id: str
+    sent_at: float  # monotonic
+
+
 class AlertPublisher:
     """Sends pending outbox messages whenever connected; runs in its own thread.
 
     The outbox is read when new messages are announced (``wake.set()``), when the last read filled
     a page, after a reconnect, and otherwise every ``recheck`` seconds as a safety net (messages a
     database failure left pending); an acknowledgement alone never costs a query.
+
+    A message handed to paho stays in flight until the broker acknowledges it, across a dropped
+    connection too: paho sends it again on reconnecting, so it is not read again here (it would
+    go out twice). One that no acknowledgement followed for ``RESEND_AFTER`` seconds of connection
+    is read again.
 
     paho calls ``on_publish`` while holding its own message lock, so the callbacks never wait
     for anything: they only queue events (acknowledged mid, disconnected). The sender thread alone
@@ -142,8 +159,8 @@ class AlertPublisher:
         self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self.wake = Doorbell()  # set() when new messages are in the outbox or spool
         self._last_summary = 0.0
-        # paho mid → (where: "outbox" | "spool", its id there, payload, event id); the sender thread's only
-        self.inflight: dict[int, tuple[str, int, str, str]] = {}
+        self.inflight: dict[int, Flight] = {}  # paho mid → the message; the sender thread's only
+        self._connected_at = 0.0  # monotonic time of the last connection
         self._outbox_retry_at = 0.0  # while the database fails, the outbox is polled once a second
         self.sent = 0
         self.outbox_failing = False  # the database did not answer the last outbox poll
@@ -181,6 +198,7 @@ class AlertPublisher:
             log.warning("broker refused the connection: %s", reason_code)
             return
         client.publish(self.topics.status, "online", qos=1, retain=True)
+        self._connected_at = time.monotonic()
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -200,46 +218,48 @@ class AlertPublisher:
             except queue.Empty:
                 break
             if kind == "disconnected":
-                self._release(list(self.inflight.values()))  # unacknowledged: sent again after reconnecting
-                self.inflight.clear()
-                self.wake.work = True
+                self.wake.work = True  # what is in flight paho sends again; the rest is read after reconnecting
             elif kind == "acked" and mid in self.inflight:
                 acked.append(self.inflight.pop(mid))
-            elif mid in self.inflight:
-                self._release([self.inflight.pop(mid)])
-        if acked:
-            self.sent += len(acked)
-            spooled = [row_id for where, row_id, _, _ in acked if where == "spool"]
-            if spooled:  # local: always recorded, whatever the database does
-                self.spool.mark_published(spooled)
-            for _, _, payload, _ in acked if self.on_sent else ():
-                try:
-                    self.on_sent(payload)
-                except Exception:  # a metrics hook must never hold up delivery
-                    log.exception("on_sent hook failed")
-            outbox = [(row_id, event_id) for where, row_id, _, event_id in acked if where == "outbox"]
-            if outbox:
-                try:
-                    store.mark_sent(self.engine, message_ids=[row_id for row_id, _ in outbox])
-                except Exception:  # the spool remembers them until the database answers; without one they stay pending
-                    if self.spool is not None:
-                        self.spool.remember_sent([event_id for _, event_id in outbox])
-                    raise
+            else:  # refused by the broker: read again
+                self.inflight.pop(mid, None)
+        if self.connected.is_set():  # sent, or sent again on reconnecting, so long ago: lost somewhere
+            since = time.monotonic() - RESEND_AFTER
+            for mid in [mid for mid, f in self.inflight.items() if max(f.sent_at, self._connected_at) < since]:
+                log.warning("no acknowledgement for alert %s: sending it again", self.inflight.pop(mid).event_id)
+        if not acked:
+            return
+        self.sent += len(acked)
+        record = [f.event_id for f in acked if f.where == "outbox"]
+        spooled = {f.row_id: f.event_id for f in acked if f.where == "spool"}
+        if spooled:  # local: always recorded, whatever the database does; items written back meanwhile are
+            gone = self.spool.mark_published(list(spooled))  # the database's to record
+            record += [spooled[row_id] for row_id in gone]
+        for f in acked if self.on_sent else ():
+            try:
+                self.on_sent(f.payload)
+            except Exception:  # a metrics hook must never hold up delivery
+                log.exception("on_sent hook failed")
+        if record:
+            try:
+                store.mark_events_sent(self.engine, event_ids=set(record))
+            except Exception:  # the spool remembers them until the database answers; without one they stay pending
+                if self.spool is not None:
+                    self.spool.remember_sent(record)
+                raise
 
-    def _release(self, messages: list[tuple[str, int, str, str]]) -> None:
-        """Spooled alerts that did not reach the broker: offered again."""
-        spooled = [row_id for where, row_id, _, _ in messages if where == "spool"]
-        if spooled:
-            self.spool.release(spooled)
-
-    def _pending(self) -> list[tuple[str, int, str, str, int, bool]]:
+    def _pending(self) -> list[tuple[str, int, str, str, int, bool, str]]:
         """What to send next: the spool's unpublished alerts (local, always readable) and the
         outbox's pending messages (skipped for a second after the database failed), as
-        (where, id, topic, payload, qos, retain)."""
+        (where, id, topic, payload, qos, retain, event id); none in flight, none twice, none
+        from the outbox that an item in the spool holds (sent from there)."""
         out = []
+        skip = {f.event_id for f in self.inflight.values()}
         if self.spool is not None:
-            claimed = self.spool.claim_unpublished(PAGE)
-            out += [("spool", i, topic, payload, 1, False, "") for i, topic, payload in claimed]
+            busy = {f.row_id for f in self.inflight.values() if f.where == "spool"}
+            spooled = self.spool.unpublished(PAGE, busy)
+            out += [("spool", i, topic, payload, 1, False, event) for i, topic, payload, event in spooled]
+            skip |= {event for *_, event in spooled}
         if time.monotonic() < self._outbox_retry_at:
             return out
         try:
@@ -247,14 +267,13 @@ class AlertPublisher:
                 remembered = self.spool.remembered(PAGE)
                 store.mark_events_sent(self.engine, event_ids=set(remembered))
                 self.spool.forget_sent(remembered)
-            exclude = {row_id for where, row_id, _, _ in self.inflight.values() if where == "outbox"}
             for _ in range(3):  # alerts the spool holds are sent from there; skip them and read on
-                pending = store.pending_messages(self.engine, topic_prefix=self.topics.own, limit=PAGE, exclude=exclude)
+                pending = store.pending_messages(self.engine, topic_prefix=self.topics.own, limit=PAGE, skip=skip)
                 held = self.spool.holding({m.event_id for m in pending}) if self.spool is not None else set()
                 if not held:
                     break
-                exclude |= {m.id for m in pending if m.event_id in held}
-            pending = [m for m in pending if m.event_id not in held]
+                skip |= held
+            pending = [m for m in pending if m.event_id not in skip]
         except Exception:  # database briefly unavailable: try again, say so once per outage
             if not self.outbox_failing:
                 log.exception("outbox access failed; retrying every second until the database answers")
@@ -279,16 +298,14 @@ class AlertPublisher:
                 self.wake.work = False
                 next_check = time.monotonic() + self.recheck
                 pending = self._pending()
-                for n, (where, row_id, topic, payload, qos, retain, event_id) in enumerate(pending):
+                for where, row_id, topic, payload, qos, retain, event_id in pending:
                     if not self.connected.is_set():
-                        self._release([(w, r, p, e) for w, r, _, p, _, _, e in pending[n:]])
                         self.wake.work = True
                         break
                     info = self.client.publish(topic, payload, qos=qos, retain=retain)
-                    if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                        self.inflight[info.mid] = (where, row_id, payload, event_id)
-                    else:
-                        self._release([(where, row_id, payload, event_id)])
+                    # without a connection paho keeps the message and sends it on reconnecting
+                    if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                        self.inflight[info.mid] = Flight(where, row_id, payload, event_id, time.monotonic())
                 if len(pending) >= PAGE:
                     self.wake.work = True  # more waiting: read the next page at once
                     continue

@@ -5,10 +5,12 @@ appliance's database.
 
 An item with an alert also keeps that alert's message: the publisher sends it while the database
 is away (an NG part must not wait for the database) and marks it published here, so that writing
-the item back does not send it again. So that no alert goes out twice, an item is never written
-back while its alert is on its way to the broker, nor sent while it is being written back, and
-the outbox never sends an alert an item here holds. Outbox messages the broker acknowledged while
-the database could not record it are remembered here too, and marked sent when it can."""
+the item back does not send it again. Marking and removing exclude each other (the spool's lock),
+so an acknowledgement that comes while its item is written back is seen by exactly one side:
+:meth:`mark_published` names the items gone already, :meth:`remove` the items acknowledged since
+they were read; that side records the alert as sent in the database. Outbox messages the broker
+acknowledged while the database could not record it are remembered here too, and marked sent
+when it can."""
 
 from __future__ import annotations
 
@@ -48,10 +50,6 @@ class Spool:
         # alerts the broker acknowledged from the outbox while the database could not record it
         self._db.execute("CREATE TABLE IF NOT EXISTS sent (event_id TEXT PRIMARY KEY)")
         self._count = self._db.execute("SELECT count(*) FROM item").fetchone()[0]
-        # claims, so that no alert goes out twice from one process: items whose alert the
-        # publisher has sent and the broker not yet acknowledged, and items being written back
-        self._sending: set[int] = set()
-        self._writing: set[int] = set()
 
     def __len__(self) -> int:
         return self._count
@@ -78,52 +76,31 @@ class Spool:
             self._count += len(kept)
             return refused
 
-    def peek(self, n: int) -> list[tuple[int, Item]]:
-        """The oldest ``n`` items with their spool ids."""
+    def unpublished(self, n: int, exclude: set[int]) -> list[tuple[int, str, str, str]]:
+        """The oldest ``n`` alert messages not yet acknowledged (spool id, topic, payload, event
+        id), but those of the items in ``exclude`` (on their way)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, data FROM item ORDER BY id LIMIT ?", (n,)).fetchall()
-        return [(row_id, _item(data)) for row_id, data in rows]
-
-    def claim_unpublished(self, n: int) -> list[tuple[int, str, str]]:
-        """The oldest ``n`` alert messages to send (spool id, topic, payload): not acknowledged,
-        not on their way already, not being written back. They stay claimed until
-        ``mark_published`` or ``release``."""
-        with self._lock:
-            busy = self._sending | self._writing
             rows = self._db.execute(
-                "SELECT id, topic, payload FROM item WHERE payload IS NOT NULL AND published = 0 ORDER BY id LIMIT ?",
-                (n + len(busy),),
+                "SELECT id, topic, payload, event_id FROM item WHERE payload IS NOT NULL AND published = 0 "
+                "ORDER BY id LIMIT ?",
+                (n + len(exclude),),
             ).fetchall()
-            rows = [row for row in rows if row[0] not in busy][:n]
-            self._sending.update(row[0] for row in rows)
-            return rows
+        return [row for row in rows if row[0] not in exclude][:n]
 
-    def mark_published(self, ids: list[int]) -> None:
-        """The broker acknowledged these items' alerts."""
+    def mark_published(self, ids: list[int]) -> set[int]:
+        """The broker acknowledged these items' alerts; returns the items written back already
+        (their alerts' outbox rows are the caller's to mark sent)."""
         with self._lock, self._db:
-            self._db.executemany("UPDATE item SET published = 1 WHERE id = ?", [(i,) for i in ids])
-            self._sending.difference_update(ids)
+            here = self._existing(ids)
+            self._db.executemany("UPDATE item SET published = 1 WHERE id = ?", [(i,) for i in here])
+        return set(ids) - here
 
-    def claim_settled(self, n: int) -> tuple[list[tuple[int, Item]], set[int]]:
-        """The oldest items, up to ``n``, to write back, and which of them had their alert
-        acknowledged. It stops before an item whose alert is on its way to the broker (written
-        back now, it would be sent again from the outbox); they stay claimed until ``remove``
-        or ``release``."""
+    def peek(self, n: int) -> tuple[list[tuple[int, Item]], set[int]]:
+        """The oldest ``n`` items with their spool ids, and which of them had their alert
+        acknowledged."""
         with self._lock:
             rows = self._db.execute("SELECT id, data, published FROM item ORDER BY id LIMIT ?", (n,)).fetchall()
-            settled = []
-            for row in rows:
-                if row[0] in self._sending:
-                    break
-                settled.append(row)
-            self._writing.update(row[0] for row in settled)
-        return [(row_id, _item(data)) for row_id, data, _ in settled], {row[0] for row in settled if row[2]}
-
-    def release(self, ids: list[int]) -> None:
-        """Give up claims: alerts that did not reach the broker, items not written back."""
-        with self._lock:
-            self._sending.difference_update(ids)
-            self._writing.difference_update(ids)
+        return [(row_id, _item(data)) for row_id, data, _ in rows], {row[0] for row in rows if row[2]}
 
     def holding(self, event_ids: set[str]) -> set[str]:
         """Which of these alerts wait here (sent from the spool, never from the outbox)."""
@@ -149,11 +126,20 @@ class Spool:
         with self._lock, self._db:
             self._db.executemany("DELETE FROM sent WHERE event_id = ?", [(e,) for e in event_ids])
 
-    def remove(self, ids: list[int]) -> None:
+    def remove(self, ids: list[int]) -> set[int]:
+        """Forget these items; returns those whose alert had been acknowledged by then."""
         with self._lock, self._db:
+            published = self._existing(ids, "published = 1")
             self._db.executemany("DELETE FROM item WHERE id = ?", [(i,) for i in ids])
             self._count = self._db.execute("SELECT count(*) FROM item").fetchone()[0]
-            self._writing.difference_update(ids)
+        return published
+
+    def _existing(self, ids: list[int], where: str = "1") -> set[int]:
+        if not ids:
+            return set()
+        ids = padded(ids)
+        marks = ",".join("?" * len(ids))
+        return {row[0] for row in self._db.execute(f"SELECT id FROM item WHERE {where} AND id IN ({marks})", ids)}
 
     def close(self) -> None:
         with self._lock:

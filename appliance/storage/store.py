@@ -130,13 +130,14 @@ def _unsent(topic_prefix: str) -> Any:
 
 
 def pending_messages(
-    engine: Engine, *, topic_prefix: str, limit: int = 100, exclude: set[int] | None = None
+    engine: Engine, *, topic_prefix: str, limit: int = 100, skip: set[str] | None = None
 ) -> list[OutboxMessage]:
-    """Unsent outbox messages under ``topic_prefix`` (the node's base topic), oldest first."""
+    """Unsent outbox messages under ``topic_prefix`` (the node's base topic), oldest first, but
+    those whose event ids are in ``skip``."""
     with Session(engine) as session:
         query = select(OutboxMessage).where(*_unsent(topic_prefix))
-        if exclude:
-            query = query.where(col(OutboxMessage.id).not_in(padded(exclude)))
+        if skip:
+            query = query.where(col(OutboxMessage.event_id).not_in(padded(skip)))
         return list(session.exec(query.order_by(OutboxMessage.id).limit(limit)))
 
 
@@ -150,14 +151,6 @@ def mark_events_sent(engine: Engine, *, event_ids: set[str]) -> None:
         )
         for message in session.exec(query):
             message.sent_at = utcnow()
-            session.add(message)
-        session.commit()
-
-
-def mark_sent(engine: Engine, *, message_ids: list[int], at: dt.datetime | None = None) -> None:
-    with Session(engine) as session:
-        for message in session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(padded(message_ids)))):
-            message.sent_at = at or utcnow()
             session.add(message)
         session.commit()
 

@@ -115,6 +115,36 @@ def test_broker_outage_loses_nothing(db_url, broker):
         sub.close()
 
 
+def test_alerts_in_flight_when_the_link_goes_silent_reach_the_subscriber_once(db_url, broker):
+    """A link that stops answering is noticed only when the keepalive runs out; what was sent
+    meanwhile waits in paho, which sends it again on reconnecting. The outbox must not send it as
+    well (before: every alert of those seconds arrived twice)."""
+    from tests.helpers.proxy import Proxy
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    sub = Subscriber(broker.port, [topics.alerts])
+    proxy = Proxy(broker.port)
+    publisher = AlertPublisher(engine, BrokerSettings(port=proxy.port, keepalive=1), topics).start()
+    try:
+        assert wait_for(lambda: publisher.connected.is_set())
+        proxy.stall()
+        expected = {a.event_id for a in add_inspections(engine, topics, 5)}
+        assert wait_for(lambda: len(publisher.inflight) == 5)  # handed to paho: the broker got none
+        assert wait_for(lambda: not publisher.connected.is_set())  # the keepalive ran out
+        proxy.restore()
+        assert wait_for(lambda: {m["event_id"] for m in sub.alerts()} == expected, timeout=30)
+        assert wait_for(lambda: store.outbox_backlog(engine, topic_prefix=topics.own) == 0)
+        time.sleep(1.5)  # a second copy, if there were one, would arrive by now
+        received = [m["event_id"] for m in sub.alerts()]
+        assert sorted(received) == sorted(expected)
+    finally:
+        publisher.stop()
+        proxy.close()
+        sub.close()
+
+
 CHILD = """
 import datetime as dt, sys, time
 from appliance.alerts.publisher import AlertPublisher, BrokerSettings

@@ -35,11 +35,11 @@ def test_spooled_items_survive_a_kill_and_come_back_in_order(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait(10)
     spool = Spool(path)
-    entries = spool.peek(100)
+    entries, _ = spool.peek(100)
     assert len(spool) == 50 and [item[0].score for _, item in entries] == list(range(50))
     assert [item[2] for _, item in entries][:6] == ["event-0", None, None, None, None, "event-5"]
     spool.remove([row_id for row_id, _ in entries[:10]])
-    assert len(spool) == 40 and spool.peek(1)[0][1][0].score == 10
+    assert len(spool) == 40 and spool.peek(1)[0][0][1][0].score == 10
 
 
 def test_a_full_spool_gives_back_what_did_not_fit(tmp_path):
@@ -83,7 +83,7 @@ def messages(items: list) -> list:
     return [("t/alerts", f'{{"event_id": "{e}"}}') if e else None for _, _, e in items]
 
 
-def test_spooled_alerts_are_offered_once_and_an_old_spool_file_is_upgraded(tmp_path):
+def test_spooled_alerts_are_offered_until_acknowledged_and_an_old_spool_file_is_upgraded(tmp_path):
     import json
     import sqlite3
 
@@ -97,43 +97,35 @@ def test_spooled_alerts_are_offered_once_and_an_old_spool_file_is_upgraded(tmp_p
     assert spool.holding({"e-old", "e-other"}) == {"e-old"}  # its event ids found for the outbox
     items = inspections(6)
     spool.put(items, messages(items))
-    offered = spool.claim_unpublished(10)
-    assert [payload for _, _, payload in offered] == ['{"event_id": "e1"}', '{"event_id": "e3"}', '{"event_id": "e5"}']
-    assert spool.claim_unpublished(10) == []  # on their way: not offered twice
-    first, second, _ = (row for row, _, _ in offered)
-    spool.release([second])  # the broker went away before acknowledging it
-    assert [row for row, _, _ in spool.claim_unpublished(10)] == [second]
-    spool.mark_published([first])
-    entries, published = spool.claim_settled(10)
-    assert published == {first} and spool.holding({"e1", "e3", "e5"}) == {"e1", "e3", "e5"}
+    offered = spool.unpublished(10, exclude=set())
+    assert [(payload, event) for _, _, payload, event in offered] == [
+        ('{"event_id": "e1"}', "e1"),
+        ('{"event_id": "e3"}', "e3"),
+        ('{"event_id": "e5"}', "e5"),
+    ]
+    first = offered[0][0]
+    assert [row for row, *_ in spool.unpublished(10, exclude={first})] == [r for r, *_ in offered[1:]]
+    assert spool.mark_published([first]) == set()  # still here
+    assert spool.peek(10)[1] == {first}
+    assert len(spool.unpublished(10, exclude=set())) == 2
     spool.close()
-    reopened = Spool(path)
-    assert [row for row, _, _ in reopened.claim_unpublished(10)] == [second, offered[2][0]]  # e1 was acknowledged
-    entries, published = reopened.claim_settled(10)
-    assert [row for row, _ in entries] == list(range(1, second)) and published == {first}  # up to e3's, on its way
-    reopened.mark_published([second, offered[2][0]])
-    assert reopened.claim_settled(10)[1] == {first, second, offered[2][0]}  # kept on disk
+    assert Spool(path).peek(10)[1] == {first}  # kept on disk
 
 
-def test_an_item_is_not_written_back_while_its_alert_is_on_its_way_nor_sent_while_written_back(tmp_path):
-    """The publisher and the write-back share the spool: an alert sent from the spool and written
-    back before its acknowledgement would be sent again from the outbox; one written back first
-    must not be sent from the spool as well."""
+def test_an_acknowledgement_during_a_write_back_is_seen_by_exactly_one_side(tmp_path):
+    """The publisher marks alerts acknowledged while the write-back reads, stores and removes
+    items: whichever comes second learns that the alert's outbox row must be marked sent."""
     spool = Spool(tmp_path / "s.db")
     items = inspections(4, alert_every=1)
     spool.put(items, messages(items))
-    rows = [row for row, _ in spool.peek(10)]
-    writing, _ = spool.claim_settled(2)
-    assert [row for row, _ in writing] == rows[:2]
-    sending = spool.claim_unpublished(10)
-    assert [row for row, _, _ in sending] == rows[2:]  # the two being written back are not sent
-    spool.remove(rows[:2])  # written back
-    assert [row for row, _ in spool.claim_settled(10)[0]] == []  # the oldest left is on its way
-    spool.mark_published([rows[2]])
-    entries, published = spool.claim_settled(10)
-    assert [row for row, _ in entries] == [rows[2]] and published == {rows[2]}  # stops at the unacknowledged one
-    spool.release([rows[3]])  # never acknowledged (the broker went away): written back, sent from the outbox
-    assert [row for row, _ in spool.claim_settled(10)[0]] == rows[2:]
+    rows = [row for row, *_ in spool.unpublished(10, exclude=set())]
+    entries, published = spool.peek(10)  # the write-back reads: nothing acknowledged yet
+    assert published == set() and [row for row, _ in entries] == rows
+    assert spool.mark_published(rows[:2]) == set()  # acknowledged while the rows are written back
+    late = spool.remove(rows[:3])  # the write-back removes three: two of them were acknowledged meanwhile
+    assert late == set(rows[:2])
+    assert spool.mark_published(rows[2:]) == {rows[2]}  # acknowledged after its removal: the publisher's to record
+    assert len(spool) == 1 and spool.peek(10)[1] == {rows[3]}
 
 
 def test_acknowledgements_the_database_could_not_record_survive_a_restart(tmp_path):
@@ -187,7 +179,7 @@ def test_a_batch_stored_although_its_commit_answer_was_lost_is_not_stored_twice(
     lost_answer = batch(0, 6)
     pipeline._record(lost_answer)  # committed, but the caller saw an error ...
     pipeline.spool.put(batch(0, 6), [("t", "{}") if k % 4 == 0 else None for k in range(6)])  # ... and spooled it
-    pipeline.spool.mark_published([row for row, _, _ in pipeline.spool.claim_unpublished(10)])  # sent
+    pipeline.spool.mark_published([row for row, *_ in pipeline.spool.unpublished(10, exclude=set())])  # sent
     pipeline.spool.put(batch(6, 4))  # then the outage went on
     assert pipeline.drain_spool() == 10 and len(pipeline.spool) == 0
     with Session(engine) as session:

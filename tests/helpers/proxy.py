@@ -10,13 +10,16 @@ from tests.helpers.broker import free_port
 
 class Proxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and refuses new
-    ones until ``restore()``."""
+    ones until ``restore()``; ``stall()`` keeps the connections open but lets nothing through (a
+    link gone silent: a switch rebooting, a cable pulled) until ``restore()``."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.open = threading.Event()
         self.open.set()
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.connections: list[socket.socket] = []
         self.lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", self.port))
@@ -44,11 +47,11 @@ class Proxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if self.flowing.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
@@ -69,8 +72,12 @@ class Proxy:
                 s.close()
             self.connections.clear()
 
+    def stall(self) -> None:
+        self.flowing.clear()
+
     def restore(self) -> None:
         self.open.set()
+        self.flowing.set()
 
     def close(self) -> None:
         self.cut()
