@@ -29,6 +29,7 @@ from appliance.storage.spool import Spool
 log = logging.getLogger(__name__)
 PAGE = 100  # messages read from the outbox (and from the spool) at a time
 RESEND_AFTER = 120.0  # seconds connected without the broker acknowledging a message: it is read again
+REFUSED_RETRY = 30.0  # seconds before a message the broker refused is sent again
 UNRECORDED = "recording acknowledged messages failed; the spool remembers them until the database answers"
 
 
@@ -115,6 +116,7 @@ class Flight(NamedTuple):
 
     where: str  # "outbox" or "spool"
     row_id: int  # its id there
+    topic: str
     payload: str
     event_id: str
     sent_at: float  # monotonic
@@ -156,10 +158,14 @@ class AlertPublisher:
         self.client.on_publish = self._on_publish
         self.connected = threading.Event()
         self.stopping = threading.Event()
-        self.events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()  # (kind, mid, reason)
         self.wake = Doorbell()  # set() when new messages are in the outbox or spool
         self._last_summary = 0.0
         self.inflight: dict[int, Flight] = {}  # paho mid → the message; the sender thread's only
+        self.refused = 0  # messages the broker refused (its access rules, a payload too large)
+        # refused event id → (when to send it again (monotonic), its spool row or None)
+        self._held_back: dict[str, tuple[float, int | None]] = {}
+        self._refusals_said: set[str] = set()
         self._connected_at = 0.0  # monotonic time of the last connection
         self._outbox_retry_at = 0.0  # while the database fails, the outbox is polled once a second
         self.sent = 0
@@ -203,10 +209,10 @@ class AlertPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        self.events.put(("disconnected", 0))
+        self.events.put(("disconnected", 0, ""))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self.events.put(("acked" if not reason_code.is_failure else "refused", mid))
+        self.events.put(("refused", mid, str(reason_code)) if reason_code.is_failure else ("acked", mid, ""))
         self.wake.ring()  # record the acknowledgement now, not at the next poll
 
     # -- sender thread --------------------------------------------------------------------
@@ -214,15 +220,15 @@ class AlertPublisher:
         acked = []
         while True:
             try:
-                kind, mid = self.events.get_nowait()
+                kind, mid, reason = self.events.get_nowait()
             except queue.Empty:
                 break
             if kind == "disconnected":
                 self.wake.work = True  # what is in flight paho sends again; the rest is read after reconnecting
             elif kind == "acked" and mid in self.inflight:
                 acked.append(self.inflight.pop(mid))
-            else:  # refused by the broker: read again
-                self.inflight.pop(mid, None)
+            elif mid in self.inflight:  # refused by the broker: sent again after a while
+                self._refused(self.inflight.pop(mid), reason)
         if self.connected.is_set():  # sent, or sent again on reconnecting, so long ago: lost somewhere
             since = time.monotonic() - RESEND_AFTER
             for mid in [mid for mid, f in self.inflight.items() if max(f.sent_at, self._connected_at) < since]:
@@ -248,15 +254,34 @@ class AlertPublisher:
                     self.spool.remember_sent(record)
                 raise
 
+    def _refused(self, flight: Flight, reason: str) -> None:
+        """Kept pending and sent again after ``REFUSED_RETRY`` seconds; said once per reason."""
+        self.refused += 1
+        row = flight.row_id if flight.where == "spool" else None
+        self._held_back[flight.event_id] = (time.monotonic() + REFUSED_RETRY, row)
+        if reason not in self._refusals_said:
+            self._refusals_said.add(reason)
+            log.warning(
+                "the broker refused the message on %s (%s): %s; it stays pending and is sent again every %g s "
+                "(do the broker's access rules let this client publish there?)",
+                flight.topic,
+                flight.event_id,
+                reason,
+                REFUSED_RETRY,
+            )
+
     def _pending(self) -> list[tuple[str, int, str, str, int, bool, str]]:
         """What to send next: the spool's unpublished alerts (local, always readable) and the
         outbox's pending messages (skipped for a second after the database failed), as
         (where, id, topic, payload, qos, retain, event id); none in flight, none twice, none
         from the outbox that an item in the spool holds (sent from there)."""
         out = []
-        skip = {f.event_id for f in self.inflight.values()}
+        now = time.monotonic()
+        self._held_back = {e: held for e, held in self._held_back.items() if held[0] > now}
+        skip = {f.event_id for f in self.inflight.values()} | set(self._held_back)
         if self.spool is not None:
             busy = {f.row_id for f in self.inflight.values() if f.where == "spool"}
+            busy |= {row for _, row in self._held_back.values() if row is not None}
             spooled = self.spool.unpublished(PAGE, busy)
             out += [("spool", i, topic, payload, 1, False, event) for i, topic, payload, event in spooled]
             skip |= {event for *_, event in spooled}
@@ -305,7 +330,7 @@ class AlertPublisher:
                     info = self.client.publish(topic, payload, qos=qos, retain=retain)
                     # without a connection paho keeps the message and sends it on reconnecting
                     if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                        self.inflight[info.mid] = Flight(where, row_id, payload, event_id, time.monotonic())
+                        self.inflight[info.mid] = Flight(where, row_id, topic, payload, event_id, time.monotonic())
                 if len(pending) >= PAGE:
                     self.wake.work = True  # more waiting: read the next page at once
                     continue

@@ -317,3 +317,39 @@ def test_acknowledgements_the_database_missed_are_recorded_when_it_answers(db_ur
     finally:
         publisher.stop()
         sub.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_alerts_the_broker_refuses_are_said_and_kept_pending(db_url, tmp_path, caplog):
+    """A broker whose access rules do not let the appliance publish its alerts answers each with
+    a refusal (MQTT 5 reason code): the log says so once, naming the topic, and the alerts stay
+    pending, sent again now and then rather than at every poll."""
+    import logging
+    import os
+
+    from appliance.alerts import publisher as publisher_module
+    from tests.helpers.broker import Broker
+
+    broker = Broker(tmp_path)
+    (tmp_path / "acl").write_text("topic read #\ntopic write appliance/+/+/+/status\n")
+    user = "user root\n" if os.geteuid() == 0 else ""  # as root Mosquitto drops to a user that cannot read tmp_path
+    broker.conf.write_text(broker.conf.read_text() + f"{user}acl_file {tmp_path / 'acl'}\n")
+    broker.start()
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics(appliance_id=f"a-{uuid.uuid4().hex[:6]}")
+    publisher = AlertPublisher(engine, BrokerSettings(port=broker.port, protocol="5"), topics, recheck=0.2)
+    caplog.set_level(logging.WARNING, logger=publisher_module.__name__)
+    publisher.start()
+    try:
+        assert wait_for(lambda: publisher.connected.is_set())
+        add_inspections(engine, topics, 3)
+        publisher.wake.set()
+        assert wait_for(lambda: publisher.refused == 3)
+        time.sleep(1.5)  # polled every 0.2 s meanwhile: refused ones are not sent again so soon
+        assert publisher.refused == 3 and store.outbox_backlog(engine, topic_prefix=topics.own) == 3
+        said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(said) == 1 and topics.alerts in said[0] and "access rules" in said[0], said
+    finally:
+        publisher.stop()
+        broker.stop()
