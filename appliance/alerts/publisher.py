@@ -201,8 +201,11 @@ class AlertPublisher:
     # -- paho callbacks (network thread): queue, never block ------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", reason_code)
+            if str(reason_code) not in self._refusals_said:  # once per reason, not at every retry
+                self._refusals_said.add(str(reason_code))
+                log.warning("broker refused the connection: %s (retrying every few seconds)", reason_code)
             return
+        self._refusals_said.clear()
         client.publish(self.topics.status, "online", qos=1, retain=True)
         self._connected_at = time.monotonic()
         self.connected.set()

@@ -353,3 +353,26 @@ def test_alerts_the_broker_refuses_are_said_and_kept_pending(db_url, tmp_path, c
     finally:
         publisher.stop()
         broker.stop()
+
+
+def test_a_broker_refusing_the_connection_is_said_once_not_at_every_retry(tmp_path, caplog):
+    import logging
+
+    from appliance.alerts import publisher as publisher_module
+    from tests.helpers.broker import Broker
+
+    broker = Broker(tmp_path)
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    broker.start()
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    init_db(engine)
+    caplog.set_level(logging.WARNING, logger=publisher_module.__name__)
+    publisher = AlertPublisher(engine, BrokerSettings(port=broker.port, protocol="5"), Topics()).start()
+    try:
+        time.sleep(3)  # retried meanwhile (0.2 s, doubling)
+        said = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
+        assert len(said) == 1 and "Not authorized" in said[0], said
+        assert not publisher.connected.is_set()
+    finally:
+        publisher.stop()
+        broker.stop()
