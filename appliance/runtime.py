@@ -395,6 +395,7 @@ class Appliance:
             tls=s.mqtt.tls,
             ca_file=s.mqtt.ca_file,
             protocol="3.1.1" if self.broker else s.mqtt.protocol,  # amqtt speaks 3.1.1 only
+            keepalive=s.mqtt.keepalive,
         )
         return self.broker_settings
 

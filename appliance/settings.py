@@ -27,6 +27,7 @@ class MqttSettings(BaseModel):
     tls: bool = False
     ca_file: str | None = None
     protocol: str = Field("auto", pattern=r"^(auto|5|3\.1\.1)$")
+    keepalive: int = Field(30, ge=1, le=3600)  # seconds; a link gone silent is noticed after about 1.5 times this
     prefix: str = "appliance"
     site: str = "site"
     line: str = "line-1"
