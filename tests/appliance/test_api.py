@@ -341,23 +341,34 @@ def zip_of_frames(n: int, seed: int = 21) -> bytes:
     return buf.getvalue()
 
 
-def test_retraining_job_yields_a_compared_candidate(running):
-    app, client, tokens, _, _ = running
-    headers = auth(tokens, "engineer")
-    name = f"night-{uuid.uuid4().hex[:4]}"
+def upload_frames(client, headers: dict, prefix: str, n: int) -> str:
+    """A dataset of ``n`` good synthetic parts uploaded as a zip; its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:4]}"
     uploaded = client.post(
         "/datasets/upload",
         params={"name": name},
-        files={"file": ("normal.zip", zip_of_frames(60), "application/zip")},
+        files={"file": ("normal.zip", zip_of_frames(n), "application/zip")},
         headers=headers,
     )
-    assert uploaded.status_code == 201 and uploaded.json()["images"] == 60
-    assert any(d["name"] == name for d in client.get("/datasets", headers=headers).json())
-    started = client.post(
+    assert uploaded.status_code == 201 and uploaded.json()["images"] == n, uploaded.text
+    return name
+
+
+def retrain_on(client, headers: dict, dataset: str, epochs: int):
+    """Start a retraining on that dataset alone."""
+    return client.post(
         "/jobs/retrain",
-        json={"epochs": 2, "include_ok": False, "include_false_positives": False, "datasets": [name]},
+        json={"epochs": epochs, "include_ok": False, "include_false_positives": False, "datasets": [dataset]},
         headers=headers,
     )
+
+
+def test_retraining_job_yields_a_compared_candidate(running):
+    app, client, tokens, _, _ = running
+    headers = auth(tokens, "engineer")
+    name = upload_frames(client, headers, "night", 60)
+    assert any(d["name"] == name for d in client.get("/datasets", headers=headers).json())
+    started = retrain_on(client, headers, name, epochs=2)
     assert started.status_code == 202 and started.json()["status"] in ("queued", "running")
     job = wait_job(client, tokens, started.json()["id"])
     assert job["status"] == "succeeded", client.get(f"/jobs/{job['id']}/log", headers=headers).text
@@ -395,19 +406,8 @@ def test_a_job_refused_for_its_input_says_why_in_its_message_and_keeps_the_trace
 
     app, client, tokens, _, _ = running
     headers = auth(tokens, "engineer")
-    name = f"gone-{uuid.uuid4().hex[:4]}"
-    uploaded = client.post(
-        "/datasets/upload",
-        params={"name": name},
-        files={"file": ("normal.zip", zip_of_frames(45), "application/zip")},
-        headers=headers,
-    )
-    assert uploaded.status_code == 201, uploaded.text
-    started = client.post(
-        "/jobs/retrain",
-        json={"epochs": 1, "include_ok": False, "include_false_positives": False, "datasets": [name]},
-        headers=headers,
-    )
+    name = upload_frames(client, headers, "gone", 45)
+    started = retrain_on(client, headers, name, epochs=1)
     assert started.status_code == 202, started.text
     shutil.rmtree(dataset_dir(app.data, name))  # its images gone from the disk before the worker reads them
     job = wait_job(client, tokens, started.json()["id"])
