@@ -36,6 +36,7 @@ def test_health_metrics_and_first_admin_token(running):
     )
     assert "/inspections" in client.get("/openapi.json").json()["paths"]
     settings = client.get("/settings", headers=auth(tokens, "engineer")).json()
+    assert settings["mqtt"]["keepalive"] == app.broker_settings.keepalive == app.settings.mqtt.keepalive == 30
     parts = settings["retention"]["partitions"]  # PostgreSQL: today's and the next days' made at start
     if app.engine.dialect.name == "postgresql":
         today = dt.datetime.now(dt.UTC).date()

@@ -53,6 +53,7 @@ def read_settings(appliance: AppDep, _: Engineer) -> dict[str, Any]:
             "port": appliance.broker_settings.port if appliance.broker_settings else s.mqtt.port,
             "tls": bool(s.mqtt.tls),
             "username": s.mqtt.username,
+            "keepalive": s.mqtt.keepalive,
         },
         "topics": {"alerts": topics.alerts, "status": topics.status, "threshold": topics.threshold},
         "retention": {
