@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
 from sqlmodel import Session, col, func, select
 
-from appliance import retention, thresholds
+from appliance import thresholds
 from appliance.alerts.schema import Topics, alert_message
 from appliance.images import ImageStore
 from appliance.retention import retain
@@ -191,22 +190,48 @@ def test_two_nodes_rolling_up_at_once_count_every_row_once(tmp_path):
         engine.dispose()
 
 
-def test_retention_streams_in_bounded_memory(tmp_path, monkeypatch):
+RETAIN_MEASURED = """
+import datetime as dt, sys, tracemalloc
+from pathlib import Path
+from appliance import retention
+from appliance.images import ImageStore
+from appliance.retention import retain
+from appliance.storage import history
+from appliance.storage.db import make_engine
+history.BATCH, retention.BATCH = 1000, 200
+engine, images = make_engine(sys.argv[1]), ImageStore(Path(sys.argv[2]))
+tracemalloc.start()
+report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(0), max_bytes=0)
+print(tracemalloc.get_traced_memory()[1], report.rows_deleted, report.files_deleted)
+"""
+
+
+def test_retention_streams_in_bounded_memory(tmp_path):
     """The peak of a pass is set by the batch, not by the table: 6× the rows, about the same peak
-    (well under 2×: a pass holding its rows would peak about 6× higher)."""
-    monkeypatch.setattr(history, "BATCH", 1000)
-    monkeypatch.setattr(retention, "BATCH", 200)
+    (well under 2×: a pass holding its rows would peak about 6× higher). Measured in a process of
+    its own: tracemalloc counts every thread's allocations, and a test process may hold others'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     peaks = []
     for hours in (1, 6):
-        engine = make_engine(f"sqlite:///{tmp_path / f'm{hours}.db'}")
+        url = f"sqlite:///{tmp_path / f'm{hours}.db'}"
+        engine = make_engine(url)
         init_db(engine)
         images = ImageStore(tmp_path / f"images{hours}")
         fill(engine, hours=hours, per_hour=2500, sources=("a",), images=images)
-        tracemalloc.start()
-        report = retain(engine, images, raw_window=dt.timedelta(0), max_age=dt.timedelta(0), max_bytes=0)
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-        assert report.rows_deleted > 0 and report.files_deleted > 0
+        engine.dispose()
+        out = subprocess.run(
+            [sys.executable, "-c", RETAIN_MEASURED, url, str(tmp_path / f"images{hours}")],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peak, rows_deleted, files_deleted = map(int, out.stdout.split())
+        peaks.append(peak)
+        assert rows_deleted > 0 and files_deleted > 0
         assert count(engine, Inspection, col(Inspection.image_ref).is_not(None)) == count(
             engine, Alert, col(Alert.state).in_(("open", "acknowledged"))
         )  # only the images of unresolved alerts stay
