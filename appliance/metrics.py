@@ -45,3 +45,13 @@ def prometheus_text(
     lines.append(f"appliance_outbox_backlog {outbox_backlog}")
     lines.append(f"appliance_spool_backlog {spool_backlog}")
     return "\n".join(lines) + "\n"
+
+
+def prometheus_mqtt(acknowledged: int, refused: int) -> str:
+    """The durable MQTT messages (alerts, retained states) the broker acknowledged and refused."""
+    return (
+        "# HELP appliance_mqtt_messages_total Durable MQTT messages since start, by the broker's answer.\n"
+        "# TYPE appliance_mqtt_messages_total counter\n"
+        f'appliance_mqtt_messages_total{{answer="acknowledged"}} {acknowledged}\n'
+        f'appliance_mqtt_messages_total{{answer="refused"}} {refused}\n'
+    )

@@ -28,7 +28,11 @@ def test_health_metrics_and_first_admin_token(running):
     health = client.get("/health").json()
     assert health["status"] == "alive" and health["scored"] >= 60 and "synth" not in str(health)
     assert client.get("/health/ready").json() == {"status": "ready"}
-    assert "appliance_frames_total" in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert "appliance_frames_total" in metrics
+    acknowledged = re.search(r'appliance_mqtt_messages_total\{answer="acknowledged"\} (\d+)', metrics)
+    assert acknowledged and int(acknowledged.group(1)) > 0  # the status and source states at least
+    assert 'appliance_mqtt_messages_total{answer="refused"} 0' in metrics
     token_file = tmp / "admin-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert (

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from appliance.api.deps import AppDep, Viewer
 from appliance.api.schemas import MePublic
+from appliance.metrics import prometheus_mqtt
 from appliance.storage import queries
 
 router = APIRouter(tags=["health"])
@@ -59,5 +60,7 @@ def read_readiness(appliance: AppDep) -> dict[str, Any]:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def read_metrics(appliance: AppDep) -> str:
-    """Prometheus metrics: frames, decisions, latency percentiles, outbox backlog."""
-    return appliance.pipeline.prometheus()
+    """Prometheus metrics: frames, decisions, latency percentiles, outbox backlog; MQTT messages
+    the broker acknowledged and refused."""
+    publisher = appliance.publisher
+    return appliance.pipeline.prometheus() + prometheus_mqtt(publisher.sent, publisher.refused)
