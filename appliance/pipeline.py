@@ -444,23 +444,13 @@ class Pipeline:
                         self._record([item], published)
                     except IntegrityError:
                         pass  # stored before the spool could forget it
-            # acknowledged while they were written back: stored as unsent, so marked sent now
-            late = self.spool.remove([row_id for row_id, _ in entries]) - sent
-            self._events_sent([item[2] for row_id, item in entries if row_id in late])
+            # those acknowledged while they were written back (stored as unsent) are remembered as
+            # sent with the removal: the publisher records them before it reads the outbox again
+            self.spool.remove([row_id for row_id, _ in entries])
             done += len(entries)
             if self.alerts_waiting is not None:
                 self.alerts_waiting.set()
         return done
-
-    def _events_sent(self, event_ids: list[str]) -> None:
-        """These alerts reached the broker: their outbox rows are done (remembered in the spool
-        until the database records it)."""
-        if not event_ids:
-            return
-        try:
-            store.mark_events_sent(self.engine, event_ids=set(event_ids))
-        except SQLAlchemyError:
-            self.spool.remember_sent(event_ids)
 
     def _count_store_failure(self, inspection: Inspection) -> None:
         m = self.metrics.get(inspection.source_id)

@@ -7,10 +7,11 @@ An item with an alert also keeps that alert's message: the publisher sends it wh
 is away (an NG part must not wait for the database) and marks it published here, so that writing
 the item back does not send it again. Marking and removing exclude each other (the spool's lock),
 so an acknowledgement that comes while its item is written back is seen by exactly one side:
-:meth:`mark_published` names the items gone already, :meth:`remove` the items acknowledged since
-they were read; that side records the alert as sent in the database. Outbox messages the broker
-acknowledged while the database could not record it are remembered here too, and marked sent
-when it can."""
+:meth:`mark_published` names the items gone already (the publisher records those alerts as
+sent), :meth:`remove` remembers the acknowledged alerts of the items it removes. Remembered here
+too: outbox messages the broker acknowledged while the database could not record it. The
+publisher marks what is remembered sent in the database before it reads the outbox, and never
+sends from the outbox an alert this file holds or remembers."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ class Spool:
         """The broker acknowledged these items' alerts; returns the items written back already
         (their alerts' outbox rows are the caller's to mark sent)."""
         with self._lock, self._db:
-            here = self._existing(ids)
+            marks, padded_ids = self._in(ids)
+            here = {row[0] for row in self._db.execute(f"SELECT id FROM item WHERE id IN ({marks})", padded_ids)}
             self._db.executemany("UPDATE item SET published = 1 WHERE id = ?", [(i,) for i in here])
         return set(ids) - here
 
@@ -103,13 +105,17 @@ class Spool:
         return [(row_id, _item(data)) for row_id, data, _ in rows], {row[0] for row in rows if row[2]}
 
     def holding(self, event_ids: set[str]) -> set[str]:
-        """Which of these alerts wait here (sent from the spool, never from the outbox)."""
+        """Which of these alerts wait here or are known here to have reached the broker: never
+        sent from the outbox."""
         if not event_ids:
             return set()
         with self._lock:
-            ids = padded(list(event_ids))
-            marks = ",".join("?" * len(ids))
-            rows = self._db.execute(f"SELECT event_id FROM item WHERE event_id IN ({marks})", ids).fetchall()
+            marks, ids = self._in(list(event_ids))
+            rows = self._db.execute(
+                f"SELECT event_id FROM item WHERE event_id IN ({marks}) "
+                f"UNION SELECT event_id FROM sent WHERE event_id IN ({marks})",
+                ids + ids,
+            ).fetchall()
         return {row[0] for row in rows}
 
     def remember_sent(self, event_ids: list[str]) -> None:
@@ -126,20 +132,24 @@ class Spool:
         with self._lock, self._db:
             self._db.executemany("DELETE FROM sent WHERE event_id = ?", [(e,) for e in event_ids])
 
-    def remove(self, ids: list[int]) -> set[int]:
-        """Forget these items; returns those whose alert had been acknowledged by then."""
+    def remove(self, ids: list[int]) -> None:
+        """Forget these items (written back); the alerts of theirs the broker acknowledged are
+        remembered as sent in the same transaction, so that the outbox never sends them."""
         with self._lock, self._db:
-            published = self._existing(ids, "published = 1")
+            marks, padded_ids = self._in(ids)
+            self._db.execute(
+                "INSERT OR IGNORE INTO sent (event_id) SELECT event_id FROM item "
+                f"WHERE published = 1 AND event_id IS NOT NULL AND id IN ({marks})",
+                padded_ids,
+            )
             self._db.executemany("DELETE FROM item WHERE id = ?", [(i,) for i in ids])
             self._count = self._db.execute("SELECT count(*) FROM item").fetchone()[0]
-        return published
 
-    def _existing(self, ids: list[int], where: str = "1") -> set[int]:
-        if not ids:
-            return set()
-        ids = padded(ids)
-        marks = ",".join("?" * len(ids))
-        return {row[0] for row in self._db.execute(f"SELECT id FROM item WHERE {where} AND id IN ({marks})", ids)}
+    @staticmethod
+    def _in(ids: list) -> tuple[str, list]:
+        """An ``IN (…)`` list's marks and values (of a few lengths: see :func:`padded`)."""
+        padded_ids = padded(ids) if ids else [-1]
+        return ",".join("?" * len(padded_ids)), padded_ids
 
     def close(self) -> None:
         with self._lock:
