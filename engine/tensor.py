@@ -126,7 +126,11 @@ class Tensor:
                 raise RuntimeError(msg)
             grad = np.ones_like(self.data)
         grads: dict[int, np.ndarray] = {id(self): np.asarray(grad, dtype=self.dtype)}
-        for node in reversed(_topological_order(self)):
+        order = _topological_order(self)
+        while order:
+            # Popped, not iterated: once its function has run, nothing here holds the node, so
+            # its array (an activation) is freed as the walk goes instead of after it.
+            node = order.pop()
             g = grads.pop(id(node), None)
             ctx = node._ctx
             if ctx is None:

@@ -55,48 +55,70 @@ class Convolution(Function):
             msg = f"convolution: kernel {tuple(kernel)} does not fit input {tuple(spatial)} with pads {pads}"
             raise ValueError(msg)
         self.geo = win.Geometry(n, c, spatial, pads, kernel, stride, dilation, out, x.dtype)
-        col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
         self.w, self.group, self.kernel = w.reshape(group, oc // group, -1), group, kernel
-        # where the gradients come from the output gradient's columns, the input is kept instead of
-        # its columns (K times its size)
+        # Where both gradients come from the output gradient's columns (self.transposed), the
+        # input's columns are never needed again; else they are kept when small (win.KEEP_COLUMNS)
+        # and made again in backward from the input, K times smaller, when not.
         self.transposed = _transposed_geometry(self.geo, oc, group)
-        self.x, self.col = (x, None) if self.transposed is not None else (None, col)
-        y = group_matmul(self.w, col).reshape(oc, -1)
+        self.x, self.col = x, None
+        y = np.empty((n, oc, *out), dtype=x.dtype)
+        if self.transposed is None and self.geo.column_bytes <= win.KEEP_COLUMNS:
+            self.col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
+            runs = [(slice(0, n), self.geo)]
+        else:
+            runs = self.geo.batches()
+        for part, geo in runs:
+            col = self.col if self.col is not None else geo.im2col(geo.pad(x[part])).reshape(group, -1, geo.columns)
+            geo.from_grid(group_matmul(self.w, col).reshape(oc, -1), out=y[part])
         if b is not None:
-            y += b.reshape(-1, 1)
-        return self.geo.from_grid(y)
+            y += b.reshape(1, -1, *([1] * len(out)))
+        return y
 
     def backward(self, g):
         gb = g.sum(axis=(0, *range(2, g.ndim))) if self.needs_grad[2] else None
         if self.transposed is not None:
             return (*self._gradients_by_convolution(g), gb)
         group, oc = self.group, g.shape[1]
-        g_grid = self.geo.to_grid(g).reshape(group, oc // group, -1)
-        gx = gw = None
-        if self.needs_grad[0]:
-            dcol = group_matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, self.geo.columns)
-            gx = self.geo.crop(self.geo.col2im(dcol))
-        if self.needs_grad[1]:
-            gw = group_matmul(g_grid, self.col.transpose(0, 2, 1)).reshape(oc, -1, *self.kernel)
-        return gx, gw, gb
+        gx = np.empty(self.x.shape, dtype=g.dtype) if self.needs_grad[0] else None
+        gw = None
+        runs = [(slice(0, g.shape[0]), self.geo)] if self.col is not None else self.geo.batches()
+        for part, geo in runs:
+            g_grid = geo.to_grid(g[part]).reshape(group, oc // group, -1)
+            if gx is not None:
+                dcol = group_matmul(self.w.transpose(0, 2, 1), g_grid).reshape(-1, geo.columns)
+                geo.crop(geo.col2im(dcol), out=gx[part])
+            if self.needs_grad[1]:
+                col = self.col if self.col is not None else geo.im2col(geo.pad(self.x[part]))
+                gw = _add(gw, group_matmul(g_grid, col.reshape(group, -1, geo.columns).transpose(0, 2, 1)))
+        return gx, None if gw is None else gw.reshape(oc, -1, *self.kernel), gb
 
     def _gradients_by_convolution(self, g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Both gradients from the columns of ``g`` padded for the flipped kernel (OC·K rows, where
         col2im would add C·K): the input's is their product with the flipped, transposed kernel,
         the weight's their product with the input on the same grid (kernel offsets flipped back)."""
-        geo = self.transposed
         w = self.w.reshape(g.shape[1], self.geo.c, *self.kernel)  # (OC, C, *k): one group
         spatial_axes = tuple(range(2, w.ndim))
-        cols = geo.im2col(geo.pad(g))
-        gx = gw = None
-        if self.needs_grad[0]:
-            flipped = np.ascontiguousarray(np.flip(w, spatial_axes).swapaxes(0, 1)).reshape(self.geo.c, -1)
-            gx = geo.from_grid(flipped @ cols)
-        if self.needs_grad[1]:
-            per_offset = (cols @ geo.to_grid(self.x).T).reshape(w.shape[0], *self.kernel, w.shape[1])
-            kernel_axes = tuple(range(1, w.ndim - 1))  # (OC, *k, C)
-            gw = np.ascontiguousarray(np.moveaxis(np.flip(per_offset, kernel_axes), -1, 1))
-        return gx, gw
+        flipped = np.ascontiguousarray(np.flip(w, spatial_axes).swapaxes(0, 1)).reshape(self.geo.c, -1)
+        gx = np.empty(self.x.shape, dtype=g.dtype) if self.needs_grad[0] else None
+        per_offset = None
+        for part, geo in self.transposed.batches():
+            cols = geo.im2col(geo.pad(g[part]))
+            if gx is not None:
+                geo.from_grid(flipped @ cols, out=gx[part])
+            if self.needs_grad[1]:
+                per_offset = _add(per_offset, cols @ geo.to_grid(self.x[part]).T)
+        if per_offset is None:
+            return gx, None
+        per_offset = per_offset.reshape(w.shape[0], *self.kernel, w.shape[1])
+        kernel_axes = tuple(range(1, w.ndim - 1))  # (OC, *k, C)
+        return gx, np.ascontiguousarray(np.moveaxis(np.flip(per_offset, kernel_axes), -1, 1))
+
+
+def _add(total: np.ndarray | None, term: np.ndarray) -> np.ndarray:
+    if total is None:
+        return term
+    total += term
+    return total
 
 
 def _transposed_geometry(geo: win.Geometry, oc: int, group: int) -> win.Geometry | None:

@@ -33,13 +33,19 @@ class BatchNormalization(Function):
         else:
             mu, v = mean.reshape(shape).astype(x.dtype), var.reshape(shape).astype(x.dtype)
         self.inv = (1.0 / np.sqrt(v + eps)).astype(x.dtype)
-        self.xhat = (x - mu) * self.inv
+        # the input (which the graph holds anyway) is kept, not the normalised copy of it
+        self.x, self.mu = x, mu.astype(x.dtype)
         self.gamma = gamma.reshape(shape)
-        return self.xhat * self.gamma + beta.reshape(shape)
+        y = x - self.mu
+        y *= self.inv * self.gamma
+        y += beta.reshape(shape)
+        return y
 
     def backward(self, g):
+        xhat = self.x - self.mu
+        xhat *= self.inv
         gbeta = g.sum(axis=self.red).reshape(-1) if self.needs_grad[1] else None
-        g_xhat_sum = (g * self.xhat).sum(axis=self.red, keepdims=True)
+        g_xhat_sum = (g * xhat).sum(axis=self.red, keepdims=True)
         ggamma = g_xhat_sum.reshape(-1) if self.needs_grad[2] else None
         gx = None
         if self.needs_grad[0]:
@@ -47,7 +53,10 @@ class BatchNormalization(Function):
             if self.batch_stat:
                 n = g.size // scale.size
                 g_sum = g.sum(axis=self.red, keepdims=True)
-                gx = scale * (g - (g_sum + self.xhat * g_xhat_sum) / n)
+                xhat *= g_xhat_sum
+                xhat += g_sum
+                xhat *= 1.0 / n
+                gx = scale * (g - xhat)
             else:
                 gx = g * scale
         return gx, gbeta, ggamma

@@ -10,6 +10,7 @@ import pytest
 
 from engine import Tensor, gradcheck
 from engine import functions as F
+from engine.functions import windows as win
 
 RNG = np.random.default_rng(4321)
 
@@ -65,8 +66,18 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["columns at once", "columns per sample"])
+def column_runs(request, monkeypatch):
+    """Convolution makes its columns in runs of samples within a byte budget and makes them
+    again in backward when they took more than one run: both ways, every case."""
+    if request.param == "columns per sample":
+        monkeypatch.setattr(win, "COLUMN_BUDGET", 1)
+        monkeypatch.setattr(win, "KEEP_COLUMNS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_convolution_forward_and_gradients(case):
+def test_convolution_forward_and_gradients(case, column_runs):
     xs, ws, pad, stride, dilation, group = case
     x, w, b = randn(*xs), randn(*ws), randn(ws[0])
     y = F.convolution(x, w, b, pad=pad, stride=stride, dilation=dilation, group=group).data
@@ -89,6 +100,18 @@ def test_gradients_come_from_the_output_gradients_columns_where_that_is_cheaper(
         assert F.convolution(x, w, **kwargs)._ctx.transposed is None
     wider = Tensor(randn(8, 5, 3, 3), requires_grad=True)
     assert F.convolution(x, wider, pad=1)._ctx.transposed is None
+
+
+def test_columns_are_kept_for_the_weight_gradient_only_when_they_are_small(monkeypatch):
+    x, w = Tensor(randn(3, 2, 6, 5), requires_grad=True), Tensor(randn(4, 2, 3, 3), requires_grad=True)
+    kept = F.convolution(x, w, pad=1)._ctx
+    assert kept.col is not None and kept.col.size == 2 * 9 * 3 * 6 * 7  # (C·K, N·wide grid)
+    assert kept.geo.column_bytes == kept.col.nbytes
+    runs = list(kept.geo.batches(budget=kept.col.nbytes // 2))  # one sample's columns fit, not three
+    assert [part for part, _ in runs] == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert all(run.n == 1 and run.columns * 3 == kept.geo.columns for _, run in runs)
+    monkeypatch.setattr(win, "KEEP_COLUMNS", kept.col.nbytes - 1)
+    assert F.convolution(x, w, pad=1)._ctx.col is None
 
 
 @pytest.mark.parametrize("mode,expected", [("valid", (5, 4)), ("same", (7, 6)), ("full", (9, 8))])

@@ -199,6 +199,34 @@ def test_gradient_accumulates_over_reuse_and_graph_is_freed():
     assert y._ctx is None  # graph released after backward
 
 
+def test_backward_frees_each_activation_once_its_function_has_run():
+    """A step's peak memory is the forward's activations; they go as the walk passes them, not
+    all at its end (the first function's backward runs last and finds the later ones gone)."""
+    import weakref
+
+    from engine.tensor import Function
+
+    class Probe(Function):
+        later = None  # a weak reference to an activation computed after this function's output
+
+        def forward(self, x):
+            return x * 2.0
+
+        def backward(self, g):
+            self.later_was_freed = self.later() is None
+            return g * 2.0
+
+    x = Tensor(randn(4), requires_grad=True)
+    probed = Probe.apply(x)
+    probe, hidden = probed._ctx, F.relu(probed * 3.0)
+    probe.later = weakref.ref(hidden.data)
+    loss = hidden.sum()
+    del probed, hidden
+    loss.backward()
+    assert probe.later_was_freed
+    np.testing.assert_allclose(x.grad, 6.0 * (x.data > 0))
+
+
 def test_no_grad_records_nothing():
     from engine import no_grad
 
