@@ -2,7 +2,7 @@
 
     python benchmarks/soak_bench.py [--minutes 30] [--fps 50] [--defect-rate 0.05] [--readers 2]
                                     [--database-url postgresql+psycopg://…] [--data DIR]
-                                    [--bursts EVERY:LENGTH[:HOGS]]
+                                    [--bursts EVERY:LENGTH[:HOGS]] [--trace-memory MINUTES]
 
 Starts ``appliance run`` as a plant would (its own process, settings from a file: a synthetic
 line at ``--fps``, SQLite in the data folder or ``--database-url``, a private Mosquitto), with
@@ -188,6 +188,13 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: SQLite in the data folder")
     parser.add_argument("--data", type=Path, help="data folder (kept; a trained model in it is reused)")
     parser.add_argument("--bursts", help="EVERY:LENGTH[:HOGS] minutes: repeated load by HOGS busy processes")
+    parser.add_argument(
+        "--trace-memory",
+        type=float,
+        metavar="MINUTES",
+        help="trace Python's allocations (benchmarks/traced_run.py; slower) and print the call sites whose "
+        "live memory grew most between a snapshot MINUTES after the line started and the end",
+    )
     args = parser.parse_args()
     bursts = Bursts(args.bursts) if args.bursts else None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops the appliance and the busy processes too
@@ -207,6 +214,10 @@ def main() -> None:
         config = Path(tmp) / "settings.yaml"
         config.write_text(yaml.safe_dump(settings))
         command = [sys.executable, "-m", "appliance.cli", "run", "--config", str(config), "--report-every", "600"]
+        trace = Path(tmp) / "trace"
+        if args.trace_memory:
+            wrapper = [sys.executable, str(ROOT / "benchmarks" / "traced_run.py"), "--out", str(trace)]
+            command = [*wrapper, "--every", str(args.trace_memory * 60), "--", *command[3:]]
         log = (Path(tmp) / "appliance.log").open("w")
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         subscriber = None
@@ -238,6 +249,8 @@ def main() -> None:
             for r in readers:
                 r.start()
             alerts_before = alert_count(client)
+            if args.trace_memory:
+                (trace / "start").touch()
             samples = []
             start = time.monotonic()
             columns = (*COLUMNS, "burst") if bursts else COLUMNS
@@ -292,6 +305,9 @@ def main() -> None:
             print(json.dumps(summary, indent=2))
             if errors:
                 print("first API errors:", *errors[:5], sep="\n  ")
+            if args.trace_memory:
+                growth = trace / "growth.txt"
+                print(growth.read_text() if growth.is_file() else "no growth report: run for over 2 × --trace-memory")
         finally:
             if bursts:
                 bursts.stop()
