@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import case
@@ -111,6 +111,34 @@ def alerts(
             rest = rest.offset(max(0, offset - n_open)).limit(limit - len(rows))
             rows += list(session.execute(rest).all())
         return rows, counts
+
+
+def alert_batches(
+    engine: Engine,
+    *,
+    state: str | None = None,
+    sources: Sequence[str] = (),
+    decisions: Sequence[str] = (),
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    batch: int = 1000,
+) -> Iterator[list[Any]]:
+    """Every alert that matches, newest first, ``batch`` rows at a time: each batch one short read
+    (by id, below the last one read), so an export of months holds one batch in memory and no
+    transaction open while it is written out."""
+    since, until = as_utc(since), as_utc(until)
+    match = [col(Alert.source_id).in_(sources)] if sources else []
+    match += [col(Alert.decision).in_(decisions)] if decisions else []
+    match += [Alert.state == state] if state else []
+    match += [col(Alert.created_at) >= since] if since else []
+    match += [col(Alert.created_at) < until] if until else []
+    query = select(Alert.__table__).where(*match).order_by(col(Alert.id).desc()).limit(batch)
+    rows = read_rows(engine, query)
+    while rows:
+        yield rows
+        if len(rows) < batch:
+            return
+        rows = read_rows(engine, query.where(col(Alert.id) < rows[-1].id))
 
 
 def scoped(query: Any, table: Any, source_id: str | None, model_version: str | None) -> Any:

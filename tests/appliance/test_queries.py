@@ -62,6 +62,25 @@ def test_alert_pages_of_some_sources_and_decisions_count_those_alone(db_url):
     assert rows == [] and counts == {"open": 4}
 
 
+def test_alert_export_reads_every_match_newest_first_in_batches(db_url):
+    engine = make_engine(db_url)
+    init_db(engine)
+    made = [record(engine, s, d)[1] for _ in range(4) for s in ("a", "b") for d in ("ng", "review")]
+    store.update_alert(engine, alert_id=made[0].id, actor="op", verdict="false_positive")
+    batches = list(queries.alert_batches(engine, batch=3))
+    assert [len(b) for b in batches] == [3, 3, 3, 3, 3, 1]
+    assert [r.id for b in batches for r in b] == sorted((a.id for a in made), reverse=True)
+    a_ng = [
+        r.id for b in queries.alert_batches(engine, sources=["a"], decisions=["ng"], state="open", batch=2) for r in b
+    ]
+    assert a_ng == sorted((a.id for a in made[1:] if a.source_id == "a" and a.decision == "ng"), reverse=True)
+    assert list(queries.alert_batches(engine, batch=4, sources=["c"])) == []
+    middle = made[5].created_at  # raised at or after, before
+    since = [r.id for b in queries.alert_batches(engine, since=middle) for r in b]
+    until = [r.id for b in queries.alert_batches(engine, until=middle.replace(tzinfo=None)) for r in b]
+    assert sorted(since + until) == sorted(a.id for a in made) and min(since) == made[5].id
+
+
 def test_inspection_pages_by_key_match_the_newest_first_order(db_url):
     engine = make_engine(db_url)
     init_db(engine)

@@ -344,7 +344,6 @@ def test_a_frame_unlike_the_good_parts_alerts_with_that_label(tmp_path, broker, 
     import numpy as np
 
     from connectors.synthetic import SyntheticLine
-    from ui.client import alerts_csv
 
     part = SyntheticLine(size=64, defect_rate=0.0, seed=4).next().image
     frames = {"a-part.png": part, "b-empty.png": np.full((64, 64), 128, np.uint8)}
@@ -356,11 +355,14 @@ def test_a_frame_unlike_the_good_parts_alerts_with_that_label(tmp_path, broker, 
         alert = next(a for a in sub.alerts() if a["item"] == "b-empty.png")
         assert alert["decision"] == "ng" and alert["label"] == "unlike the good parts"
         token = store.create_token(app.engine, name="t", role="viewer")
-        listed = httpx.get(
-            f"http://127.0.0.1:{app.api_port}/alerts", headers={"Authorization": f"Bearer {token}"}
-        ).json()["data"]
+        api = httpx.Client(base_url=f"http://127.0.0.1:{app.api_port}", headers={"Authorization": f"Bearer {token}"})
+        listed = api.get("/alerts").json()["data"]
         assert [a["label"] for a in listed if a["item"] == "b-empty.png"] == ["unlike the good parts"]
-        assert "b-empty.png,ng,unlike the good parts," in alerts_csv(listed)
+        exported = api.get("/alerts/export.csv").text.splitlines()
+        assert "item" in exported[0] and "label" in exported[0]
+        assert [
+            line for line in exported if "b-empty.png" in line and ",ng," in line and "unlike the good parts" in line
+        ]
     finally:
         app.stop()
         sub.close()

@@ -221,6 +221,9 @@ def test_alert_actions_and_csv_export(console, appliance):
     assert any(a["id"] == alert["id"] for a in confirmed)
     export = at.get("download_button")
     assert export, "no CSV export"
+    with appliance.api("operator") as api:
+        matching = api.get("/alerts", params={"state": "acknowledged"}).json()["count"]
+    assert export[0].proto.label == f"Export CSV: all {matching:,} matching"  # the API's export, not the page
 
 
 def test_promote_and_roll_back_change_the_active_model(console, appliance):
