@@ -14,6 +14,7 @@ process keeps adding shows there; what it replaces (frames, batches) does not.
 from __future__ import annotations
 
 import argparse
+import linecache
 import sys
 import threading
 import time
@@ -28,7 +29,8 @@ def watch(out: Path, every: float) -> None:
     while not (out / "start").exists():
         time.sleep(1)
     tracemalloc.start(12)
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+    # not this report's own: tracemalloc's records and the source lines read to print them
+    ignore = [tracemalloc.Filter(False, f) for f in (tracemalloc.__file__, linecache.__file__, __file__)]
     time.sleep(every)
     first, since = tracemalloc.take_snapshot().filter_traces(ignore), time.monotonic()
     while True:
