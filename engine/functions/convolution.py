@@ -57,22 +57,50 @@ class Convolution(Function):
         self.geo = win.Geometry(n, c, spatial, pads, kernel, stride, dilation, out, x.dtype)
         self.w, self.group, self.kernel = w.reshape(group, oc // group, -1), group, kernel
         # Where both gradients come from the output gradient's columns (self.transposed), the
-        # input's columns are never needed again; else they are kept when small (win.KEEP_COLUMNS)
-        # and made again in backward from the input, K times smaller, when not.
+        # input's columns are never needed: the output is a sum of shifted products instead;
+        # else they are kept when small (win.KEEP_COLUMNS) and made again in backward from the
+        # input, K times smaller, when not.
         self.transposed = _transposed_geometry(self.geo, oc, group)
         self.x, self.col = x, None
         y = np.empty((n, oc, *out), dtype=x.dtype)
-        if self.transposed is None and self.geo.column_bytes <= win.KEEP_COLUMNS:
+        if self.transposed is not None:
+            self._shifted_products(x, y)
+        else:
+            self._column_products(x, y)
+        if b is not None:
+            y += b.reshape(1, -1, *([1] * len(out)))
+        return y
+
+    def _column_products(self, x: np.ndarray, y: np.ndarray) -> None:
+        """``y`` as the product of the weights with the input's columns (im2col), per group."""
+        group, oc = self.group, y.shape[1]
+        if self.geo.column_bytes <= win.KEEP_COLUMNS:
             self.col = self.geo.im2col(self.geo.pad(x)).reshape(group, -1, self.geo.columns)
-            runs = [(slice(0, n), self.geo)]
+            runs = [(slice(0, len(x)), self.geo)]
         else:
             runs = self.geo.batches()
         for part, geo in runs:
             col = self.col if self.col is not None else geo.im2col(geo.pad(x[part])).reshape(group, -1, geo.columns)
             geo.from_grid(group_matmul(self.w, col).reshape(oc, -1), out=y[part])
-        if b is not None:
-            y += b.reshape(1, -1, *([1] * len(out)))
-        return y
+
+    def _shifted_products(self, x: np.ndarray, y: np.ndarray) -> None:
+        """``y`` (stride 1, one group) as the sum over kernel offsets of the products of each
+        offset's weights with the padded input, read at that offset: one GEMM of K·OC rows on the
+        input as it is, then K shifted adds of the output's size. Where the output has no more
+        channels than the input this moves less memory than im2col's K copies of the input (the
+        detector's U-Net, 48 → 16 channels at 64 px: about half the time)."""
+        oc, c = y.shape[1], self.geo.c
+        offsets = win.kernel_offsets(self.kernel)
+        stacked = np.ascontiguousarray(np.moveaxis(self.w[0].reshape(oc, c, len(offsets)), -1, 0)).reshape(-1, c)
+        for part, geo in self.geo.batches():
+            products = stacked @ geo.pad(x[part]).reshape(c, -1)
+            products = products.reshape(len(offsets), oc, geo.n, *geo.padded)
+            total = None
+            for k, offset in enumerate(offsets):
+                at = win.offset_slices(offset, geo.stride, geo.dilation, geo.out)
+                view = products[(k, slice(None), slice(None), *at)]
+                total = view.copy() if total is None else _add(total, view)
+            y[part] = total.swapaxes(0, 1)
 
     def backward(self, g):
         gb = g.sum(axis=(0, *range(2, g.ndim))) if self.needs_grad[2] else None
