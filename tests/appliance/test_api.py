@@ -171,39 +171,19 @@ def test_alerts_export_as_csv_every_match(running):
     import csv
     import io
 
-    from appliance.alerts.schema import alert_message
-    from appliance.storage import store
-    from appliance.storage.models import Inspection
+    from tests.helpers.database import record
 
     app, client, tokens, _, _ = running
     items = ['=HYPERLINK("http://x")', *(f"part {i}" for i in range(59))]  # more than a page (50)
     for item in items:
-        inspection = Inspection(
-            source_id="export-test",
-            t_capture=dt.datetime.now(dt.UTC),
-            score=0.9,
-            norm_score=0.7,
-            decision="ng",
-            model_version="m",
-            latency_ms=1,
-            item=item,
-            t1=0.3,
-            t2=0.6,
-        )
-        store.record_inspection(
-            app.engine,
-            inspection=inspection,
-            threshold=0.6,
-            alert_topic=app.topics.alerts,
-            build_message=lambda a, i: alert_message(a, i, app.topics),
-        )
+        record(app.engine, "export-test", "ng", 0.9, app.topics, item=item, t1=0.3, t2=0.6)
     headers = auth(tokens, "viewer")
     answer = client.get("/alerts/export.csv", params={"source_id": "export-test"}, headers=headers)
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
     assert re.match(r'attachment; filename="alerts-\d{8}-\d{6}\.csv"', answer.headers["content-disposition"])
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     assert [r["item"] for r in rows] == [*reversed(items[1:]), "'" + items[0]]  # newest first, all 60
-    assert rows[0]["decision"] == "ng" and float(rows[0]["threshold"]) == 0.6 and rows[0]["state"] == "open"
+    assert rows[0]["decision"] == "ng" and float(rows[0]["threshold"]) == 0.5 and rows[0]["state"] == "open"
     assert rows[0]["created_at"].endswith("+00:00")
     ng = client.get("/alerts/export.csv", params={"decision": "ng", "source_id": "export-test"}, headers=headers)
     assert ng.text == answer.text

@@ -3,32 +3,9 @@ the bound on how many requests the API works on at once."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-from appliance.alerts.schema import Topics, alert_message
 from appliance.storage import queries, store
 from appliance.storage.db import init_db, make_engine
-from appliance.storage.models import Inspection
-
-
-def record(engine, source_id: str, decision: str, score: float = 1.0):
-    """One inspection (and its alert, if flagged) stored as the pipeline stores it."""
-    inspection = Inspection(
-        source_id=source_id,
-        t_capture=dt.datetime.now(dt.UTC),
-        score=score,
-        norm_score=0.6 if decision != "ok" else 0.1,
-        decision=decision,
-        model_version="m",
-        latency_ms=1,
-    )
-    return store.record_inspection(
-        engine,
-        inspection=inspection,
-        threshold=0.5,
-        alert_topic="t",
-        build_message=lambda a, i: alert_message(a, i, Topics()),
-    )
+from tests.helpers.database import record
 
 
 def test_alert_pages_list_open_alerts_first_then_the_rest_newest_first(db_url):
