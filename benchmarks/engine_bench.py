@@ -29,11 +29,11 @@ BATCH = 64
 DETECTOR_BATCH, DETECTOR_SIZES = 16, (64, 128)
 PAUSE = 0.5  # seconds between blocks: lets the other side's spinning BLAS/OpenMP threads go idle
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's engine, not whichever one the venv has installed
 
 
 # -- our engine ----------------------------------------------------------------
 def engine_networks():
-    sys.path.insert(0, str(ROOT))
     from engine import Sequential
     from engine import layers as L
 
