@@ -94,8 +94,7 @@ def alerts(
     Read as two ranges of the (state, id) index, the open alerts and the others, each newest
     first, with the counts per state from the same index: no sort of the whole table per page."""
     newest, table = col(Alert.id).desc(), Alert.__table__
-    match = [col(Alert.source_id).in_(sources)] if sources else []
-    match += [col(Alert.decision).in_(decisions)] if decisions else []
+    match = _alert_match(sources, decisions)
     with Session(engine) as session:
         counts = dict(session.exec(select(Alert.state, func.count()).where(*match).group_by(Alert.state)).all())
         if state:
@@ -113,6 +112,12 @@ def alerts(
         return rows, counts
 
 
+def _alert_match(sources: Sequence[str], decisions: Sequence[str]) -> list[Any]:
+    """Only these sources and decisions (all when empty)."""
+    match = [col(Alert.source_id).in_(sources)] if sources else []
+    return match + ([col(Alert.decision).in_(decisions)] if decisions else [])
+
+
 def alert_batches(
     engine: Engine,
     *,
@@ -127,8 +132,7 @@ def alert_batches(
     (by id, below the last one read), so an export of months holds one batch in memory and no
     transaction open while it is written out."""
     since, until = as_utc(since), as_utc(until)
-    match = [col(Alert.source_id).in_(sources)] if sources else []
-    match += [col(Alert.decision).in_(decisions)] if decisions else []
+    match = _alert_match(sources, decisions)
     match += [Alert.state == state] if state else []
     match += [col(Alert.created_at) >= since] if since else []
     match += [col(Alert.created_at) < until] if until else []

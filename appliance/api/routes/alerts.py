@@ -17,6 +17,10 @@ from appliance.storage import queries, store
 from appliance.storage.models import as_utc
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
+# the filters the alert list and its export share
+State = Literal["open", "acknowledged", "confirmed", "false_positive"] | None
+Sources = Annotated[list[str] | None, Query(max_length=100, description="only these sources (repeatable)")]
+Decisions = Annotated[list[Literal["ng", "review"]] | None, Query(description="only these decisions")]
 
 
 @router.get("", response_model=AlertsPublic)
@@ -24,9 +28,9 @@ def read_alerts(
     engine: EngineDep,
     pages: PagesDep,
     _: Viewer,
-    state: Literal["open", "acknowledged", "confirmed", "false_positive"] | None = None,
-    source_id: Annotated[list[str] | None, Query(max_length=100, description="only these sources (repeatable)")] = None,
-    decision: Annotated[list[Literal["ng", "review"]] | None, Query(description="only these decisions")] = None,
+    state: State = None,
+    source_id: Sources = None,
+    decision: Decisions = None,
     offset: Offset = 0,
     limit: int = Query(50, ge=1, le=1000),
 ) -> Response:
@@ -54,9 +58,9 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run
 def export_alerts(
     engine: EngineDep,
     _: Viewer,
-    state: Literal["open", "acknowledged", "confirmed", "false_positive"] | None = None,
-    source_id: Annotated[list[str] | None, Query(max_length=100, description="only these sources (repeatable)")] = None,
-    decision: Annotated[list[Literal["ng", "review"]] | None, Query(description="only these decisions")] = None,
+    state: State = None,
+    source_id: Sources = None,
+    decision: Decisions = None,
     since: Annotated[dt.datetime | None, Query(description="raised at or after (ISO 8601)")] = None,
     until: Annotated[dt.datetime | None, Query(description="raised before (ISO 8601)")] = None,
 ) -> StreamingResponse:
