@@ -2,7 +2,8 @@
 queue → detector (onnxruntime) → SQLite → outbox → MQTT (a private Mosquitto when installed,
 else the embedded broker).
 
-    python benchmarks/pipeline_bench.py [--seconds 20] [--defect-rate 0.05] [--readers 20]
+    python benchmarks/pipeline_bench.py [--seconds 20] [--defect-rate 0.05] [--readers 20] [--only LABEL]
+                                        [--models DIR]
 
 Reports, for a free-running source (as fast as the pipeline takes frames) and for paced ones
 at 50 and 100 frames/s: sustained frames/s, dropped frames, and latency p50/p99 capture →
@@ -241,6 +242,11 @@ def main() -> None:
     parser.add_argument("--defect-rate", type=float, default=0.05)
     parser.add_argument("--readers", type=int, default=20, help="concurrent API readers in the last run")
     parser.add_argument("--only", default="", help="run only the runs whose label holds this (e.g. 'file')")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        help="a folder for the first run's model: kept there, and used (no training) when it holds one",
+    )
     parser.add_argument("--reader-process", nargs=4, metavar=("URL", "TOKEN", "N", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader_process:
@@ -249,7 +255,7 @@ def main() -> None:
         return
     with private_mosquitto() as mqtt:
         with tempfile.TemporaryDirectory() as tmp:
-            models = None
+            models = args.models if args.models and any(args.models.glob("*.zip")) else None
             recording = record_line(Path(tmp) / "line.avi", args.defect_rate)
             runs = [
                 ("free-running", f"synth:line?size=128&defect_rate={args.defect_rate}&seed=1"),
@@ -267,7 +273,12 @@ def main() -> None:
                 readers = args.readers if "API" in label else 0
                 folder = Path(tmp) / label.replace(" ", "-").replace("/", "").replace("+", "-")
                 r = measure(folder, models, source, args.seconds, mqtt, readers, shadow="shadow" in label)
-                models = models or r["models"]  # the first run's model (a shadow run adds its twin)
+                if models is None:  # the first run's model, trained on first start (a shadow run adds its twin)
+                    models = r["models"]
+                    if args.models:
+                        args.models.mkdir(parents=True, exist_ok=True)
+                        for f in models.glob("*.zip"):
+                            shutil.copy(f, args.models / f.name)
                 d, p = r["decision"], r["published"]
                 print(
                     f"{label:>13}: {r['fps']:6.1f} frames/s, dropped {r['dropped']}, behind {r['behind']}, "

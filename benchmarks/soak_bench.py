@@ -52,7 +52,17 @@ from sqlalchemy import text  # noqa: E402
 from appliance.storage.db import make_engine  # noqa: E402
 from benchmarks.broker import free_port, private_mosquitto  # noqa: E402
 
-COLUMNS = ("minute", "frames scored", "RSS MB", "descriptors", "threads", "CPU ms a frame", "database MB", "images MB")
+COLUMNS = (
+    "minute",
+    "frames scored",
+    "RSS MB",
+    "heap / anon / files MB",
+    "descriptors",
+    "threads",
+    "CPU ms a frame",
+    "database MB",
+    "images MB",
+)
 
 
 def proc_stats(pid: int) -> dict[str, float]:
@@ -66,6 +76,22 @@ def proc_stats(pid: int) -> dict[str, float]:
         "threads": int(status["Threads"]),
         "cpu_s": (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"),
     }
+
+
+def memory_split(pid: int) -> dict[str, float]:
+    """Resident MB of ``pid`` by mapping (``/proc/PID/smaps``): the main heap (glibc's brk arena),
+    other anonymous memory (threads' malloc arenas, large blocks, native libraries' own
+    allocators) and files (code, shared libraries, mapped databases). Where a growth lives."""
+    split = {"heap_mb": 0.0, "anon_mb": 0.0, "files_mb": 0.0}
+    kind = "anon_mb"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
+            name = fields[5] if len(fields) > 5 else ""
+            kind = "heap_mb" if name == "[heap]" else "files_mb" if name.startswith("/") else "anon_mb"
+        elif fields and fields[0] == "Rss:":
+            split[kind] += int(fields[1]) / 1024
+    return split
 
 
 def folder_mb(path: Path) -> float:
@@ -263,7 +289,11 @@ def main() -> None:
                 if process.poll() is not None:
                     sys.exit(f"appliance run ended with code {process.returncode} during the soak")
                 frames = client.get("/sources").json()[source]["scored"]
-                s = proc_stats(process.pid) | {"t": time.monotonic() - start, "frames": frames, "burst": burst}
+                s = (
+                    proc_stats(process.pid)
+                    | memory_split(process.pid)
+                    | {"t": time.monotonic() - start, "frames": frames, "burst": burst}
+                )
                 db = database_mb(data, args.database_url)
                 s |= {"db_mb": db, "images_mb": folder_mb(data / "images")}
                 per_frame = (
@@ -273,7 +303,8 @@ def main() -> None:
                 )
                 samples.append(s)
                 print(
-                    f"| {s['t'] / 60:.1f} | {frames:,} | {s['rss_mb']:.1f} | {s['fds']} | {s['threads']} "
+                    f"| {s['t'] / 60:.1f} | {frames:,} | {s['rss_mb']:.1f} "
+                    f"| {s['heap_mb']:.0f} / {s['anon_mb']:.0f} / {s['files_mb']:.0f} | {s['fds']} | {s['threads']} "
                     f"| {per_frame:.2f} | {db:.1f} | {s['images_mb']:.1f} |" + (f" {burst or ''} |" if bursts else ""),
                     flush=True,
                 )
@@ -291,6 +322,10 @@ def main() -> None:
                 "frames": frames,
                 "rss_slope_mb_per_hour": round(slope_per_hour(t, rss), 2),
                 "rss_second_half_mb": [round(float(rss.min()), 1), round(float(rss.max()), 1)],
+                **{
+                    f"{kind}_slope_mb_per_hour": round(slope_per_hour(t, np.array([s[f"{kind}_mb"] for s in half])), 2)
+                    for kind in ("heap", "anon", "files")
+                },
                 "peak_rss_mb": round(samples[-1]["peak_mb"], 1),
                 "fds_second_half": [half[0]["fds"], half[-1]["fds"]],
                 "threads_second_half": [half[0]["threads"], half[-1]["threads"]],
