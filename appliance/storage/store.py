@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import delete, update
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlalchemy import delete, insert, update
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, SQLModel, col, func, select
 
 from appliance.errors import Conflict, NotFound
 from appliance.storage.db import padded
@@ -102,25 +102,43 @@ def record_inspections(
     ids are in ``published`` were sent already (from the spool, while the database was away): their
     outbox rows are stored as sent."""
     published = published or set()
-    with Session(engine, expire_on_commit=False) as session:
-        session.add_all([inspection for inspection, _, _ in inspections])
-        session.flush()
-        out = []
-        for inspection, threshold, event_id in inspections:
-            alert = None
-            if is_flagged(inspection.decision):
-                alert = new_alert(inspection, threshold, event_id)
-                session.add(alert)
-                session.flush()
-                payload = encode(build_message(alert, inspection))
-                sent_at = utcnow() if alert.event_id in published else None
-                outbox = OutboxMessage(
-                    event_id=alert.event_id, topic=alert_topic, payload=payload, qos=1, sent_at=sent_at
+    batch = [inspection for inspection, _, _ in inspections]
+    try:
+        with engine.begin() as connection:  # Core, not the ORM's unit of work: a third less CPU a frame
+            _insert(connection, batch)
+            out = [(i, new_alert(i, t, e) if is_flagged(i.decision) else None) for i, t, e in inspections]
+            _insert(connection, [alert for _, alert in out if alert is not None])
+            messages = [
+                OutboxMessage(
+                    event_id=alert.event_id,
+                    topic=alert_topic,
+                    payload=encode(build_message(alert, inspection)),
+                    sent_at=utcnow() if alert.event_id in published else None,
                 )
-                session.add(outbox)
-            out.append((inspection, alert))
-        session.commit()
-        return out
+                for inspection, alert in out
+                if alert is not None
+            ]
+            _insert(connection, messages, ids=False)
+    except BaseException:
+        for inspection in batch:  # not stored: nothing may point at a row that is not there (the spool's messages)
+            inspection.id = None
+        raise
+    return out
+
+
+def _insert(connection: Connection, rows: list[SQLModel], ids: bool = True) -> None:
+    """Insert ``rows`` of one table in one statement; with ``ids`` each row's new id is set on it."""
+    if not rows:
+        return
+    table = type(rows[0]).__table__
+    names = [c.name for c in table.columns if c.name != "id"]
+    values = [{name: getattr(row, name) for name in names} for row in rows]
+    if not ids:
+        connection.execute(insert(table), values)
+        return
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    for row, new_id in zip(rows, connection.execute(statement, values).scalars(), strict=True):
+        row.id = new_id
 
 
 def _unsent(topic_prefix: str) -> Any:

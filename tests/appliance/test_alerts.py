@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -376,3 +377,60 @@ def test_a_broker_refusing_the_connection_is_said_once_not_at_every_retry(tmp_pa
     finally:
         publisher.stop()
         broker.stop()
+
+
+def test_a_batch_is_stored_whole_with_its_alerts_and_messages_or_not_at_all(db_url):
+    """One transaction per batch: each inspection gets its row's id (in order), each flagged one an
+    alert and its outbox message naming that row. A batch holding an event id stored already
+    (a replay) stores nothing, and its inspections keep no id a message could point at."""
+    from sqlalchemy.exc import IntegrityError
+    from sqlmodel import Session, select
+
+    from appliance.storage.models import Alert, OutboxMessage
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    topics = Topics()
+
+    def batch(decisions, event_ids=None):
+        items = []
+        for k, decision in enumerate(decisions):
+            inspection = Inspection(
+                source_id="cam",
+                t_capture=dt.datetime.now(dt.UTC),
+                score=float(k),
+                norm_score=0.5,
+                decision=decision,
+                model_version="m1",
+                latency_ms=1.0,
+                image_ref="abc",
+            )
+            items.append((inspection, 0.5, (event_ids or {}).get(k)))
+        return items
+
+    def record(items):
+        return store.record_inspections(
+            engine, inspections=items, alert_topic=topics.alerts, build_message=lambda a, i: alert_message(a, i, topics)
+        )
+
+    stored = record(batch(["ok", "ng", "ok", "review"]))
+    ids = [inspection.id for inspection, _ in stored]
+    assert None not in ids and ids == sorted(ids)
+    with Session(engine) as session:
+        rows = {i.id: i.score for i in session.exec(select(Inspection))}
+        alerts = list(session.exec(select(Alert).order_by(Alert.id)))
+        messages = list(session.exec(select(OutboxMessage).order_by(OutboxMessage.id)))
+    assert [rows[i] for i in ids] == [0.0, 1.0, 2.0, 3.0]  # each object got its own row's id
+    assert [a.inspection_id for a in alerts] == [ids[1], ids[3]] == [a.inspection_id for _, a in stored if a]
+    assert [m.event_id for m in messages] == [a.event_id for a in alerts]
+    assert [json.loads(m.payload)["inspection_id"] for m in messages] == [ids[1], ids[3]]
+    assert all(f"/inspections/{i}/image" in m.payload for m, i in zip(messages, [ids[1], ids[3]], strict=True))
+
+    replay = batch(["ok", "ng"], {1: alerts[0].event_id})
+    with pytest.raises(IntegrityError):
+        record(replay)
+    assert [inspection.id for inspection, _, _ in replay] == [None, None]
+    with Session(engine) as session:
+        assert len(session.exec(select(Inspection)).all()) == 4
+        assert len(session.exec(select(OutboxMessage)).all()) == 2
+    engine.dispose()
