@@ -163,14 +163,12 @@ def mark_events_sent(engine: Engine, *, event_ids: set[str]) -> None:
     """These alerts reached the broker another way (from the spool): their outbox rows are done."""
     if not event_ids:
         return
-    with Session(engine) as session:
-        query = select(OutboxMessage).where(
-            col(OutboxMessage.event_id).in_(padded(event_ids)), col(OutboxMessage.sent_at).is_(None)
+    with engine.begin() as connection:
+        connection.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.event_id).in_(padded(event_ids)), col(OutboxMessage.sent_at).is_(None))
+            .values(sent_at=utcnow())
         )
-        for message in session.exec(query):
-            message.sent_at = utcnow()
-            session.add(message)
-        session.commit()
 
 
 def forget_sent_messages(engine: Engine, *, before: dt.datetime, batch: int = 5_000) -> int:
