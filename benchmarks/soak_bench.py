@@ -218,7 +218,8 @@ def main() -> None:
         "--trace-memory",
         type=float,
         metavar="MINUTES",
-        help="trace Python's allocations (benchmarks/traced_run.py; slower) and print the call sites whose "
+        help="trace Python's allocations (benchmarks/traced_run.py; slower) and print SQLite's and malloc's own "
+        "counts a minute apart, and the call sites whose "
         "live memory grew most between a snapshot MINUTES after the line started and the end",
     )
     args = parser.parse_args()
@@ -341,6 +342,9 @@ def main() -> None:
             if errors:
                 print("first API errors:", *errors[:5], sep="\n  ")
             if args.trace_memory:
+                native = trace / "native.tsv"
+                if native.is_file():  # SQLite's and malloc's own counts, a minute apart (traced_run.py)
+                    print(native.read_text())
                 growth = trace / "growth.txt"
                 print(growth.read_text() if growth.is_file() else "no growth report: run for over 2 × --trace-memory")
         finally:

@@ -136,6 +136,10 @@ def _insert(connection: Connection, rows: list[SQLModel], ids: bool = True) -> N
     if not ids:
         connection.execute(insert(table), values)
         return
+    if not connection.dialect.insert_executemany_returning_sort_by_parameter_order:  # SQLite before 3.35
+        for row, value in zip(rows, values, strict=True):
+            row.id = connection.execute(insert(table), value).inserted_primary_key[0]
+        return
     statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     for row, new_id in zip(rows, connection.execute(statement, values).scalars(), strict=True):
         row.id = new_id

@@ -434,3 +434,36 @@ def test_a_batch_is_stored_whole_with_its_alerts_and_messages_or_not_at_all(db_u
         assert len(session.exec(select(Inspection)).all()) == 4
         assert len(session.exec(select(OutboxMessage)).all()) == 2
     engine.dispose()
+
+
+def test_a_batch_gets_its_ids_where_the_database_cannot_return_them_from_one_insert(tmp_path, monkeypatch):
+    """SQLite before 3.35 has no RETURNING: the rows are inserted one by one for their ids."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'appliance.db'}")
+    init_db(engine)
+    with engine.connect() as connection:
+        dialect = type(connection.dialect)
+    monkeypatch.setattr(dialect, "insert_executemany_returning_sort_by_parameter_order", False)
+    topics = Topics()
+    items = [
+        (
+            Inspection(
+                source_id="cam",
+                t_capture=dt.datetime.now(dt.UTC),
+                score=float(k),
+                norm_score=0.5,
+                decision="ng" if k else "ok",
+                model_version="m1",
+                latency_ms=1.0,
+            ),
+            0.5,
+            None,
+        )
+        for k in range(3)
+    ]
+    stored = store.record_inspections(
+        engine, inspections=items, alert_topic=topics.alerts, build_message=lambda a, i: alert_message(a, i, topics)
+    )
+    ids = [inspection.id for inspection, _ in stored]
+    assert None not in ids and len(set(ids)) == 3
+    assert [alert.inspection_id for _, alert in stored if alert] == ids[1:]
+    engine.dispose()
