@@ -3,7 +3,7 @@ queue → detector (onnxruntime) → SQLite → outbox → MQTT (a private Mosqu
 else the embedded broker).
 
     python benchmarks/pipeline_bench.py [--seconds 20] [--defect-rate 0.05] [--readers 20] [--only LABEL]
-                                        [--models DIR]
+                                        [--models DIR] [--database-url postgresql://user@host/db]
 
 Reports, for a free-running source (as fast as the pipeline takes frames) and for paced ones
 at 50 and 100 frames/s: sustained frames/s, dropped frames, and latency p50/p99 capture →
@@ -20,6 +20,10 @@ Shadow mode (issue 18): the file runs again at 50 and 100 frames/s with a shadow
 same architecture beside the line's: the throughput, latency and CPU goals must still hold
 (``shadow``: the inspector's CPU for the shadow's inference and its stored results).
 
+SQLite in each run's data folder by default; ``--database-url`` names a PostgreSQL server (the
+database in it is the one to connect to for administration): each run gets a new database there,
+dropped after it.
+
 Steady-state CPU (issue 16): a recording of the line (MJPG, 128 px) replayed as a camera delivers
 it (``file:…?fps=F&loop=1``) at 25, 50 and 100 frames/s; process CPU seconds per frame, split
 by thread (source = decoding, inspector, alerts = MQTT sender and client, API, loops = status,
@@ -31,6 +35,7 @@ of CPU a frame. The synthetic line's own cost is measured alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -39,6 +44,8 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -134,8 +141,35 @@ def shadow_twin(app: Appliance, version: str, sid: str) -> str:
     return shadow_version
 
 
+@contextlib.contextmanager
+def run_database(server: str | None) -> Iterator[str | None]:
+    """None (SQLite in the run's data folder), or the URL of a new PostgreSQL database on
+    ``server``, dropped afterwards."""
+    if server is None:
+        yield None
+        return
+    import psycopg
+
+    admin = server.replace("postgresql+psycopg://", "postgresql://")
+    name = f"pipeline_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def measure(
-    data: Path, model_dir: Path | None, source: str, seconds: float, mqtt: dict, readers: int = 0, shadow: bool = False
+    data: Path,
+    model_dir: Path | None,
+    source: str,
+    seconds: float,
+    mqtt: dict,
+    readers: int = 0,
+    shadow: bool = False,
+    database_url: str | None = None,
 ) -> dict:
     settings = load_settings(
         data_dir=data,
@@ -143,6 +177,7 @@ def measure(
         api_port=0,
         mqtt=mqtt,
         queue_size=64,
+        **({"database_url": database_url} if database_url else {}),
     )  # the default detector, trained once on first start
     app = Appliance(settings, log=lambda line: None)
     app.models_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +282,7 @@ def main() -> None:
         type=Path,
         help="a folder for the first run's model: kept there, and used (no training) when it holds one",
     )
+    parser.add_argument("--database-url", help="a PostgreSQL server to make each run's database on (default: SQLite)")
     parser.add_argument("--reader-process", nargs=4, metavar=("URL", "TOKEN", "N", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader_process:
@@ -272,7 +308,8 @@ def main() -> None:
                     continue  # (the first run trains the model the others use)
                 readers = args.readers if "API" in label else 0
                 folder = Path(tmp) / label.replace(" ", "-").replace("/", "").replace("+", "-")
-                r = measure(folder, models, source, args.seconds, mqtt, readers, shadow="shadow" in label)
+                with run_database(args.database_url) as url:
+                    r = measure(folder, models, source, args.seconds, mqtt, readers, "shadow" in label, url)
                 if models is None:  # the first run's model, trained on first start (a shadow run adds its twin)
                     models = r["models"]
                     if args.models:
@@ -296,6 +333,7 @@ def main() -> None:
     print(f"the synthetic line alone: {synthetic_cost():.2f} ms of CPU a 128 px frame")
     print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (this process)")
     print(
+        f"database: {'PostgreSQL' if args.database_url else 'SQLite'}; "
         f"broker: {'mosquitto' if mqtt else 'embedded amqtt'}; goal: >= 100 frames/s with p99 <= 100 ms, "
         f"nothing dropped at 50 frames/s; with {args.readers} API readers at 100 frames/s: 0 dropped, API p99 <= 300 ms"
     )
