@@ -327,6 +327,24 @@ def test_defect_types_are_named_for_flagged_items(tmp_path):
         detector.fit_defect_types(x, labels + 5, names)
 
 
+def test_appearance_features_are_the_frames_statistics():
+    """Mean, spread, edges and 4 × 4 cell means per channel, relative to the mean (computed in
+    float32 with float64 sums): the same figures as plain float64 arithmetic."""
+    from models.scoring import GRID, appearance_features
+
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 3, 66, 70), dtype=np.float32) * np.float32(0.8)
+    got = appearance_features(x)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(2, 3))
+    edges = np.abs(np.diff(x64, axis=3)).mean(axis=(2, 3)) + np.abs(np.diff(x64, axis=2)).mean(axis=(2, 3))
+    cells = x64[:, :, :64, :68].reshape(5, 3, GRID, 16, GRID, 17).mean(axis=(3, 5)).reshape(5, 3, -1)
+    relative = np.concatenate([x64.std(axis=(2, 3))[..., None], edges[..., None], cells], axis=2)
+    expected = np.concatenate([mean, (relative / (mean + 0.05)[..., None]).reshape(5, -1)], axis=1)
+    assert got.shape == (5, 3 * (3 + GRID * GRID))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_frames_unlike_the_good_parts_as_a_whole_are_ng(trained, frames, tmp_path):
     """A detector of local defects can pass a frame with no part at all (a flat grey frame is easy
     to restore and has no local defect) or a part far off its place. The appearance check raises
