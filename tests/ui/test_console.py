@@ -77,6 +77,11 @@ def test_live_shows_the_frame_score_decision_and_state(console, appliance):
     with appliance.api() as api:
         latest = api.get("/inspections", params={"limit": 1}).json()["data"][0]
     assert metric(at, "Score") == f"{latest['score']:.4g}"  # the folder is done: the newest stays the newest
+    from streamlit.proto.Metric_pb2 import Metric
+
+    score = next(m for m in at.metric if m.label == "Score").proto  # below T2 is good news: green, above red
+    assert score.delta.endswith("vs T2")
+    assert score.color == (Metric.GREEN if latest["score"] < latest["t2"] else Metric.RED)
     assert at.get("image"), "no frame shown"
     assert any(b.label == "Capture now" for b in at.button)
 

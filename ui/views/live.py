@@ -115,7 +115,9 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
                 decision = latest["decision"]
                 badge = {"ok": ":green[OK]", "review": ":orange[REVIEW]", "ng": ":red[NG]"}[decision]
                 cols[1].markdown(f"**Decision**  \n### {badge}")
-                cols[2].metric("Score", f"{latest['score']:.4g}", delta=f"{latest['score'] - t2:+.3g} vs T2")
+                cols[2].metric(
+                    "Score", f"{latest['score']:.4g}", delta=f"{latest['score'] - t2:+.3g} vs T2", delta_color="inverse"
+                )
                 cols[3].metric("Label", latest.get("label") or "—")
                 st.progress(
                     min(max(latest["norm_score"], 0.0), 1.0),
