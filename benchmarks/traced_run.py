@@ -13,7 +13,8 @@ process keeps adding shows there; what it replaces (frames, batches) does not.
 Memory Python does not see is sampled too, once a minute from the start, into ``DIR/native.tsv``:
 what SQLite's connections hold (its caches and statements; ``sqlite3_memory_used``) and, from
 glibc's ``mallinfo2``, the bytes malloc has handed out and not had back against the free bytes it
-keeps in its arenas. Resident memory that grows while the bytes in use stay flat is retained
+keeps in its arenas (the tracing's own records are part of the bytes in use: their size is
+given beside them). Resident memory that grows while the bytes in use stay flat is retained
 free memory (fragmentation), not a leak.
 """
 
@@ -83,6 +84,7 @@ def native_sample() -> dict[str, float]:
     info = mallinfo2()
     out |= {
         "malloc_in_use_mb": (info.uordblks + info.hblkhd) / 2**20,
+        "of_it_tracemalloc_mb": tracemalloc.get_tracemalloc_memory() / 2**20,  # the tracing's own records
         "malloc_free_kept_mb": info.fordblks / 2**20,
         "malloc_mapped_mb": info.hblkhd / 2**20,
     }

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.engine import Engine
 
 from appliance.api.pages import PageCache
@@ -95,3 +96,43 @@ Viewer = Annotated[Actor, Depends(role_at_least("viewer"))]
 Operator = Annotated[Actor, Depends(role_at_least("operator"))]
 Engineer = Annotated[Actor, Depends(role_at_least("engineer"))]
 Admin = Annotated[Actor, Depends(role_at_least("admin"))]
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant) -> frozenset[str]:
+    """The query parameters a route reads: its own and its dependencies'."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not read is refused (422 naming it), never ignored: a
+    ``PUT /thresholds?source_id=…`` (the source goes in the body there) would otherwise set the
+    default model's thresholds for every source."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _QUERY_NAMES.get(id(route))
+    if known is None:
+        known = _QUERY_NAMES[id(route)] = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        if request.method not in ("GET", "HEAD"):
+            takes += "; the request's other fields go in its JSON body"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"{request.method} {route.path} does not read query parameter {name!r} ({takes})",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )

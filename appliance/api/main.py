@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.api.deps import refuse_unknown_query
 from appliance.api.errors import add_exception_handlers
 from appliance.api.pages import PageCache
 from appliance.api.routes import ROUTERS
@@ -118,6 +119,7 @@ def create_app(appliance: Appliance) -> FastAPI:
         version="1",
         description="Inspections, alerts, thresholds, sources.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.appliance = appliance
     app.state.pages = PageCache(appliance.settings.api_page_cache_s)

@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from appliance.recipes import Recipe
 from appliance.storage.models import InspectionBase, TrainingJob
@@ -20,6 +20,19 @@ EventId = Annotated[int, Path(ge=1, le=2**31 - 1, description="event id")]
 
 
 Offset = Annotated[int, Query(ge=0, le=10**9)]
+
+
+def _in_utc(t: dt.datetime) -> dt.datetime:
+    """A time without a zone is UTC; one with a zone is converted to UTC, which must exist."""
+    try:
+        return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        msg = f"{t.isoformat()} is outside the times that can be stored (years 1 to 9999 in UTC)"
+        raise ValueError(msg) from None
+
+
+# a time filter of a query (ISO 8601, UTC when it has no zone), in UTC: one out of range is a 422
+Moment = Annotated[dt.datetime | None, AfterValidator(_in_utc)]
 
 
 class InspectionPublic(InspectionBase):

@@ -199,6 +199,42 @@ def test_alerts_export_as_csv_every_match(running):
     assert client.get("/alerts/export.csv").status_code == 401
 
 
+def test_a_query_parameter_a_route_does_not_read_is_refused_not_ignored(running):
+    """PUT /thresholds takes its source in the body: ``?source_id=`` would have set the default
+    model's thresholds for every source. Refused with 422 naming it, nothing changed."""
+    app, client, tokens, _, _ = running
+    before = app.recipe_for(None).thresholds.as_tuple()
+    body = {"t1": before[0] * 1.1, "t2": before[1] * 1.2, "reason": "for one source only"}
+    answer = client.put("/thresholds", params={"source_id": "cam-7"}, json=body, headers=auth(tokens, "engineer"))
+    assert answer.status_code == 422
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["query", "source_id"] and "JSON body" in error["msg"]
+    assert app.recipe_for(None).thresholds.as_tuple() == before
+    typo = client.get("/inspections", params={"limt": 5}, headers=auth(tokens, "viewer"))
+    assert typo.status_code == 422 and "'limt'" in typo.json()["detail"][0]["msg"]
+    assert "limit" in typo.json()["detail"][0]["msg"]  # what the route does take
+    assert client.get("/inspections", params={"limit": 5}, headers=auth(tokens, "viewer")).status_code == 200
+    assert client.get("/alerts", params={"decision": "ng"}, headers=auth(tokens, "viewer")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "value"),
+    [
+        ("/inspections", "since", "9999-12-31T23:00:00-05:00"),  # in UTC: year 10000
+        ("/alerts/export.csv", "until", "0001-01-01T00:30:00+01:00"),  # in UTC: year 0
+    ],
+)
+def test_a_time_filter_that_has_no_utc_time_is_refused(running, route, field, value):
+    """Found by the schema fuzzer: such a time failed the database's conversion (500)."""
+    _, client, tokens, _, _ = running
+    answer = client.get(route, params={field: value}, headers=auth(tokens, "viewer"))
+    assert answer.status_code == 422
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["query", field] and "outside the times that can be stored" in error["msg"]
+    zoned = client.get(route, params={field: "2026-12-07T12:00:00+01:00"}, headers=auth(tokens, "viewer"))
+    assert zoned.status_code == 200
+
+
 def test_thresholds_set_audit_publish_and_preview(running):
     app, client, tokens, broker, _ = running
     sub = Subscriber(broker.port, [app.topics.threshold])

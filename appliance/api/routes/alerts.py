@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from appliance.api.deps import EngineDep, Operator, PagesDep, Viewer
-from appliance.api.schemas import AlertPublic, AlertsPublic, Offset, RowId, VerdictIn
+from appliance.api.schemas import AlertPublic, AlertsPublic, Moment, Offset, RowId, VerdictIn
 from appliance.storage import queries, store
 from appliance.storage.models import as_utc
 
@@ -61,8 +61,8 @@ def export_alerts(
     state: State = None,
     source_id: Sources = None,
     decision: Decisions = None,
-    since: Annotated[dt.datetime | None, Query(description="raised at or after (ISO 8601)")] = None,
-    until: Annotated[dt.datetime | None, Query(description="raised before (ISO 8601)")] = None,
+    since: Annotated[Moment, Query(description="raised at or after (ISO 8601)")] = None,
+    until: Annotated[Moment, Query(description="raised before (ISO 8601)")] = None,
 ) -> StreamingResponse:
     """Every alert that matches, newest first, as CSV (the alert list's fields, times in UTC; a
     time without a zone is taken as UTC), streamed a thousand rows at a time."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 from appliance.api.deps import AppDep, EngineDep, PagesDep, Viewer
-from appliance.api.schemas import HourPublic, InspectionPublic, InspectionsPublic, Offset, RowId
+from appliance.api.schemas import HourPublic, InspectionPublic, InspectionsPublic, Moment, Offset, RowId
 from appliance.errors import NotFound
 from appliance.storage import history, queries
 from appliance.storage.models import utcnow
@@ -24,8 +24,8 @@ def read_inspections(
     _: Viewer,
     source_id: str | None = None,
     decision: Literal["ok", "review", "ng"] | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: Annotated[Moment, Query(description="captured at or after (ISO 8601)")] = None,
+    until: Annotated[Moment, Query(description="captured before (ISO 8601)")] = None,
     offset: Offset = 0,
     limit: int = Query(50, ge=1, le=1000),
     before_id: int | None = Query(None, ge=1, le=2**63 - 1, description="only older rows: the last id of a page"),
