@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,17 +147,10 @@ def run_database(server: str | None) -> Iterator[str | None]:
     if server is None:
         yield None
         return
-    import psycopg
+    from tests.helpers.database import postgres_database
 
-    admin = server.replace("postgresql+psycopg://", "postgresql://")
-    name = f"pipeline_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("pipeline_bench", server) as url:
+        yield url
 
 
 def measure(

@@ -14,17 +14,19 @@ PG_ADMIN_URL = os.environ.get("APPLIANCE_TEST_PG", "postgresql://postgres@127.0.
 
 
 @contextlib.contextmanager
-def postgres_database(prefix: str = "appliance_test") -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped (with its connections) afterwards."""
+def postgres_database(prefix: str = "appliance_test", admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database on the server of ``admin_url`` (a database
+    there to connect to), dropped (with its connections) afterwards."""
     import psycopg
 
+    admin_url = admin_url.replace("postgresql+psycopg://", "postgresql://")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
