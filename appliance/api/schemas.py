@@ -10,7 +10,7 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from appliance.recipes import Recipe
-from appliance.storage.models import InspectionBase, TrainingJob
+from appliance.storage.models import InspectionBase, TrainingJob, as_utc
 from models.detector.symmetry import ORIENTATION_CHOICES
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
@@ -25,7 +25,7 @@ Offset = Annotated[int, Query(ge=0, le=10**9)]
 def _in_utc(t: dt.datetime) -> dt.datetime:
     """A time without a zone is UTC; one with a zone is converted to UTC, which must exist."""
     try:
-        return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        return as_utc(t).astimezone(dt.UTC)
     except OverflowError:
         msg = f"{t.isoformat()} is outside the times that can be stored (years 1 to 9999 in UTC)"
         raise ValueError(msg) from None
