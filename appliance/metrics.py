@@ -55,3 +55,12 @@ def prometheus_mqtt(acknowledged: int, refused: int) -> str:
         f'appliance_mqtt_messages_total{{answer="acknowledged"}} {acknowledged}\n'
         f'appliance_mqtt_messages_total{{answer="refused"}} {refused}\n'
     )
+
+
+def prometheus_api(deferred: int) -> str:
+    """API requests that waited for the line to catch up (its live frames more than a batch behind)."""
+    return (
+        "# HELP appliance_api_requests_deferred_total API requests that waited for the line to catch up.\n"
+        "# TYPE appliance_api_requests_deferred_total counter\n"
+        f"appliance_api_requests_deferred_total {deferred}\n"
+    )

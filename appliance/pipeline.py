@@ -16,6 +16,7 @@ storage → alerts (through the outbox).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -512,6 +513,19 @@ class Pipeline:
         m.published_ms.append((dt.datetime.now(dt.UTC) - captured).total_seconds() * 1000)
 
     # -- reporting --------------------------------------------------------------------------------
+    def waiting(self) -> tuple[int, float]:
+        """Frames of live sources waiting for the inspector, and how many seconds the oldest of
+        them has waited (live sources drop the oldest frame when their queue is full; files and
+        folders wait for room and are never late)."""
+        frames, oldest = 0, None
+        for worker in list(self.workers.values()):
+            if not worker.source.backpressure:
+                frames += len(worker.queue)
+                with contextlib.suppress(IndexError):  # emptied by the inspector meanwhile
+                    t = worker.queue[0].t_capture
+                    oldest = t if oldest is None or t < oldest else oldest
+        return frames, 0.0 if oldest is None else (dt.datetime.now(dt.UTC) - oldest).total_seconds()
+
     def status(self) -> dict[str, dict]:
         """Every running source's state and counters (a removed source is gone from here)."""
         out = {}

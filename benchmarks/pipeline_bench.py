@@ -189,7 +189,7 @@ def measure(
     time.sleep(3)  # warm-up
     token = (data / "admin-token").read_text().strip()
     url = f"http://127.0.0.1:{app.api_port}"
-    reader = None
+    reader, reader_cpu = None, 0.0
     if readers:
         command = [sys.executable, __file__, "--reader-process", url, token, str(readers), str(seconds)]
         reader = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -209,7 +209,10 @@ def measure(
     if reader is not None:
         import json
 
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         latencies = json.loads(reader.communicate(timeout=120)[0])
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        reader_cpu = sum(getattr(children_after, f) - getattr(children, f) for f in ("ru_utime", "ru_stime"))
     app.stop()
     return {
         "fps": (st["scored"] - st0["scored"]) / elapsed,
@@ -224,6 +227,8 @@ def measure(
         "models": app.models_dir,
         "api": {route: np.percentile(v, [50, 99]).tolist() if v else None for route, v in latencies.items()},
         "api_requests": sum(len(v) for v in latencies.values()),
+        "reader_cores": reader_cpu / elapsed,
+        "frames": frames,
         "cpu_ms": (cpu - cpu0) * 1000 / frames,
         "threads_ms": {k: v * 1000 / frames for k, v in threads.items()},
         "stages_ms": {k: (v - stages0.get(k, 0)) * 1000 / frames for k, v in stages.items()},
@@ -319,6 +324,12 @@ def main() -> None:
                     for route, q in r["api"].items():
                         print(f"{'':>13}  {route}: p50 {q[0]:.0f} ms p99 {q[1]:.0f} ms")
                     print(f"{'':>13}  {r['api_requests']} API requests from {readers} readers in {args.seconds:g} s")
+                    api_cpu = r["threads_ms"].get("API", 0.0) * r["frames"] / max(1, r["api_requests"])
+                    print(
+                        f"{'':>13}  CPU: {r['cpu_ms']:.2f} ms a frame, inspector {r['threads_ms'].get('inspector', 0):.2f}; "
+                        f"the API thread {api_cpu:.2f} ms a request; the readers' process "
+                        f"{r['reader_cores']:.2f} of this machine's {os.cpu_count()} cores"
+                    )
                 if source.startswith("file:") and not readers:
                     cpu_rows.append((label, r))
             print_cpu(cpu_rows)

@@ -1,5 +1,10 @@
 """Typed dependencies of the routes: the running appliance, its database, and the caller (a
-bearer token with a role: viewer < operator < engineer < admin)."""
+bearer token with a role: viewer < operator < engineer < admin).
+
+They are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop to
+another thread and back for each, on every request; these take microseconds and never block
+(a token's row, read at most every TOKEN_TTL_S, is read in the pool). The line shares the
+interpreter with the API, so what a request costs is time the line waits."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.engine import Engine
@@ -22,15 +28,15 @@ _tokens: dict[tuple[int, str], tuple[float, ApiToken | None]] = {}
 _tokens_lock = threading.Lock()
 
 
-def get_appliance(request: Request) -> Appliance:
+async def get_appliance(request: Request) -> Appliance:
     return request.app.state.appliance
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.appliance.engine
 
 
-def get_pages(request: Request) -> PageCache:
+async def get_pages(request: Request) -> PageCache:
     return request.app.state.pages
 
 
@@ -54,15 +60,15 @@ def _bearer(request: Request) -> str:
     return token
 
 
-def stored_token(engine: Engine, token: str) -> ApiToken | None:
+async def stored_token(engine: Engine, token: str) -> ApiToken | None:
     """The token's row, read at most every TOKEN_TTL_S per token (consoles poll several times a
-    second; the lookup was a tenth of the API's time under load)."""
+    second; the lookup was a tenth of the API's time under load), in the thread pool."""
     key, now = (id(engine), queries.token_digest(token)), time.monotonic()
     with _tokens_lock:
         hit = _tokens.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    row = queries.token(engine, token=token)
+    row = await anyio.to_thread.run_sync(lambda: queries.token(engine, token=token))
     with _tokens_lock:
         if len(_tokens) >= 1024:  # bounded: unknown tokens are whatever a caller sends
             _tokens.clear()
@@ -79,8 +85,8 @@ def forget_tokens() -> None:
 def role_at_least(minimum: str):
     """A dependency that admits tokens of ``minimum`` or a higher role and gives their Actor."""
 
-    def check(request: Request, engine: EngineDep) -> Actor:
-        row = stored_token(engine, _bearer(request))
+    async def check(request: Request, engine: EngineDep) -> Actor:
+        row = await stored_token(engine, _bearer(request))
         if row is None or row.revoked:
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
         if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
@@ -109,7 +115,7 @@ def _query_names(dependant) -> frozenset[str]:
     return frozenset(names)
 
 
-def refuse_unknown_query(request: Request) -> None:
+async def refuse_unknown_query(request: Request) -> None:
     """A query parameter the route does not read is refused (422 naming it), never ignored: a
     ``PUT /thresholds?source_id=…`` (the source goes in the body there) would otherwise set the
     default model's thresholds for every source."""

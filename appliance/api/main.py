@@ -6,8 +6,11 @@ Domain errors become 4xx / 5xx answers in one place (:mod:`appliance.api.errors`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
     from appliance.runtime import Appliance
 
 
+LINE_FIRST_LAG_S = 0.05  # a live frame waiting this long for the inspector is late
+LINE_FIRST_MAX_WAIT_S = 0.2  # the longest a request waits for the line to catch up
+LINE_FIRST_POLL_S = 0.005
 MAX_JSON_BYTES = 32 * 1024 * 1024  # the largest JSON body (a vector of a million values fits)
 # a UTF-16 surrogate escape that is not half of a pair: text that no database can store
 LONE_SURROGATE = re.compile(
@@ -105,6 +111,37 @@ class RefuseUnstorableRequests:
         await self.app(scope, replay, send)
 
 
+class LineFirst:
+    """The line before the API: while the line is late (more than one live frame waiting for the
+    inspector, the oldest for over LINE_FIRST_LAG_S), a new request waits, up to ``max_wait``
+    seconds, then is served anyway.
+
+    The line and the API share one interpreter. Twenty clients polling as fast as they were
+    answered took it from the inspector until its queue was full and frames were dropped; a
+    request that waits here costs the line nothing. A slow model keeps its one frame waiting as
+    long as it takes without holding the API back; ``/health`` never waits (it says whether the
+    appliance is alive)."""
+
+    def __init__(
+        self, app: ASGIApp, appliance: Appliance, counts: Counter[str], max_wait: float = LINE_FIRST_MAX_WAIT_S
+    ) -> None:
+        self.app, self.appliance, self.counts, self.max_wait = app, appliance, counts, max_wait
+
+    def _behind(self) -> bool:
+        if self.appliance.pipeline is None:
+            return False
+        frames, oldest = self.appliance.pipeline.waiting()
+        return frames > 1 and oldest > LINE_FIRST_LAG_S
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health" and self._behind():
+            self.counts["deferred"] += 1  # GET /metrics: appliance_api_requests_deferred_total
+            deadline = time.monotonic() + self.max_wait
+            while self._behind() and time.monotonic() < deadline:
+                await asyncio.sleep(LINE_FIRST_POLL_S)
+        await self.app(scope, receive, send)
+
+
 def create_app(appliance: Appliance) -> FastAPI:
     """The API of a running appliance (engine, model slot, pipeline, images, topics, publisher)."""
 
@@ -124,6 +161,8 @@ def create_app(appliance: Appliance) -> FastAPI:
     app.state.appliance = appliance
     app.state.pages = PageCache(appliance.settings.api_page_cache_s)
     app.add_middleware(RefuseUnstorableRequests, pages=app.state.pages)
+    app.state.api_counts = Counter()
+    app.add_middleware(LineFirst, appliance=appliance, counts=app.state.api_counts)
     add_exception_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

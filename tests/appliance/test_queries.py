@@ -158,3 +158,51 @@ def test_pages_polled_by_many_consoles_are_rendered_once_and_writes_show_at_once
         assert api.get("/alerts").json()["count"] == 2
     finally:
         app.stop()
+
+
+def test_requests_wait_while_the_line_is_late_and_the_line_loses_nothing(tmp_path, broker):
+    """While live frames wait for the inspector (the line late), a new API request waits up to
+    LINE_FIRST_MAX_WAIT_S and is then served; ``/health`` never waits; /metrics counts the waits."""
+    import datetime as dt
+    import time
+
+    import httpx
+
+    from appliance.api.main import LINE_FIRST_MAX_WAIT_S
+    from appliance.runtime import Appliance
+    from connectors.base import Sample
+    from connectors.synthetic import SyntheticLine
+    from tests.helpers.appliance import appliance_settings
+    from tests.helpers.waiting import wait_for
+
+    source = "synth:line?size=64&fps=5&seed=3"
+    app = Appliance(appliance_settings(tmp_path, broker.port, source, "linefirst"), log=lambda _: None).start()
+    try:
+        token = store.create_token(app.engine, name="viewer", role="viewer")
+        api = httpx.Client(base_url=f"http://127.0.0.1:{app.api_port}", headers={"Authorization": f"Bearer {token}"})
+        assert wait_for(lambda: app.pipeline.status()[source]["scored"] >= 2, timeout=60)
+
+        def deferred() -> float:
+            text = api.get("/metrics").text
+            return float(
+                next(line for line in text.splitlines() if line.startswith("appliance_api_requests_deferred")).split()[
+                    -1
+                ]
+            )
+
+        assert deferred() == 0  # the line keeps up at 5 frames/s: nothing waits
+        worker, late = app.pipeline.workers[source], dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        with app.pipeline.wake:  # the inspector cannot take frames meanwhile: three a second late
+            for part in SyntheticLine(64, seed=9).take(3):
+                worker.queue.append(Sample(source, late, part.image))
+            assert app.pipeline.waiting()[0] == 3 and app.pipeline.waiting()[1] >= 1.0
+            start = time.monotonic()
+            assert api.get("/inspections", params={"limit": 1}).status_code == 200  # served after waiting
+            assert time.monotonic() - start >= LINE_FIRST_MAX_WAIT_S
+            assert api.get("/health").status_code == 200
+        assert wait_for(lambda: app.pipeline.waiting() == (0, 0.0), timeout=30)  # caught up
+        assert deferred() == 1  # the list request waited; /health and /metrics, the line on time, did not
+        window = {"since": late.isoformat(), "until": (late + dt.timedelta(milliseconds=1)).isoformat()}
+        assert wait_for(lambda: api.get("/inspections", params=window).json()["count"] == 3, timeout=30)  # none lost
+    finally:
+        app.stop()

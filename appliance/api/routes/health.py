@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 
 from appliance.api.deps import AppDep, Viewer
 from appliance.api.schemas import MePublic
-from appliance.metrics import prometheus_mqtt
+from appliance.metrics import prometheus_api, prometheus_mqtt
 from appliance.storage import queries
 
 router = APIRouter(tags=["health"])
@@ -59,8 +59,12 @@ def read_readiness(appliance: AppDep) -> dict[str, Any]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def read_metrics(appliance: AppDep) -> str:
+def read_metrics(appliance: AppDep, request: Request) -> str:
     """Prometheus metrics: frames, decisions, latency percentiles, outbox backlog; MQTT messages
-    the broker acknowledged and refused."""
+    the broker acknowledged and refused; API requests that waited for the line to catch up."""
     publisher = appliance.publisher
-    return appliance.pipeline.prometheus() + prometheus_mqtt(publisher.sent, publisher.refused)
+    return (
+        appliance.pipeline.prometheus()
+        + prometheus_mqtt(publisher.sent, publisher.refused)
+        + prometheus_api(request.app.state.api_counts["deferred"])
+    )
