@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 from sqlalchemy.exc import OperationalError
@@ -100,6 +102,7 @@ class Appliance:
         self.loop_errors: dict[str, int] = {}  # background loop name → failed steps
         self._seen_change = 0  # the newest audit line the recipes were read after
         self._compacted = time.monotonic()  # when retention last rebuilt the inspection indexes
+        self._data_lock: IO[str] | None = None  # the data folder, held from start() to stop()
 
     def migrate(self) -> None:
         """Create or migrate the schema, once."""
@@ -297,6 +300,7 @@ class Appliance:
         the API already serving (``wait_for_first_model`` False: return while it trains)."""
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data()
         self.migrate()
         self._first_admin_token()
         if store.fail_unfinished_jobs(self.engine, message=INTERRUPTED, node=s.mqtt.appliance_id):
@@ -353,9 +357,35 @@ class Appliance:
                 thread.join()
         return self
 
+    def _lock_data(self) -> None:
+        """Hold the data folder for this process: a second appliance on it (started twice by
+        mistake) would share its spool, images, teach frames and embedded broker's port and,
+        on SQLite, its database. The kernel lets go when the process ends, however it ends."""
+        import fcntl
+
+        path = self.data / "appliance.lock"
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            msg = (
+                f"data_dir {self.data} is in use by another running appliance ({holder}); stop it, "
+                "or give this one a data_dir of its own (nodes on one database each have their own)"
+            )
+            raise Conflict(msg) from None
+        handle.seek(0)
+        handle.truncate()
+        started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        handle.flush()
+        self._data_lock = handle
+
     def stop(self) -> None:
         """Stop in the reverse order of ``start``: API, OPC UA, loops, trigger, pipeline, publisher,
-        broker, jobs."""
+        broker, jobs; then let go of the data folder."""
         if self.server:
             self.server.should_exit = True
         if self.opcua:
@@ -374,6 +404,9 @@ class Appliance:
         if self.broker:
             self.broker.stop()
         self.job_runner.stop()
+        if self._data_lock is not None:
+            self._data_lock.close()  # closing the file lets go of its lock
+            self._data_lock = None
 
     def _broker_settings(self) -> BrokerSettings:
         """The configured broker, or an embedded one on loopback (started here) when none is set."""

@@ -209,6 +209,30 @@ def test_second_start_reuses_the_active_model(tmp_path, broker, trained_model):
     assert not any("training the default detector" in line for line in lines)
 
 
+def test_a_second_appliance_on_the_same_data_folder_is_refused_and_the_first_goes_on(tmp_path, broker, trained_model):
+    """Started twice by mistake: the second start is refused naming the folder and the first's
+    process, before it touches the database; once the first stops, the folder is free again."""
+    import os
+
+    from appliance.errors import Conflict
+
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port)
+    first = Appliance(settings, log=lambda line: None)
+    first.models_dir.mkdir(parents=True)
+    (first.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
+    first.activate(first.models_dir / trained_model.name)
+    first.start()
+    try:
+        held = rf"data_dir {re.escape(str(tmp_path))} is in use by another running appliance \(pid {os.getpid()} on"
+        with pytest.raises(Conflict, match=held):
+            Appliance(settings, log=lambda line: None).start()
+        scored = sum(s["scored"] for s in first.pipeline.status().values())
+        assert wait_for(lambda: sum(s["scored"] for s in first.pipeline.status().values()) > scored + 5)
+    finally:
+        first.stop()
+    Appliance(settings, log=lambda line: None).start().stop()  # free again
+
+
 def test_make_run_path_with_the_embedded_broker(tmp_path):
     """`appliance run` on defaults: trains on first start, prints how to subscribe, alerts flow."""
     env = {
