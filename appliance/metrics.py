@@ -58,7 +58,7 @@ def prometheus_mqtt(acknowledged: int, refused: int) -> str:
 
 
 def prometheus_api(deferred: int) -> str:
-    """API requests that waited for the line to catch up (its live frames more than a batch behind)."""
+    """API requests that waited for the line to catch up (``appliance.api.main.LineFirst``)."""
     return (
         "# HELP appliance_api_requests_deferred_total API requests that waited for the line to catch up.\n"
         "# TYPE appliance_api_requests_deferred_total counter\n"

@@ -301,7 +301,11 @@ class Appliance:
         s = self.settings
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data()
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:  # the database unreachable: nothing else started, nothing to hold
+            self._release_data()
+            raise
         self._first_admin_token()
         if store.fail_unfinished_jobs(self.engine, message=INTERRUPTED, node=s.mqtt.appliance_id):
             self.log("jobs interrupted by the last stop were marked failed")
@@ -404,6 +408,9 @@ class Appliance:
         if self.broker:
             self.broker.stop()
         self.job_runner.stop()
+        self._release_data()
+
+    def _release_data(self) -> None:
         if self._data_lock is not None:
             self._data_lock.close()  # closing the file lets go of its lock
             self._data_lock = None

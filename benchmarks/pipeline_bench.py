@@ -325,8 +325,9 @@ def main() -> None:
                         print(f"{'':>13}  {route}: p50 {q[0]:.0f} ms p99 {q[1]:.0f} ms")
                     print(f"{'':>13}  {r['api_requests']} API requests from {readers} readers in {args.seconds:g} s")
                     api_cpu = r["threads_ms"].get("API", 0.0) * r["frames"] / max(1, r["api_requests"])
+                    inspector = r["threads_ms"].get("inspector", 0.0)
                     print(
-                        f"{'':>13}  CPU: {r['cpu_ms']:.2f} ms a frame, inspector {r['threads_ms'].get('inspector', 0):.2f}; "
+                        f"{'':>13}  CPU: {r['cpu_ms']:.2f} ms a frame, inspector {inspector:.2f}; "
                         f"the API thread {api_cpu:.2f} ms a request; the readers' process "
                         f"{r['reader_cores']:.2f} of this machine's {os.cpu_count()} cores"
                     )

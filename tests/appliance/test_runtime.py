@@ -17,7 +17,7 @@ from appliance.images import ImageStore
 from appliance.pipeline import Pipeline
 from appliance.recipes import Recipes
 from appliance.runtime import Appliance
-from appliance.settings import load_settings
+from appliance.settings import SettingsError, load_settings
 from appliance.storage import store
 from appliance.storage.db import init_db, make_engine
 from appliance.storage.models import Inspection
@@ -231,6 +231,10 @@ def test_a_second_appliance_on_the_same_data_folder_is_refused_and_the_first_goe
     finally:
         first.stop()
     Appliance(settings, log=lambda line: None).start().stop()  # free again
+    unreachable = settings_for(tmp_path, "postgresql://nobody@127.0.0.1:1/none", broker.port)
+    with pytest.raises(SettingsError, match="database_url: cannot reach"):
+        Appliance(unreachable, log=lambda line: None).start()
+    Appliance(settings, log=lambda line: None).start().stop()  # a start that failed holds nothing
 
 
 def test_make_run_path_with_the_embedded_broker(tmp_path):
