@@ -50,12 +50,18 @@ def settings_for(tmp_path: Path, db_url: str, port: int, **extra):
     )
 
 
-def test_appliance_inspects_stores_and_alerts(tmp_path, db_url, broker, trained_model):
-    settings = settings_for(tmp_path, db_url, broker.port)
+def with_active_model(settings, trained_model: Path) -> Appliance:
+    """An appliance (not started) whose active model is ``trained_model``: no first-start training."""
     app = Appliance(settings, log=lambda line: None)
     app.models_dir.mkdir(parents=True)
     (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
     app.activate(app.models_dir / trained_model.name)
+    return app
+
+
+def test_appliance_inspects_stores_and_alerts(tmp_path, db_url, broker, trained_model):
+    settings = settings_for(tmp_path, db_url, broker.port)
+    app = with_active_model(settings, trained_model)
     sub = Subscriber(broker.port, [app.topics.alerts, app.topics.status])
     app.start()
     try:
@@ -200,10 +206,7 @@ def test_debounce_needs_n_of_m(tmp_path):
 
 def test_second_start_reuses_the_active_model(tmp_path, broker, trained_model):
     settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port)
-    app = Appliance(settings, log=lambda line: None)
-    app.models_dir.mkdir(parents=True)
-    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    app.activate(app.models_dir / trained_model.name)
+    with_active_model(settings, trained_model)  # the first start's model, activated
     lines = []
     Appliance(settings, log=lines.append).start().stop()
     assert not any("training the default detector" in line for line in lines)
@@ -217,11 +220,7 @@ def test_a_second_appliance_on_the_same_data_folder_is_refused_and_the_first_goe
     from appliance.errors import Conflict
 
     settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port)
-    first = Appliance(settings, log=lambda line: None)
-    first.models_dir.mkdir(parents=True)
-    (first.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    first.activate(first.models_dir / trained_model.name)
-    first.start()
+    first = with_active_model(settings, trained_model).start()
     try:
         held = rf"data_dir {re.escape(str(tmp_path))} is in use by another running appliance \(pid {os.getpid()} on"
         with pytest.raises(Conflict, match=held):
@@ -300,10 +299,7 @@ def test_source_state_changes_are_announced_on_mqtt(tmp_path, broker, trained_mo
         api_port=0,
         mqtt={"host": "127.0.0.1", "port": broker.port, "appliance_id": "states"},
     )
-    app = Appliance(settings, log=lambda line: None)
-    app.models_dir.mkdir(parents=True)
-    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    app.activate(app.models_dir / trained_model.name)
+    app = with_active_model(settings, trained_model)
     topic = app.topics.source_state(source)
     sub = Subscriber(broker.port, [topic])
     app.start()
@@ -418,10 +414,7 @@ def test_jobs_interrupted_by_a_stop_are_marked_failed(tmp_path, broker, trained_
 
 def test_inspections_topic_is_rate_limited(tmp_path, broker, trained_model):
     settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'i.db'}", broker.port, inspections_per_second=2)
-    app = Appliance(settings, log=lambda line: None)
-    app.models_dir.mkdir(parents=True)
-    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    app.activate(app.models_dir / trained_model.name)
+    app = with_active_model(settings, trained_model)
     sub = Subscriber(broker.port, [app.topics.inspections])
     app.start()
     try:
@@ -441,10 +434,7 @@ def test_sources_added_through_the_api_survive_a_restart(tmp_path, broker, train
     from appliance.storage import store
 
     settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 's.db'}", broker.port)
-    app = Appliance(settings, log=lambda line: None)
-    app.models_dir.mkdir(parents=True)
-    (app.models_dir / trained_model.name).write_bytes(trained_model.read_bytes())
-    app.activate(app.models_dir / trained_model.name)
+    app = with_active_model(settings, trained_model)
     app.start()
     token = store.create_token(app.engine, name="e", role="engineer")
     client = TestClient(create_app(app))
