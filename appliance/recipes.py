@@ -73,8 +73,8 @@ def fits(model: Inferencer, source: Any) -> bool:
 
 
 class Recipes:
-    def __init__(self, engine: Engine, models_dir: Path) -> None:
-        self.engine, self.models_dir = engine, models_dir
+    def __init__(self, engine: Engine, models_dir: Path, threads: int | None = None) -> None:
+        self.engine, self.models_dir, self.threads = engine, models_dir, threads  # threads: onnxruntime's, per model
         self._models: dict[str, Inferencer] = {}  # loaded versions
         self._map: dict[str, Recipe] = {}
         self._default: Recipe | None = None
@@ -92,7 +92,7 @@ class Recipes:
     def model(self, version: str) -> Inferencer:
         """A registered version, loaded once (refusing one that cannot judge a line)."""
         if version not in self._models:
-            self._models[version] = registry.load_for_line(self.engine, self.models_dir, version)
+            self._models[version] = registry.load_for_line(self.engine, self.models_dir, version, self.threads)
         return self._models[version]
 
     def refresh(self, sources: dict[str, Any]) -> dict[str, Recipe]:

@@ -94,10 +94,11 @@ def check_version(version: str) -> str:
     return version
 
 
-def load_for_line(engine: Engine, models_dir: Path, version: str) -> Inferencer:
-    """Load a registered version, refusing one that cannot judge a line (the thresholds it runs
-    with are the recipe's: see appliance.recipes)."""
-    inferencer = Inferencer(model_path(engine, models_dir, version))
+def load_for_line(engine: Engine, models_dir: Path, version: str, threads: int | None = None) -> Inferencer:
+    """Load a registered version (``threads``: onnxruntime's; None: up to 4, the machine's cores),
+    refusing one that cannot judge a line (the thresholds it runs with are the recipe's: see
+    appliance.recipes)."""
+    inferencer = Inferencer(model_path(engine, models_dir, version), threads)
     if inferencer.kind not in LINE_KINDS:
         msg = f"model {version!r} is a {inferencer.kind}; the line runs anomaly models (detector or autoencoder)"
         raise BundleError(msg)

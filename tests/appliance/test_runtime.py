@@ -212,6 +212,17 @@ def test_second_start_reuses_the_active_model(tmp_path, broker, trained_model):
     assert not any("training the default detector" in line for line in lines)
 
 
+def test_the_lines_models_run_on_the_configured_onnxruntime_threads(tmp_path, broker, trained_model):
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port, inference_threads=1)
+    app = with_active_model(settings, trained_model).start()
+    try:
+        assert app.recipes.default.model.session.get_session_options().intra_op_num_threads == 1
+        scored = sum(s["scored"] for s in app.pipeline.status().values())
+        assert wait_for(lambda: sum(s["scored"] for s in app.pipeline.status().values()) > scored + 5)
+    finally:
+        app.stop()
+
+
 def test_a_second_appliance_on_the_same_data_folder_is_refused_and_the_first_goes_on(tmp_path, broker, trained_model):
     """Started twice by mistake: the second start is refused naming the folder and the first's
     process, before it touches the database; once the first stops, the folder is free again."""
