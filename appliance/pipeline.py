@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -142,6 +143,7 @@ class Pipeline:
         self.thread = threading.Thread(target=self._run, name="inspector", daemon=True)
         self._random = random.Random(0)
         self._shadow_failed: set[int] = set()  # shadow bindings whose model failed (said once)
+        self._shadow_pool: ThreadPoolExecutor | None = None  # the shadow model's thread, from the first shadow
         # the newest frame of each source with its anomaly map and decision (None: teach mode), for the live view
         self.latest: dict[str, tuple[np.ndarray, np.ndarray | None, Inspection | None]] = {}
         self.last_result: dict[str, Inspection] = {}  # each source's newest result, images or not (OPC UA)
@@ -182,6 +184,8 @@ class Pipeline:
             self.wake.notify_all()
         if self.thread.ident is not None:
             self.thread.join(10)
+        if self._shadow_pool is not None:
+            self._shadow_pool.shutdown(wait=True)
         for worker in list(self.workers.values()):
             worker.stop()
 
@@ -228,22 +232,37 @@ class Pipeline:
         if self.teach is not None:
             self.teach.offer(sample)
 
-    def _shadow(self, payloads: list[np.ndarray], recipe: Recipe, prepared: list) -> list[Result] | None:
-        """The shadow model's results on the batch the recipe's model scored (its preprocessing
-        shared when the input specs match); None when it fails (said once per source)."""
+    def _shadow_start(self, payloads: list[np.ndarray], recipe: Recipe) -> Future[list[Result]] | None:
+        """The shadow model scores the batch on a thread of its own while the line's model does:
+        the line's decision waits for the slower of the two, not their sum."""
         shadow = recipe.shadow
         if shadow is None:
             return None
-        started = time.thread_time()
+        if self._shadow_pool is None:  # "inspector-…": its CPU is the inspector's in pipeline_bench
+            self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="inspector-shadow")
+
+        def score() -> list[Result]:
+            started = time.thread_time()
+            try:
+                return shadow.model.predict_batch(payloads, None, shadow.thresholds)
+            finally:
+                self.cpu["shadow"] += time.thread_time() - started
+
+        return self._shadow_pool.submit(score)
+
+    def _shadow_results(self, pending: Future[list[Result]] | None, recipe: Recipe) -> list[Result] | None:
+        """The shadow's results once the line's model has scored the batch; None when it failed
+        (said once per binding)."""
+        if pending is None:
+            return None
         try:
-            return shadow.model.predict_batch(payloads, None, shadow.thresholds, None, prepared)
+            return pending.result()
         except Exception:
-            if shadow.binding_id not in self._shadow_failed:
+            shadow = recipe.shadow
+            if shadow is not None and shadow.binding_id not in self._shadow_failed:
                 log.exception("shadow model %s failed; the line goes on without it", shadow.version)
                 self._shadow_failed.add(shadow.binding_id)
             return None
-        finally:
-            self.cpu["shadow"] += time.thread_time() - started
 
     def inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
         """Judge, store and announce a batch. A frame the model cannot read (a region of interest
@@ -272,9 +291,10 @@ class Pipeline:
     def _inspect(self, batch: list[Sample], recipe: Recipe) -> list[Inspection]:
         debounce = [self._debouncer(s.source_id) for s in batch]
         cpu = self.cpu  # this thread's CPU seconds per stage, for /metrics and pipeline_bench
-        payloads, prepared = [s.payload for s in batch], []
-        results = recipe.model.predict_batch(payloads, debounce, recipe.thresholds, cpu, prepared)
-        shadows = self._shadow(payloads, recipe, prepared)
+        payloads = [s.payload for s in batch]
+        pending = self._shadow_start(payloads, recipe)
+        results = recipe.model.predict_batch(payloads, debounce, recipe.thresholds, cpu)
+        shadows = self._shadow_results(pending, recipe)
         inspections = []
         for i, (sample, result) in enumerate(zip(batch, results, strict=True)):
             decision = result.decision

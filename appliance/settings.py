@@ -100,9 +100,9 @@ class Settings(BaseSettings):
     sources: list[str] = Field(default_factory=lambda: ["synth:line?fps=10&defect_rate=0.05"])
     queue_size: int = Field(32, ge=1)
     # onnxruntime threads of each model the line runs (0: as many as the machine's cores, at most 4).
-    # 1 costs less CPU a frame (one thread, no hand-offs) and leaves the other cores to the rest;
-    # more give each frame its answer sooner (a shadow model beside the line's at 100 frames/s)
-    inference_threads: int = Field(0, ge=0, le=64)
+    # One costs less CPU a frame (no hand-offs between threads at every operator) and leaves the
+    # other cores to the rest; more answer each frame of a large model sooner
+    inference_threads: int = Field(1, ge=0, le=64)
     spool_max_items: int = Field(200_000, ge=0)  # inspections kept on local disk while the database is away
     max_jobs: int = Field(1, ge=1, le=16)  # training jobs at once; each takes every core it gets
     allowed_paths: list[Path] = Field(default_factory=list)  # where API-added file sources may read, beside data_dir

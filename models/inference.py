@@ -104,19 +104,12 @@ class Inferencer:
         debounce: Sequence[Debounce | None] | None = None,
         thresholds: Thresholds | None = None,
         cpu: dict[str, float] | None = None,
-        prepared: list[tuple[InputSpec, np.ndarray]] | None = None,
     ) -> list[Result]:
         """Score and decide a batch; ``debounce`` gives each sample its source's N-of-M state,
         ``thresholds`` the T1/T2 to decide with (default: this inferencer's). ``cpu`` adds this
-        thread's CPU seconds per stage (preprocess, inference, scoring) to its counts.
-        ``prepared``: the batch preprocessed per input spec, shared by the models that score the
-        same samples (a shadow beside the active one): read when this spec is there, added when not."""
+        thread's CPU seconds per stage (preprocess, inference, scoring) to its counts."""
         start, clock = time.perf_counter(), time.thread_time()
-        x = next((x for spec, x in prepared or [] if spec == self.input_spec), None)
-        if x is None:
-            x = preprocess_batch(samples, self.input_spec)
-            if prepared is not None:
-                prepared.append((self.input_spec, x))
+        x = preprocess_batch(samples, self.input_spec)
         prepared = time.thread_time()
         outputs = dict(zip(self.output_names, self.session.run(None, {"input": x}), strict=True))
         inferred = time.thread_time()

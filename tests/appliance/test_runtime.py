@@ -213,10 +213,10 @@ def test_second_start_reuses_the_active_model(tmp_path, broker, trained_model):
 
 
 def test_the_lines_models_run_on_the_configured_onnxruntime_threads(tmp_path, broker, trained_model):
-    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port, inference_threads=1)
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", broker.port, inference_threads=3)
     app = with_active_model(settings, trained_model).start()
     try:
-        assert app.recipes.default.model.session.get_session_options().intra_op_num_threads == 1
+        assert app.recipes.default.model.session.get_session_options().intra_op_num_threads == 3
         scored = sum(s["scored"] for s in app.pipeline.status().values())
         assert wait_for(lambda: sum(s["scored"] for s in app.pipeline.status().values()) > scored + 5)
     finally:
