@@ -136,7 +136,8 @@ class Pipeline:
         self.wake = threading.Condition()
         self.workers: dict[str, SourceWorker] = {}
         self.metrics: dict[str, SourceMetrics] = {}
-        # the inspector thread's CPU seconds per stage (preprocess, inference, scoring, image writes, storage)
+        # the inspector's CPU seconds per stage (preprocess, inference, scoring, image writes, storage; shadow
+        # from the shadow model's own thread)
         self.cpu: defaultdict[str, float] = defaultdict(float)
         self.debouncers: dict[str, Debounce] = {}
         self.stopping = threading.Event()

@@ -73,8 +73,8 @@ def fits(model: Inferencer, source: Any) -> bool:
 
 
 class Recipes:
-    def __init__(self, engine: Engine, models_dir: Path, threads: int | None = None) -> None:
-        self.engine, self.models_dir, self.threads = engine, models_dir, threads  # threads: onnxruntime's, per model
+    def __init__(self, engine: Engine, models_dir: Path, threads: int = 0) -> None:
+        self.engine, self.models_dir, self.threads = engine, models_dir, threads  # onnxruntime's, per model (0: auto)
         self._models: dict[str, Inferencer] = {}  # loaded versions
         self._map: dict[str, Recipe] = {}
         self._default: Recipe | None = None

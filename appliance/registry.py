@@ -94,8 +94,8 @@ def check_version(version: str) -> str:
     return version
 
 
-def load_for_line(engine: Engine, models_dir: Path, version: str, threads: int | None = None) -> Inferencer:
-    """Load a registered version (``threads``: onnxruntime's; None: up to 4, the machine's cores),
+def load_for_line(engine: Engine, models_dir: Path, version: str, threads: int = 0) -> Inferencer:
+    """Load a registered version (``threads``: onnxruntime's, as ``Inferencer`` takes them),
     refusing one that cannot judge a line (the thresholds it runs with are the recipe's: see
     appliance.recipes)."""
     inferencer = Inferencer(model_path(engine, models_dir, version), threads)

@@ -80,7 +80,7 @@ class Appliance:
         self.engine = make_engine(settings.db_url)  # lazy: connects on first use
         self.sources = SourceBook(self.engine, self.data)
         self.images = ImageStore(self.data / "images")
-        self.recipes = Recipes(self.engine, self.models_dir, settings.inference_threads or None)
+        self.recipes = Recipes(self.engine, self.models_dir, settings.inference_threads)
         self.teach = TeachFrames(self.data / "teach", settings.teach_keep_frames, settings.teach_interval_s)
         self.broker: EmbeddedBroker | None = None
         self.broker_settings: BrokerSettings | None = None  # the broker in use, once started

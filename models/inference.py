@@ -110,7 +110,7 @@ class Inferencer:
         thread's CPU seconds per stage (preprocess, inference, scoring) to its counts."""
         start, clock = time.perf_counter(), time.thread_time()
         x = preprocess_batch(samples, self.input_spec)
-        prepared = time.thread_time()
+        preprocessed = time.thread_time()
         outputs = dict(zip(self.output_names, self.session.run(None, {"input": x}), strict=True))
         inferred = time.thread_time()
         scores, maps, labels, raw = self._postprocess(x, outputs)
@@ -118,7 +118,7 @@ class Inferencer:
         if self.appearance is not None:
             scores, unlike = self.appearance.apply(scores, x)
         if cpu is not None:
-            for stage, seconds in (("preprocess", prepared - clock), ("inference", inferred - prepared)):
+            for stage, seconds in (("preprocess", preprocessed - clock), ("inference", inferred - preprocessed)):
                 cpu[stage] = cpu.get(stage, 0.0) + seconds
             cpu["scoring"] = cpu.get("scoring", 0.0) + time.thread_time() - inferred
         latency = (time.perf_counter() - start) * 1000
