@@ -20,6 +20,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def answers_mqtt(port: int, host: str = "127.0.0.1") -> bool:
+    """True once the broker's main loop answers a CONNECT with a CONNACK (an open port is not enough)."""
+    connect = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x05\x00\x04ping"  # MQTT 3.1.1, clean session
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(connect)
+            return s.recv(4)[:1] == b"\x20"
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +55,9 @@ class Broker:
             ["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.time() + 10
-        while not port_open(self.port):
+        # Until its main loop runs, Mosquitto 2.0 can lose a SIGTERM (CI saw one ignored for 10 s
+        # right after start): a test may stop the broker only once it answers.
+        while not answers_mqtt(self.port):
             if time.time() > deadline or self.proc.poll() is not None:
                 msg = "mosquitto did not start"
                 raise RuntimeError(msg)
@@ -53,7 +66,13 @@ class Broker:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()  # saves the persistence file
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                msg = "mosquitto ignored SIGTERM for 10 s (killed: its persistence file was not saved)"
+                raise RuntimeError(msg) from None
 
 
 class Subscriber:
