@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -81,11 +81,12 @@ class Client:
         return self._json("GET", "/sources")
 
     def frame(self, source_id: str, heatmap: bool = True) -> tuple[bytes, dict[str, str]] | None:
-        """The newest inspected frame of a source (PNG) and its score/decision headers."""
+        """The newest inspected frame of a source (PNG) and its score / decision headers."""
         response = self._optional("GET", f"/sources/{_part(source_id)}/frame", params={"heatmap": heatmap})
         if response is None:
             return None
-        return response.content, {k: response.headers.get(f"x-{k}", "") for k in ("score", "decision", "captured")}
+        headers = ("score", "norm-score", "decision", "captured", "label")
+        return response.content, {k: unquote(response.headers.get(f"x-{k}", "")) for k in headers}
 
     def add_source(self, url: str, source_id: str | None = None) -> dict[str, Any]:
         return self._json("POST", "/sources", json={"url": url, "source_id": source_id or None})

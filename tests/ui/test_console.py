@@ -86,6 +86,27 @@ def test_live_shows_the_frame_score_decision_and_state(console, appliance):
     assert any(b.label == "Capture now" for b in at.button)
 
 
+def test_live_reports_the_frame_it_shows_not_a_newer_or_older_row(console, appliance):
+    """The frame and the list of inspections are read separately; the panel's decision, score and
+    caption describe the frame on screen."""
+    import dataclasses
+
+    pipeline = appliance.app.pipeline
+    image, anomaly_map, stored = pipeline.latest[appliance.source_id]
+    judged = dataclasses.replace(stored) if dataclasses.is_dataclass(stored) else stored.model_copy()
+    judged.score, judged.norm_score, judged.decision = 12.5, 0.97, "ng"  # no stored row says this
+    judged.label = "Kratzer über 2 mm"  # a defect type in the user's words
+    pipeline.latest[appliance.source_id] = (image, anomaly_map, judged)
+    try:
+        at = console("operator")
+    finally:
+        pipeline.latest[appliance.source_id] = (image, anomaly_map, stored)
+    assert metric(at, "Score") == "12.5"
+    assert any("NG · score 12.5" in str(element.proto) for element in at.get("image"))
+    assert any("normalised score 0.97" in p.proto.text for p in at.get("progress"))
+    assert metric(at, "Label") == "Kratzer über 2 mm"
+
+
 def test_drift_watch_shows_a_drifting_source_its_histograms_and_resets_it(console, appliance):
     """The watch learned the folder's first parts; the light then halves for one window (frames
     given to the running watch as the inspector gives them): the page says drifting, shows the

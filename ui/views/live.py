@@ -86,6 +86,15 @@ def show_teaching(source_id: str, status: dict) -> None:
         right.metric("State", status.get("state", "?"))
 
 
+def judged(frame: tuple[bytes, dict[str, str]] | None, history: list[dict]) -> dict | None:
+    """What the panel reports: the frame on screen when there is one (the list of inspections is
+    read separately and can be a frame behind or ahead), else the newest stored inspection."""
+    if frame is None or not frame[1]["score"]:
+        return history[0] if history else None
+    info = frame[1]
+    return {**info, "score": float(info["score"]), "norm_score": float(info["norm-score"])}
+
+
 def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
     with st.container(border=True):
         st.subheader(source_id)
@@ -99,11 +108,12 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
         left, right = st.columns([1, 2])
         frame = client.frame(source_id, heatmap=show_heatmap)
         history = client.inspections(source_id=source_id, limit=200)["data"]
-        latest = history[0] if history else None
+        shown = judged(frame, history)
         with left:
             if frame is not None:
-                info = frame[1]
-                caption = f"{info['decision'].upper()} · score {float(info['score']):.4g} · {info['captured'][11:23]}"
+                caption = "not judged"  # a frame from before the source left teach mode
+                if frame[1]["score"]:
+                    caption = f"{shown['decision'].upper()} · score {shown['score']:.4g} · {shown['captured'][11:23]}"
                 st.image(frame[0], caption=caption, width="stretch")
             else:
                 st.caption("no image frame yet (sensor sources show scores only)")
@@ -111,18 +121,18 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
             cols = st.columns(4)
             state = status.get("state", "?")
             cols[0].metric("State", state)
-            if latest:
-                decision = latest["decision"]
-                badge = {"ok": ":green[OK]", "review": ":orange[REVIEW]", "ng": ":red[NG]"}[decision]
+            if shown:
+                badge = {"ok": ":green[OK]", "review": ":orange[REVIEW]", "ng": ":red[NG]"}[shown["decision"]]
                 cols[1].markdown(f"**Decision**  \n### {badge}")
                 cols[2].metric(
-                    "Score", f"{latest['score']:.4g}", delta=f"{latest['score'] - t2:+.3g} vs T2", delta_color="inverse"
+                    "Score", f"{shown['score']:.4g}", delta=f"{shown['score'] - t2:+.3g} vs T2", delta_color="inverse"
                 )
-                cols[3].metric("Label", latest.get("label") or "—")
+                cols[3].metric("Label", shown.get("label") or "—")
                 st.progress(
-                    min(max(latest["norm_score"], 0.0), 1.0),
-                    text=f"normalised score {latest['norm_score']:.2f} (0.5 = T2)",
+                    min(max(shown["norm_score"], 0.0), 1.0),
+                    text=f"normalised score {shown['norm_score']:.2f} (0.5 = T2)",
                 )
+            if history:
                 st.altair_chart(score_chart(list(reversed(history)), t1, t2), width="stretch")
             if session.can("operator") and st.button("Capture now", key=f"trigger-{source_id}"):
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import cv2
 from fastapi import APIRouter
@@ -54,7 +55,8 @@ def delete_source(source_id: str, appliance: AppDep, _: Engineer) -> None:
 
 @router.get("/{source_id:path}/frame", response_class=Response)
 def read_source_frame(source_id: str, appliance: AppDep, _: Viewer, heatmap: bool = True) -> Response:
-    """The newest inspected frame of a source (PNG), with its heat map blended over it."""
+    """The newest inspected frame of a source (PNG), with its heat map blended over it; its score,
+    normalised score, decision, capture time and label in ``X-`` headers."""
     latest = appliance.pipeline.latest.get(source_id)
     if latest is None:
         msg = f"no frame of source {source_id!r} inspected yet"
@@ -65,8 +67,10 @@ def read_source_frame(source_id: str, appliance: AppDep, _: Viewer, heatmap: boo
         return Response(data.tobytes(), media_type="image/png", headers={"X-Decision": "teach"})
     headers = {
         "X-Score": f"{inspection.score:.6g}",
+        "X-Norm-Score": f"{inspection.norm_score:.6g}",
         "X-Decision": inspection.decision,
         "X-Captured": inspection.t_capture.isoformat(),
+        "X-Label": quote(inspection.label or ""),  # a defect type is the user's text: percent-encoded
     }
     return Response(data.tobytes(), media_type="image/png", headers=headers)
 
