@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -78,6 +79,21 @@ class SearchResult:
     stopped_by: str
 
 
+def refused_fast(scheduler: str) -> None:
+    """Name a ``tcp://`` address nothing listens on at once: Dask's client retries a refused
+    connection until its timeout (10 s here), and a mistyped port is the usual cause."""
+    host, _, port = scheduler.removeprefix("tcp://").rpartition(":")
+    if not scheduler.startswith("tcp://") or not port.isdigit():
+        return  # another protocol, or an address Dask will judge itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except ConnectionRefusedError as exc:
+        msg = f"no Dask scheduler answers at {scheduler}: nothing listens there ({exc.strerror})"
+        raise ProjectError(msg) from exc
+    except OSError:
+        return  # unreachable or slow: Dask's own timeout decides
+
+
 def dask_executor(address: str) -> tuple[Executor, int, Callable[[], None]]:
     """An executor on the Dask cluster whose scheduler is at ``address`` (``dask://host:port`` or
     ``tcp://host:port``), the threads its workers have, and how to let it go."""
@@ -87,6 +103,7 @@ def dask_executor(address: str) -> tuple[Executor, int, Callable[[], None]]:
         msg = "running trials on Dask needs the dask extra: pip install 'anomaly-appliance[dask]'"
         raise ProjectError(msg) from exc
     scheduler = "tcp://" + address.removeprefix("dask://") if address.startswith("dask://") else address
+    refused_fast(scheduler)
     try:
         client = Client(scheduler, timeout=10)
     except OSError as exc:
