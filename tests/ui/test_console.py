@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 import time
 import zipfile
@@ -84,6 +85,10 @@ def test_live_shows_the_frame_score_decision_and_state(console, appliance):
     assert score.color == (Metric.GREEN if latest["score"] < latest["t2"] else Metric.RED)
     assert at.get("image"), "no frame shown"
     assert any(b.label == "Capture now" for b in at.button)
+    (chart,) = at.get("vega_lite_chart")  # times as the caption and the API give them: UTC, 24-hour clock
+    time_axis = json.loads(chart.proto.spec)["layer"][0]["encoding"]["x"]
+    assert time_axis["scale"]["type"] == "utc" and time_axis["axis"]["format"] == "%H:%M:%S"
+    assert time_axis["title"] == "captured (UTC)"
 
 
 def test_live_reports_the_frame_it_shows_not_a_newer_or_older_row(console, appliance):

@@ -10,6 +10,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
+from ui.components.charts import MINUTES, utc_time
 
 client, role = session.current()
 st.title("Live")
@@ -25,13 +26,18 @@ def score_chart(rows: list[dict], t1: float, t2: float) -> alt.LayerChart:
         alt.Chart(data)
         .mark_circle(size=28)
         .encode(
-            x=alt.X("t_capture:T", title="captured"), y=alt.Y("score:Q"), color=alt.Color("decision:N", scale=colors)
+            x=utc_time("t_capture", "captured", MINUTES),
+            y=alt.Y("score:Q", title="score"),
+            color=alt.Color("decision:N", scale=colors),
         )
     )
     rules = (
         alt.Chart(pd.DataFrame({"y": [t1, t2], "line": ["T1 review", "T2 NG"]}))
         .mark_rule(strokeDash=[4, 3])
-        .encode(y="y:Q", color=alt.Color("line:N", scale=alt.Scale(range=["#f9a825", "#c62828"]), title="threshold"))
+        .encode(
+            y=alt.Y("y:Q", title="score"),
+            color=alt.Color("line:N", scale=alt.Scale(range=["#f9a825", "#c62828"]), title="threshold"),
+        )
     )
     return alt.layer(points, rules).resolve_scale(color="independent").properties(height=180)
 
@@ -113,7 +119,9 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
             if frame is not None:
                 caption = "not judged"  # a frame from before the source left teach mode
                 if frame[1]["score"]:
-                    caption = f"{shown['decision'].upper()} · score {shown['score']:.4g} · {shown['captured'][11:23]}"
+                    caption = (
+                        f"{shown['decision'].upper()} · score {shown['score']:.4g} · {shown['captured'][11:23]} UTC"
+                    )
                 st.image(frame[0], caption=caption, width="stretch")
             else:
                 st.caption("no image frame yet (sensor sources show scores only)")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
+from ui.components.charts import utc_time
 
 client, role = session.current()
 st.title("Shadow mode")
@@ -133,7 +134,11 @@ def show(c: dict, key: str) -> None:
             chart = (
                 alt.Chart(long, title="Alert rate per hour")
                 .mark_line(point=True)
-                .encode(x="hour:T", y=alt.Y("alert rate:Q", axis=alt.Axis(format="%")), color="model:N")
+                .encode(
+                    x=utc_time("hour", "hour"),
+                    y=alt.Y("alert rate:Q", axis=alt.Axis(format="%")),
+                    color="model:N",
+                )
                 .properties(height=200)
             )
             st.altair_chart(chart, width="stretch")

@@ -11,6 +11,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
+from ui.components.charts import utc_time
 
 client, role = session.current()
 st.title("Threshold tuning")
@@ -195,7 +196,7 @@ if not hourly.empty:
         alt.Chart(per_hour)
         .mark_bar()
         .encode(
-            x=alt.X("hour:T", title="hour"),
+            x=utc_time("hour", "hour"),
             y=alt.Y("items:Q", title="alerts raised"),
             color=alt.Color("decision:N", scale=alt.Scale(domain=["review", "ng"], range=["#f9a825", "#c62828"])),
             tooltip=["hour:T", "decision", "items"],
