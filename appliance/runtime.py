@@ -337,11 +337,17 @@ class Appliance:
         self.trigger = TriggerListener(
             broker, self.topics, self.pipeline.capture_and_inspect, self.switch_recipe
         ).start()
+        # what start-up costs is paid before the first frame is captured, not by the first frames
+        # (they waited up to a second for the API's imports and the models' loading)
+        from appliance.api import create_app
+
+        app = create_app(self)
+        self.recipes.refresh({source.source_id: source for source in sources})  # loads the line's models
         for source in sources:
             self.pipeline.add_source(source)
         self.refresh_recipes()  # before the first frame is inspected
         self.pipeline.start()
-        self._serve_api()
+        self._serve_api(app)
         if s.opcua.enabled:
             self.opcua = OpcUaServer(self, s.opcua).start()
             self.log(f"OPC UA: {self.opcua.endpoint}")
@@ -558,12 +564,10 @@ class Appliance:
                 self._last_states[sid] = now  # only once queued: a database outage delays it, never loses it
                 self.publisher.wake.set()
 
-    def _serve_api(self) -> None:
-        from appliance.api import create_app
-
+    def _serve_api(self, app: Any) -> None:
         self.api_port = pick_port(self.settings.api_port)
         config = uvicorn.Config(
-            create_app(self), host=self.settings.api_host, port=self.api_port, log_level="warning", access_log=False
+            app, host=self.settings.api_host, port=self.api_port, log_level="warning", access_log=False
         )
         self.server = uvicorn.Server(config)
         thread = threading.Thread(target=self.server.run, name="api", daemon=True)
