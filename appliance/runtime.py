@@ -99,6 +99,9 @@ class Appliance:
         self._db_ready = False
         self._last_states: dict[str, str] = {}
         self._announced: dict[str, tuple[str | None, float | None, float | None]] = {}  # retained thresholds
+        # an API request and the loop that follows other nodes' changes may announce at once: each
+        # reads what the pipeline uses and queues it in one step, so the newest queued is the newest used
+        self._announcing = threading.Lock()
         self.loop_errors: dict[str, int] = {}  # background loop name → failed steps
         self._seen_change = 0  # the newest audit line the recipes were read after
         self._compacted = time.monotonic()  # when retention last rebuilt the inspection indexes
@@ -461,16 +464,18 @@ class Appliance:
     def _announce_thresholds(self, source_ids: list[str]) -> None:
         """Publish (retained) the model and thresholds each source is judged with, and the
         default's, whenever they change: the topics always say what the pipeline uses."""
-        scopes: list[tuple[str, str, Recipe | None]] = [("", self.topics.threshold, self.recipes.default)]
-        scopes += [(sid, self.topics.source_threshold(sid), self.recipes.get(sid)) for sid in source_ids]
-        for key, topic, recipe in scopes:
-            now = (None, None, None) if recipe is None else (recipe.version, *recipe.thresholds.as_tuple())
-            if self._announced.get(key) == now:
-                continue
-            payload = {"source_id": key or None, "model_version": now[0], "t1": now[1], "t2": now[2]}
-            payload["mode"] = "teach" if recipe is None else "inspecting"
-            store.queue_message(self.engine, topic=topic, payload=payload | {"ts": utcnow().isoformat()}, retain=True)
-            self._announced[key] = now
+        with self._announcing:
+            scopes: list[tuple[str, str, Recipe | None]] = [("", self.topics.threshold, self.recipes.default)]
+            scopes += [(sid, self.topics.source_threshold(sid), self.recipes.get(sid)) for sid in source_ids]
+            for key, topic, recipe in scopes:
+                now = (None, None, None) if recipe is None else (recipe.version, *recipe.thresholds.as_tuple())
+                if self._announced.get(key) == now:
+                    continue
+                payload = {"source_id": key or None, "model_version": now[0], "t1": now[1], "t2": now[2]}
+                payload["mode"] = "teach" if recipe is None else "inspecting"
+                payload["ts"] = utcnow().isoformat()
+                store.queue_message(self.engine, topic=topic, payload=payload, retain=True)
+                self._announced[key] = now
         if self.publisher is not None:
             self.publisher.wake.set()
 
