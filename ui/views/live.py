@@ -94,8 +94,9 @@ def show_teaching(source_id: str, status: dict) -> None:
 
 def judged(frame: tuple[bytes, dict[str, str]] | None, history: list[dict]) -> dict | None:
     """What the panel reports: the frame on screen when there is one (the list of inspections is
-    read separately and can be a frame behind or ahead), else the newest stored inspection."""
-    if frame is None or not frame[1]["score"]:
+    read separately and can be a frame behind or ahead), else the newest stored inspection (also
+    when the appliance is older than its console and does not say a frame's normalised score)."""
+    if frame is None or not frame[1]["score"] or not frame[1]["norm-score"]:
         return history[0] if history else None
     info = frame[1]
     return {**info, "score": float(info["score"]), "norm_score": float(info["norm-score"])}
@@ -117,10 +118,11 @@ def show_source(source_id: str, status: dict, t1: float, t2: float) -> None:
         shown = judged(frame, history)
         with left:
             if frame is not None:
+                info = frame[1]
                 caption = "not judged"  # a frame from before the source left teach mode
-                if frame[1]["score"]:
+                if info["score"]:
                     caption = (
-                        f"{shown['decision'].upper()} · score {shown['score']:.4g} · {shown['captured'][11:23]} UTC"
+                        f"{info['decision'].upper()} · score {float(info['score']):.4g} · {info['captured'][11:23]} UTC"
                     )
                 st.image(frame[0], caption=caption, width="stretch")
             else:
