@@ -137,12 +137,15 @@ class Appliance:
         """The default model (the active one in the registry)."""
         return self.recipe_for(None).model
 
-    def refresh_recipes(self) -> None:
-        """Re-read every source's recipe from the database, swap it in, announce what changed."""
+    def refresh_recipes(self, sources: dict[str, Any] | None = None) -> None:
+        """Re-read every source's recipe from the database, swap it in, announce what changed
+        (``sources``: those about to be added at start; by default the pipeline's)."""
         self._seen_change = queries.last_change(self.engine)
-        workers = {} if self.pipeline is None else dict(self.pipeline.workers)
-        self.recipes.refresh({sid: w.source for sid, w in workers.items()})
-        self._announce_thresholds(list(workers))
+        if sources is None:
+            workers = {} if self.pipeline is None else dict(self.pipeline.workers)
+            sources = {sid: w.source for sid, w in workers.items()}
+        self.recipes.refresh(sources)
+        self._announce_thresholds(list(sources))
 
     def register(self, path: Path) -> str:
         """Add a bundle file in the models folder to the registry; returns its version."""
@@ -345,10 +348,9 @@ class Appliance:
         from appliance.api import create_app
 
         app = create_app(self)
-        self.recipes.refresh({source.source_id: source for source in sources})  # loads the line's models
+        self.refresh_recipes({source.source_id: source for source in sources})  # loads the line's models
         for source in sources:
             self.pipeline.add_source(source)
-        self.refresh_recipes()  # before the first frame is inspected
         self.pipeline.start()
         self._serve_api(app)
         if s.opcua.enabled:
