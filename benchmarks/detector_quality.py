@@ -9,7 +9,8 @@ For each category: ``appliance detector fit`` on ``train/good`` with its default
 is set, to the images' size), then ``appliance detector test`` through the bundle's ONNX graph:
 image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), the false-alarm rate on ``test/good`` at the
 calibrated T2 next to the nominal rate, the share of defects flagged, training time; the plain
-autoencoder (``--method autoencoder``) beside it (``--no-baseline`` skips it).
+autoencoder (``--method autoencoder``) beside it (``--no-baseline`` skips it); then, per category,
+each defect kind's image AUROC and share flagged, weakest first (where a category loses).
 
 Without ``--data`` it makes MVTec-layout datasets from what ships with the dependencies: the two
 real photographs in scikit-learn (trees from the temple photograph; the blurred leaves behind the
@@ -292,6 +293,20 @@ def row(name: str, method: str, r: dict) -> str:
     )
 
 
+def per_kind(name: str, method: str, r: dict) -> str:
+    """One line: each defect kind's image AUROC and share flagged (the mean over the seeds'
+    runs), weakest first, so that what a category loses on shows beside its table row."""
+    runs = r.get("runs", [r])
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for run in runs:
+        for kind, k in run.get("per_defect", {}).items():
+            if k.get("image_auroc") is not None:
+                kinds.setdefault(kind, []).append((k["image_auroc"], k["flagged"]))
+    means = {kind: np.mean(v, axis=0) for kind, v in kinds.items()}
+    cells = [f"{kind} {a:.3f} ({100 * f:.0f} %)" for kind, (a, f) in sorted(means.items(), key=lambda kv: kv[1][0])]
+    return f"{name} {method}: " + ", ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="an MVTec AD root or category (default: the made datasets)")
@@ -342,6 +357,9 @@ def main() -> None:
                 k: np.mean([r[k] for r in rs if r.get(k) is not None]) for k in ("image_auroc", "pixel_auroc", "aupro")
             }
             print(f"mean {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
+        print("per defect kind, weakest first: image AUROC (defects flagged)")
+        for key, r in results.items():
+            print(per_kind(*key.split("/"), r))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
     print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
