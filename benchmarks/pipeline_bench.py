@@ -243,12 +243,13 @@ def measure(
 def first_frames(app: Appliance, n: int = 40) -> list[float]:
     """Capture → decision (ms) of the first ``n`` frames stored after the start: what start-up
     work still running when the source began capturing costs the line."""
-    from sqlmodel import Session, select
+    from sqlmodel import select
 
+    from appliance.storage import queries
     from appliance.storage.models import Inspection
 
-    with Session(app.engine) as session:
-        rows = session.exec(select(Inspection.t_capture, Inspection.t_decided).order_by(Inspection.id).limit(n)).all()
+    query = select(Inspection.t_capture, Inspection.t_decided).order_by(Inspection.id).limit(n)
+    rows = queries.read_rows(app.engine, query)
     return [(decided - captured).total_seconds() * 1000 for captured, decided in rows]
 
 
