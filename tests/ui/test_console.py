@@ -89,6 +89,9 @@ def test_live_shows_the_frame_score_decision_and_state(console, appliance):
     time_axis = json.loads(chart.proto.spec)["layer"][0]["encoding"]["x"]
     assert time_axis["scale"]["type"] == "utc" and time_axis["axis"]["format"] == "%H:%M:%S"
     assert time_axis["title"] == "captured (UTC)"
+    # the tooltip has no scale: its time is UTC through a UTC time unit, formatted as the axis
+    tip = json.loads(chart.proto.spec)["layer"][0]["encoding"]["tooltip"][0]
+    assert tip["timeUnit"].startswith("utc") and tip["format"] == "%H:%M:%S" and tip["title"] == "captured (UTC)"
 
 
 def test_live_reports_the_frame_it_shows_not_a_newer_or_older_row(console, appliance):

@@ -10,7 +10,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
-from ui.components.charts import MINUTES, utc_time
+from ui.components.charts import MINUTES, utc_time, utc_tooltip
 
 client, role = session.current()
 st.title("Live")
@@ -29,6 +29,7 @@ def score_chart(rows: list[dict], t1: float, t2: float) -> alt.LayerChart:
             x=utc_time("t_capture", "captured", MINUTES),
             y=alt.Y("score:Q", title="score"),
             color=alt.Color("decision:N", scale=colors),
+            tooltip=[utc_tooltip("t_capture", "captured", MINUTES), alt.Tooltip("score:Q", format=".4f"), "decision"],
         )
     )
     rules = (

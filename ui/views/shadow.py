@@ -12,7 +12,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
-from ui.components.charts import utc_time
+from ui.components.charts import utc_time, utc_tooltip
 
 client, role = session.current()
 st.title("Shadow mode")
@@ -122,6 +122,7 @@ def show(c: dict, key: str) -> None:
                     x=alt.X("norm_score:Q", bin=alt.Bin(maxbins=40), title="normalised score"),
                     y=alt.Y("count():Q", stack=None, title="frames"),
                     color="model:N",
+                    tooltip=[utc_tooltip("hour", "hour"), "model", alt.Tooltip("alert rate:Q", format=".1%")],
                 )
                 .properties(height=220)
             )

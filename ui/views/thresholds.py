@@ -11,7 +11,7 @@ import streamlit as st
 
 from ui import session
 from ui.client import ApiError
-from ui.components.charts import utc_time
+from ui.components.charts import utc_time, utc_tooltip
 
 client, role = session.current()
 st.title("Threshold tuning")
@@ -199,7 +199,7 @@ if not hourly.empty:
             x=utc_time("hour", "hour"),
             y=alt.Y("items:Q", title="alerts raised"),
             color=alt.Color("decision:N", scale=alt.Scale(domain=["review", "ng"], range=["#f9a825", "#c62828"])),
-            tooltip=["hour:T", "decision", "items"],
+            tooltip=[utc_tooltip("hour", "hour"), "decision", "items"],
         )
         .properties(height=160)
     )
