@@ -38,6 +38,24 @@ def metric(at, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def chart_tooltips(at) -> list[tuple[str, set[str]]]:
+    """Every tooltip field of the page's charts with the columns of that chart's data: a tooltip
+    naming a column its chart does not have shows nothing (Vega does not complain)."""
+    import pyarrow as pa
+
+    out = []
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        columns = set()
+        for table in [chart.proto.data, *(d.data for d in chart.proto.datasets)]:
+            if table.data:
+                columns |= set(pa.ipc.open_stream(table.data).schema.names)
+        for part in spec.get("layer", [spec]):
+            for tip in part.get("encoding", {}).get("tooltip", []):
+                out.append((tip["field"] if isinstance(tip, dict) else tip.split(":")[0], columns))
+    return out
+
+
 def wait_job(api, job_id: int, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -68,6 +86,8 @@ def test_every_page_renders_for_an_engineer(console, page):
     at = console("engineer", page)
     assert title(at) == (PAGES | ENGINEER_PAGES)[page]
     assert not at.error, [e.value for e in at.error]
+    for field, columns in chart_tooltips(at):
+        assert field in columns, (field, columns)
 
 
 def test_live_shows_the_frame_score_decision_and_state(console, appliance):

@@ -122,7 +122,6 @@ def show(c: dict, key: str) -> None:
                     x=alt.X("norm_score:Q", bin=alt.Bin(maxbins=40), title="normalised score"),
                     y=alt.Y("count():Q", stack=None, title="frames"),
                     color="model:N",
-                    tooltip=[utc_tooltip("hour", "hour"), "model", alt.Tooltip("alert rate:Q", format=".1%")],
                 )
                 .properties(height=220)
             )
@@ -139,6 +138,7 @@ def show(c: dict, key: str) -> None:
                     x=utc_time("hour", "hour"),
                     y=alt.Y("alert rate:Q", axis=alt.Axis(format="%")),
                     color="model:N",
+                    tooltip=[utc_tooltip("hour", "hour"), "model", alt.Tooltip("alert rate:Q", format=".1%")],
                 )
                 .properties(height=200)
             )
