@@ -3,15 +3,23 @@
 - ``csv:readings.csv?rate=100&window=64&hop=32``: sensor readings replayed into windows
 - ``mqtt://host:port/plant/line/sensors?window=64&hop=32&channels=a,b&share=ingest``: JSON readings
 - ``modbus://host:502/100?count=3&unit=1&interval=0.1&window=32``: Modbus TCP registers, polled
+
+Readings CSVs (the ``csv:`` source, and ``appliance detector fit --normal`` / ``test`` / ``predict``)
+are read as data loggers, PLC and SCADA exports and spreadsheets write them (:func:`open_readings`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import math
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +54,199 @@ class Windower:
         return None
 
 
+# -- readings CSVs as plants write them: data loggers, PLC and SCADA exports, spreadsheets --------
+SEPARATORS = (",", ";", "\t", "|")
+LABEL_COLUMNS = ("label", "anomaly")
+TIME_COLUMNS = {
+    "time",
+    "timestamp",
+    "time stamp",
+    "date",
+    "datetime",
+    "date time",
+    "zeit",
+    "zeitstempel",
+    "datum",
+    "uhrzeit",
+    "時刻",
+    "日時",
+    "時間",
+}
+# a date (2026-12-01, 01.12.2026, 12/01/2026) with an optional time, or a time alone (08:00:01.5)
+_DATE_TIME = re.compile(
+    r"^\s*(\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]+\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)?|\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)"
+)
+_SNIFF_ROWS = 20
+
+
+class ReadingsFileError(SourceError):
+    """A readings CSV cannot be read (named with its line and column, never a cell's contents)."""
+
+
+def decode(data: bytes) -> str:
+    """The file's text: UTF-16 or UTF-8 by their byte-order marks, UTF-8, else Windows-1252."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def _base_name(header: str) -> str:
+    """``Time [s]`` → ``time``: a header's name without its unit, lower case."""
+    return re.sub(r"\s*[\[(].*$", "", header).strip().lower().replace("_", " ")
+
+
+def _separator(lines: Sequence[str]) -> str:
+    """The separator that splits the header into several cells and the first rows into as many,
+    the most cells where several do; for one column, a comma in its rows is a decimal mark."""
+    header, rows = lines[0], lines[1 : _SNIFF_ROWS + 1]
+    best, best_key = None, (0.0, 0)
+    for sep in SEPARATORS:
+        width = len(next(csv.reader([header], delimiter=sep)))
+        agree = sum(len(row) == width for row in csv.reader(rows, delimiter=sep)) / max(len(rows), 1)
+        if width > 1 and (agree, width) > best_key:
+            best, best_key = sep, (agree, width)
+    if best is None:  # one column
+        return ";" if any("," in row for row in rows) else ","
+    return best
+
+
+def _number(cell: str, decimal_comma: bool) -> float:
+    if decimal_comma:  # points and spaces group thousands: 1.234,5 and 1 234,5
+        cell = cell.replace(".", "").replace(" ", "").replace("\xa0", "").replace("\u202f", "").replace(",", ".")
+    return float(cell)
+
+
+@dataclass
+class ReadingsFile:
+    """A readings CSV's layout and its rows (line number, cells), not yet read as numbers."""
+
+    path: Path
+    header: list[str]
+    rows: list[tuple[int, list[str]]]
+    separator: str = ","
+    decimal_comma: bool = False
+    time_col: int | None = None
+    label_col: int | None = None
+    channel_cols: list[int] = field(default_factory=list)
+
+    @property
+    def channels(self) -> list[str]:
+        return [self.header[i] for i in self.channel_cols]
+
+    @property
+    def time_column(self) -> str | None:
+        return None if self.time_col is None else self.header[self.time_col]
+
+    def describe(self) -> str:
+        """What was read, for a log: the separator, the decimal mark, the columns that are not channels."""
+        names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "bar"}
+        parts = [f"{names[self.separator]}-separated"] + (["decimal comma"] if self.decimal_comma else [])
+        if self.time_col is not None:
+            parts.append(f"time column {self.time_column!r}")
+        if self.label_col is not None:
+            parts.append(f"label column {self.header[self.label_col]!r}")
+        return ", ".join(parts)
+
+    def values(self, line: int, cells: Sequence[str]) -> list[float]:
+        """One row's channel values; a row of the wrong width or a cell that is not a finite number
+        is refused naming its line and column."""
+        if len(cells) != len(self.header):
+            msg = f"{self.path}: line {line} has {len(cells)} cells, the header {len(self.header)}"
+            raise ReadingsFileError(msg)
+        out = []
+        for i in self.channel_cols:
+            if not cells[i].strip():
+                msg = f"{self.path}: line {line}, column {self.header[i]!r} is empty"
+                raise ReadingsFileError(msg)
+            try:
+                value = _number(cells[i], self.decimal_comma)
+            except ValueError:  # the message would quote the cell: never echo a file's contents
+                msg = f"{self.path}: line {line}, column {self.header[i]!r} is not a number"
+                raise ReadingsFileError(msg) from None
+            if not math.isfinite(value):
+                msg = f"{self.path}: line {line}, column {self.header[i]!r} holds NaN or an infinite value"
+                raise ReadingsFileError(msg)
+            out.append(value)
+        return out
+
+    def time(self, cells: Sequence[str]) -> str | None:
+        return cells[self.time_col].strip() if self.time_col is not None and self.time_col < len(cells) else None
+
+    def label(self, cells: Sequence[str]) -> str | None:
+        return cells[self.label_col].strip().lower() if self.label_col is not None else None
+
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row read (N, channels) float32, and each row's line in the file; the first row
+        that cannot be read is refused."""
+        data = np.asarray([self.values(line, cells) for line, cells in self.rows], np.float32)
+        return data.reshape(len(self.rows), len(self.channel_cols)), np.array([line for line, _ in self.rows])
+
+
+def open_readings(path: str | Path, channels: Iterable[str] = ()) -> ReadingsFile:
+    """Read a readings CSV's layout. ``channels``: names that are channels whatever they look like
+    (a model fitted on a file whose clock was read as a channel keeps it).
+
+    One reading per row under a header that names the columns. What differs between the tools that
+    write them is read here rather than refused:
+
+    - the separator: comma, semicolon (spreadsheets where the comma is the decimal mark), tab or ``|``,
+      found as the one that splits the header into several cells and the first rows into as many;
+    - the decimal mark: a comma, where the separator is not one and a reading holds one (``20,013``);
+      in such a file points and spaces group thousands (``1.234,5``, ``1.481``);
+    - the encoding: UTF-8 with or without a byte-order mark (spreadsheets write one), UTF-16 with one
+      (a spreadsheet's "Unicode text"), else Windows-1252 (``°C`` and ``µm`` in older loggers' headers);
+    - a **time column**: one named ``time``, ``timestamp``, ``date``, ``datetime`` (with or without a
+      unit, ``Time [s]``; ``Zeit``, ``Zeitstempel``, ``時刻``, ``日時`` too), or a first column of dates
+      and times. Its cells are kept as written, to name the readings, and never read as a channel:
+      a clock as a channel would make every new window unlike the ones a model was fitted on;
+    - a **label column** (``label`` or ``anomaly``): what a test file says of each row, not a channel;
+    - blank lines are skipped (line numbers stay the file's).
+
+    A cell that is not a finite number is refused with its line and column, never its contents.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"{path}: no such readings file"
+        raise ReadingsFileError(msg)
+    numbered = [(i, line) for i, line in enumerate(decode(path.read_bytes()).splitlines(), start=1) if line.strip()]
+    if len(numbered) < 2:
+        msg = f"{path}: needs a header row and readings"
+        raise ReadingsFileError(msg)
+    sep = _separator([line for _, line in numbered])
+    rows = [(n, next(csv.reader([line], delimiter=sep))) for n, line in numbered]  # a line is a row
+    header = [h.strip() for h in rows[0][1]]
+    rows = rows[1:]
+    keep = set(channels)
+    label_col = next((i for i, h in enumerate(header) if h.lower() in LABEL_COLUMNS and h not in keep), None)
+    time_col = next((i for i, h in enumerate(header) if _base_name(h) in TIME_COLUMNS and h not in keep), None)
+    first = rows[0][1]
+    if time_col is None and header[0] not in keep and first and _DATE_TIME.match(first[0]) and not _is_number(first[0]):
+        time_col = 0
+    channel_cols = [i for i in range(len(header)) if i not in (time_col, label_col)]
+    if not channel_cols:
+        msg = f"{path}: no column of readings (the header names {len(header)} columns, none a channel)"
+        raise ReadingsFileError(msg)
+    cells = (cells[i] for _, cells in rows for i in channel_cols if i < len(cells))
+    decimal_comma = sep != "," and any("," in cell for cell in cells)
+    return ReadingsFile(path, header, rows, sep, decimal_comma, time_col, label_col, channel_cols)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 class CsvSensorSource(Source):
-    """Replay numeric rows of a CSV (header = channel names) at ``rate`` rows per second into
-    windows; rows that are not numbers are counted as errors and skipped."""
+    """Replay the rows of a readings CSV (:func:`open_readings`: header = channel names; a
+    time or label column is not a channel) at ``rate`` rows per second into windows; a window is
+    named by its last row's line and time. Rows that cannot be read are counted as errors and
+    skipped."""
 
     kind = "csv"
     payload = "vector"
@@ -58,17 +256,9 @@ class CsvSensorSource(Source):
         self, source_id: str, url: str, path: str, rate: float = 0.0, window: int = 64, hop: int = 0, loop: bool = False
     ) -> None:
         super().__init__(source_id, url)
-        file = Path(path)
-        if not file.is_file():
-            msg = f"sensor file {file} does not exist"
-            raise SourceError(msg)
-        with file.open(newline="") as f:
-            rows = list(csv.reader(f))
-        if len(rows) < 2:
-            msg = f"{file}: needs a header row and readings"
-            raise SourceError(msg)
-        self.channels = rows[0]
-        self.rows = rows[1:]
+        self.file = open_readings(path)  # a SourceError names what cannot be read
+        self.channels = self.file.channels
+        self.rows = self.file.rows
         self.position, self.loop = 0, loop
         self.period = 1.0 / rate if rate > 0 else 0.0
         self.windower = Windower(len(self.channels), window, hop or window)
@@ -81,24 +271,20 @@ class CsvSensorSource(Source):
                     self.state = "stopped"
                     return None
                 self.position = 0
-            row, line = self.rows[self.position], self.position + 2
+            line, cells = self.rows[self.position]
             self.position += 1
             if self.period:
                 time.sleep(self.period)
             try:
-                values = [float(v) for v in row]
-            except ValueError:  # the message would quote the cell: never echo a file's contents
-                self._fail(f"line {line}: a cell is not a number")
-                continue
-            try:
-                window = self.windower.push(values)
-            except SourceError as exc:
-                self._fail(f"line {line}: {exc}")
+                window = self.windower.push(self.file.values(line, cells))
+            except SourceError as exc:  # names the line and column, never the cell
+                self._fail(str(exc).removeprefix(f"{self.file.path}: "))
                 continue
             if window is not None:
-                return Sample(
-                    self.source_id, now(), window, {"channels": self.channels, "line": line, "item": f"line {line}"}
-                )
+                stamp = self.file.time(cells)
+                item = f"line {line}" + (f" ({stamp})" if stamp else "")
+                meta = {"channels": self.channels, "line": line, "item": item}
+                return Sample(self.source_id, now(), window, meta | ({"time": stamp} if stamp else {}))
         return None
 
 

@@ -7,13 +7,17 @@ normal windows) scores them.
   calibrated on windows it did not fit (leave-one-out, out-of-fold or held out).
 - ``report``: a labelled CSV (a ``label`` or ``anomaly`` column: 0 / ``ok`` / ``normal`` / ``good`` are normal,
   anything else names the anomaly); a window is anomalous when any of its rows is.
-- ``predict``: a CSV of readings → one row per window (first and last line, score, decision).
+- ``predict``: a CSV of readings → one row per window (first and last line and time, score, decision).
+
+Readings CSVs are read as data loggers, PLC exports and spreadsheets write them
+(:func:`connectors.sensors.open_readings`: separator, decimal comma, encoding, time and label columns).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np
 
 from appliance.datasets.images import ImageFolderError
 from appliance.workflows.detector import item_report, unique_version
+from connectors.sensors import LABEL_COLUMNS, ReadingsFileError, open_readings
 from models.decision import is_flagged
 from models.detector.vector import MODELS as METHODS
 from models.detector.vector import VectorDetector, VectorDetectorConfig
@@ -30,7 +35,6 @@ __all__ = ["DEFAULT_METHOD", "METHODS", "fit", "predict", "read_readings", "repo
 
 DEFAULT_METHOD = VectorDetectorConfig.model
 Log = Callable[[str], None]
-LABEL_COLUMNS = ("label", "anomaly")
 NORMAL_LABELS = {"0", "ok", "normal", "good", "0.0", "false"}
 
 
@@ -38,42 +42,40 @@ class ReadingsError(ImageFolderError):
     """A readings CSV cannot be used (named with line and column)."""
 
 
-def read_readings(path: str | Path, labelled: bool = False) -> tuple[list[str], np.ndarray, list[str] | None]:
-    """(channel names, readings (N, C), labels per row or None). A cell that is not a number is
-    refused with its line and column, never its contents."""
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: no such readings file"
-        raise ReadingsError(msg)
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        msg = f"{path}: needs a header row and readings"
-        raise ReadingsError(msg)
-    header = [h.strip() for h in rows[0]]
-    label_col = next((i for i, h in enumerate(header) if h.lower() in LABEL_COLUMNS), None)
-    if labelled and label_col is None:
+@dataclass
+class Readings:
+    """A readings CSV read whole: channel names, values (N, C), each row's line in the file, its
+    time as written (when the file has a time column) and label (when asked for)."""
+
+    channels: list[str]
+    data: np.ndarray
+    lines: np.ndarray
+    times: list[str] | None
+    labels: list[str] | None
+    layout: str  # what was read: separator, decimal mark, the columns that are not channels
+
+
+def read_readings(path: str | Path, labelled: bool = False, channels: Sequence[str] = ()) -> Readings:
+    """A readings CSV as data loggers, PLC exports and spreadsheets write it
+    (:func:`connectors.sensors.open_readings`). ``channels``: a model's channel names, read as channels whatever
+    they look like. A cell that is not a number is refused with its line and column, never its
+    contents."""
+    try:
+        file = open_readings(path, channels)
+        data, lines = file.table()
+    except ReadingsFileError as exc:
+        raise ReadingsError(str(exc)) from None
+    if labelled and file.label_col is None:
         msg = f"{path}: a labelled CSV needs a column named one of {', '.join(LABEL_COLUMNS)}"
         raise ReadingsError(msg)
-    channels = [h for i, h in enumerate(header) if i != label_col]
-    values, labels = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            msg = f"{path}: line {line} has {len(row)} cells, the header {len(header)}"
-            raise ReadingsError(msg)
-        try:
-            values.append([float(v) for i, v in enumerate(row) if i != label_col])
-        except ValueError:
-            msg = f"{path}: line {line} holds a cell that is not a number"
-            raise ReadingsError(msg) from None
-        if label_col is not None:
-            labels.append(row[label_col].strip().lower())
-    data = np.asarray(values, np.float32)
-    if not np.isfinite(data).all():
-        line = int(np.argwhere(~np.isfinite(data))[0][0]) + 2
-        msg = f"{path}: line {line} holds NaN or an infinite value"
-        raise ReadingsError(msg)
-    return channels, data, labels if label_col is not None else None
+    return Readings(
+        file.channels,
+        data,
+        lines,
+        [file.time(cells) or "" for _, cells in file.rows] if file.time_col is not None else None,
+        [file.label(cells) or "" for _, cells in file.rows] if file.label_col is not None else None,
+        file.describe(),
+    )
 
 
 def windows(data: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +102,10 @@ def fit(
     method: str = DEFAULT_METHOD,
     score: str = "mean",
 ) -> dict[str, Any]:
-    channels, data, _ = read_readings(normal)
+    readings = read_readings(normal)
+    channels, data = readings.channels, readings.data
     x, _ = windows(data, window, hop)
+    log(f"{normal}: {readings.layout}")
     log(f"{len(data)} readings of {len(channels)} channels → {len(x)} windows of {window} (every {hop})")
     try:
         config = VectorDetectorConfig(
@@ -133,45 +137,54 @@ def fit(
     return {"path": str(out), "version": bundle.version, **summary}
 
 
-def _scored(model: Inferencer, path: str | Path, labelled: bool) -> tuple[np.ndarray, np.ndarray, list, Any]:
+def _scored(model: Inferencer, path: str | Path, labelled: bool) -> tuple[Readings, np.ndarray, list, int]:
+    """The file read as the model's channels, its windows' first rows, their results, the window length."""
     if model.input_spec.kind != "vector":
         msg = f"model {model.version!r} takes images; give it image folders"
         raise ReadingsError(msg)
     channels, length = model.input_spec.shape if len(model.input_spec.shape) == 2 else (model.input_spec.shape[0], 1)
-    _, data, labels = read_readings(path, labelled)
-    if data.shape[1] != channels:
-        msg = f"{path}: {data.shape[1]} channels, the model was trained on {channels}"
+    provenance = model.meta.get("provenance", {})
+    readings = read_readings(path, labelled, provenance.get("channels") or ())
+    if readings.data.shape[1] != channels:
+        read = ", ".join(readings.channels)
+        msg = f"{path}: {readings.data.shape[1]} channels ({read}), the model was trained on {channels}"
         raise ReadingsError(msg)
-    hop = model.meta.get("provenance", {}).get("hop") or length
-    x, starts = windows(data, length, hop)
+    hop = provenance.get("hop") or length
+    x, starts = windows(readings.data, length, hop)
     results = [r for i in range(0, len(x), 256) for r in model.predict_batch(list(x[i : i + 256]))]
-    return x, starts, results, (labels, length)
+    return readings, starts, results, length
 
 
 def report(model_path: str | Path, data: str | Path, log: Log) -> dict[str, Any]:
     """The test report on a labelled readings CSV, with the image report's keys (items are windows)."""
     model = Inferencer(model_path)
-    _, starts, results, (labels, length) = _scored(model, data, labelled=True)
+    readings, starts, results, length = _scored(model, data, labelled=True)
     kinds = []
     for s in starts:
-        bad = [lab for lab in labels[s : s + length] if lab not in NORMAL_LABELS]
+        bad = [lab for lab in readings.labels[s : s + length] if lab not in NORMAL_LABELS]
         kinds.append(bad[0] if bad else "good")
-    log(f"scored {len(results)} windows of {data}")
+    log(f"scored {len(results)} windows of {data} ({readings.layout})")
     return item_report(model, str(data), np.array(kinds), results)
 
 
 def predict(model_path: str | Path, readings: str | Path, out: str | Path, log: Log) -> Path:
+    """One row per window: its first and last line in the file (and their times, where the file
+    has a time column), score, normalised score and decision."""
     model = Inferencer(model_path)
-    _, starts, results, (_, length) = _scored(model, readings, labelled=False)
+    read, starts, results, length = _scored(model, readings, labelled=False)
+    times = read.times or [""] * len(read.data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "predictions.csv"
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "first_line", "last_line", "score", "norm_score", "decision", "defect_type"])
+        head = ["path", "first_line", "last_line", "score", "norm_score", "decision", "defect_type"]
+        writer.writerow([*head, "first_time", "last_time"])
         for s, r in zip(starts, results, strict=True):
+            first, last = s, s + length - 1
             writer.writerow(
-                [str(readings), s + 2, s + length + 1, f"{r.score:.6g}", f"{r.norm_score:.4f}", r.decision, ""]
+                [str(readings), read.lines[first], read.lines[last], f"{r.score:.6g}", f"{r.norm_score:.4f}"]
+                + [r.decision, "", times[first], times[last]]
             )
     flagged = sum(is_flagged(r.decision) for r in results)
     log(f"{len(results)} windows: {flagged} flagged; wrote {path}")

@@ -356,6 +356,39 @@ def test_the_detector_verbs_work_on_sensor_readings(tmp_path: Path, capsys: pyte
     assert "line 3" in err and "secret" not in err
 
 
+def test_a_data_loggers_export_fits_and_predicts_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A logger's CSV as a German spreadsheet saves it (semicolons, decimal commas, a timestamp
+    column, a byte-order mark): fit reads it without editing and says how; predictions name each
+    window's first and last reading by line and time."""
+    plain = _readings(tmp_path / "plain.csv", 600)
+    with plain.open() as f:
+        rows = list(csv.reader(f))
+    logger = tmp_path / "logger.csv"
+    lines = ["Zeitstempel;" + ";".join(f"{name} [mm/s]" for name in rows[0])]
+    for i, row in enumerate(rows[1:]):
+        stamp = f"01.12.2026 08:{i // 60:02d}:{i % 60:02d}"
+        lines.append(stamp + ";" + ";".join(f"{float(v):.4f}".replace(".", ",") for v in row))
+    logger.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    model = tmp_path / "logger.zip"
+    assert main(["detector", "fit", "--normal", str(logger), "--window", "32", "--hop", "16", "-o", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "semicolon-separated, decimal comma, time column 'Zeitstempel'" in out
+    assert "600 readings of 3 channels" in out
+    assert bundle_io.load(model).meta["provenance"]["channels"] == ["x [mm/s]", "y [mm/s]", "z [mm/s]"]
+    # the same readings written plainly score the same: nothing was lost in the reading
+    assert main(["detector", "predict", str(model), str(logger), "-o", str(tmp_path / "p1")]) == 0
+    assert main(["detector", "predict", str(model), str(plain), "-o", str(tmp_path / "p2")]) == 0
+    with (tmp_path / "p1" / "predictions.csv").open() as f1, (tmp_path / "p2" / "predictions.csv").open() as f2:
+        logged, written = list(csv.DictReader(f1)), list(csv.DictReader(f2))
+    assert len(logged) == (600 - 32) // 16 + 1 == len(written)
+    assert logged[1]["first_line"] == "18" and logged[1]["last_line"] == "49"
+    assert logged[1]["first_time"] == "01.12.2026 08:00:16" and logged[1]["last_time"] == "01.12.2026 08:00:47"
+    assert written[1]["first_time"] == ""
+    np.testing.assert_allclose(
+        [float(r["score"]) for r in logged], [float(r["score"]) for r in written], rtol=1e-3, atol=1e-4
+    )
+
+
 def test_fit_keeps_near_twins_of_its_calibration_images_out_of_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
