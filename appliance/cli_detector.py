@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+READINGS_SUFFIXES = (".csv", ".tsv", ".txt")  # a logger's or a spreadsheet's export
+
 
 def _readings(path: str) -> bool:
-    """A CSV of sensor readings (else images)."""
-    return Path(path).suffix.lower() == ".csv"
+    """A file of sensor readings (else images)."""
+    return Path(path).suffix.lower() in READINGS_SUFFIXES
 
 
 def _say(line: str) -> None:
@@ -146,7 +148,7 @@ def add_detector_commands(sub: argparse._SubParsersAction) -> None:
     p_fit.add_argument(
         "--normal",
         required=True,
-        help="folder of good images (any depth, png/jpg/bmp/tif), or a CSV of normal readings",
+        help="folder of good images (any depth, png/jpg/bmp/tif/webp/pgm/ppm/jp2), or a CSV of normal readings",
     )
     p_fit.add_argument("--size", type=int, default=128, help="network input size in pixels (multiple of 8)")
     p_fit.add_argument("--channels", type=int, choices=(1, 3), default=1)

@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+# the image files read (OpenCV decodes each): what cameras, vision software and phones save, with
+# the netpbm formats of vision libraries (16-bit PGM depth maps too)
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".jp2"}
+)
+IMAGE_KINDS = "png/jpg/bmp/tif/webp/pgm/ppm/jp2"  # how messages name them
 
 
 class SourceError(ValueError):

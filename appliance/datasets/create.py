@@ -12,7 +12,7 @@ import numpy as np
 
 from appliance.datasets.images import ImageFolderError, mvtec_layout
 from appliance.datasets.nnc import write_csv
-from connectors.base import IMAGE_SUFFIXES
+from connectors.base import IMAGE_KINDS, IMAGE_SUFFIXES
 
 
 class CreateError(ValueError):
@@ -112,7 +112,7 @@ def create_image_dataset(
         else [(p, None) for p in _images_in(source)]
     )
     if not items:
-        msg = f"{source} holds no images (png/jpg/bmp/tif), directly or in class subfolders"
+        msg = f"{source} holds no images ({IMAGE_KINDS}), directly or in class subfolders"
         raise CreateError(msg)
     rows, skipped = [], []
     for n, (path, label) in enumerate(items):

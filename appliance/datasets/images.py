@@ -1,9 +1,10 @@
-"""Image folders as a line engineer has them: any depth, png/jpg/bmp/tif, 8 or 16 bit, grey or
+"""Image folders as a line engineer has them: any depth, png/jpg/bmp/tif/webp/pgm/ppm/jp2, 8 or 16 bit, grey or
 colour; and the MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>/``,
 ``ground_truth/<defect>/<name>_mask.png``, masks optional; see :func:`mask_for`)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,20 @@ def find_images(root: str | Path) -> list[Path]:
         and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+
+
+def other_files(root: str | Path) -> dict[str, int]:
+    """Files under ``root`` that :func:`find_images` leaves out, counted by suffix (hidden ones
+    aside): a folder of good images whose camera saved a format not read here should say so."""
+    root = Path(root)
+    suffixes = [
+        p.suffix.lower() or "(no suffix)"
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() not in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return dict(Counter(suffixes).most_common())
 
 
 def read_image(path: Path) -> np.ndarray:

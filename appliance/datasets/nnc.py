@@ -3,7 +3,7 @@
 Header cells are ``name[__index][:label]``: ``x:image``, ``y:label``, ``x__0:Sepal length``.
 Columns sharing a name with ``__0``, ``__1``, … form one vector variable; columns whose header
 starts with ``#`` are comments and ignored. A cell is a number or a path relative to the CSV file
-(absolute paths only when the caller allows them): an image (png/jpg/bmp/tif; grey → 1 channel,
+(absolute paths only when the caller allows them): an image (png/jpg/bmp/tif/webp/pgm/ppm/jp2; grey → 1 channel,
 colour → 3), a ``.csv`` matrix or vector, or a ``.npy`` array. With normalisation on, 8-bit images
 are scaled by 1/255 and 16-bit ones by 1/65535. Every sample of a variable must have one shape.
 

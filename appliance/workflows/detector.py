@@ -21,10 +21,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.datasets.images import ImageFolderError, MVTecLayout, find_images, mvtec_layout, read_all
+from appliance.datasets.images import ImageFolderError, MVTecLayout, find_images, mvtec_layout, other_files, read_all
 from appliance.errors import InvalidInput
 from appliance.images import overlay
 from appliance.registry import safe_name
+from connectors.base import IMAGE_KINDS
 from engine.training import Callback
 from models import metrics
 from models.decision import is_flagged
@@ -203,10 +204,15 @@ def fit(
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
     paths = find_images(root)
+    if others := other_files(root):
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in others.items())
+        n = sum(others.values())
+        what = "file is not an image read here and is" if n == 1 else "files are not images read here and are"
+        log(f"{n} {what} left out of {root} ({kinds})")
     min_needed = 20 + config.batch_size  # holdout_split's minimum: 20 held out, one batch trained on
     if len(paths) < min_needed:
         msg = (
-            f"{root} holds {len(paths)} images (png/jpg/bmp/tif, any depth); a detector needs at least "
+            f"{root} holds {len(paths)} images ({IMAGE_KINDS}, any depth); a detector needs at least "
             f"{min_needed}: 20 or more held out for calibration and one batch of {config.batch_size} to train on"
         )
         raise ImageFolderError(msg)
@@ -526,7 +532,7 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Pat
             msg = f"{item}: no such image or folder"
             raise ImageFolderError(msg)
     if not paths:
-        msg = f"no images (png/jpg/bmp/tif) in {', '.join(map(str, inputs))}"
+        msg = f"no images ({IMAGE_KINDS}) in {', '.join(map(str, inputs))}"
         raise ImageFolderError(msg)
     out = Path(out)
     (out / "overlays").mkdir(parents=True, exist_ok=True)

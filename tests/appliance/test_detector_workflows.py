@@ -304,6 +304,35 @@ def test_full_resolution_is_refused_for_a_method_without_a_defect_map(
     assert not out.exists()
 
 
+def test_fit_reads_what_vision_software_saves_and_names_the_files_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """WebP, netpbm (8- and 16-bit PGM, PPM), JPEG 2000 and BMP frames are good images; a GIF and
+    a notes file are not read, and fit says how many files it left out rather than dropping them unseen."""
+    from sklearn.datasets import load_sample_images
+
+    photo = cv2.cvtColor(load_sample_images().images[1], cv2.COLOR_RGB2GRAY)
+    folder = tmp_path / "good"
+    folder.mkdir()
+    suffixes = (".webp", ".pgm", ".ppm", ".jp2", ".bmp", ".pgm16")
+    for i in range(42):
+        patch = photo[100 + 5 * i : 132 + 5 * i, 200:232]
+        suffix = suffixes[i % len(suffixes)]
+        if suffix == ".pgm16":
+            assert cv2.imwrite(str(folder / f"{i:03d}.pgm"), patch.astype(np.uint16) * 257)
+        else:
+            image = cv2.cvtColor(patch, cv2.COLOR_GRAY2BGR) if suffix == ".ppm" else patch
+            assert cv2.imwrite(str(folder / f"{i:03d}{suffix}"), image)
+    (folder / "notes.txt").write_text("lamp changed on Monday")
+    (folder / "logo.gif").write_bytes(b"GIF89a")
+    out = tmp_path / "formats.zip"
+    args = ["detector", "fit", "--normal", str(folder), "--size", "32", "--epochs", "1", "-o", str(out)]
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert "2 files are not images read here and are left out of" in log and "(1 .gif, 1 .txt)" in log
+    assert bundle_io.load(out).meta["provenance"]["normal_images"] == 42
+
+
 def _readings(path: Path, n: int, offset: int = 0, faults: bool = False) -> Path:
     """Three channels of periodic signals with noise; with ``faults``, spikes labelled 'spike'."""
     rng = np.random.default_rng(offset)
