@@ -40,7 +40,7 @@ chosen = st.multiselect(
 )
 with st.expander("Upload a folder of normal images (zip)"):
     name = st.text_input("Dataset name", key="rt_upload_name")
-    upload = st.file_uploader("Zip of PNG / JPEG / BMP / TIFF images", type=["zip"], key="rt_upload")
+    upload = st.file_uploader("Zip of PNG / JPEG / BMP / TIFF / WebP / PGM images", type=["zip"], key="rt_upload")
     if st.button("Upload", key="rt_upload_go", disabled=not (name and upload)):
         try:
             out = client.upload_dataset(name, upload.name, upload.getvalue())

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.client import ApiError, Client, parse_vector
 
-IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "pgm", "ppm", "pnm", "jp2"]  # as the API reads
 
 
 def render(client: Client) -> None:
