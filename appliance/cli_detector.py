@@ -93,11 +93,12 @@ def _num(value: float | None) -> str:
 
 
 def format_report(report: dict) -> str:
+    unit = report.get("items", "images")  # a readings report's items are windows or rows
     lines = [
         f"model {report['model_version']} on {report['data']}: {report['good_images']} good, "
-        f"{report['defect_images']} defective images",
-        f"image AUROC {_num(report['image_auroc'])}   pixel AUROC {_num(report['pixel_auroc'])}   "
-        f"AUPRO (FPR<=0.3) {_num(report['aupro'])}"
+        f"{report['defect_images']} defective {unit}",
+        f"{'image ' if unit == 'images' else ''}AUROC {_num(report['image_auroc'])}   "
+        f"pixel AUROC {_num(report['pixel_auroc'])}   AUPRO (FPR<=0.3) {_num(report['aupro'])}"
         + (
             f" ({missing} defective image{' has' if missing == 1 else 's have'} no mask under ground_truth/: "
             "left out of both)"
@@ -117,10 +118,10 @@ def format_report(report: dict) -> str:
             + (" (good parts unlike the training's: the same camera, light and fixture?)" if unlike["good"] else "")
         )
     if report["per_defect"]:
-        lines.append(f"  {'defect':<20} {'images':>6} {'AUROC':>7} {'flagged':>8} {'NG':>6}")
+        lines.append(f"  {'defect':<20} {unit:>7} {'AUROC':>7} {'flagged':>8} {'NG':>6}")
         for kind, row in report["per_defect"].items():
             lines.append(
-                f"  {kind:<20} {row['images']:>6} {_num(row['image_auroc']):>7} {_pct(row['flagged']):>8} "
+                f"  {kind:<20} {row['images']:>7} {_num(row['image_auroc']):>7} {_pct(row['flagged']):>8} "
                 f"{_pct(row['ng']):>6}"
             )
     return "\n".join(lines)

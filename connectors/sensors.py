@@ -72,6 +72,8 @@ TIME_COLUMNS = {
     "日時",
     "時間",
 }
+# a row's number or name, never a measurement: a new part's serial lies outside every fitted one
+INDEX_COLUMNS = {"", "#", "id", "index", "row", "unnamed: 0"}
 # a date (2026-12-01, 01.12.2026, 12/01/2026) with an optional time, or a time alone (08:00:01.5)
 _DATE_TIME = re.compile(
     r"^\s*(\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]+\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)?|\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)"
@@ -130,6 +132,7 @@ class ReadingsFile:
     decimal_comma: bool = False
     time_col: int | None = None
     label_col: int | None = None
+    index_cols: list[int] = field(default_factory=list)
     channel_cols: list[int] = field(default_factory=list)
 
     @property
@@ -148,6 +151,7 @@ class ReadingsFile:
             parts.append(f"time column {self.time_column!r}")
         if self.label_col is not None:
             parts.append(f"label column {self.header[self.label_col]!r}")
+        parts += [f"index column {self.header[i]!r}" for i in self.index_cols]
         return ", ".join(parts)
 
     def values(self, line: int, cells: Sequence[str]) -> list[float]:
@@ -203,6 +207,8 @@ def open_readings(path: str | Path, channels: Iterable[str] = ()) -> ReadingsFil
       and times. Its cells are kept as written, to name the readings, and never read as a channel:
       a clock as a channel would make every new window unlike the ones a model was fitted on;
     - a **label column** (``label`` or ``anomaly``): what a test file says of each row, not a channel;
+    - **index columns** (``id``, ``index``, ``#``, ``row``, or no name: a spreadsheet's or pandas'
+      row numbers): a row's number or name, not a channel;
     - blank lines are skipped (line numbers stay the file's).
 
     A cell that is not a finite number is refused with its line and column, never its contents.
@@ -225,13 +231,14 @@ def open_readings(path: str | Path, channels: Iterable[str] = ()) -> ReadingsFil
     first = rows[0][1]
     if time_col is None and header[0] not in keep and first and _DATE_TIME.match(first[0]) and not _is_number(first[0]):
         time_col = 0
-    channel_cols = [i for i in range(len(header)) if i not in (time_col, label_col)]
+    index_cols = [i for i, h in enumerate(header) if _base_name(h) in INDEX_COLUMNS and h not in keep]
+    channel_cols = [i for i in range(len(header)) if i not in (time_col, label_col, *index_cols)]
     if not channel_cols:
         msg = f"{path}: no column of readings (the header names {len(header)} columns, none a channel)"
         raise ReadingsFileError(msg)
     cells = (cells[i] for _, cells in rows for i in channel_cols if i < len(cells))
     decimal_comma = sep != "," and any("," in cell for cell in cells)
-    return ReadingsFile(path, header, rows, sep, decimal_comma, time_col, label_col, channel_cols)
+    return ReadingsFile(path, header, rows, sep, decimal_comma, time_col, label_col, index_cols, channel_cols)
 
 
 def _is_number(cell: str) -> bool:

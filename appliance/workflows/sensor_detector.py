@@ -27,8 +27,8 @@ from appliance.datasets.images import ImageFolderError
 from appliance.workflows.detector import item_report, unique_version
 from connectors.sensors import LABEL_COLUMNS, ReadingsFileError, open_readings
 from models.decision import is_flagged
+from models.detector.vector import MIN_SAMPLES, VectorDetector, VectorDetectorConfig
 from models.detector.vector import MODELS as METHODS
-from models.detector.vector import VectorDetector, VectorDetectorConfig
 from models.inference import Inferencer
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "fit", "predict", "read_readings", "report", "windows"]
@@ -104,8 +104,16 @@ def fit(
 ) -> dict[str, Any]:
     readings = read_readings(normal)
     channels, data = readings.channels, readings.data
-    x, _ = windows(data, window, hop)
     log(f"{normal}: {readings.layout}")
+    made = max(0, (len(data) - window) // hop + 1) if 1 <= hop <= window else None  # windows() refuses the rest
+    if made is not None and made < MIN_SAMPLES:
+        msg = (
+            f"{len(data)} readings make {made} windows of {window} (every {hop}); a threshold needs at least "
+            f"{MIN_SAMPLES}: a shorter --window or --hop, more readings, or --window 1 where each row is a "
+            "sample of its own (tabular data: one part's measurements a row)"
+        )
+        raise ReadingsError(msg)
+    x, _ = windows(data, window, hop)
     log(f"{len(data)} readings of {len(channels)} channels → {len(x)} windows of {window} (every {hop})")
     try:
         config = VectorDetectorConfig(
@@ -163,8 +171,9 @@ def report(model_path: str | Path, data: str | Path, log: Log) -> dict[str, Any]
     for s in starts:
         bad = [lab for lab in readings.labels[s : s + length] if lab not in NORMAL_LABELS]
         kinds.append(bad[0] if bad else "good")
-    log(f"scored {len(results)} windows of {data} ({readings.layout})")
-    return item_report(model, str(data), np.array(kinds), results)
+    unit = "rows" if length == 1 else "windows"
+    log(f"scored {len(results)} {unit} of {data} ({readings.layout})")
+    return {**item_report(model, str(data), np.array(kinds), results), "items": unit}
 
 
 def predict(model_path: str | Path, readings: str | Path, out: str | Path, log: Log) -> Path:

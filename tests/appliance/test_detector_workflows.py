@@ -503,3 +503,35 @@ def test_the_appearance_check_can_be_left_off(parts: Path, tmp_path: Path, capsy
     assert main(["detector", "predict", str(out), str(blank), "-o", str(tmp_path / "pred")]) == 0
     with (tmp_path / "pred" / "predictions.csv").open() as f:
         assert next(csv.DictReader(f))["defect_type"] != "unlike the good parts"
+
+
+def test_tabular_rows_fit_one_sample_a_row_and_are_reported_as_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A table of measurements, one part a row, as pandas writes it (its row numbers in a column
+    with no name): the default window says how to fit it, ``--window 1`` does, and the report
+    counts rows. The row numbers are not a channel."""
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame
+    normal = wine[wine.target == 0].drop(columns="target")
+    normal.iloc[:45].to_csv(tmp_path / "normal.csv")  # pandas' index as a first, unnamed column
+    test = pd.concat(
+        [normal.iloc[45:].assign(label="ok"), wine[wine.target != 0].drop(columns="target").assign(label="other")]
+    )
+    test.to_csv(tmp_path / "test.csv")
+    model = tmp_path / "wine.zip"
+    args = ["detector", "fit", "--normal", str(tmp_path / "normal.csv"), "-o", str(model)]
+    assert main(args) == 2
+    assert "--window 1 where each row is a sample of its own" in capsys.readouterr().err
+    assert main([*args, "--window", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "comma-separated, index column ''" in out and "45 readings of 13 channels" in out
+    assert (
+        main(["detector", "test", str(model), "--data", str(tmp_path / "test.csv"), "--json", str(tmp_path / "r.json")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"14 good, {len(test) - 14} defective rows" in out and "  other " in out
+    assert json.loads((tmp_path / "r.json").read_text())["image_auroc"] > 0.95

@@ -46,7 +46,7 @@ def test_unicode_text_tabs_a_numeric_clock_with_a_unit_and_a_label(tmp_path: Pat
     assert open_readings(path, channels=["Time [s]", "x", "y"]).channels == ["Time [s]", "x", "y"]
 
 
-def test_windows_1252_iso_times_under_any_name_and_one_column_of_decimal_commas(tmp_path: Path) -> None:
+def test_windows_1252_iso_times_under_any_name_one_column_of_decimal_commas_and_row_numbers(tmp_path: Path) -> None:
     old = tmp_path / "old.csv"
     old.write_bytes("Zeitpunkt,Temperatur °C\n2026-12-01T08:00:00,20.5\n2026-12-01T08:00:01,20.7\n".encode("cp1252"))
     file = open_readings(old)
@@ -57,6 +57,11 @@ def test_windows_1252_iso_times_under_any_name_and_one_column_of_decimal_commas(
     plain = tmp_path / "plain.csv"
     plain.write_text("wave\n0.5\n-1.25\n")
     assert open_readings(plain).describe() == "comma-separated"
+    numbered = tmp_path / "numbered.csv"  # pandas' row numbers, and a part's serial
+    numbered.write_text(",ID,a,b\n0,SN-1,1,2\n1,SN-7,3,4\n")
+    file = open_readings(numbered)
+    assert file.channels == ["a", "b"] and file.describe() == "comma-separated, index column '', index column 'ID'"
+    np.testing.assert_array_equal(file.table()[0], [[1, 2], [3, 4]])
 
 
 @pytest.mark.parametrize(
