@@ -153,15 +153,18 @@ class NNCDataset:
             text = self.path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise DatasetError(self.path, [Problem(0, "", f"not UTF-8 text ({exc})")]) from exc
-        rows = list(csv.reader(io.StringIO(text)))
-        if not rows:
+        reader = csv.reader(io.StringIO(text))
+        numbered = [(reader.line_num, r) for r in reader]  # a problem names the row's line in the file
+        if not numbered:
             raise DatasetError(self.path, [Problem(0, "", "empty file")])
-        self.header = rows[0]
-        self.rows = [r for r in rows[1:] if any(c.strip() for c in r)]
+        self.header = numbered[0][1]
+        kept = [(line, r) for line, r in numbered[1:] if any(c.strip() for c in r)]  # blank lines skipped
+        self.rows = [r for _, r in kept]
+        self.lines = [line for line, _ in kept]
         self.variables, problems = parse_header(self.header)
         problems += [
-            Problem(i + 2, "", f"has {len(r)} cells, the header has {len(self.header)}")
-            for i, r in enumerate(self.rows)
+            Problem(line, "", f"has {len(r)} cells, the header has {len(self.header)}")
+            for line, r in kept
             if len(r) != len(self.header)
         ]
         if not self.rows:
@@ -207,7 +210,7 @@ class NNCDataset:
     def _decode(self, name: str) -> tuple[np.ndarray | None, list[Problem]]:
         var = self.variables[name]
         samples, problems, shapes = [], [], {}
-        for i, row in enumerate(self.rows):
+        for line, row in zip(self.lines, self.rows, strict=True):
             try:
                 if var.is_vector:
                     values = []
@@ -215,22 +218,22 @@ class NNCDataset:
                         try:
                             values.append(float(row[pos]))
                         except ValueError:
-                            problems.append(Problem(i + 2, header, f"{row[pos]!r} is not a number"))
+                            problems.append(Problem(line, header, f"{row[pos]!r} is not a number"))
                     value = np.array(values, np.float32)
                 else:
                     value = self._cell(row[var.columns[0]])
             except ValueError as exc:
-                problems.append(Problem(i + 2, var.headers[0], str(exc)))
+                problems.append(Problem(line, var.headers[0], str(exc)))
                 continue
-            shapes.setdefault(value.shape, i + 2)
+            shapes.setdefault(value.shape, line)
             if len(shapes) > 1 and value.shape != next(iter(shapes)):
                 first_shape, first_row = next(iter(shapes.items()))
                 problems.append(
-                    Problem(i + 2, var.headers[0], f"shape {value.shape} differs from {first_shape} (row {first_row})")
+                    Problem(line, var.headers[0], f"shape {value.shape} differs from {first_shape} (row {first_row})")
                 )
                 continue
             if not np.isfinite(value).all():
-                problems.append(Problem(i + 2, var.headers[0], "contains NaN or infinite values"))
+                problems.append(Problem(line, var.headers[0], "contains NaN or infinite values"))
                 continue
             samples.append(value)
         if problems:

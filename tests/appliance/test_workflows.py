@@ -228,6 +228,12 @@ def test_malformed_csvs_get_row_and_column(tmp_path, capsys):
         "row 9, column 'y:label': 'zero' is neither a number nor a path",
     ):
         assert expected in err, expected
+    # blank lines (a spreadsheet's empty rows) are skipped, and rows keep their lines in the file
+    (folder / "bad.csv").write_text(text.replace("missing.png,1,2,0\n", "\n\nmissing.png,1,2,0\n"))
+    assert cli("dataset", "check", folder / "bad.csv") == 1
+    err = capsys.readouterr().err
+    assert "row 5, column 'x:image': file missing.png does not exist" in err
+    assert "row 11, column 'y:label': 'zero' is neither a number nor a path" in err
 
 
 def test_project_errors_name_the_key(tmp_path, samples, capsys):
