@@ -40,6 +40,16 @@ def group_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a, b)
 
 
+def group_matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-group ``a @ b^T`` for (G, m, n) and (G, k, n) row-major operands that share their long
+    axis ``n`` (a weight gradient: output gradient × input columns), computed with the operand of
+    more rows first and transposed back: OpenBLAS runs these 1.3-1.9x faster that way round (the
+    detector's 16-channel layers: 49 → 93 GFLOP/s on this 2-core machine)."""
+    if a.shape[1] >= b.shape[1]:
+        return group_matmul(a, b.transpose(0, 2, 1))
+    return group_matmul(b, a.transpose(0, 2, 1)).transpose(0, 2, 1)
+
+
 class Convolution(Function):
     """Cross-correlation over 1, 2 or 3 spatial axes with NNC's weight layout ``(OC, C/G, *k)``:
     one im2col and one GEMM per group."""
@@ -117,7 +127,7 @@ class Convolution(Function):
                 geo.crop(geo.col2im(dcol), out=gx[part])
             if self.needs_grad[1]:
                 col = self.col if self.col is not None else geo.im2col(geo.pad(self.x[part]))
-                gw = _add(gw, group_matmul(g_grid, col.reshape(group, -1, geo.columns).transpose(0, 2, 1)))
+                gw = _add(gw, group_matmul_nt(g_grid, col.reshape(group, -1, geo.columns)))
         return gx, None if gw is None else gw.reshape(oc, -1, *self.kernel), gb
 
     def _gradients_by_convolution(self, g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -134,7 +144,7 @@ class Convolution(Function):
             if gx is not None:
                 geo.from_grid(flipped @ cols, out=gx[part])
             if self.needs_grad[1]:
-                per_offset = _add(per_offset, cols @ geo.to_grid(self.x[part]).T)
+                per_offset = _add(per_offset, group_matmul_nt(cols[None], geo.to_grid(self.x[part])[None])[0])
         if per_offset is None:
             return gx, None
         per_offset = per_offset.reshape(w.shape[0], *self.kernel, w.shape[1])
@@ -195,7 +205,7 @@ class Deconvolution(Function):
         if self.needs_grad[0]:
             gx = self.geo.from_grid(group_matmul(self.w, dcol).reshape(self.c, -1))
         if self.needs_grad[1]:
-            gw = group_matmul(self.x_grid, dcol.transpose(0, 2, 1)).reshape(self.c, -1, *self.kernel)
+            gw = group_matmul_nt(self.x_grid, dcol).reshape(self.c, -1, *self.kernel)
         if self.needs_grad[2]:
             gb = g.sum(axis=(0, *range(2, g.ndim)))
         return gx, gw, gb
