@@ -57,9 +57,9 @@ class Readings:
 
 def read_readings(path: str | Path, labelled: bool = False, channels: Sequence[str] = ()) -> Readings:
     """A readings CSV as data loggers, PLC exports and spreadsheets write it
-    (:func:`connectors.sensors.open_readings`). ``channels``: a model's channel names, read as channels whatever
-    they look like. A cell that is not a number is refused with its line and column, never its
-    contents."""
+    (:func:`connectors.sensors.open_readings`). ``channels``: a model's channel names, read as
+    channels whatever they look like. A cell that is not a number is refused with its line and
+    column, never its contents."""
     try:
         file = open_readings(path, channels)
         data, lines = file.table()
