@@ -165,6 +165,21 @@ def test_batch_normalization_gradients(shape, batch_stat):
     )
 
 
+def test_batch_normalization_of_a_strided_view_matches_its_contiguous_copy():
+    """The per-channel fast path takes C-contiguous (N, C, ...) arrays; any other layout goes the
+    general way, to the same outputs and gradients."""
+    base = randn(3, 5, 4, 6)
+    view = base.transpose(0, 3, 1, 2)[..., ::2]  # (3, 6, 5, 2), strided
+    results = []
+    for x in (view, np.ascontiguousarray(view)):
+        t = Tensor(x, requires_grad=True)
+        y = F.batch_normalization(t, np.zeros(6), np.ones(6) * 2, np.zeros(6), np.ones(6))
+        (y * Tensor(np.arange(y.size, dtype=float).reshape(y.shape))).sum().backward()
+        results.append((y.data, t.grad))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-12)
+
+
 def test_batch_normalization_statistics_and_running_update():
     x = randn(50, 3, 4, 4) * 3 + 2
     mean, var = np.zeros(3), np.ones(3)
