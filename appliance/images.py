@@ -7,6 +7,7 @@ beside it for display."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -46,13 +47,17 @@ class ImageStore:
             path.unlink(missing_ok=True)
         return freed
 
-    def put(self, image: np.ndarray) -> str:
+    def put(self, image: np.ndarray, shown: np.ndarray | None = None) -> str:
+        """Keep a frame; ``shown`` is what to show for it where that is not the frame itself (a
+        sensor window's plot, :func:`plot_window`)."""
         suffix, raw = encode(image)
         ref = hashlib.sha256(raw).hexdigest()
         path = self.path(ref)
-        if suffix != FRAME_SUFFIXES[0]:
-            _write(path.with_suffix(suffix), raw)
-            raw = encode(display(image))[1]
+        if suffix != FRAME_SUFFIXES[0] or shown is not None:
+            _write(
+                path.with_suffix(FRAME_SUFFIXES[1]), encode(image.astype(np.float32))[1] if shown is not None else raw
+            )
+            raw = encode(display(image) if shown is None else shown)[1]
         _write(path, raw)
         return ref
 
@@ -96,6 +101,33 @@ def display(image: np.ndarray) -> np.ndarray:
             values = np.where(readings, values, values[readings].min() if readings.any() else 0.0)
         frame = cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[-1] == 1 else frame[..., :3]
+
+
+BAND = 64  # a channel's height in a window's plot, pixels
+PLOT_WIDTH = 480
+_INK = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140))
+
+
+def plot_window(window: np.ndarray, channels: Sequence[str] | None = None) -> np.ndarray:
+    """A sensor window (channels, length) as an 8-bit BGR picture to show: one band a channel, its
+    readings over the window drawn across the band's height (each channel on its own scale, its
+    name, smallest and largest reading written in the band), oldest reading on the left."""
+    values = np.asarray(window, np.float32).reshape(len(window), -1) if window.ndim > 1 else window[None]
+    n, length = values.shape
+    picture = np.full((BAND * n, PLOT_WIDTH, 3), 255, np.uint8)
+    xs = np.linspace(4, PLOT_WIDTH - 5, length) if length > 1 else np.array([PLOT_WIDTH / 2])
+    for c, row in enumerate(values):
+        top = c * BAND
+        lo, hi = (float(np.nanmin(row)), float(np.nanmax(row))) if np.isfinite(row).any() else (0.0, 0.0)
+        span = hi - lo if hi > lo else 1.0
+        ys = top + BAND - 6 - (np.nan_to_num(row, nan=lo) - lo) / span * (BAND - 22)
+        points = np.stack([xs, ys], axis=1).round().astype(np.int32)
+        cv2.line(picture, (0, top + BAND - 1), (PLOT_WIDTH - 1, top + BAND - 1), (220, 220, 220), 1)
+        cv2.polylines(picture, [points], False, _INK[c % len(_INK)], 1, cv2.LINE_AA)
+        name = channels[c] if channels is not None and c < len(channels) else f"channel {c}"
+        label = f"{name}  {lo:.4g} .. {hi:.4g}"
+        cv2.putText(picture, label, (4, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
+    return picture
 
 
 def colorize(anomaly_map: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from appliance.alerts.schema import Topics, alert_message
 from appliance.errors import InvalidInput, NotFound, Unavailable
-from appliance.images import ImageStore
+from appliance.images import ImageStore, plot_window
 from appliance.metrics import prometheus_text
 from appliance.recipes import Recipe, Recipes
 from appliance.storage import store
@@ -275,6 +275,13 @@ class Pipeline:
             readable = [s for s in batch if self._readable(s, recipe)]
             return self._inspect(readable, recipe) if readable else []
 
+    def _keep(self, sample: Sample, recipe: Recipe) -> str:
+        """Store a sample's frame: a sensor window with its plot to show (a few readings wide, it
+        would show as a smear)."""
+        if recipe.model.input_spec.kind == "vector":
+            return self.images.put(sample.payload, plot_window(sample.payload, sample.meta.get("channels")))
+        return self.images.put(sample.payload)
+
     def _readable(self, sample: Sample, recipe: Recipe) -> bool:
         try:
             preprocess(sample.payload, recipe.model.input_spec)
@@ -302,7 +309,7 @@ class Pipeline:
             disagree = shadows is not None and shadows[i].decision != decision  # both heat maps kept
             keep_image = is_flagged(decision) or disagree or self._random.random() < self.keep_ok
             started = time.thread_time()
-            image_ref = self.images.put(sample.payload) if keep_image and sample.payload.ndim >= 2 else None
+            image_ref = self._keep(sample, recipe) if keep_image and sample.payload.ndim >= 2 else None
             heat_ref = (
                 self.images.heatmap(result.anomaly_map) if keep_image and result.anomaly_map is not None else None
             )

@@ -352,7 +352,7 @@ class MqttSensorSource(QueuedSource):
             msg = "an mqtt:// source needs a topic: mqtt://host:port/topic"
             raise SourceError(msg)
         self.topic = f"$share/{share}/{topic}" if share else topic
-        self.names = [c for c in channels.split(",") if c]
+        self.names = [c for c in channels.split(",") if c]  # the channels' order (else the first reading's keys)
         self.window, self.hop = window, hop or window
         self.windower: Windower | None = None
         self._setup_queue()
@@ -365,6 +365,11 @@ class MqttSensorSource(QueuedSource):
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 10)
         self.broker = (host, port)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channel names, as given or as the first reading named them (empty before it)."""
+        return list(self.names)
 
     def _start(self) -> None:
         self.client.connect_async(*self.broker, keepalive=30)
@@ -466,6 +471,11 @@ class ModbusSource(QueuedSource):
         self.stopping = threading.Event()
         self.state = "reconnecting"
         self.thread = threading.Thread(target=self._run, name=f"modbus-{source_id}", daemon=True)
+
+    @property
+    def channels(self) -> list[str]:
+        """A channel per register, named by its address."""
+        return [f"register {self.address + i}" for i in range(self.count)]
 
     def _start(self) -> None:
         self.thread.start()

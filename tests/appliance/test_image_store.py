@@ -69,3 +69,24 @@ def test_retraining_names_the_stored_images_it_cannot_read(tmp_path, db_url):
         f"skipped 2 of 4 images the model cannot read: {damaged} (cannot be decoded), {wide} (the frame is 12×8"
         in queries.job(engine, job_id=job).log
     )
+
+
+def test_a_sensor_window_is_kept_as_its_readings_and_shown_as_a_plot(tmp_path):
+    """A (channels, length) window: its readings as float32 TIFF (exactly), a band per channel to
+    show; a flat channel, a missing reading and a window of one reading draw without error."""
+    from appliance.images import BAND, PLOT_WIDTH, plot_window
+
+    t = np.linspace(0, 6, 32, dtype=np.float32)
+    window = np.stack([np.sin(t), np.full_like(t, 2.5), np.cos(t)])
+    window[2, 5] = np.nan
+    picture = plot_window(window, ["vibration", "pressure"])  # fewer names than channels: "channel 2"
+    assert picture.shape == (3 * BAND, PLOT_WIDTH, 3) and picture.dtype == np.uint8
+    for band in range(3):  # every band has its trace and label on white
+        assert (picture[band * BAND : (band + 1) * BAND] < 200).any(axis=2).sum() > 50, band
+    images = ImageStore(tmp_path / "images")
+    ref = images.put(window, picture)
+    kept = cv2.imread(str(images.source(ref)), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(kept, window)  # NaN included
+    shown = cv2.imread(str(images.path(ref)), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(shown, picture)
+    assert plot_window(np.array([[1.0], [2.0]], np.float32)).shape == (2 * BAND, PLOT_WIDTH, 3)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from urllib.parse import quote
 
+import cv2
 import numpy as np
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from appliance.api import create_app
 from appliance.cli import main
+from appliance.images import BAND, PLOT_WIDTH
 from appliance.runtime import Appliance
 from appliance.storage import store
 from appliance.storage.models import Inspection
@@ -83,6 +86,21 @@ def test_every_vector_kind_serves_a_csv_line_after_calibrating_on_20_windows(tmp
             assert {i.decision for i in inspections} >= {"ok", "ng"}, kind  # good stretches pass, faults do not
         # every kind's NG windows reached MQTT as alerts naming that kind's model
         assert wait_for(lambda: {a["model_version"] for a in sub.alerts()} >= set(versions), timeout=30)
+        # what an operator opens from an alert, and the Live view, show the window as a plot of its
+        # channels (one band each), not as a 3-pixel-high image
+        alert = next(a for a in sub.alerts() if a["decision"] == "ng")
+        assert alert["item"].startswith("line ")
+        image = client.get(f"/inspections/{alert['inspection_id']}/image", headers=h)
+        frame = client.get(f"/sources/{quote(sid, safe='')}/frame", headers=h)  # the id is the source's URL
+        for response in (image, frame):
+            assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+            picture = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+            assert picture.shape == (3 * BAND, PLOT_WIDTH, 3)
+            assert (picture < 128).any(axis=2).sum() > 100  # drawn readings and labels on white
+        with Session(app.engine) as session:  # the window's readings are kept beside the plot, as they came
+            ref = session.get(Inspection, alert["inspection_id"]).image_ref
+        values = cv2.imread(str(app.images.source(ref)), cv2.IMREAD_UNCHANGED)
+        assert values.dtype == np.float32 and values.shape == (3, WINDOW)
     finally:
         sub.close()
         app.stop()

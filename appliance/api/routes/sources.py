@@ -13,7 +13,7 @@ from appliance.api.deps import AppDep, Engineer, Operator, Viewer
 from appliance.api.schemas import SourceIn, TeachRejectIn
 from appliance.datasets.images import read_image
 from appliance.errors import NotFound
-from appliance.images import FRAME_SUFFIXES, display, encode, overlay
+from appliance.images import FRAME_SUFFIXES, display, encode, overlay, plot_window
 from appliance.sources import check_paths, try_source
 from connectors.factory import build_source
 
@@ -55,14 +55,20 @@ def delete_source(source_id: str, appliance: AppDep, _: Engineer) -> None:
 
 @router.get("/{source_id:path}/frame", response_class=Response)
 def read_source_frame(source_id: str, appliance: AppDep, _: Viewer, heatmap: bool = True) -> Response:
-    """The newest inspected frame of a source (PNG), with its heat map blended over it; its score,
-    normalised score, decision, capture time and label in ``X-`` headers."""
+    """The newest inspected frame of a source (PNG), with its heat map blended over it (a sensor
+    window: a plot of its channels); its score, normalised score, decision, capture time and label
+    in ``X-`` headers."""
     latest = appliance.pipeline.latest.get(source_id)
     if latest is None:
         msg = f"no frame of source {source_id!r} inspected yet"
         raise NotFound(msg)
     image, anomaly_map, inspection = latest
-    _, data = cv2.imencode(".png", overlay(image, anomaly_map if heatmap else None))
+    worker = appliance.pipeline.workers.get(source_id)
+    if worker is not None and worker.source.payload == "vector":  # a sensor window: its plot
+        shown = plot_window(image, getattr(worker.source, "channels", None))
+    else:
+        shown = overlay(image, anomaly_map if heatmap else None)
+    _, data = cv2.imencode(".png", shown)
     if inspection is None:  # teach mode: a frame, nothing decided
         return Response(data.tobytes(), media_type="image/png", headers={"X-Decision": "teach"})
     headers = {
