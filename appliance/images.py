@@ -50,13 +50,11 @@ class ImageStore:
     def put(self, image: np.ndarray, shown: np.ndarray | None = None) -> str:
         """Keep a frame; ``shown`` is what to show for it where that is not the frame itself (a
         sensor window's plot, :func:`plot_window`)."""
-        suffix, raw = encode(image)
+        suffix, raw = encode(image if shown is None else image.astype(np.float32))  # shown: values as TIFF
         ref = hashlib.sha256(raw).hexdigest()
         path = self.path(ref)
-        if suffix != FRAME_SUFFIXES[0] or shown is not None:
-            _write(
-                path.with_suffix(FRAME_SUFFIXES[1]), encode(image.astype(np.float32))[1] if shown is not None else raw
-            )
+        if suffix != FRAME_SUFFIXES[0]:
+            _write(path.with_suffix(suffix), raw)
             raw = encode(display(image) if shown is None else shown)[1]
         _write(path, raw)
         return ref

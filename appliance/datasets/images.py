@@ -1,5 +1,5 @@
-"""Image folders as a line engineer has them: any depth, png/jpg/bmp/tif/webp/pgm/ppm/jp2, 8 or 16 bit, grey or
-colour; and the MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>/``,
+"""Image folders as a line engineer has them: any depth, png/jpg/bmp/tif/webp/pgm/ppm/jp2, 8 or 16
+bit, grey or colour; and the MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>/``,
 ``ground_truth/<defect>/<name>_mask.png``, masks optional; see :func:`mask_for`)."""
 
 from __future__ import annotations
