@@ -123,9 +123,18 @@ def plot_window(window: np.ndarray, channels: Sequence[str] | None = None) -> np
         cv2.line(picture, (0, top + BAND - 1), (PLOT_WIDTH - 1, top + BAND - 1), (220, 220, 220), 1)
         cv2.polylines(picture, [points], False, _INK[c % len(_INK)], 1, cv2.LINE_AA)
         name = channels[c] if channels is not None and c < len(channels) else f"channel {c}"
-        label = f"{name}  {lo:.4g} .. {hi:.4g}"
+        label = _ascii(f"{name}  {lo:.4g} .. {hi:.4g}")
         cv2.putText(picture, label, (4, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
     return picture
+
+
+_SPELLED = {"°": "deg", "µ": "u", "μ": "u", "²": "2", "³": "3", "Ω": "Ohm", "±": "+/-"}
+
+
+def _ascii(text: str) -> str:
+    """Text OpenCV's Hershey font can draw: units spelled out (°C → degC), other letters as ``?``."""
+    text = "".join(_SPELLED.get(ch, ch) for ch in text)
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def colorize(anomaly_map: np.ndarray) -> np.ndarray:

@@ -90,3 +90,8 @@ def test_a_sensor_window_is_kept_as_its_readings_and_shown_as_a_plot(tmp_path):
     shown = cv2.imread(str(images.path(ref)), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(shown, picture)
     assert plot_window(np.array([[1.0], [2.0]], np.float32)).shape == (2 * BAND, PLOT_WIDTH, 3)
+    # units the plot's font cannot draw are spelled out: a "°C" label reads as "degC", as drawn here
+    expected = np.full((BAND, PLOT_WIDTH, 3), 255, np.uint8)
+    cv2.putText(expected, "T [degC]  1 .. 2", (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
+    drawn = plot_window(np.array([[1.0, 2.0]], np.float32), ["T [°C]"])
+    np.testing.assert_array_equal(drawn[:14, :200], expected[:14, :200])
