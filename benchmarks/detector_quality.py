@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from appliance.datasets.images import test_folder  # noqa: E402
 from appliance.workflows.detector import FitOptions, detector_report, fit  # noqa: E402
 from connectors.synthetic import SyntheticLine  # noqa: E402
 
@@ -247,7 +248,7 @@ def make_datasets(root: Path, counts: dict) -> list[tuple[Path, int]]:
 
 def categories(data: Path) -> list[tuple[Path, int]]:
     """An MVTec AD root (one folder per category) or one category; colour where the images are."""
-    roots = [data] if (data / "test").is_dir() else sorted(p for p in data.iterdir() if (p / "test").is_dir())
+    roots = [data] if test_folder(data) else sorted(p for p in data.iterdir() if p.is_dir() and test_folder(p))
     out = []
     for root in roots:
         first = next((p for p in sorted((root / "train" / "good").glob("*")) if p.is_file()), None)

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.datasets.images import mvtec_layout, read_all  # noqa: E402
+from appliance.datasets.images import mvtec_layout, read_all, test_folder  # noqa: E402
 from appliance.workflows.detector import load_images  # noqa: E402
 from models.detector.model import Detector, DetectorConfig  # noqa: E402
 from models.inference import Inferencer  # noqa: E402
@@ -88,7 +88,7 @@ def main() -> None:
     table: dict[str, dict[str, float]] = {}
     for bundle in sorted(args.models.glob("*-draem-seed*.zip")):
         name = re.sub(r"-draem-seed\d+$", "", bundle.stem)
-        if not (args.data / name / "test").is_dir():
+        if test_folder(args.data / name) is None:
             print(f"skipped {bundle.name}: no category {args.data / name}", file=sys.stderr)
             continue
         table[bundle.stem] = rules(Inferencer(bundle), args.data / name)

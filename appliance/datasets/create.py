@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.datasets.images import ImageFolderError, mvtec_layout
+from appliance.datasets.images import ImageFolderError, mvtec_layout, test_folder
 from appliance.datasets.nnc import write_csv
 from connectors.base import IMAGE_KINDS, IMAGE_SUFFIXES
 
@@ -140,7 +140,7 @@ def import_mvtec(category: str | Path, out: str | Path, fmt: ImageFormat) -> dic
     → ``train.csv`` (normal images only) and ``test.csv`` (``y`` 0 good / 1 defect, ``#defect``
     kind, ``mask`` image path; good items get an empty mask)."""
     category, out = Path(category), Path(out)
-    if not (category / "train" / "good").is_dir() or not (category / "test").is_dir():
+    if not (category / "train" / "good").is_dir() or test_folder(category) is None:
         msg = f"{category} is not an MVTec AD category (needs train/good and test/)"
         raise CreateError(msg)
     try:
@@ -157,7 +157,7 @@ def import_mvtec(category: str | Path, out: str | Path, fmt: ImageFormat) -> dic
     test_rows = []
     empty = np.zeros((fmt.height, fmt.width), np.uint8)
     for item in layout.test:
-        name = item.path.relative_to(category / "test" / item.defect).with_suffix(".png").as_posix()
+        name = item.path.relative_to(layout.test_dir / item.defect).with_suffix(".png").as_posix()
         rel, mask_rel = f"test/{item.defect}/{name}", f"masks/{item.defect}/{name}"
         for r in (rel, mask_rel):
             (out / r).parent.mkdir(parents=True, exist_ok=True)

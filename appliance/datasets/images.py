@@ -1,6 +1,7 @@
 """Image folders as a line engineer has them: any depth, png/jpg/bmp/tif/webp/pgm/ppm/jp2, 8 or 16
 bit, grey or colour; and the MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>/``,
-``ground_truth/<defect>/<name>_mask.png``, masks optional; see :func:`mask_for`)."""
+``ground_truth/<defect>/<name>_mask.png``, masks optional; see :func:`mask_for`), or MVTec AD 2's
+(``test_public/`` with its ``ground_truth/`` inside)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ class MVTecLayout:
     root: Path
     train: list[Path]
     test: list[TestItem]
+    test_dir: Path | None = None  # test/ (MVTec AD) or test_public/ (MVTec AD 2)
 
     @property
     def defects(self) -> list[str]:
@@ -116,17 +118,31 @@ def mask_for(ground_truth: Path, image: Path) -> Path | None:
     return None
 
 
+# a category's labelled test set: MVTec AD's test/ (masks in ground_truth/ beside it), or MVTec AD
+# 2's test_public/ (masks in test_public/ground_truth/; its private test sets have no labels)
+TEST_FOLDERS = ("test", "test_public")
+
+
+def test_folder(root: str | Path) -> Path | None:
+    """The labelled test folder of an MVTec-layout category, or None."""
+    return next((Path(root) / name for name in TEST_FOLDERS if (Path(root) / name).is_dir()), None)
+
+
 def mvtec_layout(root: str | Path, need_good: bool = True) -> MVTecLayout:
-    """Read the MVTec AD layout under ``root``; ``train/good`` may be missing (test only), and
-    with ``need_good`` False so may ``test/good`` (a set of known-bad parts)."""
+    """Read the MVTec AD (or AD 2) layout under ``root``; ``train/good`` may be missing (test
+    only), and with ``need_good`` False so may ``test/good`` (a set of known-bad parts)."""
     root = Path(root)
-    test_dir = root / "test"
-    if not test_dir.is_dir():
-        msg = f"{root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>/)"
+    test_dir = test_folder(root)
+    if test_dir is None:
+        msg = (
+            f"{root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>/; "
+            "or MVTec AD 2's test_public/good, test_public/bad)"
+        )
         raise ImageFolderError(msg)
+    truth = root / "ground_truth" if test_dir.name == "test" else test_dir / "ground_truth"
     items = [
-        TestItem(path, folder.name, mask_for(root / "ground_truth" / folder.name, path.relative_to(folder)))
-        for folder in sorted(d for d in test_dir.iterdir() if d.is_dir())
+        TestItem(path, folder.name, mask_for(truth / folder.name, path.relative_to(folder)))
+        for folder in sorted(d for d in test_dir.iterdir() if d.is_dir() and d != truth)
         for path in find_images(folder)
     ]
     if not items:
@@ -136,4 +152,4 @@ def mvtec_layout(root: str | Path, need_good: bool = True) -> MVTecLayout:
         msg = f"{test_dir / 'good'} holds no images: the false-alarm rate needs defect-free test parts"
         raise ImageFolderError(msg)
     train_dir = root / "train" / "good"
-    return MVTecLayout(root, find_images(train_dir) if train_dir.is_dir() else [], items)
+    return MVTecLayout(root, find_images(train_dir) if train_dir.is_dir() else [], items, test_dir)

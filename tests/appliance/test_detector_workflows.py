@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
+from appliance.datasets.images import mvtec_layout
 from models import bundle as bundle_io
 from models.detector.model import Detector
 from tests.helpers.parts import make_parts
@@ -302,6 +304,32 @@ def test_full_resolution_is_refused_for_a_method_without_a_defect_map(
     assert main([*args, "--method", "autoencoder", "--full-resolution", "-o", str(out)]) == 2
     assert "--full-resolution is the draem defect map's; --method autoencoder has none" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_test_reads_mvtec_ad_2s_public_test_set(fitted: Path, parts: Path, tmp_path: Path) -> None:
+    """MVTec AD 2 keeps its labelled test set in test_public/ (good, bad) with the masks inside it,
+    in test_public/ground_truth/bad/: the same parts in that layout give the same report."""
+    ad2 = tmp_path / "ad2"
+    shutil.copytree(parts / "train", ad2 / "train")
+    shutil.copytree(parts / "test" / "good", ad2 / "test_public" / "good")
+    for kind in ("scratch", "dent", "chip"):  # AD 2 names its defects "bad" only
+        for image in sorted((parts / "test" / kind).iterdir()):
+            name = f"{kind}_{image.name}"
+            (ad2 / "test_public" / "bad").mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, ad2 / "test_public" / "bad" / name)
+            mask = parts / "ground_truth" / kind / f"{image.stem}_mask.png"
+            (ad2 / "test_public" / "ground_truth" / "bad").mkdir(parents=True, exist_ok=True)
+            shutil.copy(mask, ad2 / "test_public" / "ground_truth" / "bad" / f"{Path(name).stem}_mask.png")
+    layout = mvtec_layout(ad2)
+    assert layout.defects == ["bad"] and all(i.mask is not None for i in layout.test if i.defect == "bad")
+    reports = []
+    for data in (parts, ad2):
+        assert main(["detector", "test", str(fitted), "--data", str(data), "--json", str(tmp_path / "r.json")]) == 0
+        reports.append(json.loads((tmp_path / "r.json").read_text()))
+    mvtec, ours = reports
+    assert ours["good_images"] == 24 and ours["defect_images"] == 24 and set(ours["per_defect"]) == {"bad"}
+    for key in ("image_auroc", "pixel_auroc", "aupro", "false_alarm_rate"):
+        assert ours[key] == pytest.approx(mvtec[key]), key
 
 
 def test_fit_reads_what_vision_software_saves_and_names_the_files_it_leaves_out(
