@@ -188,6 +188,20 @@ class ReadingsFile:
         data = np.asarray([self.values(line, cells) for line, cells in self.rows], np.float32)
         return data.reshape(len(self.rows), len(self.channel_cols)), np.array([line for line, _ in self.rows])
 
+    def readable(self) -> tuple[np.ndarray, list[int], list[str]]:
+        """The rows that can be read (N, channels) float32, their indices in :attr:`rows`, and
+        what is wrong with each row left out, in file order (a logger's dropouts: empty cells,
+        ``#N/A``, ``ERR``)."""
+        values, kept, problems = [], [], []
+        for i, (line, cells) in enumerate(self.rows):
+            try:
+                values.append(self.values(line, cells))
+            except ReadingsFileError as exc:
+                problems.append(str(exc).removeprefix(f"{self.path}: "))
+                continue
+            kept.append(i)
+        return np.asarray(values, np.float32).reshape(len(kept), len(self.channel_cols)), kept, problems
+
 
 def open_readings(path: str | Path, channels: Iterable[str] = ()) -> ReadingsFile:
     """Read a readings CSV's layout. ``channels``: names that are channels whatever they look like

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ class ReadingsError(ImageFolderError):
 
 @dataclass
 class Readings:
-    """A readings CSV read whole: channel names, values (N, C), each row's line in the file, its
-    time as written (when the file has a time column) and label (when asked for)."""
+    """A readings CSV read whole: channel names, values (N, C) of the rows that could be read, each
+    row's line in the file, its time as written (when the file has a time column) and label (when
+    asked for); ``breaks``: where rows were left out (a window never spans one), ``skipped``: what
+    was wrong with them."""
 
     channels: list[str]
     data: np.ndarray
@@ -53,37 +55,62 @@ class Readings:
     times: list[str] | None
     labels: list[str] | None
     layout: str  # what was read: separator, decimal mark, the columns that are not channels
+    breaks: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def say_skipped(self, log: Log) -> None:
+        if self.skipped:
+            more = f" … and {len(self.skipped) - 1} more" if len(self.skipped) > 1 else ""
+            log(
+                f"{len(self.skipped)} rows cannot be read and are left out (no window spans them): "
+                f"{self.skipped[0]}{more}"
+            )
 
 
 def read_readings(path: str | Path, labelled: bool = False, channels: Sequence[str] = ()) -> Readings:
     """A readings CSV as data loggers, PLC exports and spreadsheets write it
     (:func:`connectors.sensors.open_readings`). ``channels``: a model's channel names, read as
-    channels whatever they look like. A cell that is not a number is refused with its line and
-    column, never its contents."""
+    channels whatever they look like. Rows that cannot be read (a logger's dropouts) are left out
+    and named, unless they are half the file or more (a layout not understood): then the first is
+    refused with its line and column, never its contents."""
     try:
         file = open_readings(path, channels)
-        data, lines = file.table()
+        data, kept, problems = file.readable()
+        if problems and len(problems) * 2 >= len(file.rows):
+            file.table()  # raises the first row's problem
     except ReadingsFileError as exc:
         raise ReadingsError(str(exc)) from None
     if labelled and file.label_col is None:
         msg = f"{path}: a labelled CSV needs a column named one of {', '.join(LABEL_COLUMNS)}"
         raise ReadingsError(msg)
+    rows = [file.rows[i] for i in kept]
+    breaks = [j for j in range(1, len(kept)) if kept[j] != kept[j - 1] + 1]
     return Readings(
         file.channels,
         data,
-        lines,
-        [file.time(cells) or "" for _, cells in file.rows] if file.time_col is not None else None,
-        [file.label(cells) or "" for _, cells in file.rows] if file.label_col is not None else None,
+        np.array([line for line, _ in rows], dtype=int),
+        [file.time(cells) or "" for _, cells in rows] if file.time_col is not None else None,
+        [file.label(cells) or "" for _, cells in rows] if file.label_col is not None else None,
         file.describe(),
+        breaks,
+        problems,
     )
 
 
-def windows(data: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """(windows (W, C, length), the first row index of each): the line's Windower, on a whole file."""
+def window_starts(n: int, length: int, hop: int, breaks: Sequence[int] = ()) -> np.ndarray:
+    """The first row of every window of ``length`` every ``hop`` rows over ``n`` rows, none
+    spanning a break (a row index where the rows before it were left out)."""
     if length < 1 or not 1 <= hop <= length:
         msg = f"window needs length >= 1 and 1 <= hop <= length, got {length}, {hop}"
         raise ReadingsError(msg)
-    starts = np.arange(0, len(data) - length + 1, hop)
+    edges = [0, *sorted(b for b in breaks if 0 < b < n), n]
+    runs = [np.arange(a, b - length + 1, hop) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return np.concatenate(runs).astype(int)
+
+
+def windows(data: np.ndarray, length: int, hop: int, breaks: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(windows (W, C, length), the first row index of each): the line's Windower, on a whole file."""
+    starts = window_starts(len(data), length, hop, breaks)
     if not len(starts):
         msg = f"{len(data)} readings make no window of {length}"
         raise ReadingsError(msg)
@@ -105,15 +132,16 @@ def fit(
     readings = read_readings(normal)
     channels, data = readings.channels, readings.data
     log(f"{normal}: {readings.layout}")
-    made = max(0, (len(data) - window) // hop + 1) if 1 <= hop <= window else None  # windows() refuses the rest
-    if made is not None and made < MIN_SAMPLES:
+    readings.say_skipped(log)
+    made = len(window_starts(len(data), window, hop, readings.breaks))
+    if made < MIN_SAMPLES:
         msg = (
             f"{len(data)} readings make {made} windows of {window} (every {hop}); a threshold needs at least "
             f"{MIN_SAMPLES}: a shorter --window or --hop, more readings, or --window 1 where each row is a "
             "sample of its own (tabular data: one part's measurements a row)"
         )
         raise ReadingsError(msg)
-    x, _ = windows(data, window, hop)
+    x, _ = windows(data, window, hop, readings.breaks)
     log(f"{len(data)} readings of {len(channels)} channels → {len(x)} windows of {window} (every {hop})")
     try:
         config = VectorDetectorConfig(
@@ -158,7 +186,7 @@ def _scored(model: Inferencer, path: str | Path, labelled: bool) -> tuple[Readin
         msg = f"{path}: {readings.data.shape[1]} channels ({read}), the model was trained on {channels}"
         raise ReadingsError(msg)
     hop = provenance.get("hop") or length
-    x, starts = windows(readings.data, length, hop)
+    x, starts = windows(readings.data, length, hop, readings.breaks)
     results = [r for i in range(0, len(x), 256) for r in model.predict_batch(list(x[i : i + 256]))]
     return readings, starts, results, length
 
@@ -167,6 +195,7 @@ def report(model_path: str | Path, data: str | Path, log: Log) -> dict[str, Any]
     """The test report on a labelled readings CSV, with the image report's keys (items are windows)."""
     model = Inferencer(model_path)
     readings, starts, results, length = _scored(model, data, labelled=True)
+    readings.say_skipped(log)
     kinds = []
     for s in starts:
         bad = [lab for lab in readings.labels[s : s + length] if lab not in NORMAL_LABELS]
@@ -181,6 +210,7 @@ def predict(model_path: str | Path, readings: str | Path, out: str | Path, log: 
     has a time column), score, normalised score and decision."""
     model = Inferencer(model_path)
     read, starts, results, length = _scored(model, readings, labelled=False)
+    read.say_skipped(log)
     times = read.times or [""] * len(read.data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

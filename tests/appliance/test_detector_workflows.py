@@ -533,6 +533,35 @@ def test_the_appearance_check_can_be_left_off(parts: Path, tmp_path: Path, capsy
         assert next(csv.DictReader(f))["defect_type"] != "unlike the good parts"
 
 
+def test_a_loggers_dropouts_are_left_out_and_no_window_spans_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows a logger could not fill (an empty cell, a spreadsheet's #N/A) are left out and named;
+    windows are cut from the runs between them, never across one."""
+    path = _readings(tmp_path / "gappy.csv", 600)
+    lines = path.read_text().splitlines()
+    lines[101] = "0.1,,0.2"  # line 102: row 101 empty in y
+    lines[301] = "#N/A,0.3,0.1"  # line 302
+    path.write_text("\n".join(lines) + "\n")
+    model = tmp_path / "gappy.zip"
+    assert main(["detector", "fit", "--normal", str(path), "--window", "32", "--hop", "16", "-o", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "2 rows cannot be read and are left out (no window spans them): line 102, column 'y' is empty" in out
+    assert "#N/A" not in out
+    # runs of 100, 199 and 299 readings: 5 + 11 + 17 windows of 32 every 16
+    assert "598 readings of 3 channels → 33 windows of 32 (every 16)" in out
+    assert main(["detector", "predict", str(model), str(path), "-o", str(tmp_path / "p")]) == 0
+    with (tmp_path / "p" / "predictions.csv").open() as f:
+        spans = [(int(r["first_line"]), int(r["last_line"])) for r in csv.DictReader(f)]
+    assert len(spans) == 33 and all(not (a <= gap <= b) for a, b in spans for gap in (102, 302))
+    assert all(b - a == 31 for a, b in spans)  # every window: 32 consecutive lines of the file
+    # a file most of whose rows cannot be read is a layout not understood: refused by its first row
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,x\n2,y\n3,4\n")
+    assert main(["detector", "fit", "--normal", str(bad), "-o", str(tmp_path / "b.zip")]) == 2
+    assert "line 2, column 'b' is not a number" in capsys.readouterr().err
+
+
 def test_tabular_rows_fit_one_sample_a_row_and_are_reported_as_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
