@@ -61,10 +61,9 @@ class Readings:
     def say_skipped(self, log: Log) -> None:
         if self.skipped:
             more = f" … and {len(self.skipped) - 1} more" if len(self.skipped) > 1 else ""
-            log(
-                f"{len(self.skipped)} rows cannot be read and are left out (no window spans them): "
-                f"{self.skipped[0]}{more}"
-            )
+            n = len(self.skipped)
+            what = "row cannot be read and is" if n == 1 else "rows cannot be read and are"
+            log(f"{n} {what} left out (no window spans them): {self.skipped[0]}{more}")
 
 
 def read_readings(path: str | Path, labelled: bool = False, channels: Sequence[str] = ()) -> Readings:
