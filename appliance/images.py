@@ -110,7 +110,8 @@ def plot_window(window: np.ndarray, channels: Sequence[str] | None = None) -> np
     """A sensor window (channels, length) as an 8-bit BGR picture to show: one band a channel, its
     readings over the window drawn across the band's height (each channel on its own scale, its
     name, smallest and largest reading written in the band), oldest reading on the left."""
-    values = np.asarray(window, np.float32).reshape(len(window), -1) if window.ndim > 1 else window[None]
+    values = np.atleast_2d(np.asarray(window, np.float32))
+    values = values.reshape(len(values), -1)
     n, length = values.shape
     picture = np.full((BAND * n, PLOT_WIDTH, 3), 255, np.uint8)
     xs = np.linspace(4, PLOT_WIDTH - 5, length) if length > 1 else np.array([PLOT_WIDTH / 2])

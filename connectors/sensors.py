@@ -185,8 +185,11 @@ class ReadingsFile:
     def table(self) -> tuple[np.ndarray, np.ndarray]:
         """Every row read (N, channels) float32, and each row's line in the file; the first row
         that cannot be read is refused."""
-        data = np.asarray([self.values(line, cells) for line, cells in self.rows], np.float32)
-        return data.reshape(len(self.rows), len(self.channel_cols)), np.array([line for line, _ in self.rows])
+        data, kept, problems = self.readable()
+        if problems:
+            msg = f"{self.path}: {problems[0]}"
+            raise ReadingsFileError(msg)
+        return data, np.array([self.rows[i][0] for i in kept])
 
     def readable(self) -> tuple[np.ndarray, list[int], list[str]]:
         """The rows that can be read (N, channels) float32, their indices in :attr:`rows`, and

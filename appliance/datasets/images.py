@@ -26,27 +26,21 @@ def find_images(root: str | Path) -> list[Path]:
     if not root.is_dir():
         msg = f"{root} is not a folder"
         raise ImageFolderError(msg)
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    return sorted(p for p in _visible_files(root) if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _visible_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` (any depth) but hidden files and those in hidden folders."""
+    for p in root.rglob("*"):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+            yield p
 
 
 def other_files(root: str | Path) -> dict[str, int]:
     """Files under ``root`` that :func:`find_images` leaves out, counted by suffix (hidden ones
     aside): a folder of good images whose camera saved a format not read here should say so."""
-    root = Path(root)
-    suffixes = [
-        p.suffix.lower() or "(no suffix)"
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() not in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return dict(Counter(suffixes).most_common())
+    suffixes = [p.suffix.lower() or "(no suffix)" for p in _visible_files(Path(root))]
+    return dict(Counter(s for s in suffixes if s not in IMAGE_SUFFIXES).most_common())
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -75,10 +75,11 @@ def read_readings(path: str | Path, labelled: bool = False, channels: Sequence[s
     try:
         file = open_readings(path, channels)
         data, kept, problems = file.readable()
-        if problems and len(problems) * 2 >= len(file.rows):
-            file.table()  # raises the first row's problem
     except ReadingsFileError as exc:
         raise ReadingsError(str(exc)) from None
+    if problems and len(problems) * 2 >= len(file.rows):
+        msg = f"{file.path}: {problems[0]}"
+        raise ReadingsError(msg)
     if labelled and file.label_col is None:
         msg = f"{path}: a labelled CSV needs a column named one of {', '.join(LABEL_COLUMNS)}"
         raise ReadingsError(msg)
