@@ -380,6 +380,7 @@ class MqttSensorSource(QueuedSource):
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(0.2, 10)
         self.broker = (host, port)
 
@@ -396,7 +397,15 @@ class MqttSensorSource(QueuedSource):
         if reason_code.is_failure:
             self._fail(f"broker refused the connection: {reason_code}")
             return
-        client.subscribe(self.topic, qos=1)
+        client.subscribe(self.topic, qos=1)  # online when the broker has acknowledged it (_on_subscribe)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """Online only once the subscription holds: a reading published before the broker took it
+        would be lost while the source already said it was listening."""
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            self._fail(f"broker refused the subscription to {self.topic}: {failed[0]}")
+            return
         self.state = "online"
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
